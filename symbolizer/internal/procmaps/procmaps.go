@@ -1,0 +1,201 @@
+// Package procmaps parses the memory map of a Linux process as printed in
+// /proc/PID/maps, one mapping per line:
+//
+//	start-end perms offset major:minor inode   path
+//	55d0c1a00000-55d0c1a22000 r-xp 00002000 fe:00 247026 /usr/bin/cat
+//
+// The path column is optional (anonymous memory), may name a pseudo mapping
+// ("[vdso]", "[stack]", "[heap]", "[anon:name]"), may end in " (deleted)"
+// when the file was unlinked after it was mapped, and may contain spaces.
+package procmaps
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Perm is the set of permission bits of a mapping.
+type Perm uint8
+
+const (
+	Read Perm = 1 << iota
+	Write
+	Exec
+	Shared // 's' rather than 'p' (private)
+)
+
+// Mapping is one line of /proc/PID/maps.
+type Mapping struct {
+	Start, End uint64 // [Start, End)
+	Perm       Perm
+	Offset     uint64 // file offset of Start
+	Dev        uint64 // major<<32 | minor, 0 for anonymous memory
+	Inode      uint64
+	Path       string // without the " (deleted)" suffix; "" for anonymous memory
+	Deleted    bool   // the file was unlinked
+}
+
+// Exec reports whether the mapping holds executable memory.
+func (m *Mapping) Exec() bool { return m.Perm&Exec != 0 }
+
+// Pseudo reports whether the mapping is a kernel-named region such as
+// "[vdso]", "[stack]" or "[anon:name]" rather than a file.
+func (m *Mapping) Pseudo() bool { return strings.HasPrefix(m.Path, "[") }
+
+// Anonymous reports whether the mapping has no backing file: no path, or a
+// pseudo path other than a memfd.
+func (m *Mapping) Anonymous() bool {
+	return m.Inode == 0 || m.Path == "" || m.Pseudo()
+}
+
+// Memfd reports whether the mapping is backed by a memfd_create file
+// ("/memfd:name (deleted)").
+func (m *Mapping) Memfd() bool { return strings.HasPrefix(m.Path, "/memfd:") }
+
+// maxLine bounds one line of the maps file: paths are at most PATH_MAX.
+const maxLine = 64 << 10
+
+// Parse reads a whole maps file. It stops at the first malformed line and
+// returns the mappings before it together with an error naming the line.
+// If execOnly is set only executable mappings are returned.
+func Parse(r io.Reader, execOnly bool) ([]Mapping, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), maxLine)
+	var out []Mapping
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		m, err := ParseLine(string(line))
+		if err != nil {
+			return out, fmt.Errorf("procmaps: line %d: %w", n, err)
+		}
+		if execOnly && !m.Exec() {
+			continue
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return out, fmt.Errorf("procmaps: %w", err)
+	}
+	return out, nil
+}
+
+// ParseLine parses one line of a maps file (without the newline).
+func ParseLine(line string) (Mapping, error) {
+	var m Mapping
+	rest := line
+	field := func(what string) (string, error) {
+		rest = strings.TrimLeft(rest, " ")
+		i := strings.IndexByte(rest, ' ')
+		if i < 0 {
+			if rest == "" {
+				return "", fmt.Errorf("missing %s in %q", what, line)
+			}
+			f := rest
+			rest = ""
+			return f, nil
+		}
+		f := rest[:i]
+		rest = rest[i+1:]
+		return f, nil
+	}
+
+	rng, err := field("address range")
+	if err != nil {
+		return m, err
+	}
+	lo, hi, ok := strings.Cut(rng, "-")
+	if !ok {
+		return m, fmt.Errorf("address range %q has no '-'", rng)
+	}
+	if m.Start, err = parseHex(lo, "start address"); err != nil {
+		return m, err
+	}
+	if m.End, err = parseHex(hi, "end address"); err != nil {
+		return m, err
+	}
+	if m.End < m.Start {
+		return m, fmt.Errorf("address range %q ends before it starts", rng)
+	}
+
+	perms, err := field("permissions")
+	if err != nil {
+		return m, err
+	}
+	if len(perms) != 4 {
+		return m, fmt.Errorf("permissions %q are not 4 characters", perms)
+	}
+	for i, want := range [4]byte{'r', 'w', 'x', 's'} {
+		switch c := perms[i]; {
+		case c == want:
+			m.Perm |= Perm(1) << i
+		case c == '-' || (i == 3 && c == 'p'):
+		default:
+			return m, fmt.Errorf("permissions %q: unexpected %q", perms, c)
+		}
+	}
+
+	off, err := field("offset")
+	if err != nil {
+		return m, err
+	}
+	if m.Offset, err = parseHex(off, "offset"); err != nil {
+		return m, err
+	}
+
+	dev, err := field("device")
+	if err != nil {
+		return m, err
+	}
+	maj, min, ok := strings.Cut(dev, ":")
+	if !ok {
+		return m, fmt.Errorf("device %q has no ':'", dev)
+	}
+	majN, err := parseHex(maj, "device major")
+	if err != nil {
+		return m, err
+	}
+	minN, err := parseHex(min, "device minor")
+	if err != nil {
+		return m, err
+	}
+	if majN > 0xffffffff || minN > 0xffffffff {
+		return m, fmt.Errorf("device %q out of range", dev)
+	}
+	m.Dev = majN<<32 | minN
+
+	ino, err := field("inode")
+	if err != nil {
+		return m, err
+	}
+	if m.Inode, err = strconv.ParseUint(ino, 10, 64); err != nil {
+		return m, fmt.Errorf("inode %q: %w", ino, err)
+	}
+
+	// The path is the rest of the line after the column padding; it may
+	// contain spaces.
+	path := strings.TrimLeft(rest, " ")
+	if p, ok := strings.CutSuffix(path, " (deleted)"); ok {
+		path = p
+		m.Deleted = true
+	}
+	m.Path = path
+	return m, nil
+}
+
+func parseHex(s, what string) (uint64, error) {
+	if s == "" || len(s) > 16 {
+		return 0, fmt.Errorf("%s %q is not a 64-bit hex number", what, s)
+	}
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q is not a 64-bit hex number", what, s)
+	}
+	return v, nil
+}
