@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//
+// Scorch's sampling program. A software cpu-clock perf event fires on every
+// CPU at a fixed frequency and runs scorch_sample, which records the kernel
+// and user stacks of whatever was running into stack-trace maps and counts
+// (process, thread, comm, stacks) in a hash map.
+//
+// Maps come in two sets (0 and 1). The program writes to the set named by
+// config.active_set; user space flips it, waits until no program still runs
+// against the old set (see sync_barrier), drains the old set and clears it.
+// So a drain never races with a sample and no sample is lost between drains.
+//
+// Whatever cannot be recorded is counted by reason in the per-CPU `stats`
+// array: no sample is lost silently.
+
+#include "scorch_kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#define MAX_STACK_DEPTH 127
+#define TASK_COMM_LEN 16
+
+// Stack ids below zero in a sample_key: no stack of that kind was taken
+// (STACK_NONE: e.g. the kernel stack of a sample taken in user mode) or it
+// could not be stored (STACK_LOST: the stack map bucket held another stack).
+#define STACK_NONE -1
+#define STACK_LOST -2
+
+// Keys of the per-CPU `stats` array. Keep in sync with internal/sampler.
+enum stat_key {
+	STAT_SAMPLES = 0,            // every time the program ran
+	STAT_IDLE_DROPPED = 1,       // idle samples dropped on request (not a loss)
+	STAT_FILTERED = 2,           // samples of processes outside the pid filter (not a loss)
+	STAT_LOST_USER_STACK = 3,    // user stack not stored: stack map bucket collision/full
+	STAT_LOST_KERNEL_STACK = 4,  // kernel stack not stored: stack map bucket collision/full
+	STAT_LOST_COUNTS_FULL = 5,   // sample dropped: counts map full
+	STAT_LOST_PID_EVENT = 6,     // new-process notification dropped: ring buffer full
+	STAT_MAX = 8,
+};
+
+struct sample_key {
+	__u32 pid;            // thread group id (what user space calls the pid)
+	__u32 tid;            // thread id
+	__s32 kern_stack_id;  // id in stacks_kern{0,1}, or STACK_NONE/STACK_LOST
+	__s32 user_stack_id;  // id in stacks_user{0,1}, or STACK_NONE/STACK_LOST
+	char comm[TASK_COMM_LEN];
+};
+
+struct scorch_config {
+	__u32 active_set;     // 0 or 1: the map set samples go to
+	__u32 drop_idle;      // 1: don't record the idle task (pid 0)
+	__u32 filter_pids;    // 1: record only pids present in target_pids
+	__u32 _pad;
+};
+
+// Events for user space about process lifecycles, so it can read
+// /proc/PID/maps while the process is still alive.
+enum event_type {
+	EVENT_NEW_PID = 1,    // first sample of a process (since the last exec)
+	EVENT_EXEC = 2,       // a process called exec: its mappings changed
+	EVENT_EXIT = 3,       // a process (thread group) exited
+};
+
+struct event {
+	__u32 type;
+	__u32 pid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scorch_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+#define COUNTS_MAP(name)                          \
+	struct {                                  \
+		__uint(type, BPF_MAP_TYPE_HASH);  \
+		__uint(max_entries, 16384);       \
+		__type(key, struct sample_key);   \
+		__type(value, __u64);             \
+	} name SEC(".maps")
+
+#define STACK_MAP(name, entries)                                  \
+	struct {                                                  \
+		__uint(type, BPF_MAP_TYPE_STACK_TRACE);           \
+		__uint(max_entries, entries);                     \
+		__uint(key_size, sizeof(__u32));                  \
+		__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64)); \
+	} name SEC(".maps")
+
+COUNTS_MAP(counts0);
+COUNTS_MAP(counts1);
+STACK_MAP(stacks_user0, 16384);
+STACK_MAP(stacks_user1, 16384);
+STACK_MAP(stacks_kern0, 8192);
+STACK_MAP(stacks_kern1, 8192);
+
+// Pids to record when config.filter_pids is set.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_pids SEC(".maps");
+
+// Processes already announced to user space by EVENT_NEW_PID.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} seen_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// sync_barrier is never read by the program. User space updates it after
+// flipping config.active_set: the kernel waits for every running BPF program
+// to finish (synchronize_rcu) before an update of a map-in-map returns, so
+// once it returns no sample can still be writing to the old set.
+struct barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} barrier_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct barrier_inner);
+} sync_barrier SEC(".maps") = {
+	.values = {&barrier_inner},
+};
+
+// Make the types user space decodes part of the object's BTF, so bpf2go
+// generates them.
+const struct event *unused_event __attribute__((unused));
+const enum stat_key *unused_stat_key __attribute__((unused));
+const enum event_type *unused_event_type __attribute__((unused));
+
+static __always_inline void stat_inc(__u32 key)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &key);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void emit_event(__u32 type, __u32 pid)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(STAT_LOST_PID_EVENT);
+		return;
+	}
+	e->type = type;
+	e->pid = pid;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline __s32 stack_id(__s64 ret, __u32 lost_stat)
+{
+	if (ret >= 0)
+		return (__s32)ret;
+	if (ret == -17 /* EEXIST: bucket holds another stack */ ||
+	    ret == -12 /* ENOMEM */) {
+		stat_inc(lost_stat);
+		return STACK_LOST;
+	}
+	return STACK_NONE; // EFAULT: no stack of that kind here
+}
+
+SEC("perf_event")
+int scorch_sample(struct bpf_perf_event_data *ctx)
+{
+	__u32 zero = 0;
+	struct scorch_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 0;
+
+	stat_inc(STAT_SAMPLES);
+
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	__u32 tid = (__u32)id;
+
+	if (tid == 0 && cfg->drop_idle) {
+		stat_inc(STAT_IDLE_DROPPED);
+		return 0;
+	}
+	if (cfg->filter_pids && !bpf_map_lookup_elem(&target_pids, &pid)) {
+		stat_inc(STAT_FILTERED);
+		return 0;
+	}
+
+	struct sample_key key = {};
+	key.pid = pid;
+	key.tid = tid;
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+
+	// The idle task and kernel threads have no user stack: keep them as
+	// kernel-only stacks.
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	int user = tid != 0 && !(BPF_CORE_READ(task, flags) & PF_KTHREAD);
+
+	__u32 set = cfg->active_set;
+	if (set == 0) {
+		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, &stacks_kern0, 0), STAT_LOST_KERNEL_STACK);
+		key.user_stack_id = user ? stack_id(bpf_get_stackid(ctx, &stacks_user0, BPF_F_USER_STACK),
+						    STAT_LOST_USER_STACK) : STACK_NONE;
+	} else {
+		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, &stacks_kern1, 0), STAT_LOST_KERNEL_STACK);
+		key.user_stack_id = user ? stack_id(bpf_get_stackid(ctx, &stacks_user1, BPF_F_USER_STACK),
+						    STAT_LOST_USER_STACK) : STACK_NONE;
+	}
+
+	void *counts = set == 0 ? (void *)&counts0 : (void *)&counts1;
+	__u64 *val = bpf_map_lookup_elem(counts, &key);
+	if (val) {
+		__sync_fetch_and_add(val, 1);
+	} else {
+		__u64 one = 1;
+		long err = bpf_map_update_elem(counts, &key, &one, BPF_NOEXIST);
+		if (err == -17 /* EEXIST: another CPU inserted it first */) {
+			val = bpf_map_lookup_elem(counts, &key);
+			if (val)
+				__sync_fetch_and_add(val, 1);
+		} else if (err) {
+			stat_inc(STAT_LOST_COUNTS_FULL);
+		}
+	}
+
+	if (user) {
+		__u8 *seen = bpf_map_lookup_elem(&seen_pids, &pid);
+		if (!seen) {
+			__u8 one = 1;
+			bpf_map_update_elem(&seen_pids, &pid, &one, BPF_ANY);
+			emit_event(EVENT_NEW_PID, pid);
+		}
+	}
+	return 0;
+}
+
+// Process lifecycle hooks. Raw tracepoints need neither kprobes nor tracefs.
+// The current task is the one that execs or exits.
+SEC("raw_tracepoint/sched_process_exec")
+int scorch_exec(void *ctx)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_map_delete_elem(&seen_pids, &pid);
+	emit_event(EVENT_EXEC, pid);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exit")
+int scorch_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	if (pid != (__u32)id)
+		return 0; // a thread, not the whole process
+	if (!bpf_map_lookup_elem(&seen_pids, &pid))
+		return 0; // never sampled: nothing for user space to release
+	bpf_map_delete_elem(&seen_pids, &pid);
+	emit_event(EVENT_EXIT, pid);
+	return 0;
+}

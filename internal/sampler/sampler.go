@@ -1,0 +1,453 @@
+package sampler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/scorch-profiler/scorch/bpf"
+)
+
+// maxStackDepth matches MAX_STACK_DEPTH in scorch.bpf.c.
+const maxStackDepth = 127
+
+// Options configure a Sampler.
+type Options struct {
+	// Frequency is the sampling rate per CPU, in Hz (default 99).
+	Frequency int
+	// Pids, when not empty, restricts sampling to these processes; the
+	// filter runs in the BPF program, so other samples never reach us.
+	Pids []uint32
+	// DropIdle drops samples of the idle task instead of recording them
+	// as kernel-only stacks.
+	DropIdle bool
+	Logger   *slog.Logger
+}
+
+// Sample is one distinct (process, thread, stacks) tuple and how many times
+// it was sampled since the previous drain.
+type Sample struct {
+	Pid, Tid uint32
+	Comm     string
+	// Kernel and User are instruction addresses, leaf first. All but the
+	// first address of each are return addresses.
+	Kernel, User []uint64
+	// KernelLost and UserLost are set when the stack of that kind was taken
+	// but could not be stored (stack map bucket collision).
+	KernelLost, UserLost bool
+	Count                uint64
+}
+
+// Stats are the program's counters, totals since the sampler opened.
+type Stats struct {
+	Samples         uint64 // program runs
+	IdleDropped     uint64 // idle samples dropped on request
+	Filtered        uint64 // samples of processes outside the pid filter
+	LostUserStack   uint64 // samples kept without their user stack
+	LostKernelStack uint64 // samples kept without their kernel stack
+	LostCountsFull  uint64 // samples dropped: counts map full
+	LostPidEvents   uint64 // new-process notifications dropped
+}
+
+// Lost is the number of samples dropped whole.
+func (s Stats) Lost() uint64 { return s.LostCountsFull }
+
+// EventType says what happened to a process.
+type EventType uint32
+
+const (
+	EventNewPid = EventType(bpf.ScorchEventTypeEVENT_NEW_PID) // first sample of a process
+	EventExec   = EventType(bpf.ScorchEventTypeEVENT_EXEC)    // a process called exec
+	EventExit   = EventType(bpf.ScorchEventTypeEVENT_EXIT)    // a sampled process exited
+)
+
+// Event is a process lifecycle notification from the BPF programs.
+type Event struct {
+	Type EventType
+	Pid  uint32
+}
+
+// Sampler is a loaded and attached BPF sampling program. Drain and Close must
+// not be called concurrently; ReadEvents runs on its own goroutine.
+type Sampler struct {
+	log       *slog.Logger
+	objs      bpf.ScorchObjects
+	links     []link.Link
+	perfFDs   []int
+	events    *ringbuf.Reader
+	active    uint32
+	CPUs      int
+	Frequency int
+	lifecycle bool // exec/exit hooks attached
+}
+
+// Open loads the program, opens the perf events and starts sampling.
+func Open(opts Options) (_ *Sampler, err error) {
+	if opts.Frequency <= 0 {
+		opts.Frequency = 99
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones
+	// don't and RemoveMemlock is a no-op there. Failing to raise it is not
+	// fatal: the load below says so if it matters.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		opts.Logger.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
+	}
+
+	s := &Sampler{log: opts.Logger, Frequency: opts.Frequency}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	spec, err := bpf.LoadScorch()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("the kernel's verifier rejected the BPF program: %+v", verr)
+		}
+		return nil, explainLoadError("load BPF objects", err)
+	}
+
+	cfg := bpf.ScorchScorchConfig{}
+	if opts.DropIdle {
+		cfg.DropIdle = 1
+	}
+	if len(opts.Pids) > 0 {
+		cfg.FilterPids = 1
+		for _, pid := range opts.Pids {
+			if err := s.objs.TargetPids.Put(pid, uint8(1)); err != nil {
+				return nil, fmt.Errorf("set pid filter: %w", err)
+			}
+		}
+	}
+	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+
+	s.events, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+
+	// Process exec/exit hooks: raw tracepoints need neither kprobes nor
+	// tracefs. Without them we still sample; we only learn of new processes
+	// from their first sample and of dead ones when /proc says so.
+	if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: s.objs.ScorchExec}); err != nil {
+		s.log.Warn("exec hook unavailable; processes that exec are noticed later", "err", err)
+	} else {
+		s.links = append(s.links, l)
+		if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exit", Program: s.objs.ScorchExit}); err != nil {
+			s.log.Warn("exit hook unavailable; dead processes are noticed later", "err", err)
+		} else {
+			s.links = append(s.links, l)
+			s.lifecycle = true
+		}
+	}
+
+	cpus, err := onlineCPUs()
+	if err != nil {
+		return nil, err
+	}
+	for _, cpu := range cpus {
+		if err := s.attachCPU(cpu, opts.Frequency); err != nil {
+			return nil, err
+		}
+	}
+	s.CPUs = len(cpus)
+	return s, nil
+}
+
+func (s *Sampler) attachCPU(cpu, freq int) error {
+	attr := unix.PerfEventAttr{
+		Type:   unix.PERF_TYPE_SOFTWARE,
+		Config: unix.PERF_COUNT_SW_CPU_CLOCK,
+		Size:   uint32(unsafe.Sizeof(unix.PerfEventAttr{})),
+		Sample: uint64(freq),
+		Bits:   unix.PerfBitFreq,
+	}
+	fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("open cpu-clock perf event on CPU %d at %d Hz: %w (is --frequency above kernel.perf_event_max_sample_rate?)", cpu, freq, err)
+		}
+		return explainLoadError(fmt.Sprintf("open cpu-clock perf event on CPU %d", cpu), err)
+	}
+	s.perfFDs = append(s.perfFDs, fd)
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: s.objs.ScorchSample, Attach: ebpf.AttachPerfEvent})
+	if err == nil {
+		s.links = append(s.links, l)
+		return nil
+	}
+	// Kernels before 5.15 have no perf-event BPF links: attach by ioctl.
+	// The program then stays attached for as long as the perf event fd is
+	// open, which Close ends.
+	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, s.objs.ScorchSample.FD()); err != nil {
+		return explainLoadError(fmt.Sprintf("attach BPF program to CPU %d", cpu), err)
+	}
+	return unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0)
+}
+
+// LifecycleHooks says whether exec/exit events are delivered.
+func (s *Sampler) LifecycleHooks() bool { return s.lifecycle }
+
+// ReadEvents delivers process lifecycle events to fn until ctx ends or the
+// sampler is closed. Run it on one goroutine of its own.
+func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
+	var rec ringbuf.Record
+	for ctx.Err() == nil {
+		s.events.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		err := s.events.ReadInto(&rec)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read events: %w", err)
+		}
+		if len(rec.RawSample) < 8 {
+			continue
+		}
+		ev := (*bpf.ScorchEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		fn(Event{Type: EventType(ev.Type), Pid: ev.Pid})
+	}
+	return ctx.Err()
+}
+
+type mapSet struct {
+	counts, kern, user *ebpf.Map
+}
+
+func (s *Sampler) set(i uint32) mapSet {
+	if i == 0 {
+		return mapSet{s.objs.Counts0, s.objs.StacksKern0, s.objs.StacksUser0}
+	}
+	return mapSet{s.objs.Counts1, s.objs.StacksKern1, s.objs.StacksUser1}
+}
+
+// Drain returns every sample recorded since the previous Drain (or Open)
+// and the program's counters.
+func (s *Sampler) Drain() ([]Sample, Stats, error) {
+	old := s.active
+	next := 1 - old
+	cfg := bpf.ScorchScorchConfig{}
+	if err := s.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		return nil, Stats{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg.ActiveSet = next
+	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {
+		return nil, Stats{}, fmt.Errorf("flip map set: %w", err)
+	}
+	s.active = next
+	// Wait for programs still running against the old set (see package doc).
+	if err := s.objs.SyncBarrier.Put(uint32(0), s.objs.BarrierInner); err != nil {
+		return nil, Stats{}, fmt.Errorf("wait for running BPF programs: %w", err)
+	}
+
+	ms := s.set(old)
+	samples, err := readSet(ms)
+	if cerr := clearSet(ms); cerr != nil && err == nil {
+		err = cerr
+	}
+	st, serr := s.Stats()
+	if err == nil {
+		err = serr
+	}
+	return samples, st, err
+}
+
+func readSet(ms mapSet) ([]Sample, error) {
+	var (
+		key     bpf.ScorchSampleKey
+		count   uint64
+		samples []Sample
+	)
+	kstacks := map[int32][]uint64{}
+	ustacks := map[int32][]uint64{}
+	it := ms.counts.Iterate()
+	for it.Next(&key, &count) {
+		smp := Sample{
+			Pid:   key.Pid,
+			Tid:   key.Tid,
+			Comm:  commString(key.Comm),
+			Count: count,
+		}
+		smp.Kernel, smp.KernelLost = stackOf(ms.kern, key.KernStackId, kstacks)
+		smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, ustacks)
+		samples = append(samples, smp)
+	}
+	if err := it.Err(); err != nil {
+		return samples, fmt.Errorf("read counts: %w", err)
+	}
+	return samples, nil
+}
+
+// stackOf returns the addresses of stack id, from cache or the map. A
+// negative id is STACK_NONE (-1) or STACK_LOST (-2).
+func stackOf(m *ebpf.Map, id int32, cache map[int32][]uint64) ([]uint64, bool) {
+	if id == -2 {
+		return nil, true
+	}
+	if id < 0 {
+		return nil, false
+	}
+	if st, ok := cache[id]; ok {
+		return st, false
+	}
+	var raw [maxStackDepth]uint64
+	if err := m.Lookup(uint32(id), &raw); err != nil {
+		cache[id] = nil
+		return nil, true
+	}
+	n := 0
+	for n < len(raw) && raw[n] != 0 {
+		n++
+	}
+	st := append([]uint64(nil), raw[:n]...)
+	cache[id] = st
+	return st, false
+}
+
+func clearSet(ms mapSet) error {
+	var errs []error
+	for _, m := range []*ebpf.Map{ms.counts, ms.kern, ms.user} {
+		if err := clearMap(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clearMap deletes every key of m. Keys are collected first: deleting while
+// walking with NextKey restarts the walk on some map types.
+func clearMap(m *ebpf.Map) error {
+	keys, err := m.NextKeyBytes(nil)
+	if err != nil {
+		return err
+	}
+	var all [][]byte
+	for k := keys; k != nil; {
+		all = append(all, k)
+		if k, err = m.NextKeyBytes(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range all {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
+// Stats reads the program's counters (totals since Open).
+func (s *Sampler) Stats() (Stats, error) {
+	var st Stats
+	fields := map[bpf.ScorchStatKey]*uint64{
+		bpf.ScorchStatKeySTAT_SAMPLES:           &st.Samples,
+		bpf.ScorchStatKeySTAT_IDLE_DROPPED:      &st.IdleDropped,
+		bpf.ScorchStatKeySTAT_FILTERED:          &st.Filtered,
+		bpf.ScorchStatKeySTAT_LOST_USER_STACK:   &st.LostUserStack,
+		bpf.ScorchStatKeySTAT_LOST_KERNEL_STACK: &st.LostKernelStack,
+		bpf.ScorchStatKeySTAT_LOST_COUNTS_FULL:  &st.LostCountsFull,
+		bpf.ScorchStatKeySTAT_LOST_PID_EVENT:    &st.LostPidEvents,
+	}
+	for k, dst := range fields {
+		var perCPU []uint64
+		if err := s.objs.Stats.Lookup(uint32(k), &perCPU); err != nil {
+			return st, fmt.Errorf("read stats: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return st, nil
+}
+
+// Close detaches the program and frees every kernel object it held.
+func (s *Sampler) Close() error {
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	for _, fd := range s.perfFDs {
+		errs = append(errs, unix.Close(fd))
+	}
+	s.perfFDs = nil
+	if s.events != nil {
+		errs = append(errs, s.events.Close())
+		s.events = nil
+	}
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
+
+func commString(c [16]int8) string {
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(b)
+}
+
+// onlineCPUs parses /sys/devices/system/cpu/online ("0-3,5,7-8").
+func onlineCPUs() ([]int, error) {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, fmt.Errorf("list online CPUs: %w", err)
+	}
+	return parseCPUList(strings.TrimSpace(string(b)))
+}
+
+func parseCPUList(s string) ([]int, error) {
+	var cpus []int
+	for _, part := range strings.Split(s, ",") {
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("malformed CPU list %q", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("malformed CPU list %q", s)
+			}
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	if len(cpus) == 0 {
+		return nil, fmt.Errorf("empty CPU list %q", s)
+	}
+	return cpus, nil
+}

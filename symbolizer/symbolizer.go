@@ -1,0 +1,53 @@
+// Package symbolizer turns the raw instruction addresses that the kernel
+// hands us (user-space return addresses of a process, kernel addresses) into
+// named frames: function, file and line, with inlined frames expanded.
+//
+// User addresses are resolved through the process's memory map
+// (/proc/PID/maps): an address falls inside one mapping of a file, the file
+// offset is addr - start + offset, and the ELF program headers turn that
+// offset into the virtual address the file's symbol tables speak of.
+// Files are opened through /proc/PID/root (or /proc/PID/map_files) so that
+// processes in other mount namespaces and deleted binaries resolve.
+//
+// Symbol tables are cached by build id and shared between processes; the
+// cache is bounded in bytes.
+package symbolizer
+
+// API CONTRACT (shared with internal/sampler, exporter and cmd/scorch).
+// Keep these signatures; add fields and methods freely.
+
+// Kind tells where a frame's code lives.
+type Kind uint8
+
+const (
+	KindUser   Kind = iota // native user-space code in a file mapping
+	KindKernel             // kernel or kernel module
+	KindJIT                // anonymous executable memory named by a perf map
+)
+
+// Mapping is one file mapped into a process (or the kernel image / a module).
+type Mapping struct {
+	Start, Limit uint64 // runtime address range [Start, Limit)
+	Offset       uint64 // file offset of Start
+	File         string // path as the process sees it (e.g. /usr/lib/x86_64-linux-gnu/libc.so.6, [vdso], [kernel.kallsyms])
+	BuildID      string // hex GNU build id, "" when the file has none
+}
+
+// Line is one level of a (possibly inlined) call at an address.
+type Line struct {
+	Function   string // display name (demangled per Options)
+	SystemName string // raw (mangled) symbol name, "" if same as Function
+	File       string // source file, "" when unknown
+	Line       int64  // source line, 0 when unknown
+	StartLine  int64  // first line of the function, 0 when unknown
+}
+
+// Frame is a resolved address.
+type Frame struct {
+	Kind    Kind
+	Mapping *Mapping // nil when the address is in no known mapping
+	// Lines, innermost (most inlined) first, as pprof expects. Never empty:
+	// an address that cannot be named gets one Line whose Function says where
+	// it is ("libfoo.so+0x1234", "[unknown]").
+	Lines []Line
+}

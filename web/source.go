@@ -1,0 +1,30 @@
+package web
+
+// API CONTRACT (shared with internal/store and cmd/scorch). Keep these
+// signatures; add fields freely.
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// Window describes one stored profile: one target (service plus labels) over
+// one aligned time window.
+type Window struct {
+	ID       string            // opaque, stable key for Open
+	Start    time.Time         // window start (profile TimeNanos)
+	Duration time.Duration     // window length (profile DurationNanos)
+	Labels   map[string]string // service_name, pid, container_id, ...
+	Samples  int64             // total sample count in the window
+}
+
+// Source is what the viewer reads profiles from: the agent's local store, or
+// a single pprof file for `scorch view`.
+type Source interface {
+	// Windows lists the windows that overlap [from, to), oldest first.
+	Windows(ctx context.Context, from, to time.Time) ([]Window, error)
+	// Open loads one window's profile.
+	Open(ctx context.Context, id string) (*profile.Profile, error)
+}
