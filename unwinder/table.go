@@ -1,0 +1,525 @@
+package unwinder
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/scorch-profiler/scorch/unwinder/internal/cfi"
+)
+
+// Kind says how to unwind a frame whose PC falls in a row.
+type Kind uint8
+
+const (
+	// KindUnsupported: the CFI for this range cannot be expressed (see
+	// Stats.Unsupported), or there is no CFI. Unwinders fall back to the
+	// frame-pointer chain.
+	KindUnsupported Kind = 0
+	// KindCFA: CFA = (SP or FP) + CFAOffset; the return address is loaded
+	// from CFA+RAOffset (or is in the link register when RAOffset is 0); the
+	// caller's FP is loaded from CFA+FPOffset, or unchanged when FPOffset is 0.
+	KindCFA Kind = 1
+	// KindFramePointer: a standard frame record: CFA = FP+16, the return
+	// address at CFA-8 and the caller's FP at CFA-16 (amd64 after
+	// "push %rbp; mov %rsp,%rbp"; arm64 after "stp x29, x30, [sp, -N]!; mov x29, sp"
+	// has CFA = FP+16 as well).
+	KindFramePointer Kind = 2
+	// KindEndOfStack: the outermost frame (return address undefined, e.g.
+	// _start, the child side of clone/clone3) or a known entry point. Stop.
+	KindEndOfStack Kind = 3
+	// KindPLT: a lazy-binding PLT stub (amd64): CFA = SP + CFAOffset, plus 8
+	// when (PC & 15) >= PLTThreshold; the return address at CFA-8.
+	KindPLT Kind = 4
+	// KindSignal: a signal trampoline (__restore_rt): SP points to the
+	// kernel's ucontext; the interrupted PC, SP and FP are loaded from it.
+	KindSignal Kind = 5
+)
+
+var kindNames = [...]string{"unsupported", "cfa", "frame-pointer", "end-of-stack", "plt", "signal"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", k)
+}
+
+// Reg is the register a CFA is computed from.
+type Reg uint8
+
+const (
+	RegSP Reg = 0 // rsp / sp
+	RegFP Reg = 1 // rbp / x29
+)
+
+// Row is the decoded form of one table entry. It applies to the PCs from
+// PC up to the next row's PC.
+type Row struct {
+	PC           uint64 // ELF virtual address (runtime PC minus load bias)
+	Kind         Kind
+	CFAReg       Reg
+	CFAOffset    int32 // bytes; multiple of 8, 0..32760
+	FPOffset     int16 // caller's FP at CFA+FPOffset; 0: FP unchanged. Multiple of 8.
+	RAOffset     int16 // return address at CFA+RAOffset; 0: in the link register (arm64). Multiple of 8.
+	PLTThreshold uint8 // KindPLT only
+}
+
+// RowSize is the size in bytes of one encoded row.
+const RowSize = 8
+
+// Encoding limits (see unwind_table.h).
+const (
+	maxCFAOffset = 0xfff * 8
+	minSlotOff   = -128 * 8
+	maxSlotOff   = 127 * 8
+)
+
+// encode packs r as described in bpf/unwind_table.h:
+//
+//	u32 pc; u16 cfa = kind | reg<<3 | (cfa_off/8)<<4; s8 fp; s8 ra
+func (r Row) encode() uint64 {
+	fp := int8(r.FPOffset / 8)
+	if r.Kind == KindPLT {
+		fp = int8(r.PLTThreshold)
+	}
+	cfa := uint16(r.Kind&7) | uint16(r.CFAReg&1)<<3 | uint16(r.CFAOffset/8)<<4
+	return uint64(uint32(r.PC)) | uint64(cfa)<<32 | uint64(uint8(fp))<<48 | uint64(uint8(int8(r.RAOffset/8)))<<56
+}
+
+func decode(v uint64, base uint64) Row {
+	cfa := uint16(v >> 32)
+	r := Row{
+		PC:        base + uint64(uint32(v)),
+		Kind:      Kind(cfa & 7),
+		CFAReg:    Reg(cfa >> 3 & 1),
+		CFAOffset: int32(cfa>>4) * 8,
+		RAOffset:  int16(int8(v>>56)) * 8,
+	}
+	fp := int8(v >> 48)
+	if r.Kind == KindPLT {
+		r.PLTThreshold = uint8(fp)
+	} else {
+		r.FPOffset = int16(fp) * 8
+	}
+	return r
+}
+
+// Table is the compiled unwind table of one ELF file, sorted by PC.
+type Table struct {
+	rows  []uint64 // encoded rows, sorted by PC
+	stats Stats
+}
+
+// Stats describes a table.
+type Stats struct {
+	FDEs        int            // FDEs read
+	Rows        int            // rows after merging
+	Bytes       int            // encoded size
+	TextBytes   uint64         // size of executable sections
+	Unsupported map[string]int // unsupported rows (before merging) by reason
+}
+
+// Rows returns the decoded rows.
+func (t *Table) Rows() []Row {
+	out := make([]Row, len(t.rows))
+	for i, v := range t.rows {
+		out[i] = decode(v, 0)
+	}
+	return out
+}
+
+// Stats returns statistics about the table.
+func (t *Table) Stats() Stats {
+	s := t.stats
+	s.Unsupported = maps.Clone(t.stats.Unsupported)
+	return s
+}
+
+// AppendBinary appends the table in the format of struct unwind_row
+// (bpf/unwind_table.h), little endian, to b.
+func (t *Table) AppendBinary(b []byte) ([]byte, error) {
+	for _, v := range t.rows {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return b, nil
+}
+
+// Lookup returns the row covering the ELF virtual address pc.
+func (t *Table) Lookup(pc uint64) (Row, bool) {
+	if pc > 0xffffffff || len(t.rows) == 0 {
+		return Row{}, false
+	}
+	i := sort.Search(len(t.rows), func(i int) bool { return uint32(t.rows[i]) > uint32(pc) })
+	if i == 0 {
+		return Row{}, false
+	}
+	return decode(t.rows[i-1], 0), true
+}
+
+// DWARF register numbers.
+const (
+	amd64RBP = 6
+	amd64RSP = 7
+	amd64RA  = 16
+	arm64FP  = 29
+	arm64LR  = 30
+	arm64SP  = 31
+)
+
+type arch struct {
+	sp, fp, ra uint64
+	raInReg    bool // the return address may live in a register (LR)
+}
+
+var (
+	archAMD64 = arch{sp: amd64RSP, fp: amd64RBP, ra: amd64RA}
+	archARM64 = arch{sp: arm64SP, fp: arm64FP, ra: arm64LR, raInReg: true}
+)
+
+// endOfStackSymbols are functions where unwinding stops even if their CFI
+// describes a caller: process and thread entry points.
+var endOfStackSymbols = map[string]bool{
+	"_start":              true,
+	"start_thread":        true,
+	"runtime.goexit.abi0": true,
+	"runtime.rt0_go.abi0": true,
+	"runtime.mstart.abi0": true,
+}
+
+// Build compiles the .eh_frame and .debug_frame of f into a table. PCs not
+// covered by any FDE get KindUnsupported rows.
+func Build(f *elf.File) (*Table, error) {
+	var a arch
+	switch f.Machine {
+	case elf.EM_X86_64:
+		a = archAMD64
+	case elf.EM_AARCH64:
+		a = archARM64
+	default:
+		return nil, fmt.Errorf("unwinder: unsupported machine %v", f.Machine)
+	}
+	if f.Class != elf.ELFCLASS64 {
+		return nil, fmt.Errorf("unwinder: unsupported ELF class %v", f.Class)
+	}
+	b := &builder{arch: a, unsupported: map[string]int{}}
+	var textBase, dataBase uint64
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_EXECINSTR != 0 {
+			b.textBytes += s.Size
+		}
+		switch s.Name {
+		case ".text":
+			textBase = s.Addr
+		case ".got":
+			dataBase = s.Addr
+		}
+	}
+	var fdes []*cfi.FDE
+	for _, name := range []string{".eh_frame", ".debug_frame"} {
+		s := f.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		if s.Size > cfi.MaxSectionSize {
+			return nil, fmt.Errorf("unwinder: %s is %d bytes, limit %d", name, s.Size, cfi.MaxSectionSize)
+		}
+		data, err := io.ReadAll(io.LimitReader(s.Open(), cfi.MaxSectionSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("unwinder: reading %s: %w", name, err)
+		}
+		fs, err := cfi.Parse(&cfi.Section{
+			Name: name, Data: data, Addr: s.Addr, EH: name == ".eh_frame",
+			PtrSize: 8, Order: f.ByteOrder, TextBase: textBase, DataBase: dataBase,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("unwinder: %w", err)
+		}
+		fdes = append(fdes, fs...)
+	}
+	b.fdes = len(fdes)
+	if err := b.build(fdes); err != nil {
+		return nil, err
+	}
+	b.applySymbols(f)
+	b.merge()
+	t := &Table{rows: make([]uint64, len(b.rows))}
+	for i, r := range b.rows {
+		t.rows[i] = r.encode()
+	}
+	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
+	return t, nil
+}
+
+type builder struct {
+	arch        arch
+	rows        []Row
+	fdes        int
+	textBytes   uint64
+	unsupported map[string]int
+}
+
+const reasonNoCFI = "no CFI (gap between FDEs)"
+
+func (b *builder) build(fdes []*cfi.FDE) error {
+	// Sort by start; on overlap, the FDE that starts first wins (ties: the
+	// .eh_frame one, which comes first in fdes).
+	slices.SortStableFunc(fdes, func(x, y *cfi.FDE) int {
+		switch {
+		case x.Begin < y.Begin:
+			return -1
+		case x.Begin > y.Begin:
+			return 1
+		}
+		return 0
+	})
+	var end uint64
+	for _, f := range fdes {
+		if f.Begin == f.End || f.Begin == 0 {
+			continue // empty, or discarded by the linker
+		}
+		if f.Begin < end {
+			b.unsupported["overlapping FDE (skipped)"]++
+			continue
+		}
+		if f.End > 0xffffffff {
+			return fmt.Errorf("unwinder: FDE at %#x covers %#x..%#x, beyond the 4 GiB the table format addresses", f.Off, f.Begin, f.End)
+		}
+		if end != 0 && f.Begin > end {
+			// A gap. Gaps shorter than a function alignment are padding no
+			// code runs in (return addresses are looked up as PC-1), so
+			// they keep the previous FDE's last rule and cost no row.
+			if f.Begin-end >= 16 {
+				b.rows = append(b.rows, Row{PC: end, Kind: KindUnsupported})
+				b.unsupported[reasonNoCFI]++
+			}
+		}
+		signal := f.CIE.SignalFrame
+		err := f.Execute(func(cr *cfi.Row) error {
+			r, reason := b.compile(cr, signal)
+			if reason != "" {
+				b.unsupported[reason]++
+			}
+			b.rows = append(b.rows, r)
+			return nil
+		})
+		if err != nil {
+			// One bad FDE makes its range unsupported, not the whole file.
+			b.unsupported["malformed FDE: "+errorClass(err)]++
+			b.rows = append(b.rows, Row{PC: f.Begin, Kind: KindUnsupported})
+		}
+		end = f.End
+	}
+	if end != 0 {
+		b.rows = append(b.rows, Row{PC: end, Kind: KindUnsupported})
+	}
+	// A malformed FDE may have emitted rows before failing; keep the rows
+	// sorted with the last row for a PC winning.
+	slices.SortStableFunc(b.rows, func(x, y Row) int {
+		switch {
+		case x.PC < y.PC:
+			return -1
+		case x.PC > y.PC:
+			return 1
+		}
+		return 0
+	})
+	return nil
+}
+
+func errorClass(err error) string {
+	var fe *cfi.FormatError
+	if errors.As(err, &fe) {
+		return fe.Msg
+	}
+	return err.Error()
+}
+
+// compile turns one CFI row into a table row, or a KindUnsupported row and
+// the reason.
+func (b *builder) compile(cr *cfi.Row, signal bool) (Row, string) {
+	r := Row{PC: cr.Start}
+	unsupported := func(reason string) (Row, string) {
+		return Row{PC: cr.Start, Kind: KindUnsupported}, reason
+	}
+	a := b.arch
+	if signal {
+		if a == archAMD64 && isAMD64SigreturnCFA(cr.CFA.Expr) {
+			r.Kind = KindSignal
+			return r, ""
+		}
+		return unsupported("signal frame with unknown layout")
+	}
+	ra := cr.Regs[a.ra]
+	if ra.Kind == cfi.RuleUndefined {
+		r.Kind = KindEndOfStack
+		return r, ""
+	}
+	if cr.CFA.Expr != nil {
+		if thr, ok := isAMD64PLTCFA(cr.CFA.Expr); ok && a == archAMD64 {
+			r.Kind = KindPLT
+			r.CFAReg = RegSP
+			r.CFAOffset = 8
+			r.RAOffset = -8
+			r.PLTThreshold = thr
+			if ra.Kind != cfi.RuleOffset || ra.Off != -8 {
+				return unsupported("PLT with unusual return address rule")
+			}
+			return r, ""
+		}
+		return unsupported("CFA is a DWARF expression")
+	}
+	switch cr.CFA.Reg {
+	case a.sp:
+		r.CFAReg = RegSP
+	case a.fp:
+		r.CFAReg = RegFP
+	default:
+		return unsupported(fmt.Sprintf("CFA based on register %d", cr.CFA.Reg))
+	}
+	off := cr.CFA.Off
+	if off < 0 || off > maxCFAOffset || off%8 != 0 {
+		if off%8 != 0 {
+			return unsupported("CFA offset not a multiple of 8")
+		}
+		return unsupported("CFA offset out of range")
+	}
+	r.CFAOffset = int32(off)
+	switch ra.Kind {
+	case cfi.RuleOffset:
+		if ra.Off == 0 || ra.Off < minSlotOff || ra.Off > maxSlotOff || ra.Off%8 != 0 {
+			return unsupported("return address slot out of range")
+		}
+		if a == archAMD64 && ra.Off != -8 {
+			return unsupported("return address not at CFA-8")
+		}
+		r.RAOffset = int16(ra.Off)
+	case cfi.RuleUnset, cfi.RuleSameValue:
+		if !a.raInReg {
+			return unsupported("return address rule: " + ra.Kind.String())
+		}
+		r.RAOffset = 0 // still in LR (arm64 leaf or prologue)
+	default:
+		return unsupported("return address rule: " + ra.Kind.String())
+	}
+	fp := cr.Regs[a.fp]
+	switch fp.Kind {
+	case cfi.RuleUnset, cfi.RuleSameValue:
+	case cfi.RuleOffset:
+		if fp.Off == 0 || fp.Off < minSlotOff || fp.Off > maxSlotOff || fp.Off%8 != 0 {
+			return unsupported("saved frame pointer slot out of range")
+		}
+		r.FPOffset = int16(fp.Off)
+	default:
+		return unsupported("frame pointer rule: " + fp.Kind.String())
+	}
+	r.Kind = KindCFA
+	if r.CFAReg == RegFP && r.CFAOffset == 16 && r.FPOffset == -16 && r.RAOffset == -8 {
+		r.Kind = KindFramePointer
+	}
+	return r, ""
+}
+
+// isAMD64PLTCFA matches the CFA expression binutils emits for lazy PLT
+// entries: DW_OP_breg7 (rsp) 8; DW_OP_breg16 (rip) 0; DW_OP_lit15; DW_OP_and;
+// DW_OP_litN; DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus. N is 11 for the
+// classic PLT, 10 for IBT PLTs, 5 for BND PLTs.
+func isAMD64PLTCFA(e []byte) (uint8, bool) {
+	if len(e) != 11 || e[0] != 0x77 || e[1] != 0x08 || e[2] != 0x80 || e[3] != 0x00 ||
+		e[4] != 0x3f || e[5] != 0x1a || e[6] < 0x30 || e[6] > 0x4f || e[7] != 0x2a ||
+		e[8] != 0x33 || e[9] != 0x24 || e[10] != 0x22 {
+		return 0, false
+	}
+	return e[6] - 0x30, true
+}
+
+// isAMD64SigreturnCFA matches glibc's __restore_rt CFA: DW_OP_breg7 (rsp)
+// 160; DW_OP_deref, i.e. uc_mcontext.rsp of the ucontext at rsp.
+func isAMD64SigreturnCFA(e []byte) bool {
+	return len(e) == 4 && e[0] == 0x77 && e[1] == 0xa0 && e[2] == 0x01 && e[3] == 0x06
+}
+
+// applySymbols marks the ranges of entry-point functions as end of stack.
+func (b *builder) applySymbols(f *elf.File) {
+	var eos [][2]uint64
+	add := func(syms []elf.Symbol) {
+		for _, s := range syms {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 {
+				continue
+			}
+			if endOfStackSymbols[s.Name] {
+				eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
+			}
+		}
+	}
+	if syms, err := f.Symbols(); err == nil {
+		add(syms)
+	}
+	if syms, err := f.DynamicSymbols(); err == nil {
+		add(syms)
+	}
+	for _, rg := range eos {
+		b.markEndOfStack(rg[0], rg[1])
+	}
+}
+
+// markEndOfStack makes [lo, hi) KindEndOfStack, keeping the rule after hi.
+func (b *builder) markEndOfStack(lo, hi uint64) {
+	i, _ := slices.BinarySearchFunc(b.rows, lo, func(r Row, pc uint64) int {
+		switch {
+		case r.PC < pc:
+			return -1
+		case r.PC > pc:
+			return 1
+		}
+		return 0
+	})
+	j := i
+	for j < len(b.rows) && b.rows[j].PC < hi {
+		j++
+	}
+	repl := []Row{{PC: lo, Kind: KindEndOfStack}}
+	if j == len(b.rows) || b.rows[j].PC != hi {
+		// Keep the rule in force just before hi for the PCs after hi.
+		after := Row{PC: hi, Kind: KindUnsupported}
+		if j > 0 {
+			after = b.rows[j-1]
+			after.PC = hi
+		}
+		repl = append(repl, after)
+	}
+	b.rows = slices.Replace(b.rows, i, j, repl...)
+}
+
+// merge drops rows equal to their predecessor (apart from the PC).
+func (b *builder) merge() {
+	out := b.rows[:0]
+	for _, r := range b.rows {
+		if n := len(out); n > 0 {
+			p := out[n-1]
+			p.PC = r.PC
+			if p == r {
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	b.rows = out
+}
+
+// ReasonSummary formats Stats.Unsupported, most frequent first.
+func (s Stats) ReasonSummary() string {
+	keys := slices.Collect(maps.Keys(s.Unsupported))
+	slices.SortFunc(keys, func(a, b string) int { return s.Unsupported[b] - s.Unsupported[a] })
+	var sb strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "%d %s; ", s.Unsupported[k], k)
+	}
+	return strings.TrimSuffix(sb.String(), "; ")
+}
