@@ -12,14 +12,14 @@ const NumRegs = 33
 type RuleKind uint8
 
 const (
-	RuleUnset       RuleKind = iota // no rule: by convention, unchanged
-	RuleUndefined                   // DW_CFA_undefined
-	RuleSameValue                   // DW_CFA_same_value
-	RuleOffset                      // saved at CFA+Off
-	RuleValOffset                   // value is CFA+Off
-	RuleRegister                    // value is in register Reg
-	RuleExpression                  // saved at the address computed by Expr
-	RuleValExpression               // value is computed by Expr
+	RuleUnset         RuleKind = iota // no rule: by convention, unchanged
+	RuleUndefined                     // DW_CFA_undefined
+	RuleSameValue                     // DW_CFA_same_value
+	RuleOffset                        // saved at CFA+Off
+	RuleValOffset                     // value is CFA+Off
+	RuleRegister                      // value is in register Reg
+	RuleExpression                    // saved at the address computed by Expr
+	RuleValExpression                 // value is computed by Expr
 )
 
 // Rule is the recovery rule for one register.

@@ -1,0 +1,337 @@
+package unwinder
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// repoRoot is the module root (the parent of unwinder/).
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(wd)
+}
+
+var buildOnce sync.Once
+
+// workload returns the path of testdata/bin/name, building the workloads
+// when it is missing.
+func workload(t testing.TB, name string) string {
+	t.Helper()
+	root := repoRoot(t)
+	p := filepath.Join(root, "testdata", "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		buildOnce.Do(func() {
+			cmd := exec.Command("make", "-C", filepath.Join(root, "testdata"), p)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("building %s: %v\n%s", name, err, out)
+			}
+		})
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("workload %s: %v", name, err)
+		}
+	}
+	return p
+}
+
+// readelfRow is one row of readelf --debug-dump=frames-interp.
+type readelfRow struct {
+	loc, end uint64
+	cfa      string // "rsp+8", "exp", ...
+	rbp, ra  string // "u", "c-16", ... ("" when the column is absent)
+}
+
+// parseReadelf runs readelf and returns its rows, with end set from the next
+// row or the FDE's end.
+func parseReadelf(t *testing.T, path string) []readelfRow {
+	t.Helper()
+	cmd := exec.Command("readelf", "--debug-dump=frames-interp", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil && len(out) == 0 {
+		t.Fatalf("readelf %s: %v\n%s", path, err, stderr.Bytes())
+	}
+	if err != nil {
+		// readelf exits 1 on warnings about unrelated sections (e.g. a
+		// .gnu_debuglink whose target is absent); the frames are printed.
+		t.Logf("readelf %s: %v: %s", path, err, firstLine(stderr.String()))
+	}
+	cies := map[string]readelfRow{} // by "section:offset"
+	var rows []readelfRow
+	var section string
+	var cols []string
+	var curCIE string   // offset of the CIE being listed
+	var fdeRows []int   // indices into rows of the current FDE
+	var fdeBegin, fdeEnd uint64
+	var fdeCIE string
+	inFDE := false
+	finishFDE := func() {
+		if !inFDE {
+			return
+		}
+		inFDE = false
+		if len(fdeRows) == 0 {
+			// No instructions: the CIE's initial row applies.
+			r, ok := cies[section+":"+fdeCIE]
+			if !ok {
+				t.Fatalf("readelf: FDE refers to unknown CIE %s", fdeCIE)
+			}
+			r.loc, r.end = fdeBegin, fdeEnd
+			if fdeBegin < fdeEnd {
+				rows = append(rows, r)
+			}
+			return
+		}
+		for k, i := range fdeRows {
+			if k+1 < len(fdeRows) {
+				rows[i].end = rows[fdeRows[k+1]].loc
+			} else {
+				rows[i].end = fdeEnd
+			}
+		}
+		fdeRows = nil
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		f := cells(line)
+		switch {
+		case strings.HasPrefix(line, "Contents of the "):
+			finishFDE()
+			section = f[3]
+		case len(f) >= 4 && f[3] == "CIE":
+			finishFDE()
+			curCIE = f[0]
+		case len(f) >= 6 && f[3] == "FDE":
+			finishFDE()
+			curCIE = ""
+			inFDE = true
+			fdeCIE = strings.TrimPrefix(f[4], "cie=")
+			pcs := strings.SplitN(strings.TrimPrefix(f[5], "pc="), "..", 2)
+			fdeBegin, _ = strconv.ParseUint(pcs[0], 16, 64)
+			fdeEnd, _ = strconv.ParseUint(pcs[1], 16, 64)
+		case len(f) >= 2 && f[0] == "LOC" && f[1] == "CFA":
+			cols = f
+		case len(f) >= 2 && len(f[0]) == 16 && isHex(f[0]) && cols != nil:
+			loc, _ := strconv.ParseUint(f[0], 16, 64)
+			r := readelfRow{loc: loc, cfa: f[1]}
+			for i := 2; i < len(f) && i < len(cols); i++ {
+				switch cols[i] {
+				case "rbp":
+					r.rbp = f[i]
+				case "ra":
+					r.ra = f[i]
+				}
+			}
+			if curCIE != "" {
+				cies[section+":"+curCIE] = r
+				curCIE = ""
+			} else if inFDE {
+				fdeRows = append(fdeRows, len(rows))
+				rows = append(rows, r)
+			}
+		}
+	}
+	finishFDE()
+	return rows
+}
+
+// cells splits a readelf line into cells; "r10 (r10)" is one cell.
+func cells(line string) []string {
+	var out []string
+	for _, w := range strings.Fields(line) {
+		if strings.HasPrefix(w, "(") && len(out) > 0 {
+			out[len(out)-1] += " " + w
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// expected converts a readelf row into the table row it should compile to;
+// ok is false when the row is outside what the format expresses.
+func (r readelfRow) expected() (Row, bool) {
+	if r.ra == "u" {
+		return Row{Kind: KindEndOfStack}, true
+	}
+	if r.ra != "c-8" {
+		return Row{}, false
+	}
+	var row Row
+	switch {
+	case strings.HasPrefix(r.cfa, "rsp+"):
+		row.CFAReg = RegSP
+	case strings.HasPrefix(r.cfa, "rbp+"):
+		row.CFAReg = RegFP
+	default:
+		return Row{}, false
+	}
+	off, err := strconv.Atoi(r.cfa[4:])
+	if err != nil || off%8 != 0 || off > 0xfff*8 {
+		return Row{}, false
+	}
+	row.CFAOffset = int32(off)
+	row.RAOffset = -8
+	switch {
+	case r.rbp == "" || r.rbp == "u" || r.rbp == "s":
+	case strings.HasPrefix(r.rbp, "c-") || strings.HasPrefix(r.rbp, "c+"):
+		off, err := strconv.Atoi(r.rbp[1:])
+		if err != nil || off%8 != 0 || off < -1024 || off > 1016 {
+			return Row{}, false
+		}
+		row.FPOffset = int16(off)
+	default:
+		return Row{}, false
+	}
+	row.Kind = KindCFA
+	if row.CFAReg == RegFP && row.CFAOffset == 16 && row.FPOffset == -16 {
+		row.Kind = KindFramePointer
+	}
+	return row, true
+}
+
+// compareWithReadelf checks every table row against readelf's rows and
+// returns a summary of what could not be compared.
+func compareWithReadelf(t *testing.T, path string) {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := Build(f)
+	if err != nil {
+		t.Fatalf("Build(%s): %v", path, err)
+	}
+	ours := tab.Rows()
+	theirs := parseReadelf(t, path)
+	if len(theirs) == 0 {
+		t.Fatalf("readelf printed no CFI rows for %s", path)
+	}
+	eos := endOfStackRanges(f)
+	var compared, mismatches int
+	notCompared := map[string]int{}
+	for _, tr := range theirs {
+		want, representable := tr.expected()
+		i := sort.Search(len(ours), func(i int) bool { return ours[i].PC > tr.loc }) - 1
+		if i < 0 {
+			t.Errorf("%s: no row covers %#x (readelf: cfa=%s rbp=%s ra=%s)", path, tr.loc, tr.cfa, tr.rbp, tr.ra)
+			mismatches++
+			continue
+		}
+		for ; i < len(ours) && ours[i].PC < tr.end; i++ {
+			got := ours[i]
+			at := max(got.PC, tr.loc)
+			switch {
+			case got.Kind == KindUnsupported:
+				if representable {
+					notCompared["ours unsupported, readelf representable"]++
+					t.Logf("%s: %#x: we say unsupported, readelf says cfa=%s rbp=%s ra=%s", path, at, tr.cfa, tr.rbp, tr.ra)
+				} else {
+					cfa, _, _ := strings.Cut(tr.cfa, "+")
+					notCompared[fmt.Sprintf("unsupported both (cfa=%s+N rbp=%s ra=%s)", cfa, tr.rbp, tr.ra)]++
+				}
+				continue
+			case got.Kind == KindEndOfStack && eos(at):
+				notCompared["end of stack by symbol"]++
+				continue
+			case got.Kind == KindPLT || got.Kind == KindSignal:
+				if tr.cfa != "exp" {
+					t.Errorf("%s: %#x: we say %v, readelf says cfa=%s", path, at, got.Kind, tr.cfa)
+					mismatches++
+				}
+				notCompared[got.Kind.String()+" (readelf: exp)"]++
+				continue
+			}
+			compared++
+			got.PC = 0
+			if !representable || got != want {
+				mismatches++
+				if mismatches <= 20 {
+					t.Errorf("%s: %#x: got %+v, readelf says cfa=%s rbp=%s ra=%s (want %+v)", path, at, got, tr.cfa, tr.rbp, tr.ra, want)
+				}
+			}
+		}
+	}
+	t.Logf("%s: %d readelf rows, %d table rows, %d compared, %d mismatches; not compared: %v; stats: %s",
+		path, len(theirs), len(ours), compared, mismatches, notCompared, tab.Stats().ReasonSummary())
+	if compared < len(theirs)/2 {
+		t.Errorf("%s: only %d of %d readelf rows compared", path, compared, len(theirs))
+	}
+}
+
+// endOfStackRanges reports whether a PC is in an end-of-stack symbol.
+func endOfStackRanges(f *elf.File) func(pc uint64) bool {
+	var rs [][2]uint64
+	for _, get := range []func() ([]elf.Symbol, error){f.Symbols, f.DynamicSymbols} {
+		syms, _ := get()
+		for _, s := range syms {
+			if endOfStackSymbols[s.Name] && s.Size > 0 {
+				rs = append(rs, [2]uint64{s.Value, s.Value + s.Size})
+			}
+		}
+	}
+	return func(pc uint64) bool {
+		for _, r := range rs {
+			if r[0] <= pc && pc < r[1] {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func TestReadelf(t *testing.T) {
+	if _, err := exec.LookPath("readelf"); err != nil {
+		t.Fatal("readelf not installed (binutils)")
+	}
+	if runtime.GOARCH != "amd64" {
+		t.Skip("readelf comparison written for amd64 register names")
+	}
+	bins := []string{
+		"/lib/x86_64-linux-gnu/libc.so.6",
+		"/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+		workload(t, "nofp-c"),
+		workload(t, "nofp-cpp"),
+		workload(t, "nofp-rust"),
+		workload(t, "nofp-cgo"),
+	}
+	for _, b := range bins {
+		t.Run(filepath.Base(b), func(t *testing.T) {
+			if _, err := os.Stat(b); err != nil {
+				t.Fatal(err)
+			}
+			compareWithReadelf(t, b)
+		})
+	}
+}
