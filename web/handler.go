@@ -1,0 +1,579 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+//go:embed static
+var static embed.FS
+
+// Options configures the handler. The zero value is usable.
+type Options struct {
+	// Title is shown in the page header. Default "Scorch".
+	Title string
+	// CacheProfiles bounds how many decoded window profiles are kept in
+	// memory between requests. Default 64.
+	CacheProfiles int
+	// MaxWindows bounds how many windows one request may open; a wider
+	// selection is refused with 400. Default 5000.
+	MaxWindows int
+	// MaxBuckets bounds the timeline's buckets. Default 10000.
+	MaxBuckets int
+	// Logger receives errors that are not the client's fault. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+type handler struct {
+	src   Source
+	opts  Options
+	cache *cache
+	log   *slog.Logger
+}
+
+// NewHandler returns an http.Handler serving the viewer page at "/" and
+// its JSON API under "/api/" (see the package documentation), reading
+// profiles from src. The page uses relative URLs, so the handler can be
+// mounted under a prefix with http.StripPrefix.
+func NewHandler(src Source, opts Options) http.Handler {
+	if opts.Title == "" {
+		opts.Title = "Scorch"
+	}
+	if opts.CacheProfiles <= 0 {
+		opts.CacheProfiles = 64
+	}
+	if opts.MaxWindows <= 0 {
+		opts.MaxWindows = 5000
+	}
+	if opts.MaxBuckets <= 0 {
+		opts.MaxBuckets = 10000
+	}
+	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles), log: opts.Logger}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	mux := http.NewServeMux()
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	mux.Handle("GET /", http.FileServerFS(sub))
+	mux.HandleFunc("GET /api/info", h.serve(h.info))
+	mux.HandleFunc("GET /api/timeline", h.serve(h.timeline))
+	mux.HandleFunc("GET /api/flamegraph", h.serve(h.flamegraph))
+	mux.HandleFunc("GET /api/diff", h.serve(h.diff))
+	mux.HandleFunc("GET /api/top", h.serve(h.top))
+	mux.HandleFunc("GET /api/labels", h.serve(h.labels))
+	mux.HandleFunc("GET /api/profile.pb.gz", h.serve(h.profile))
+	return mux
+}
+
+// serve adapts an endpoint: it writes the body or maps the error to a
+// status, 400 for bad parameters.
+func (h *handler) serve(f func(r *http.Request) (body []byte, ctype string, err error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, ctype, err := f(r)
+		if err != nil {
+			var br *badRequest
+			switch {
+			case errors.As(err, &br):
+				http.Error(w, br.msg, http.StatusBadRequest)
+			case errors.Is(err, errNoSamples):
+				http.Error(w, err.Error(), http.StatusNotFound)
+			case r.Context().Err() != nil:
+				// The client went away.
+			default:
+				h.log.Error("web: request failed", "path", r.URL.Path, "query", r.URL.RawQuery, "err", err)
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+			return
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(body)
+	}
+}
+
+var errNoSamples = errors.New("no samples in the selection")
+
+func jsonBody(v any) ([]byte, string, error) {
+	b, err := json.Marshal(v)
+	return b, "application/json", err
+}
+
+// selected is one window that passed the window-label filters, with the
+// filters left to check on its samples.
+type selected struct {
+	w    Window
+	rest []filter
+}
+
+// selectWindows lists the windows of q's range that its filters do not
+// rule out by window label.
+func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, error) {
+	ws, err := h.src.Windows(ctx, q.from, q.to)
+	if err != nil {
+		return nil, fmt.Errorf("listing windows: %w", err)
+	}
+	var sel []selected
+	for _, w := range ws {
+		if ok, rest := q.windowFilters(w); ok {
+			sel = append(sel, selected{w, rest})
+		}
+	}
+	return sel, nil
+}
+
+func (h *handler) checkOpen(n int) error {
+	if n > h.opts.MaxWindows {
+		return badf("selection covers %d windows, more than the limit of %d: narrow the time range or filter", n, h.opts.MaxWindows)
+	}
+	return nil
+}
+
+// span is the time covered by a set of windows.
+type span struct{ from, to time.Time }
+
+func (s *span) add(w Window) {
+	end := w.Start.Add(w.Duration)
+	if s.from.IsZero() || w.Start.Before(s.from) {
+		s.from = w.Start
+	}
+	if end.After(s.to) {
+		s.to = end
+	}
+}
+
+// collect merges the samples q selects into column col of t.
+func (h *handler) collect(ctx context.Context, q *query, t *tree, col int) (span, int, error) {
+	var sp span
+	sel, err := h.selectWindows(ctx, q)
+	if err != nil {
+		return sp, 0, err
+	}
+	if err := h.checkOpen(len(sel)); err != nil {
+		return sp, 0, err
+	}
+	for _, s := range sel {
+		if err := ctx.Err(); err != nil {
+			return sp, 0, err
+		}
+		l, err := h.cache.get(ctx, h.src, s.w.ID)
+		if err != nil {
+			return sp, 0, err
+		}
+		var keep func(int) bool
+		if len(s.rest) > 0 {
+			rest := s.rest
+			keep = func(i int) bool { return matchSample(l.p.Sample[i], rest) }
+		}
+		t.addProfile(l, col, keep)
+		sp.add(s.w)
+	}
+	return sp, len(sel), nil
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func (h *handler) info(r *http.Request) ([]byte, string, error) {
+	return jsonBody(struct {
+		Title string `json:"title"`
+	}{h.opts.Title})
+}
+
+func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
+	q, err := parseQuery(r.URL.Query(), "")
+	if err != nil {
+		return nil, "", err
+	}
+	t := newTree(q.focus)
+	sp, n, err := h.collect(r.Context(), &q, t, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	extra := fmt.Appendf(nil, `"windows":%d,"from":%d,"to":%d,"total":%d,"nodes":%d,`,
+		n, ms(sp.from), ms(sp.to), t.nodes[0].total[0], len(t.nodes))
+	return t.appendJSON(nil, extra, false), "application/json", nil
+}
+
+func (h *handler) diff(r *http.Request) ([]byte, string, error) {
+	v := r.URL.Query()
+	for _, p := range []string{"a_from", "a_to", "b_from", "b_to"} {
+		if v.Get(p) == "" {
+			return nil, "", badf("diff needs a_from, a_to, b_from and b_to; %s is missing", p)
+		}
+	}
+	qa, err := parseQuery(v, "a_")
+	if err != nil {
+		return nil, "", err
+	}
+	qb, err := parseQuery(v, "b_")
+	if err != nil {
+		return nil, "", err
+	}
+	t := newTree(qa.focus)
+	spa, na, err := h.collect(r.Context(), &qa, t, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	spb, nb, err := h.collect(r.Context(), &qb, t, 1)
+	if err != nil {
+		return nil, "", err
+	}
+	root := t.nodes[0].total
+	extra := fmt.Appendf(nil, `"a":{"windows":%d,"from":%d,"to":%d,"total":%d},"b":{"windows":%d,"from":%d,"to":%d,"total":%d},"nodes":%d,`,
+		na, ms(spa.from), ms(spa.to), root[0], nb, ms(spb.from), ms(spb.to), root[1], len(t.nodes))
+	return t.appendJSON(nil, extra, true), "application/json", nil
+}
+
+func (h *handler) top(r *http.Request) ([]byte, string, error) {
+	v := r.URL.Query()
+	q, err := parseQuery(v, "")
+	if err != nil {
+		return nil, "", err
+	}
+	by := v.Get("sort")
+	switch by {
+	case "":
+		by = "self"
+	case "self", "total", "name":
+	default:
+		return nil, "", badf("parameter sort=%q: want self, total or name", by)
+	}
+	limit := 500
+	if s := v.Get("limit"); s != "" {
+		limit, err = strconv.Atoi(s)
+		if err != nil || limit <= 0 {
+			return nil, "", badf("parameter limit=%q: want a positive integer", s)
+		}
+	}
+	t := newTree(q.focus)
+	sp, n, err := h.collect(r.Context(), &q, t, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	return jsonBody(struct {
+		Unit    string   `json:"unit"`
+		Windows int      `json:"windows"`
+		From    int64    `json:"from"`
+		To      int64    `json:"to"`
+		Total   int64    `json:"total"`
+		Rows    []topRow `json:"rows"`
+	}{t.unit, n, ms(sp.from), ms(sp.to), t.nodes[0].total[0], t.top(by, limit)})
+}
+
+func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
+	v := r.URL.Query()
+	q, err := parseQuery(v, "")
+	if err != nil {
+		return nil, "", err
+	}
+	step, err := parseDuration(v, "step")
+	if err != nil {
+		return nil, "", err
+	}
+	ctx := r.Context()
+	all, err := h.src.Windows(ctx, q.from, q.to)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing windows: %w", err)
+	}
+	type response struct {
+		From    int64     `json:"from"`
+		To      int64     `json:"to"`
+		Step    int64     `json:"step"`
+		Windows int       `json:"windows"`
+		Counts  []float64 `json:"counts"`
+	}
+	from, to := q.from, q.to
+	if !q.explicit {
+		// Without a range, the timeline spans every stored window,
+		// filtered or not, so the axis stays put as filters change.
+		var sp span
+		for _, w := range all {
+			sp.add(w)
+		}
+		if sp.from.IsZero() {
+			return jsonBody(response{Counts: []float64{}})
+		}
+		from, to = sp.from, sp.to
+		if !to.After(from) {
+			to = from.Add(time.Millisecond)
+		}
+	}
+	width := to.Sub(from)
+	if step == 0 {
+		step = max((width+119)/120, time.Millisecond).Round(time.Millisecond)
+	}
+	nb := int64((width + step - 1) / step)
+	if nb > int64(h.opts.MaxBuckets) {
+		return nil, "", badf("range/step gives %d buckets, more than the limit of %d", nb, h.opts.MaxBuckets)
+	}
+	counts := make([]float64, nb)
+	var sel []selected
+	for _, w := range all {
+		if ok, rest := q.windowFilters(w); ok {
+			sel = append(sel, selected{w, rest})
+		}
+	}
+	opened := 0
+	for _, s := range sel {
+		c := float64(s.w.Samples)
+		if len(s.rest) > 0 {
+			// Sample labels decide: count the matching samples.
+			if opened++; opened > h.opts.MaxWindows {
+				return nil, "", h.checkOpen(opened)
+			}
+			l, err := h.cache.get(ctx, h.src, s.w.ID)
+			if err != nil {
+				return nil, "", err
+			}
+			var sum int64
+			for _, smp := range l.p.Sample {
+				if matchSample(smp, s.rest) {
+					sum += smp.Value[l.value]
+				}
+			}
+			c = float64(sum)
+		}
+		spread(counts, from, step, s.w, c)
+	}
+	return jsonBody(response{ms(from), ms(to), step.Milliseconds(), len(sel), counts})
+}
+
+// spread adds c samples of window w to the buckets counts, which start at
+// from and are step wide, in proportion to the time w shares with each.
+func spread(counts []float64, from time.Time, step time.Duration, w Window, c float64) {
+	if c == 0 || len(counts) == 0 {
+		return
+	}
+	bucket := func(t time.Time) int64 {
+		return int64(t.Sub(from) / step)
+	}
+	if w.Duration <= 0 {
+		if b := bucket(w.Start); b >= 0 && b < int64(len(counts)) && !w.Start.Before(from) {
+			counts[b] += c
+		}
+		return
+	}
+	start, end := w.Start, w.Start.Add(w.Duration)
+	rangeEnd := from.Add(step * time.Duration(len(counts)))
+	lo, hi := later(start, from), earlier(end, rangeEnd)
+	if !hi.After(lo) {
+		return
+	}
+	rate := c / float64(w.Duration)
+	for b := bucket(lo); b < int64(len(counts)); b++ {
+		bs := from.Add(step * time.Duration(b))
+		be := bs.Add(step)
+		s, e := later(bs, lo), earlier(be, hi)
+		if !e.After(s) {
+			break
+		}
+		counts[b] += rate * float64(e.Sub(s))
+	}
+}
+
+func (h *handler) labels(r *http.Request) ([]byte, string, error) {
+	q, err := parseQuery(r.URL.Query(), "")
+	if err != nil {
+		return nil, "", err
+	}
+	ctx := r.Context()
+	sets := make(map[string]map[string]bool)
+	for _, fk := range filterKeys {
+		sets[fk.label] = make(map[string]bool)
+	}
+	// Labels list every value in the range, ignoring filters, so that a
+	// filter can be switched to another value.
+	ws, err := h.src.Windows(ctx, q.from, q.to)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing windows: %w", err)
+	}
+	opened := 0
+	for _, w := range ws {
+		var missing []string
+		for _, fk := range filterKeys {
+			if v, ok := w.Labels[fk.label]; ok {
+				sets[fk.label][v] = true
+			} else {
+				missing = append(missing, fk.label)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if opened++; opened > h.opts.MaxWindows {
+			return nil, "", h.checkOpen(opened)
+		}
+		l, err := h.cache.get(ctx, h.src, w.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, s := range l.p.Sample {
+			for _, k := range missing {
+				for _, v := range s.Label[k] {
+					sets[k][v] = true
+				}
+				for _, n := range s.NumLabel[k] {
+					sets[k][strconv.FormatInt(n, 10)] = true
+				}
+			}
+		}
+	}
+	out := make(map[string][]string)
+	for _, fk := range filterKeys {
+		vals := make([]string, 0, len(sets[fk.label]))
+		for v := range sets[fk.label] {
+			vals = append(vals, v)
+		}
+		if fk.param == "pid" {
+			slices.SortFunc(vals, func(a, b string) int {
+				x, _ := strconv.ParseInt(a, 10, 64)
+				y, _ := strconv.ParseInt(b, 10, 64)
+				if x != y {
+					return cmpDesc(y, x)
+				}
+				return strings.Compare(a, b)
+			})
+		} else {
+			slices.Sort(vals)
+		}
+		out[fk.param] = vals
+	}
+	return jsonBody(out)
+}
+
+func (h *handler) profile(r *http.Request) ([]byte, string, error) {
+	q, err := parseQuery(r.URL.Query(), "")
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := h.merged(r.Context(), &q)
+	if err != nil {
+		return nil, "", err
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), "application/octet-stream", nil
+}
+
+// merged returns the selection as one pprof profile with the viewer's
+// sample type only. Window labels become sample labels so that they
+// survive the merge.
+func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error) {
+	sel, err := h.selectWindows(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.checkOpen(len(sel)); err != nil {
+		return nil, err
+	}
+	var parts []*profile.Profile
+	var sp span
+	for _, s := range sel {
+		l, err := h.cache.get(ctx, h.src, s.w.ID)
+		if err != nil {
+			return nil, err
+		}
+		var hit []bool
+		if q.focus != "" {
+			hit = make([]bool, len(l.frames))
+			for i, f := range l.frames {
+				hit[i] = strings.Contains(strings.ToLower(f.name), q.focus)
+			}
+		}
+		p := l.p
+		part := &profile.Profile{
+			SampleType:    []*profile.ValueType{p.SampleType[l.value]},
+			PeriodType:    p.PeriodType,
+			Period:        p.Period,
+			TimeNanos:     s.w.Start.UnixNano(),
+			DurationNanos: int64(s.w.Duration),
+			Mapping:       p.Mapping,
+			Location:      p.Location,
+			Function:      p.Function,
+		}
+		for i, smp := range p.Sample {
+			v := smp.Value[l.value]
+			if v == 0 || (len(s.rest) > 0 && !matchSample(smp, s.rest)) {
+				continue
+			}
+			if hit != nil && !slices.ContainsFunc(l.stacks[i], func(f int32) bool { return hit[f] }) {
+				continue
+			}
+			labels, copied := smp.Label, false
+			for k, lv := range s.w.Labels {
+				if _, ok := smp.Label[k]; ok {
+					continue
+				}
+				if !copied {
+					labels, copied = maps.Clone(smp.Label), true
+					if labels == nil {
+						labels = make(map[string][]string, len(s.w.Labels))
+					}
+				}
+				labels[k] = []string{lv}
+			}
+			part.Sample = append(part.Sample, &profile.Sample{
+				Location: smp.Location,
+				Value:    []int64{v},
+				Label:    labels,
+				NumLabel: smp.NumLabel,
+				NumUnit:  smp.NumUnit,
+			})
+		}
+		if len(part.Sample) > 0 {
+			parts = append(parts, part)
+			sp.add(s.w)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, errNoSamples
+	}
+	m, err := profile.Merge(parts)
+	if err != nil {
+		return nil, fmt.Errorf("merging %d windows: %w", len(parts), err)
+	}
+	m.TimeNanos = sp.from.UnixNano()
+	m.DurationNanos = int64(sp.to.Sub(sp.from))
+	if err := m.CheckValid(); err != nil {
+		return nil, fmt.Errorf("merged profile is invalid: %w", err)
+	}
+	return m, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,217 @@
+package web
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/google/pprof/profile"
+)
+
+// Kind classifies a frame for colouring.
+type kind uint8
+
+const (
+	kindUser kind = iota
+	kindKernel
+	kindJIT
+)
+
+var kindNames = [...]string{kindUser: "user", kindKernel: "kernel", kindJIT: "jit"}
+
+func (k kind) String() string { return kindNames[k] }
+
+// perfMap matches the perf map files JIT runtimes write (/tmp/perf-PID.map).
+var perfMap = regexp.MustCompile(`(^|/)perf-[0-9]+\.map$`)
+
+// frameKind classifies a location by its mapping:
+//
+//   - jit: the mapping file is "[jit]", perf's "//anon" for anonymous
+//     executable memory, or a perf map file (perf-PID.map);
+//   - user: "[vdso]", "[vsyscall]", "[heap]", "[stack]" and "[anon:...]";
+//   - kernel: any other bracketed name, such as "[kernel.kallsyms]" or a
+//     module "[nf_tables]";
+//   - user: everything else.
+//
+// A location without a mapping is kernel when its address lies in the upper
+// (kernel) half of the 64-bit address space.
+func frameKind(m *profile.Mapping, addr uint64) kind {
+	if m == nil {
+		if addr >= 0xffff800000000000 {
+			return kindKernel
+		}
+		return kindUser
+	}
+	f := m.File
+	switch {
+	case f == "[jit]" || f == "//anon" || perfMap.MatchString(f):
+		return kindJIT
+	case f == "[vdso]" || f == "[vsyscall]" || f == "[heap]" || f == "[stack]" || strings.HasPrefix(f, "[anon:"):
+		return kindUser
+	case strings.HasPrefix(f, "["):
+		return kindKernel
+	}
+	return kindUser
+}
+
+// unsymbolizedName names a location that has no line information: the
+// mapping's base name and the file offset, or the bare address.
+func unsymbolizedName(l *profile.Location) string {
+	if m := l.Mapping; m != nil && m.File != "" && l.Address >= m.Start {
+		return path.Base(m.File) + "+0x" + strconv.FormatUint(l.Address-m.Start+m.Offset, 16)
+	}
+	return "0x" + strconv.FormatUint(l.Address, 16)
+}
+
+// valueIndex picks the sample value the viewer shows: the "samples" type if
+// the profile has one, else the profile's default sample type, else the
+// first.
+func valueIndex(p *profile.Profile) int {
+	for i, st := range p.SampleType {
+		if st.Type == "samples" {
+			return i
+		}
+	}
+	for i, st := range p.SampleType {
+		if st.Type == p.DefaultSampleType {
+			return i
+		}
+	}
+	return 0
+}
+
+// frame is one function in a stack.
+type frame struct {
+	name string
+	kind kind
+}
+
+// loaded is a profile prepared for repeated aggregation: every sample's
+// stack resolved root-first into indexes of frames. It is immutable once
+// built and shared between requests.
+type loaded struct {
+	p      *profile.Profile
+	value  int       // index into Sample.Value
+	unit   string    // "type/unit" of value
+	frames []frame   // distinct frames of this profile
+	stacks [][]int32 // per sample, root first, into frames
+}
+
+// prepare resolves the stacks of p. It validates p first: a profile from a
+// store or a file is outside data and may be malformed.
+func prepare(p *profile.Profile) (*loaded, error) {
+	if err := p.CheckValid(); err != nil {
+		return nil, err
+	}
+	l := &loaded{p: p, value: valueIndex(p)}
+	if len(p.SampleType) > 0 {
+		st := p.SampleType[l.value]
+		l.unit = st.Type + "/" + st.Unit
+	}
+	frameIdx := make(map[frame]int32)
+	locFrames := make(map[uint64][]int32, len(p.Location))
+	intern := func(f frame) int32 {
+		i, ok := frameIdx[f]
+		if !ok {
+			i = int32(len(l.frames))
+			l.frames = append(l.frames, f)
+			frameIdx[f] = i
+		}
+		return i
+	}
+	for _, loc := range p.Location {
+		k := frameKind(loc.Mapping, loc.Address)
+		var fs []int32
+		// Line[0] is the innermost inlined function, the last entry its
+		// outermost caller: walk them in reverse for root-first order.
+		for i := len(loc.Line) - 1; i >= 0; i-- {
+			fn := loc.Line[i].Function
+			if fn == nil || fn.Name == "" {
+				continue
+			}
+			fs = append(fs, intern(frame{fn.Name, k}))
+		}
+		if len(fs) == 0 {
+			fs = append(fs, intern(frame{unsymbolizedName(loc), k}))
+		}
+		locFrames[loc.ID] = fs
+	}
+	l.stacks = make([][]int32, len(p.Sample))
+	for si, s := range p.Sample {
+		n := 0
+		for _, loc := range s.Location {
+			n += len(locFrames[loc.ID])
+		}
+		st := make([]int32, 0, n)
+		// Sample.Location[0] is the leaf.
+		for i := len(s.Location) - 1; i >= 0; i-- {
+			st = append(st, locFrames[s.Location[i].ID]...)
+		}
+		l.stacks[si] = st
+	}
+	return l, nil
+}
+
+// cache keeps the most recently used prepared profiles, at most max of
+// them.
+type cache struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // of *cacheEntry, most recent first
+	byID  map[string]*list.Element
+}
+
+type cacheEntry struct {
+	id string
+	l  *loaded
+}
+
+func newCache(max int) *cache {
+	return &cache{max: max, order: list.New(), byID: make(map[string]*list.Element)}
+}
+
+// get returns the prepared profile for window id, opening it from src when
+// it is not cached. Concurrent misses for one id may open it twice; the
+// last one wins, which is harmless.
+func (c *cache) get(ctx context.Context, src Source, id string) (*loaded, error) {
+	c.mu.Lock()
+	if e, ok := c.byID[id]; ok {
+		c.order.MoveToFront(e)
+		l := e.Value.(*cacheEntry).l
+		c.mu.Unlock()
+		return l, nil
+	}
+	c.mu.Unlock()
+
+	p, err := src.Open(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("opening window %q: %w", id, err)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("opening window %q: source returned no profile", id)
+	}
+	l, err := prepare(p)
+	if err != nil {
+		return nil, fmt.Errorf("window %q: invalid profile: %w", id, err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byID[id]; ok {
+		c.order.MoveToFront(e)
+		e.Value.(*cacheEntry).l = l
+		return l, nil
+	}
+	c.byID[id] = c.order.PushFront(&cacheEntry{id, l})
+	for c.order.Len() > c.max {
+		e := c.order.Back()
+		c.order.Remove(e)
+		delete(c.byID, e.Value.(*cacheEntry).id)
+	}
+	return l, nil
+}

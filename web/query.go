@@ -1,0 +1,191 @@
+package web
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// The label filters the API accepts, by query parameter, and the label key
+// each one matches in window labels and then in sample labels.
+var filterKeys = []struct{ param, label string }{
+	{"service", "service_name"},
+	{"container", "container_id"},
+	{"comm", "comm"},
+	{"pid", "pid"},
+}
+
+// allFrom and allTo bound the range used when a request names none.
+var (
+	allFrom = time.Unix(0, 0)
+	allTo   = time.Unix(1<<32, 0) // year 2106
+)
+
+// badRequest is an error caused by the request's parameters.
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+func badf(format string, args ...any) error {
+	return &badRequest{fmt.Sprintf(format, args...)}
+}
+
+// filter selects samples whose label key has one of values.
+type filter struct {
+	key    string
+	values []string
+	nums   []int64 // values as integers, for numeric sample labels
+}
+
+// query is a parsed selection: a time range, label filters and a focus
+// substring.
+type query struct {
+	from, to time.Time
+	explicit bool // from or to were given
+	filters  []filter
+	focus    string // lower-cased; keep stacks with a frame containing it
+}
+
+// parseTime accepts Unix milliseconds or RFC 3339.
+func parseTime(v url.Values, name string) (time.Time, bool, error) {
+	s := v.Get(name)
+	if s == "" {
+		return time.Time{}, false, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(ms), true, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false, badf("parameter %s=%q: want Unix milliseconds or RFC 3339 time", name, s)
+	}
+	return t, true, nil
+}
+
+// parseDuration accepts milliseconds or a Go duration ("10s").
+func parseDuration(v url.Values, name string) (time.Duration, error) {
+	s := v.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if ms <= 0 {
+			return 0, badf("parameter %s=%q: must be positive", name, s)
+		}
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, badf("parameter %s=%q: want positive milliseconds or a duration like 10s", name, s)
+	}
+	return d, nil
+}
+
+// parseQuery reads the range parameters prefix+"from" and prefix+"to",
+// the label filters and q.
+func parseQuery(v url.Values, prefix string) (query, error) {
+	var q query
+	from, okf, err := parseTime(v, prefix+"from")
+	if err != nil {
+		return q, err
+	}
+	to, okt, err := parseTime(v, prefix+"to")
+	if err != nil {
+		return q, err
+	}
+	q.from, q.to, q.explicit = allFrom, allTo, okf || okt
+	if okf {
+		q.from = from
+	}
+	if okt {
+		q.to = to
+	}
+	if !q.to.After(q.from) {
+		return q, badf("empty range: %sto (%s) is not after %sfrom (%s)", prefix, q.to.Format(time.RFC3339Nano), prefix, q.from.Format(time.RFC3339Nano))
+	}
+	for _, fk := range filterKeys {
+		var vals []string
+		for _, s := range v[fk.param] {
+			if s != "" {
+				vals = append(vals, s)
+			}
+		}
+		if len(vals) == 0 {
+			continue
+		}
+		f := filter{key: fk.label, values: vals}
+		if fk.param == "pid" {
+			for _, s := range vals {
+				n, err := strconv.ParseInt(s, 10, 64)
+				if err != nil || n < 0 {
+					return q, badf("parameter pid=%q: want a process id", s)
+				}
+				f.nums = append(f.nums, n)
+			}
+		}
+		q.filters = append(q.filters, f)
+	}
+	q.focus = strings.ToLower(v.Get("q"))
+	return q, nil
+}
+
+// windowFilters splits the filters for window w: it returns false if a
+// window label rules the whole window out, else the filters that must be
+// checked per sample because w does not carry their label.
+func (q *query) windowFilters(w Window) (bool, []filter) {
+	var rest []filter
+	for _, f := range q.filters {
+		if v, ok := w.Labels[f.key]; ok {
+			if !contains(f.values, v) {
+				return false, nil
+			}
+			continue
+		}
+		rest = append(rest, f)
+	}
+	return true, rest
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// matchSample reports whether s passes every filter, looking at its string
+// labels and then its numeric labels.
+func matchSample(s *profile.Sample, fs []filter) bool {
+	for _, f := range fs {
+		if !matchOne(s, f) {
+			return false
+		}
+	}
+	return true
+}
+
+func matchOne(s *profile.Sample, f filter) bool {
+	for _, v := range s.Label[f.key] {
+		if contains(f.values, v) {
+			return true
+		}
+	}
+	for _, n := range s.NumLabel[f.key] {
+		if f.nums != nil {
+			for _, m := range f.nums {
+				if n == m {
+					return true
+				}
+			}
+		} else if contains(f.values, strconv.FormatInt(n, 10)) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,262 @@
+package web
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// tree is a merged call tree over the selected samples of one range
+// (column 0) or of two ranges for a diff (columns 0 and 1), plus
+// per-function self and total counts.
+type tree struct {
+	frames   []frame
+	frameIdx map[frame]int32
+	focusHit []bool // per frame: its name contains the focus string
+	focus    string
+
+	nodes []node // nodes[0] is the root
+	child map[edge]int32
+
+	// Per frame, per column: samples where the frame is the leaf, and
+	// samples where it appears at all (counted once per sample).
+	fself, ftotal [][2]int64
+	stamp         []int64 // per frame: last sample that counted it
+	nsample       int64
+
+	unit string
+}
+
+type node struct {
+	frame       int32 // into tree.frames; -1 for the root
+	parent      int32
+	self, total [2]int64
+}
+
+type edge struct{ parent, frame int32 }
+
+func newTree(focus string) *tree {
+	return &tree{
+		frameIdx: make(map[frame]int32),
+		focus:    focus,
+		nodes:    []node{{frame: -1, parent: -1}},
+		child:    make(map[edge]int32),
+	}
+}
+
+func (t *tree) intern(f frame) int32 {
+	i, ok := t.frameIdx[f]
+	if ok {
+		return i
+	}
+	i = int32(len(t.frames))
+	t.frames = append(t.frames, f)
+	t.frameIdx[f] = i
+	t.focusHit = append(t.focusHit, t.focus != "" && strings.Contains(strings.ToLower(f.name), t.focus))
+	t.fself = append(t.fself, [2]int64{})
+	t.ftotal = append(t.ftotal, [2]int64{})
+	t.stamp = append(t.stamp, -1)
+	return i
+}
+
+// addProfile merges the samples of l accepted by keep into column col.
+func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool) {
+	if t.unit == "" {
+		t.unit = l.unit
+	}
+	remap := make([]int32, len(l.frames))
+	for i, f := range l.frames {
+		remap[i] = t.intern(f)
+	}
+	var buf []int32
+	for i, st := range l.stacks {
+		v := l.p.Sample[i].Value[l.value]
+		if v == 0 || (keep != nil && !keep(i)) {
+			continue
+		}
+		buf = buf[:0]
+		hit := t.focus == ""
+		for _, f := range st {
+			g := remap[f]
+			hit = hit || t.focusHit[g]
+			buf = append(buf, g)
+		}
+		if hit {
+			t.add(buf, v, col)
+		}
+	}
+}
+
+// add merges one root-first stack of tree frames with value v.
+func (t *tree) add(stack []int32, v int64, col int) {
+	cur := int32(0)
+	t.nodes[0].total[col] += v
+	t.nsample++
+	for _, f := range stack {
+		e := edge{cur, f}
+		n, ok := t.child[e]
+		if !ok {
+			n = int32(len(t.nodes))
+			t.nodes = append(t.nodes, node{frame: f, parent: cur})
+			t.child[e] = n
+		}
+		t.nodes[n].total[col] += v
+		if t.stamp[f] != t.nsample {
+			t.stamp[f] = t.nsample
+			t.ftotal[f][col] += v
+		}
+		cur = n
+	}
+	t.nodes[cur].self[col] += v
+	if cur != 0 {
+		t.fself[t.nodes[cur].frame][col] += v
+	}
+}
+
+// children returns, for every node, its children sorted by frame name:
+// kids[start[i]:start[i+1]] are node i's.
+func (t *tree) children() (start []int32, kids []int32) {
+	start = make([]int32, len(t.nodes)+1)
+	for _, n := range t.nodes[1:] {
+		start[n.parent+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	kids = make([]int32, len(t.nodes)-1)
+	fill := slices.Clone(start[:len(t.nodes)])
+	for i, n := range t.nodes[1:] {
+		kids[fill[n.parent]] = int32(i + 1)
+		fill[n.parent]++
+	}
+	for i := range t.nodes {
+		ks := kids[start[i]:start[i+1]]
+		if len(ks) > 1 {
+			slices.SortFunc(ks, func(a, b int32) int {
+				return strings.Compare(t.frames[t.nodes[a].frame].name, t.frames[t.nodes[b].frame].name)
+			})
+		}
+	}
+	return start, kids
+}
+
+// appendJSON appends the tree as the flamegraph (diff=false) or diff
+// (diff=true) response body, with extra fields (already JSON-encoded
+// "key":value pairs) in front.
+func (t *tree) appendJSON(b []byte, extra []byte, diff bool) []byte {
+	b = append(b, '{')
+	b = append(b, extra...)
+	b = append(b, `"unit":`...)
+	b = appendString(b, t.unit)
+	b = append(b, `,"kinds":["user","kernel","jit"],"names":[`...)
+	for i, f := range t.frames {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, f.name)
+	}
+	b = append(b, `],"frame_kinds":[`...)
+	for i, f := range t.frames {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(f.kind), 10)
+	}
+	b = append(b, `],"root":`...)
+	start, kids := t.children()
+	b = t.appendNode(b, 0, start, kids, diff)
+	return append(b, '}')
+}
+
+// appendNode writes node i as {"f":frame,"s":self,"t":total,"c":[...]};
+// in a diff "s" and "t" are [a,b] pairs.
+func (t *tree) appendNode(b []byte, i int32, start, kids []int32, diff bool) []byte {
+	n := &t.nodes[i]
+	b = append(b, `{"f":`...)
+	b = strconv.AppendInt(b, int64(n.frame), 10)
+	b = append(b, `,"s":`...)
+	b = appendVal(b, n.self, diff)
+	b = append(b, `,"t":`...)
+	b = appendVal(b, n.total, diff)
+	if ks := kids[start[i]:start[i+1]]; len(ks) > 0 {
+		b = append(b, `,"c":[`...)
+		for j, k := range ks {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = t.appendNode(b, k, start, kids, diff)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+func appendVal(b []byte, v [2]int64, diff bool) []byte {
+	if !diff {
+		return strconv.AppendInt(b, v[0], 10)
+	}
+	b = append(b, '[')
+	b = strconv.AppendInt(b, v[0], 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, v[1], 10)
+	return append(b, ']')
+}
+
+func appendString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always marshals
+	return append(b, q...)
+}
+
+// topRow is one function in the top table.
+type topRow struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
+	Self  int64  `json:"self"`
+	Total int64  `json:"total"`
+}
+
+// top returns column 0's per-function counts sorted by by ("self", "total"
+// or "name"), at most limit rows.
+func (t *tree) top(by string, limit int) []topRow {
+	rows := make([]topRow, 0, len(t.frames))
+	for i, f := range t.frames {
+		if t.ftotal[i][0] == 0 {
+			continue
+		}
+		rows = append(rows, topRow{f.name, f.kind.String(), t.fself[i][0], t.ftotal[i][0]})
+	}
+	slices.SortFunc(rows, func(a, b topRow) int {
+		switch by {
+		case "total":
+			if a.Total != b.Total {
+				return cmpDesc(a.Total, b.Total)
+			}
+		case "name":
+			if c := strings.Compare(a.Name, b.Name); c != 0 {
+				return c
+			}
+		}
+		if a.Self != b.Self {
+			return cmpDesc(a.Self, b.Self)
+		}
+		if a.Total != b.Total {
+			return cmpDesc(a.Total, b.Total)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows
+}
+
+func cmpDesc(a, b int64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
