@@ -1,0 +1,67 @@
+# Scorch: build, test and run. `make help` lists the targets.
+GO       ?= go
+BIN      := bin/scorch
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+PREFIX   ?= /usr/local
+# Flags for `make run`; override e.g. make run RUN_FLAGS="--frequency 49".
+RUN_FLAGS ?=
+FUZZTIME ?= 10s
+
+.PHONY: help build generate check-generate testdata test test-go fuzz vet run bench install clean
+
+help:
+	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
+	@echo "make run             build, then profile this host (run as root: sudo make run)"
+	@echo "make test            the whole test suite (as root: tests load real BPF programs)"
+	@echo "make generate        regenerate the BPF objects with clang (bpf2go)"
+	@echo "make check-generate  regenerate and fail if the committed objects differ"
+	@echo "make fuzz            run every fuzz target for FUZZTIME each ($(FUZZTIME))"
+	@echo "make bench           run the benchmarks and rewrite bench/RESULTS.md"
+	@echo "make install         install the binary and the systemd unit"
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scorch
+
+generate:
+	$(GO) generate ./bpf
+
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: regenerated BPF objects differ from the committed ones: run 'make generate' and commit"; exit 1; }
+
+testdata:
+	$(MAKE) -C testdata
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt would change the files above"; exit 1; }
+
+test-go: build testdata
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Every fuzz target, briefly: seeds always run in `go test`; this explores.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+test: vet test-go fuzz
+
+run: build
+	./$(BIN) record --duration 10s --output scorch-host.pb.gz $(RUN_FLAGS)
+
+bench: build testdata
+	bench/run.sh
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/scorch
+	@if [ -f deploy/systemd/scorch.service ]; then \
+	  install -D -m 0644 deploy/systemd/scorch.service $(DESTDIR)/etc/systemd/system/scorch.service; \
+	  echo "installed; start with: systemctl daemon-reload && systemctl enable --now scorch"; fi
+
+clean:
+	rm -rf bin
+	$(MAKE) -C testdata clean

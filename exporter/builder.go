@@ -1,0 +1,264 @@
+package exporter
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/internal/sampler"
+	"github.com/scorch-profiler/scorch/symbolizer"
+)
+
+// Resolver names addresses. *symbolizer.Symbolizer is one.
+type Resolver interface {
+	// ResolveUser names the user-space address addr of process pid. The
+	// builder passes return addresses minus one, so that a call's frame
+	// names the call site and not the instruction after it.
+	ResolveUser(pid uint32, addr uint64) symbolizer.Frame
+	ResolveKernel(addr uint64) symbolizer.Frame
+}
+
+// Names of the pseudo frames that mark what the kernel could not give us.
+const (
+	FrameUserStackLost   = "[user stack lost]"
+	FrameKernelStackLost = "[kernel stack lost]"
+	FrameNoStack         = "[no stack]"
+)
+
+// Builder accumulates samples into one CPU profile. It is not safe for
+// concurrent use.
+type Builder struct {
+	res    Resolver
+	period int64 // nanoseconds of CPU one sample stands for
+	start  time.Time
+
+	p         *profile.Profile
+	mappings  map[*symbolizer.Mapping]*profile.Mapping
+	functions map[funcKey]*profile.Function
+	locations map[locKey]*profile.Location
+	pseudos   map[string]*profile.Location
+	samples   map[string]*profile.Sample
+	keyBuf    []byte
+	locBuf    []*profile.Location
+}
+
+type funcKey struct {
+	name, system, file string
+	startLine          int64
+}
+
+type locKey struct {
+	pid    uint32 // 0 for kernel addresses
+	kernel bool
+	addr   uint64
+}
+
+// NewBuilder starts a profile whose samples were taken at frequencyHz per
+// CPU, from start on.
+func NewBuilder(res Resolver, frequencyHz int, start time.Time) *Builder {
+	if frequencyHz <= 0 {
+		frequencyHz = 99
+	}
+	period := int64(time.Second) / int64(frequencyHz)
+	b := &Builder{
+		res:    res,
+		period: period,
+		start:  start,
+		p: &profile.Profile{
+			SampleType: []*profile.ValueType{
+				{Type: "samples", Unit: "count"},
+				{Type: "cpu", Unit: "nanoseconds"},
+			},
+			DefaultSampleType: "cpu",
+			PeriodType:        &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+			Period:            period,
+			TimeNanos:         start.UnixNano(),
+		},
+		mappings:  map[*symbolizer.Mapping]*profile.Mapping{},
+		functions: map[funcKey]*profile.Function{},
+		locations: map[locKey]*profile.Location{},
+		pseudos:   map[string]*profile.Location{},
+		samples:   map[string]*profile.Sample{},
+	}
+	return b
+}
+
+// Samples is the number of samples added so far.
+func (b *Builder) Samples() int64 {
+	var n int64
+	for _, s := range b.p.Sample {
+		n += s.Value[0]
+	}
+	return n
+}
+
+// Add resolves the addresses of s and adds it to the profile.
+func (b *Builder) Add(s sampler.Sample) {
+	if s.Count == 0 {
+		return
+	}
+	locs := b.locBuf[:0]
+	leaf := true
+	addrOf := func(a uint64) uint64 {
+		if leaf {
+			leaf = false
+			return a
+		}
+		return a - 1
+	}
+	if s.KernelLost {
+		locs = append(locs, b.pseudo(FrameKernelStackLost))
+	}
+	for _, a := range s.Kernel {
+		locs = append(locs, b.location(locKey{kernel: true, addr: a}, func() symbolizer.Frame {
+			return b.res.ResolveKernel(addrOf(a))
+		}))
+		leaf = false
+	}
+	if s.UserLost {
+		locs = append(locs, b.pseudo(FrameUserStackLost))
+	}
+	for _, a := range s.User {
+		lookup := addrOf(a)
+		locs = append(locs, b.location(locKey{pid: s.Pid, addr: a}, func() symbolizer.Frame {
+			return b.res.ResolveUser(s.Pid, lookup)
+		}))
+	}
+	if len(locs) == 0 {
+		locs = append(locs, b.pseudo(FrameNoStack))
+	}
+	b.locBuf = locs
+
+	// Identical stacks of one process (and name) are one pprof sample.
+	key := b.keyBuf[:0]
+	key = strconv.AppendUint(key, uint64(s.Pid), 10)
+	key = append(key, 0)
+	key = append(key, s.Comm...)
+	for _, l := range locs {
+		key = append(key, 0)
+		key = strconv.AppendUint(key, l.ID, 36)
+	}
+	b.keyBuf = key
+	if ps, ok := b.samples[string(key)]; ok {
+		ps.Value[0] += int64(s.Count)
+		ps.Value[1] += int64(s.Count) * b.period
+		return
+	}
+	ps := &profile.Sample{
+		Location: append([]*profile.Location(nil), locs...),
+		Value:    []int64{int64(s.Count), int64(s.Count) * b.period},
+		Label:    map[string][]string{"comm": {s.Comm}},
+		NumLabel: map[string][]int64{"pid": {int64(s.Pid)}},
+	}
+	b.samples[string(key)] = ps
+	b.p.Sample = append(b.p.Sample, ps)
+}
+
+// location returns the Location of k, resolving it the first time.
+func (b *Builder) location(k locKey, resolve func() symbolizer.Frame) *profile.Location {
+	if l, ok := b.locations[k]; ok {
+		return l
+	}
+	fr := resolve()
+	l := &profile.Location{
+		ID:      uint64(len(b.p.Location) + 1),
+		Address: k.addr,
+		Mapping: b.mapping(fr.Mapping, fr.Lines),
+	}
+	for _, ln := range fr.Lines {
+		l.Line = append(l.Line, profile.Line{
+			Function: b.function(ln),
+			Line:     ln.Line,
+		})
+	}
+	if len(l.Line) == 0 {
+		l.Line = []profile.Line{{Function: b.function(symbolizer.Line{Function: fmt.Sprintf("0x%x", k.addr)})}}
+	}
+	b.locations[k] = l
+	b.p.Location = append(b.p.Location, l)
+	return l
+}
+
+// pseudo returns a location with no address that names a condition.
+func (b *Builder) pseudo(name string) *profile.Location {
+	if l, ok := b.pseudos[name]; ok {
+		return l
+	}
+	l := &profile.Location{
+		ID:   uint64(len(b.p.Location) + 1),
+		Line: []profile.Line{{Function: b.function(symbolizer.Line{Function: name})}},
+	}
+	b.pseudos[name] = l
+	b.p.Location = append(b.p.Location, l)
+	return l
+}
+
+func (b *Builder) mapping(m *symbolizer.Mapping, lines []symbolizer.Line) *profile.Mapping {
+	if m == nil {
+		return nil
+	}
+	pm, ok := b.mappings[m]
+	if !ok {
+		pm = &profile.Mapping{
+			ID:      uint64(len(b.p.Mapping) + 1),
+			Start:   m.Start,
+			Limit:   m.Limit,
+			Offset:  m.Offset,
+			File:    m.File,
+			BuildID: m.BuildID,
+		}
+		b.mappings[m] = pm
+		b.p.Mapping = append(b.p.Mapping, pm)
+	}
+	for _, ln := range lines {
+		if ln.Function != "" {
+			pm.HasFunctions = true
+		}
+		if ln.File != "" {
+			pm.HasFilenames = true
+		}
+		if ln.Line != 0 {
+			pm.HasLineNumbers = true
+		}
+	}
+	if len(lines) > 1 {
+		pm.HasInlineFrames = true
+	}
+	return pm
+}
+
+func (b *Builder) function(ln symbolizer.Line) *profile.Function {
+	sys := ln.SystemName
+	if sys == "" {
+		sys = ln.Function
+	}
+	k := funcKey{ln.Function, sys, ln.File, ln.StartLine}
+	if f, ok := b.functions[k]; ok {
+		return f
+	}
+	f := &profile.Function{
+		ID:         uint64(len(b.p.Function) + 1),
+		Name:       ln.Function,
+		SystemName: sys,
+		Filename:   ln.File,
+		StartLine:  ln.StartLine,
+	}
+	b.functions[k] = f
+	b.p.Function = append(b.p.Function, f)
+	return f
+}
+
+// Build returns the profile of every sample added, ending at end. The
+// Builder must not be used afterwards.
+func (b *Builder) Build(end time.Time) (*profile.Profile, error) {
+	b.p.DurationNanos = end.Sub(b.start).Nanoseconds()
+	if b.p.DurationNanos < 0 {
+		b.p.DurationNanos = 0
+	}
+	if err := b.p.CheckValid(); err != nil {
+		return nil, fmt.Errorf("built an invalid profile: %w", err)
+	}
+	return b.p, nil
+}
