@@ -1,26 +1,348 @@
 // Package dwarfsym resolves addresses of one ELF file to source lines with
 // DWARF: function names with inlined frames, file and line.
+//
+// # Model
+//
+// DWARF describes code twice. The .debug_info tree holds one
+// DW_TAG_subprogram per function with the address ranges of its code; a
+// function whose body was inlined into another shows up inside the caller
+// as a DW_TAG_inlined_subroutine whose ranges are the instructions that came
+// from the callee, and whose DW_AT_call_file/DW_AT_call_line say where in
+// the caller the call was. Inlined subroutines nest, so the ranges of one
+// function form a tree. The .debug_line program, separately, maps every
+// instruction address to the file and line it came from.
+//
+// The lines at an address pc are therefore: the innermost (deepest) range
+// containing pc names the innermost function, and the line table gives its
+// file:line; each enclosing inlined subroutine's call site gives the
+// file:line in its parent, up to the real (out-of-line) function. This is
+// what addr2line -f -i prints.
+//
+// # Representation
+//
+// Open reads only the compilation-unit headers and builds a sorted table
+// of unit address ranges. The first lookup inside a unit loads that unit:
+// its nested function ranges are flattened into disjoint segments, each
+// naming the deepest function node covering it (a node knows its parent
+// and its call site), and its line rows are sorted by address. Resolve is
+// then two binary searches and a walk up the node parents; it allocates
+// only the returned slice.
+//
+// # Where the DWARF comes from
+//
+// The file itself when it has .debug_info (plain, SHF_COMPRESSED zlib or
+// zstd, or legacy .zdebug, all decoded by debug/elf); else a separate
+// debug file found by GNU build id under the debug directories
+// (<dir>/.build-id/xx/yyyy.debug) or by .gnu_debuglink (next to the file,
+// in its .debug/ subdirectory, or under <dir>/<file's dir>/), with the
+// link's CRC checked. Every path is tried under the process's root
+// directory first and on the host second. A file with neither but with
+// MiniDebugInfo (.gnu_debugdata, an xz-compressed ELF holding a symbol
+// table) yields a Table of function names only.
+//
+// # Limits
+//
+// Input is hostile (files come from containers): section sizes, units,
+// nodes, rows, nesting depth and reference chains are capped, and
+// malformed data yields errors naming the file, the unit and the offset,
+// never a panic.
 package dwarfsym
 
-// API CONTRACT (used by package symbolizer). Keep these signatures.
-//
-//	// Open reads the DWARF of f (following separate debug files found by
-//	// build id under debugDirs and by .gnu_debuglink, and .gnu_debugdata)
-//	// and returns a resolver, or an error wrapping ErrNoDWARF when there is
-//	// none. rootDir is the prefix under which the process's files are seen
-//	// (e.g. /proc/PID/root), "" for the host.
-//	func Open(f *elf.File, path, rootDir string, debugDirs []string) (*Table, error)
-//
-//	// Resolve returns the lines at the ELF virtual address pc, innermost
-//	// (most inlined) first; nil when pc is in no known function.
-//	func (t *Table) Resolve(pc uint64) []Line
-//
-//	// Size estimates the bytes the table holds, for the cache bound.
-//	func (t *Table) Size() int64
-//
-//	type Line struct {
-//		Function  string // raw linkage name (mangled) when DWARF has one, else the DWARF name
-//		File      string
-//		Line      int64
-//		StartLine int64
-//	}
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrNoDWARF is wrapped by Open's error when neither the file nor any
+// separate debug file or MiniDebugInfo provides debug information.
+var ErrNoDWARF = errors.New("no DWARF debug information")
+
+// Line is one level of a (possibly inlined) call at an address.
+type Line struct {
+	Function  string // raw linkage name (mangled) when DWARF has one, else the DWARF name
+	File      string // source file path as DWARF spells it, "" when unknown
+	Line      int64  // 0 when unknown
+	StartLine int64  // DW_AT_decl_line of the function, 0 when unknown
+}
+
+// Limits on what one file may make us hold. Exceeding one is an error
+// (for the whole file, or for the one unit).
+const (
+	maxDebugBytes  = 512 << 20 // sum of uncompressed .debug_* sections
+	maxUnits       = 1 << 20   // compilation units per file
+	maxUnitNodes   = 1 << 22   // function nodes per unit
+	maxUnitRows    = 1 << 24   // line rows per unit
+	maxDepth       = 256       // DIE nesting depth
+	maxRefHops     = 16        // DW_AT_abstract_origin/specification chain
+	maxMiniDebug   = 64 << 20  // decompressed .gnu_debugdata
+	maxSymbols     = 1 << 22   // symbols in a names-only table
+	maxDebugLinkFS = 4 << 30   // size of a separate debug file we CRC
+)
+
+// Table resolves addresses of one ELF file. It is safe for concurrent use.
+type Table struct {
+	path string // for log and error messages
+	data *dwarf.Data
+
+	units    []unit
+	unitRngs []unitRange // sorted, disjoint
+
+	syms []symbol // names-only table (MiniDebugInfo), sorted by lo
+
+	exec []addrRange // executable PT_LOAD ranges; addresses elsewhere are stale
+
+	mu   sync.Mutex // serializes unit loads (one user of data at a time)
+	size atomic.Int64
+}
+
+type addrRange struct{ lo, hi uint64 }
+
+type unitRange struct {
+	lo, hi uint64
+	unit   int32
+}
+
+type unit struct {
+	off    dwarf.Offset // of the DW_TAG_compile_unit entry
+	loaded atomic.Pointer[loadedUnit]
+}
+
+// Open reads the DWARF of f (following separate debug files found by build
+// id under debugDirs and by .gnu_debuglink, and .gnu_debugdata) and returns
+// a resolver, or an error wrapping ErrNoDWARF when there is none. path is
+// the file's path as the process sees it (used to find debug-link files
+// next to it); rootDir is the prefix under which the process's files are
+// seen (e.g. /proc/PID/root), "" for the host. A nil debugDirs means
+// {"/usr/lib/debug"}. f must stay usable only for the duration of Open.
+func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err error) {
+	defer func() {
+		if r := recover(); r != nil { // debug/dwarf on hostile input
+			t, err = nil, fmt.Errorf("dwarfsym: %s: malformed debug information: %v", path, r)
+		}
+	}()
+	if debugDirs == nil {
+		debugDirs = []string{"/usr/lib/debug"}
+	}
+	exec := execRanges(f)
+	if hasDWARF(f) {
+		return openDWARF(f, path, exec)
+	}
+	df, dpath, ferr := findDebugFile(f, path, rootDir, debugDirs)
+	if df != nil {
+		defer df.Close()
+		return openDWARF(df.File, dpath, exec)
+	}
+	if mt, merr := openMiniDebugInfo(f, path); mt != nil || merr != nil {
+		return mt, merr
+	}
+	if ferr != nil {
+		return nil, fmt.Errorf("dwarfsym: %s: %w (%v)", path, ErrNoDWARF, ferr)
+	}
+	return nil, fmt.Errorf("dwarfsym: %s: %w", path, ErrNoDWARF)
+}
+
+// hasDWARF reports whether f carries its own .debug_info with contents.
+func hasDWARF(f *elf.File) bool {
+	for _, name := range []string{".debug_info", ".zdebug_info"} {
+		if s := f.Section(name); s != nil && s.Type != elf.SHT_NOBITS && s.FileSize > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// execRanges returns the executable PT_LOAD ranges of f. DWARF describing
+// code outside them (functions discarded at link time, relocated to 0 or
+// a tombstone) is ignored.
+func execRanges(f *elf.File) []addrRange {
+	var rs []addrRange
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Memsz > 0 && p.Vaddr+p.Memsz > p.Vaddr {
+			rs = append(rs, addrRange{p.Vaddr, p.Vaddr + p.Memsz})
+		}
+	}
+	return rs
+}
+
+// validCode reports whether [lo, hi) is plausible code of the file.
+func (t *Table) validCode(lo, hi uint64) bool {
+	if hi <= lo {
+		return false
+	}
+	if len(t.exec) == 0 {
+		return lo != 0
+	}
+	for _, r := range t.exec {
+		if lo >= r.lo && lo < r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// openDWARF builds the unit table of the DWARF in df (which may be a
+// separate debug file); exec comes from the original file.
+func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
+	var total uint64
+	for _, s := range df.Sections {
+		if !strings.HasPrefix(s.Name, ".debug_") && !strings.HasPrefix(s.Name, ".zdebug_") {
+			continue
+		}
+		if s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		n, err := sectionSize(s)
+		if err != nil {
+			return nil, fmt.Errorf("dwarfsym: %s: section %s: %w", path, s.Name, err)
+		}
+		total += n
+		if total > maxDebugBytes {
+			return nil, fmt.Errorf("dwarfsym: %s: debug sections hold more than %d bytes (at %s)", path, maxDebugBytes, s.Name)
+		}
+	}
+	d, err := df.DWARF()
+	if err != nil {
+		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
+	}
+	t := &Table{path: path, data: d, exec: exec}
+	t.size.Store(int64(total))
+
+	var rngs []unitRange
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("dwarfsym: %s: reading unit %d: %w", path, len(t.units), err)
+		}
+		if e == nil {
+			break
+		}
+		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
+			// Type units, skeleton units: no code.
+			r.SkipChildren()
+			continue
+		}
+		if len(t.units) >= maxUnits {
+			return nil, fmt.Errorf("dwarfsym: %s: more than %d compilation units", path, maxUnits)
+		}
+		idx := int32(len(t.units))
+		t.units = append(t.units, unit{off: e.Offset})
+		rs, rerr := d.Ranges(e)
+		if rerr != nil || len(rs) == 0 {
+			// No usable unit ranges: load the unit now and take the ranges
+			// of its functions.
+			lu := t.loadUnit(idx)
+			rs = lu.coverage()
+		}
+		for _, x := range rs {
+			if t.validCode(x[0], x[1]) {
+				rngs = append(rngs, unitRange{x[0], x[1], idx})
+			}
+		}
+		r.SkipChildren()
+	}
+	if len(t.units) == 0 {
+		return nil, fmt.Errorf("dwarfsym: %s: %w (no compilation units)", path, ErrNoDWARF)
+	}
+	t.unitRngs = disjointUnitRanges(rngs)
+	t.size.Add(int64(len(t.units))*24 + int64(len(t.unitRngs))*24)
+	return t, nil
+}
+
+// sectionSize returns the uncompressed size of s. debug/elf reports it for
+// SHF_COMPRESSED sections; legacy .zdebug sections carry it in a header.
+func sectionSize(s *elf.Section) (uint64, error) {
+	if s.Flags&elf.SHF_COMPRESSED == 0 && strings.HasPrefix(s.Name, ".zdebug") {
+		var hdr [12]byte
+		if n, _ := s.ReadAt(hdr[:], 0); n == 12 && string(hdr[:4]) == "ZLIB" {
+			return uint64(hdr[4])<<56 | uint64(hdr[5])<<48 | uint64(hdr[6])<<40 | uint64(hdr[7])<<32 |
+				uint64(hdr[8])<<24 | uint64(hdr[9])<<16 | uint64(hdr[10])<<8 | uint64(hdr[11]), nil
+		}
+	}
+	return s.Size, nil
+}
+
+// disjointUnitRanges sorts rs and trims overlaps (the first unit wins).
+func disjointUnitRanges(rs []unitRange) []unitRange {
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].lo != rs[j].lo {
+			return rs[i].lo < rs[j].lo
+		}
+		return rs[i].hi > rs[j].hi
+	})
+	out := rs[:0]
+	var end uint64
+	for _, r := range rs {
+		if len(out) > 0 && r.lo < end {
+			if r.hi <= end {
+				continue
+			}
+			r.lo = end
+		}
+		if n := len(out); n > 0 && out[n-1].hi == r.lo && out[n-1].unit == r.unit {
+			out[n-1].hi = r.hi
+		} else {
+			out = append(out, r)
+		}
+		end = r.hi
+	}
+	return out
+}
+
+// Resolve returns the lines at the ELF virtual address pc, innermost (most
+// inlined) first; nil when pc is in no known function.
+func (t *Table) Resolve(pc uint64) []Line {
+	if t == nil {
+		return nil
+	}
+	if t.syms != nil {
+		return t.resolveSym(pc)
+	}
+	rs := t.unitRngs
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].lo > pc }) - 1
+	if i < 0 || pc >= rs[i].hi {
+		return nil
+	}
+	u := rs[i].unit
+	lu := t.units[u].loaded.Load()
+	if lu == nil {
+		lu = t.loadUnit(u)
+	}
+	return lu.resolve(pc)
+}
+
+// Size estimates the bytes the table holds, for the cache bound: the
+// decompressed debug sections plus the units loaded so far (it grows as
+// lookups load units).
+func (t *Table) Size() int64 {
+	if t == nil {
+		return 0
+	}
+	return t.size.Load()
+}
+
+// loadUnit parses unit u once; a malformed unit is logged and resolves
+// nothing.
+func (t *Table) loadUnit(u int32) *loadedUnit {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	un := &t.units[u]
+	if lu := un.loaded.Load(); lu != nil {
+		return lu
+	}
+	lu, err := t.parseUnit(un.off)
+	if err != nil {
+		slog.Warn("dwarfsym: skipping malformed compilation unit", "file", t.path, "unit_offset", uint64(un.off), "err", err)
+		lu = &loadedUnit{}
+	}
+	t.size.Add(lu.bytes())
+	un.loaded.Store(lu)
+	return lu
+}
