@@ -31,7 +31,7 @@ const (
 "io.kubernetes.cri-o.ContainerName":"k8s_db_postgres-0_data_` + uid + `_0",
 "io.kubernetes.container.name":"db","io.kubernetes.pod.name":"postgres-0",
 "io.kubernetes.pod.namespace":"data","io.kubernetes.cri-o.SandboxID":"` + id2 + `"}}`
-	dockerConfig = `{"ID":"` + id1 + `","Name":"/redis-cache","Config":{"Image":"redis:7","Labels":{"com.docker.compose.service":"cache"}}}`
+	dockerConfig     = `{"ID":"` + id1 + `","Name":"/redis-cache","Config":{"Image":"redis:7","Labels":{"com.docker.compose.service":"cache"}}}`
 	dockershimConfig = `{"ID":"` + id1 + `","Name":"/k8s_api_api-5d9_prod_` + uid + `_0","Config":{"Labels":{
 "io.kubernetes.container.name":"api","io.kubernetes.pod.name":"api-5d9","io.kubernetes.pod.namespace":"prod"}}}`
 )
