@@ -1,0 +1,447 @@
+// Package gopclntab resolves addresses of a Go binary with its runtime
+// symbol table, the .gopclntab section that every Go binary carries even
+// when stripped (-ldflags=-s -w): function names, file and line, and the
+// frames the compiler inlined, read from the inline tree the runtime itself
+// uses for tracebacks (FUNCDATA_InlTree indexed by PCDATA_InlTreeIndex, see
+// runtime/symtabinl.go).
+//
+// The layout read here is that of Go 1.18 and later (pclntab magic
+// 0xfffffff0 and 0xfffffff1). Older binaries are handled by debug/gosym
+// without inlined frames.
+package gopclntab
+
+import (
+	"debug/elf"
+	"debug/gosym"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ErrNotGo is returned by Open for files without a .gopclntab section.
+var ErrNotGo = errors.New("gopclntab: not a Go binary")
+
+// maxPclntab bounds the bytes read for the table and for the funcdata
+// region holding the inline trees.
+const maxPclntab = 512 << 20
+
+// Frame is one (possibly inlined) function at an address.
+type Frame struct {
+	Function  string
+	File      string
+	Line      int64
+	StartLine int64 // 0 when unknown
+}
+
+// Table resolves program counters of one Go binary. It is read-only after
+// Open and safe for concurrent use.
+type Table struct {
+	bo        binary.ByteOrder
+	ptrSize   int
+	quantum   uint64 // instruction size unit of pc deltas
+	go120     bool   // _func has startLine
+	textStart uint64
+	nfunc     int
+
+	funcnames string // funcnametab, one string so that names are substrings
+	files     string // filetab
+	cutab     []byte
+	pctab     []byte
+	pcln      []byte // the function table and _func records
+	functab   []byte // nfunc+1 (entryoff, funcoff) pairs
+
+	// gofunc is the funcdata region (go:func.*): inline trees are at
+	// gofunc[funcdata[FUNCDATA_InlTree]:]. Nil when not found; names and
+	// lines still resolve, without inlined frames.
+	gofunc []byte
+
+	old *gosym.Table // pre-1.18 binaries
+}
+
+// Open reads the pclntab of f. It returns an error wrapping ErrNotGo when f
+// has none.
+func Open(f *elf.File) (*Table, error) {
+	s := f.Section(".gopclntab")
+	if s == nil {
+		return nil, ErrNotGo
+	}
+	data, err := readSection(s)
+	if err != nil {
+		return nil, err
+	}
+	var textStart uint64
+	if text := f.Section(".text"); text != nil {
+		textStart = text.Addr
+	}
+	gofuncAddr, haveGofunc := uint64(0), false
+	if syms, err := f.Symbols(); err == nil {
+		for _, sym := range syms {
+			switch sym.Name {
+			case "runtime.text":
+				textStart = sym.Value
+			case "go:func.*", "go.func.*":
+				gofuncAddr, haveGofunc = sym.Value, true
+			}
+		}
+	}
+	if !haveGofunc {
+		if md, ok := findModuledata(f, s.Addr); ok {
+			textStart, gofuncAddr, haveGofunc = md.text, md.gofunc, true
+		}
+	}
+	t, err := Parse(data, textStart, f.ByteOrder)
+	if err != nil {
+		return nil, err
+	}
+	if haveGofunc && t.old == nil {
+		t.gofunc = readRegion(f, gofuncAddr)
+	}
+	return t, nil
+}
+
+func readSection(s *elf.Section) ([]byte, error) {
+	if s.Type == elf.SHT_NOBITS || s.Size > maxPclntab {
+		return nil, fmt.Errorf("gopclntab: section %s of %d bytes is empty or over the %d byte limit", s.Name, s.Size, maxPclntab)
+	}
+	data := make([]byte, s.Size)
+	if _, err := io.ReadFull(s.Open(), data); err != nil {
+		return nil, fmt.Errorf("gopclntab: reading %s: %w", s.Name, err)
+	}
+	return data, nil
+}
+
+// readRegion reads from the virtual address addr to the end of the section
+// holding it.
+func readRegion(f *elf.File, addr uint64) []byte {
+	for _, s := range f.Sections {
+		if s.Type == elf.SHT_NOBITS || s.Flags&elf.SHF_ALLOC == 0 || addr < s.Addr || addr >= s.Addr+s.Size {
+			continue
+		}
+		n := s.Addr + s.Size - addr
+		if n > maxPclntab {
+			return nil
+		}
+		data := make([]byte, n)
+		if _, err := s.ReadAt(data, int64(addr-s.Addr)); err != nil {
+			return nil
+		}
+		return data
+	}
+	return nil
+}
+
+type moduledata struct{ text, gofunc uint64 }
+
+// findModuledata finds runtime.firstmoduledata in a stripped binary: it is
+// the pointer-aligned word in a data section (.go.module since Go 1.26) equal to the address of the
+// pclntab (its first field, pcHeader), and yields moduledata.text and
+// moduledata.gofunc at their Go 1.20+ offsets.
+func findModuledata(f *elf.File, pclntabAddr uint64) (moduledata, bool) {
+	if f.Class != elf.ELFCLASS64 {
+		return moduledata{}, false
+	}
+	const (
+		textOff   = 22 * 8 // after pcHeader, 6 slices, findfunctab, minpc, maxpc
+		gofuncOff = 40 * 8
+	)
+	// go:func.* is read-only data: in .rodata, or inside .gopclntab
+	// since Go 1.26.
+	readOnly := func(addr uint64) bool {
+		for _, s := range f.Sections {
+			if s.Flags&(elf.SHF_ALLOC|elf.SHF_WRITE|elf.SHF_EXECINSTR) == elf.SHF_ALLOC &&
+				s.Type != elf.SHT_NOBITS && addr >= s.Addr && addr < s.Addr+s.Size {
+				return true
+			}
+		}
+		return false
+	}
+	for _, name := range []string{".go.module", ".noptrdata", ".data.rel.ro", ".data"} {
+		s := f.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS || s.Size > maxPclntab {
+			continue
+		}
+		const chunk = 1 << 20
+		buf := make([]byte, chunk+gofuncOff+8)
+		for off := uint64(0); off < s.Size; off += chunk {
+			n, _ := s.ReadAt(buf, int64(off))
+			for i := 0; i+gofuncOff+8 <= n && i < chunk; i += 8 {
+				if f.ByteOrder.Uint64(buf[i:]) != pclntabAddr {
+					continue
+				}
+				md := moduledata{text: f.ByteOrder.Uint64(buf[i+textOff:]), gofunc: f.ByteOrder.Uint64(buf[i+gofuncOff:])}
+				if text := f.Section(".text"); text != nil && (md.text < text.Addr || md.text >= text.Addr+text.Size) {
+					continue
+				}
+				if !readOnly(md.gofunc) {
+					continue
+				}
+				return md, true
+			}
+		}
+	}
+	return moduledata{}, false
+}
+
+// Parse reads a pclntab. textStart is the address of runtime.text; Go
+// 1.18+ tables store function entries relative to it.
+func Parse(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
+	if len(data) < 8 {
+		return nil, fmt.Errorf("gopclntab: %d byte table is too short", len(data))
+	}
+	magic := bo.Uint32(data)
+	switch magic {
+	case 0xfffffff0, 0xfffffff1:
+	case 0xfffffffa, 0xfffffffb:
+		return parseOld(data, textStart)
+	default:
+		return nil, fmt.Errorf("gopclntab: unknown magic %#x", magic)
+	}
+	t := &Table{bo: bo, go120: magic == 0xfffffff1, textStart: textStart}
+	t.quantum = uint64(data[6])
+	t.ptrSize = int(data[7])
+	if t.ptrSize != 4 && t.ptrSize != 8 || t.quantum == 0 {
+		return nil, fmt.Errorf("gopclntab: bad header: pointer size %d, pc quantum %d", t.ptrSize, t.quantum)
+	}
+	word := func(i int) (uint64, error) {
+		off := 8 + i*t.ptrSize
+		if off+t.ptrSize > len(data) {
+			return 0, fmt.Errorf("gopclntab: header word %d past the %d byte table", i, len(data))
+		}
+		if t.ptrSize == 4 {
+			return uint64(bo.Uint32(data[off:])), nil
+		}
+		return bo.Uint64(data[off:]), nil
+	}
+	var hdr [8]uint64 // nfunc, nfiles, textStart, funcname, cu, filetab, pctab, pcln
+	for i := range hdr {
+		v, err := word(i)
+		if err != nil {
+			return nil, err
+		}
+		hdr[i] = v
+	}
+	sub := func(what string, off uint64, end uint64) ([]byte, error) {
+		if off > end || end > uint64(len(data)) {
+			return nil, fmt.Errorf("gopclntab: %s at [%#x,%#x) is outside the %d byte table", what, off, end, len(data))
+		}
+		return data[off:end], nil
+	}
+	// The tables are laid out in header order; each ends where the next
+	// begins.
+	var err error
+	var funcnames, files []byte
+	if funcnames, err = sub("funcnametab", hdr[3], hdr[4]); err != nil {
+		return nil, err
+	}
+	if t.cutab, err = sub("cutab", hdr[4], hdr[5]); err != nil {
+		return nil, err
+	}
+	if files, err = sub("filetab", hdr[5], hdr[6]); err != nil {
+		return nil, err
+	}
+	if t.pctab, err = sub("pctab", hdr[6], hdr[7]); err != nil {
+		return nil, err
+	}
+	if t.pcln, err = sub("pclntable", hdr[7], uint64(len(data))); err != nil {
+		return nil, err
+	}
+	if hdr[0] > uint64(len(t.pcln))/8 {
+		return nil, fmt.Errorf("gopclntab: %d functions do not fit the %d byte function table", hdr[0], len(t.pcln))
+	}
+	t.nfunc = int(hdr[0])
+	t.functab = t.pcln[:(t.nfunc*2+1)*4]
+	t.funcnames, t.files = string(funcnames), string(files)
+	return t, nil
+}
+
+func parseOld(data []byte, textStart uint64) (*Table, error) {
+	lt := gosym.NewLineTable(data, textStart)
+	tab, err := gosym.NewTable(nil, lt)
+	if err != nil {
+		return nil, fmt.Errorf("gopclntab: %w", err)
+	}
+	return &Table{old: tab}, nil
+}
+
+// Size estimates the bytes the table holds.
+func (t *Table) Size() int64 {
+	if t.old != nil {
+		return int64(len(t.old.Funcs)) * 256
+	}
+	return int64(len(t.funcnames)+len(t.files)+len(t.cutab)+len(t.pctab)+len(t.pcln)+len(t.gofunc)) + 256
+}
+
+// HasInlining reports whether inlined frames can be expanded.
+func (t *Table) HasInlining() bool { return t.gofunc != nil }
+
+// fn is a decoded _func record.
+type fn struct {
+	entry                    uint64
+	nameOff                  uint32
+	pcfile, pcln, cuOffset   uint32
+	startLine                int64
+	inlIndexTab, inlTreeData uint32 // pctab offset; gofunc offset or ^0
+}
+
+// findFunc returns the function containing pc.
+func (t *Table) findFunc(pc uint64) (fn, bool) {
+	if pc < t.textStart || t.nfunc == 0 {
+		return fn{}, false
+	}
+	off := pc - t.textStart
+	entryAt := func(i int) uint64 { return uint64(t.bo.Uint32(t.functab[i*8:])) }
+	if off >= entryAt(t.nfunc) {
+		return fn{}, false
+	}
+	lo, hi := 0, t.nfunc // last i with entryAt(i) <= off
+	for lo < hi {
+		m := int(uint(lo+hi+1) / 2)
+		if m < t.nfunc && entryAt(m) <= off {
+			lo = m
+		} else {
+			hi = m - 1
+		}
+	}
+	if entryAt(lo) > off {
+		return fn{}, false
+	}
+	funcOff := uint64(t.bo.Uint32(t.functab[lo*8+4:]))
+	rec := t.pcln
+	hdrLen := uint64(44)
+	if !t.go120 {
+		hdrLen = 40
+	}
+	if funcOff+hdrLen > uint64(len(rec)) {
+		return fn{}, false
+	}
+	r := rec[funcOff:]
+	u32 := func(i uint64) uint32 { return t.bo.Uint32(r[i:]) }
+	f := fn{
+		entry:       t.textStart + uint64(u32(0)),
+		nameOff:     u32(4),
+		pcfile:      u32(20),
+		pcln:        u32(24),
+		cuOffset:    u32(32),
+		inlTreeData: ^uint32(0),
+	}
+	npcdata := uint64(u32(28))
+	nfuncdata := uint64(r[hdrLen-1])
+	if t.go120 {
+		f.startLine = int64(int32(u32(36)))
+	}
+	if hdrLen+4*(npcdata+nfuncdata) > uint64(len(r)) {
+		return fn{}, false
+	}
+	const pcdataInlTreeIndex, funcdataInlTree = 2, 3
+	if npcdata > pcdataInlTreeIndex {
+		f.inlIndexTab = u32(hdrLen + 4*pcdataInlTreeIndex)
+	}
+	if nfuncdata > funcdataInlTree {
+		f.inlTreeData = u32(hdrLen + 4*npcdata + 4*funcdataInlTree)
+	}
+	return f, true
+}
+
+// pcvalue decodes the pc-value table at off for the function starting at
+// entry and returns the value at target, or -1.
+func (t *Table) pcvalue(off uint32, entry, target uint64) int32 {
+	if off == 0 || uint64(off) >= uint64(len(t.pctab)) {
+		return -1
+	}
+	p := t.pctab[off:]
+	pc, val := entry, int32(-1)
+	for first := true; ; first = false {
+		uv, n := binary.Uvarint(p)
+		if n <= 0 || (uv == 0 && !first) || uv > 1<<32-1 {
+			return -1
+		}
+		p = p[n:]
+		v := uint32(uv)
+		val += int32(-(v & 1) ^ (v >> 1))
+		pcd, n := binary.Uvarint(p)
+		if n <= 0 || pcd > 1<<32-1 {
+			return -1
+		}
+		p = p[n:]
+		pc += pcd * t.quantum
+		if target < pc {
+			return val
+		}
+	}
+}
+
+func (t *Table) funcName(off uint32) string {
+	return cstring(t.funcnames, uint64(off))
+}
+
+func cstring(s string, off uint64) string {
+	if off >= uint64(len(s)) {
+		return ""
+	}
+	s = s[off:]
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func (t *Table) fileLine(f *fn, pc uint64) (string, int64) {
+	line := t.pcvalue(f.pcln, f.entry, pc)
+	fileno := t.pcvalue(f.pcfile, f.entry, pc)
+	file := ""
+	if fileno >= 0 {
+		i := (uint64(f.cuOffset) + uint64(fileno)) * 4
+		if i+4 <= uint64(len(t.cutab)) {
+			if off := t.bo.Uint32(t.cutab[i:]); off != ^uint32(0) {
+				file = cstring(t.files, uint64(off))
+			}
+		}
+	}
+	return file, int64(line)
+}
+
+// maxInlineDepth bounds inline chains, which a crafted table could make
+// cyclic.
+const maxInlineDepth = 64
+
+// Resolve appends the frames at pc to buf, innermost (most inlined) first,
+// and returns it; nothing is appended when pc is in no function.
+func (t *Table) Resolve(pc uint64, buf []Frame) []Frame {
+	if t.old != nil {
+		file, line, f := t.old.PCToLine(pc)
+		if f == nil {
+			return buf
+		}
+		return append(buf, Frame{Function: f.Name, File: file, Line: int64(line)})
+	}
+	f, ok := t.findFunc(pc)
+	if !ok {
+		return buf
+	}
+	ix := int32(-1)
+	var tree []byte
+	if t.gofunc != nil && f.inlTreeData != ^uint32(0) && uint64(f.inlTreeData) < uint64(len(t.gofunc)) {
+		tree = t.gofunc[f.inlTreeData:]
+		ix = t.pcvalue(f.inlIndexTab, f.entry, pc)
+	}
+	for depth := 0; ix >= 0 && depth < maxInlineDepth; depth++ {
+		// inlinedCall: funcID u8, pad [3]u8, nameOff i32, parentPc i32, startLine i32.
+		rec := uint64(ix) * 16
+		if rec+16 > uint64(len(tree)) {
+			break
+		}
+		file, line := t.fileLine(&f, pc)
+		buf = append(buf, Frame{
+			Function:  t.funcName(t.bo.Uint32(tree[rec+4:])),
+			File:      file,
+			Line:      line,
+			StartLine: int64(int32(t.bo.Uint32(tree[rec+12:]))),
+		})
+		pc = f.entry + uint64(int64(int32(t.bo.Uint32(tree[rec+8:]))))
+		ix = t.pcvalue(f.inlIndexTab, f.entry, pc)
+	}
+	file, line := t.fileLine(&f, pc)
+	return append(buf, Frame{Function: t.funcName(f.nameOff), File: file, Line: line, StartLine: f.startLine})
+}
