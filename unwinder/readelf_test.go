@@ -75,8 +75,8 @@ func parseReadelf(t *testing.T, path string) []readelfRow {
 	var rows []readelfRow
 	var section string
 	var cols []string
-	var curCIE string   // offset of the CIE being listed
-	var fdeRows []int   // indices into rows of the current FDE
+	var curCIE string // offset of the CIE being listed
+	var fdeRows []int // indices into rows of the current FDE
 	var fdeBegin, fdeEnd uint64
 	var fdeCIE string
 	inFDE := false

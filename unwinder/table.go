@@ -113,8 +113,9 @@ func decode(v uint64, base uint64) Row {
 
 // Table is the compiled unwind table of one ELF file, sorted by PC.
 type Table struct {
-	rows  []uint64 // encoded rows, sorted by PC
-	stats Stats
+	machine elf.Machine
+	rows    []uint64 // encoded rows, sorted by PC
+	stats   Stats
 }
 
 // Stats describes a table.
@@ -249,7 +250,7 @@ func Build(f *elf.File) (*Table, error) {
 	}
 	b.applySymbols(f)
 	b.merge()
-	t := &Table{rows: make([]uint64, len(b.rows))}
+	t := &Table{machine: f.Machine, rows: make([]uint64, len(b.rows))}
 	for i, r := range b.rows {
 		t.rows[i] = r.encode()
 	}
