@@ -194,7 +194,7 @@ func Parse(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
 	switch magic {
 	case 0xfffffff0, 0xfffffff1:
 	case 0xfffffffa, 0xfffffffb:
-		return parseOld(data, textStart)
+		return parseOld(data, textStart, bo)
 	default:
 		return nil, fmt.Errorf("gopclntab: unknown magic %#x", magic)
 	}
@@ -256,7 +256,20 @@ func Parse(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
 	return t, nil
 }
 
-func parseOld(data []byte, textStart uint64) (*Table, error) {
+func parseOld(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
+	// debug/gosym sizes its tables by the header's function count: check
+	// it against the bytes present before handing it hostile data.
+	ptrSize := int(data[7])
+	if ptrSize != 4 && ptrSize != 8 || data[6] == 0 || len(data) < 8+ptrSize {
+		return nil, fmt.Errorf("gopclntab: bad header: pointer size %d, pc quantum %d", ptrSize, data[6])
+	}
+	nfunc := uint64(bo.Uint32(data[8:]))
+	if ptrSize == 8 {
+		nfunc = bo.Uint64(data[8:])
+	}
+	if nfunc > uint64(len(data))/uint64(2*ptrSize) {
+		return nil, fmt.Errorf("gopclntab: %d functions do not fit the %d byte table", nfunc, len(data))
+	}
 	lt := gosym.NewLineTable(data, textStart)
 	tab, err := gosym.NewTable(nil, lt)
 	if err != nil {
