@@ -1,0 +1,82 @@
+// Package unwinder compiles DWARF call frame information (.eh_frame and
+// .debug_frame) into compact unwind tables that Scorch's BPF program walks
+// in the kernel, so that user stacks can be unwound through code built
+// without frame pointers (Debian's libc, C/C++/Rust release builds).
+//
+// # Why tables
+//
+// Frame-pointer unwinding follows the rbp chain and stops, or goes wrong, at
+// the first function that does not keep one. The compiler's call frame
+// information describes, for every instruction, how to find the caller's
+// frame: the canonical frame address (CFA, the caller's stack pointer before
+// the call) as a register plus offset, and where the return address and the
+// callee-saved registers are. Interpreting CFA programs in BPF is too
+// expensive, so Build runs them ahead of time (internal/cfi is the parser
+// and interpreter) and keeps only what unwinding needs: per PC range, the
+// CFA rule, where the return address is, and where the caller's frame
+// pointer is. Adjacent equal rows are merged.
+//
+// # Row format
+//
+// A row is 8 bytes (struct unwind_row in bpf/unwind_table.h, which is the
+// authoritative description): a u32 PC (ELF virtual address), a u16 holding
+// the row kind (3 bits), the CFA base register (SP or FP, 1 bit) and the
+// CFA offset in 8-byte words (12 bits, up to 32760 bytes), and two signed
+// bytes giving the saved-FP and return-address slots relative to the CFA in
+// words (0 meaning "unchanged" and "still in the link register"). That
+// expresses amd64 (RA always at CFA-8) and arm64 (CFA from sp or x29, x29/x30
+// saved anywhere within ±1 KiB of the CFA, or x30 still live in leaf frames).
+// Row kinds besides the plain CFA rule: FRAME_POINTER (CFA = FP+16, a frame
+// record), END_OF_STACK (RA undefined, e.g. _start and the child side of
+// clone/clone3, or a known entry symbol such as start_thread or
+// runtime.goexit), PLT (the amd64 lazy-PLT CFA expression
+// rsp+8 + ((rip&15) >= N ? 8 : 0), N stored in the FP byte), SIGNAL (a
+// trampoline marked with the 'S' augmentation, whose caller registers are
+// read from the ucontext on the stack) and UNSUPPORTED (anything else:
+// counted by reason in Stats, unwound through the frame-pointer chain).
+// Gaps of at least 16 bytes between FDEs become UNSUPPORTED rows; shorter
+// gaps are alignment padding and keep the previous rule.
+//
+// On libc.so.6 (Debian, 1.4 MB of text) a table is about 23k rows, 185 KB.
+//
+// # How the BPF side finds tables (bpf/unwind.h)
+//
+// Tables live in one BPF_MAP_TYPE_ARRAY of rows (unwind_rows, 2M rows = 16
+// MiB by default): user space gives every distinct ELF file (by build id or
+// device+inode) a contiguous slice [first_row, first_row+nrows), shared by
+// all processes that map it, and frees slices when no process uses the
+// file any more (a simple first-fit allocator is enough; tables are
+// immutable). One big array keeps the verifier simple (a single map, bounded
+// index) compared with ARRAY_OF_MAPS, whose inner maps would need one map
+// per file and a lookup per frame.
+//
+// Per process, unwind_procs (a hash keyed by tgid) holds up to 128
+// executable mappings sorted by start: (start, end, bias, first_row, nrows)
+// with bias = runtime address - ELF virtual address, from /proc/PID/maps and
+// the file's PT_LOAD headers. nrows = 0 marks mappings without a table
+// (JIT code, files not yet processed): the FP chain is used there.
+// User space fills it when a process is first seen and on exec/mmap changes
+// (the sampler's EVENT_NEW_PID / EVENT_EXEC), and deletes it on exit.
+//
+// Each step binary-searches the mappings (at most 8 probes) and then the
+// file's rows (at most 22 probes, one map lookup each) for the last row with
+// pc <= PC-bias (PC-1 for return addresses, since a call may be the last
+// instruction of a function), applies the row and moves to the caller. Steps
+// run under bpf_loop with the state in a per-CPU array, so stacks of 128
+// frames (UNWIND_MAX_FRAMES; raise it freely) do not need an unrolled loop
+// and do not hit the 127-frame limit of bpf_get_stackid; no tail calls are
+// needed. The program passes the user registers of the interrupted task:
+// from the perf event context when the sample hit user mode, otherwise from
+// bpf_task_pt_regs(bpf_get_current_task_btf()).
+//
+// Unwind is the same walk in Go, used by tests against stopped processes
+// and as a reference for the BPF code.
+//
+// # Go binaries
+//
+// Go's .debug_frame does not describe the saved rbp of Go functions, so
+// table rows for Go code say "FP unchanged". That is harmless while the
+// stack stays in Go (Go frames are SP-based) and Go always keeps frame
+// pointers on amd64 and arm64; the FP chain can unwind Go code when no
+// table is loaded for it.
+package unwinder
