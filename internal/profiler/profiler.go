@@ -30,8 +30,15 @@ type Config struct {
 	Sampler sampler.Options
 	// DrainInterval is how often the kernel maps are drained (default 1s).
 	DrainInterval time.Duration
-	Symbolizer    Symbolizer
-	Logger        *slog.Logger
+	// NextDrain, if set, overrides DrainInterval: it returns when to drain
+	// next, given the time of the previous drain. The agent uses it to
+	// drain exactly at window boundaries.
+	NextDrain  func(prev time.Time) time.Time
+	Symbolizer Symbolizer
+	// OnForget, if set, is called (on Run's goroutine) for each process
+	// whose state is released after it exited.
+	OnForget func(pid uint32)
+	Logger   *slog.Logger
 }
 
 // Batch is what one drain produced.
@@ -39,6 +46,11 @@ type Batch struct {
 	Samples []sampler.Sample
 	Stats   sampler.Stats // totals since the profiler started
 	Time    time.Time     // when the drain happened
+	// Scheduled is when the drain was due (Time is a little later): the
+	// batch holds the samples taken before it. On the final drain, after
+	// Run's context ended, Scheduled equals Time and Final is set.
+	Scheduled time.Time
+	Final     bool
 }
 
 // Profiler is a running sampler plus its drain loop.
@@ -57,6 +69,10 @@ type Profiler struct {
 func Open(cfg Config) (*Profiler, error) {
 	if cfg.DrainInterval <= 0 {
 		cfg.DrainInterval = time.Second
+	}
+	if cfg.NextDrain == nil {
+		d := cfg.DrainInterval
+		cfg.NextDrain = func(prev time.Time) time.Time { return prev.Add(d) }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -91,16 +107,27 @@ func (p *Profiler) Run(ctx context.Context, fn func(Batch)) error {
 		wg.Wait()
 	}()
 
-	t := time.NewTicker(p.cfg.DrainInterval)
+	due := p.cfg.NextDrain(time.Now())
+	t := time.NewTimer(time.Until(due))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return p.drain(fn)
+			now := time.Now()
+			return p.drain(now, true, fn)
 		case <-t.C:
-			if err := p.drain(fn); err != nil {
+			if err := p.drain(due, false, fn); err != nil {
 				return err
 			}
+			next := p.cfg.NextDrain(due)
+			if now := time.Now(); !next.After(now) {
+				// We fell behind (a slow drain): skip the missed slots.
+				for !next.After(now) {
+					next = p.cfg.NextDrain(next)
+				}
+			}
+			due = next
+			t.Reset(time.Until(due))
 		}
 	}
 }
@@ -122,7 +149,7 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 	}
 }
 
-func (p *Profiler) drain(fn func(Batch)) error {
+func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error {
 	// Lifecycle events seen before this drain concern samples that are in
 	// it at the latest: act on them once the batch is handed out.
 	p.mu.Lock()
@@ -141,10 +168,13 @@ func (p *Profiler) drain(fn func(Batch)) error {
 			_ = p.cfg.Symbolizer.Observe(s.Pid) // cheap when already observed
 		}
 	}
-	fn(Batch{Samples: samples, Stats: st, Time: time.Now()})
+	fn(Batch{Samples: samples, Stats: st, Time: time.Now(), Scheduled: scheduled, Final: final})
 
 	for _, pid := range dead {
 		p.cfg.Symbolizer.Forget(pid)
+		if p.cfg.OnForget != nil {
+			p.cfg.OnForget(pid)
+		}
 	}
 	for _, pid := range execed {
 		p.cfg.Symbolizer.Forget(pid)
