@@ -251,3 +251,29 @@ func TestUnwindStoppedProcess(t *testing.T) {
 		t.Errorf("no sample in the workload's hot functions: %v", seen)
 	}
 }
+
+// TestUnwindStoppedProcessOthers unwinds the C++ and Rust workloads (no
+// frame pointers in the program; libstdc++/libc without them either) and
+// checks that every sample reaches _start through main.
+func TestUnwindStoppedProcessOthers(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("PTRACE_GETREGS register names are amd64")
+	}
+	for _, name := range []string{"nofp-cpp", "nofp-rust"} {
+		t.Run(name, func(t *testing.T) {
+			cmd := startWorkload(t, name)
+			cache := map[string]*procMapping{}
+			seen := map[string]int{}
+			for i := 0; i < 20; i++ {
+				names, _ := sampleStopped(t, cmd.Process.Pid, cache)
+				seen[names[0]]++
+				checkChain(t, names, nil)
+				if t.Failed() {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Logf("innermost frames seen: %v", seen)
+		})
+	}
+}
