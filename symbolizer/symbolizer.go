@@ -13,6 +13,8 @@
 // cache is bounded in bytes.
 package symbolizer
 
+import "log/slog"
+
 // API CONTRACT (shared with internal/sampler, exporter and cmd/scorch).
 // Keep these signatures; add fields and methods freely.
 
@@ -50,4 +52,49 @@ type Frame struct {
 	// an address that cannot be named gets one Line whose Function says where
 	// it is ("libfoo.so+0x1234", "[unknown]").
 	Lines []Line
+}
+
+// DemangleMode selects how C++ and Rust symbol names are displayed.
+type DemangleMode uint8
+
+const (
+	DemangleFull       DemangleMode = iota // full signatures: scorch::Box<long>::spin(int)
+	DemangleSimplified                     // no parameters, template arguments or clone suffixes: scorch::Box::spin
+	DemangleNone                           // raw linkage names
+)
+
+// Options configures a Symbolizer. The zero value is usable.
+type Options struct {
+	ProcRoot   string       // "/proc" by default
+	CacheBytes int64        // bound of the symbol-table LRU, default 256 MiB
+	Demangle   DemangleMode // DemangleFull by default
+	DebugDirs  []string     // default ["/usr/lib/debug"]
+	Logger     *slog.Logger // default slog.Default()
+}
+
+// Stats are cumulative counters of a Symbolizer.
+type Stats struct {
+	UserLookups   uint64
+	KernelLookups uint64
+
+	// Misses by reason: an address in no mapping, in a file we could not
+	// open or parse, in a file that has no symbol for it, in anonymous
+	// memory no perf map names, and kernel addresses kallsyms lacks.
+	MissNoMapping uint64
+	MissNoFile    uint64
+	MissNoSymbol  uint64
+	MissJIT       uint64
+	MissKernel    uint64
+
+	Processes      int    // processes currently observed
+	Files          int    // open files (shared by build id)
+	CacheBytes     int64  // bytes of loaded symbol tables
+	CacheEntries   int    // files whose tables are loaded
+	CacheEvictions uint64 // tables dropped to stay under Options.CacheBytes
+
+	ParseErrors     uint64 // malformed maps, kallsyms, perf maps, ELF files
+	RecoveredPanics uint64 // panics while parsing a file, recovered
+	KallsymsReloads uint64
+	PerfMapReloads  uint64
+	MapsReads       uint64
 }

@@ -9,10 +9,15 @@ import (
 
 // loadedUnit is the lookup structure of one compilation unit.
 type loadedUnit struct {
-	// segs partitions the unit's code: segs[i] covers [segs[i].lo,
-	// segs[i+1].lo) and names the deepest function node there, or -1.
-	segs  []segment
-	nodes []node
+	// Segments partition the unit's code: segment i covers [segLo[i],
+	// segLo[i+1]) and names the deepest function node there (segNode[i],
+	// -1 for none); segRow[i] is the index of the first row at or after
+	// segLo[i]. Kept in separate arrays so that the binary search touches
+	// only addresses.
+	segLo   []uint64
+	segNode []int32
+	segRow  []int32
+	nodes   []node
 	rows  []row // sorted by addr; file -1 ends a sequence
 	files []string
 }
@@ -40,20 +45,22 @@ type row struct {
 
 // resolve returns the lines at pc or nil.
 func (lu *loadedUnit) resolve(pc uint64) []Line {
-	segs := lu.segs
-	lo, hi := 0, len(segs)
-	for lo < hi { // first seg with lo > pc
+	// The segment: the last with segLo <= pc.
+	los := lu.segLo
+	lo, hi := 0, len(los)
+	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if segs[m].lo <= pc {
+		if los[m] <= pc {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	if lo == 0 {
+	s := lo - 1
+	if s < 0 {
 		return nil
 	}
-	n := segs[lo-1].node
+	n := lu.segNode[s]
 	if n < 0 {
 		return nil
 	}
@@ -64,7 +71,7 @@ func (lu *loadedUnit) resolve(pc uint64) []Line {
 	lines := make([]Line, depth)
 	nd := &lu.nodes[n]
 	lines[0] = Line{Function: nd.name, StartLine: int64(nd.startLine)}
-	if r := lu.row(pc); r != nil {
+	if r := lu.row(pc, s); r != nil {
 		lines[0].File = lu.file(r.file)
 		lines[0].Line = int64(r.line)
 	}
@@ -76,10 +83,19 @@ func (lu *loadedUnit) resolve(pc uint64) []Line {
 	return lines
 }
 
-// row returns the line row covering pc, or nil.
-func (lu *loadedUnit) row(pc uint64) *row {
+// row returns the line row covering pc, which is in segment s, or nil.
+// Only the rows from the one covering the segment start to the next
+// segment's start are searched.
+func (lu *loadedUnit) row(pc uint64, s int) *row {
 	rows := lu.rows
-	lo, hi := 0, len(rows)
+	lo, hi := int(lu.segRow[s]), len(rows)
+	if s+1 < len(lu.segRow) {
+		hi = int(lu.segRow[s+1]) + 1
+	}
+	if lo > 0 {
+		lo-- // the row covering the segment start may begin before it
+	}
+	hi = min(hi, len(rows))
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if rows[m].addr <= pc {
@@ -88,7 +104,7 @@ func (lu *loadedUnit) row(pc uint64) *row {
 			hi = m
 		}
 	}
-	if lo == 0 || rows[lo-1].file < 0 {
+	if lo == 0 || rows[lo-1].addr > pc || rows[lo-1].file < 0 {
 		return nil
 	}
 	return &rows[lo-1]
@@ -104,22 +120,39 @@ func (lu *loadedUnit) file(i int32) string {
 // coverage returns the address ranges of the unit's functions.
 func (lu *loadedUnit) coverage() [][2]uint64 {
 	var out [][2]uint64
-	for i, s := range lu.segs {
-		if s.node < 0 || i+1 >= len(lu.segs) {
+	for i, lo := range lu.segLo {
+		if lu.segNode[i] < 0 || i+1 >= len(lu.segLo) {
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1][1] == s.lo {
-			out[n-1][1] = lu.segs[i+1].lo
+		hi := lu.segLo[i+1]
+		if n := len(out); n > 0 && out[n-1][1] == lo {
+			out[n-1][1] = hi
 		} else {
-			out = append(out, [2]uint64{s.lo, lu.segs[i+1].lo})
+			out = append(out, [2]uint64{lo, hi})
 		}
 	}
 	return out
 }
 
+// setSegments stores segs in lu's arrays and indexes the rows by segment.
+func (lu *loadedUnit) setSegments(segs []segment) {
+	lu.segLo = make([]uint64, len(segs))
+	lu.segNode = make([]int32, len(segs))
+	lu.segRow = make([]int32, len(segs))
+	r := 0
+	for i, s := range segs {
+		lu.segLo[i] = s.lo
+		lu.segNode[i] = s.node
+		for r < len(lu.rows) && lu.rows[r].addr < s.lo {
+			r++
+		}
+		lu.segRow[i] = int32(r)
+	}
+}
+
 // bytes estimates the memory held by lu.
 func (lu *loadedUnit) bytes() int64 {
-	n := int64(len(lu.segs))*16 + int64(len(lu.nodes))*32 + int64(len(lu.rows))*16 + int64(len(lu.files))*16 + 128
+	n := int64(len(lu.segLo))*16 + int64(len(lu.nodes))*32 + int64(len(lu.rows))*16 + int64(len(lu.files))*16 + 128
 	seen := make(map[string]struct{}, len(lu.nodes))
 	for i := range lu.nodes {
 		if _, ok := seen[lu.nodes[i].name]; !ok {
@@ -195,7 +228,7 @@ func (t *Table) parseUnit(off dwarf.Offset) (lu *loadedUnit, err error) {
 	if err := p.nameNodes(); err != nil {
 		return nil, err
 	}
-	p.lu.segs = flatten(p.ivs)
+	p.lu.setSegments(flatten(p.ivs))
 	return p.lu, nil
 }
 

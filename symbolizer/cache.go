@@ -1,0 +1,210 @@
+package symbolizer
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// fileCache holds the objects in use, keyed by build id (or by
+// device, inode, mtime and size for files without one), and bounds the
+// bytes of their loaded tables with an LRU: when over the bound, the least
+// recently used tables are dropped (their object keeps its open file and
+// reloads them if needed again). An object no process maps any more is
+// closed when its tables are evicted.
+type fileCache struct {
+	limit int64
+
+	mu       sync.Mutex
+	byKey    map[string]*object
+	byFile   map[string]*object // file key -> object, to skip re-reading headers
+	head     *object            // most recently used
+	tail     *object
+	bytes    int64
+	loaded   int
+	evicted  atomic.Uint64
+	openObjs int
+}
+
+func newFileCache(limit int64) *fileCache {
+	return &fileCache{limit: limit, byKey: make(map[string]*object), byFile: make(map[string]*object)}
+}
+
+// lookupFile returns the object already open for a file key, with a new
+// reference.
+func (c *fileCache) lookupFile(fkey string) *object {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o := c.byFile[fkey]; o != nil {
+		o.refs++
+		return o
+	}
+	return nil
+}
+
+// add registers a freshly opened object and returns the object to use with
+// a new reference: an existing one with the same build id wins, and the
+// new one is closed.
+func (c *fileCache) add(o *object, fkey string) *object {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o.buildID != "" {
+		o.key = "b:" + o.buildID
+	} else {
+		o.key = fkey
+	}
+	if old := c.byKey[o.key]; old != nil {
+		o.close()
+		old.refs++
+		if fkey != "" {
+			c.byFile[fkey] = old
+		}
+		return old
+	}
+	c.byKey[o.key] = o
+	if fkey != "" {
+		c.byFile[fkey] = o
+	}
+	c.openObjs++
+	o.refs = 1
+	c.pushFront(o)
+	return o
+}
+
+// ref adds a reference to o.
+func (c *fileCache) ref(o *object) {
+	c.mu.Lock()
+	o.refs++
+	c.mu.Unlock()
+}
+
+// release drops a process's reference.
+func (c *fileCache) release(o *object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o.refs--
+	if o.refs <= 0 && o.tabs.Load() == nil {
+		c.remove(o)
+	}
+}
+
+// touch marks o as used and updates the bytes charged for its tables
+// (DWARF tables grow as units load).
+func (c *fileCache) touch(o *object) {
+	t := o.tabs.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byKey[o.key] != o {
+		return
+	}
+	if o != c.head {
+		c.unlink(o)
+		c.pushFront(o)
+	}
+	if t != nil {
+		c.setCharge(o, t.size())
+	}
+}
+
+// charge records the size of freshly loaded tables and evicts if needed.
+func (c *fileCache) charge(o *object, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byKey[o.key] != o {
+		return
+	}
+	c.setCharge(o, n)
+}
+
+func (c *fileCache) setCharge(o *object, n int64) {
+	if o.charged == 0 && n > 0 {
+		c.loaded++
+	}
+	c.bytes += n - o.charged
+	o.charged = n
+	// Evict from the least recently used end. The object being charged is
+	// in use right now and stays, even when it alone is over the limit
+	// (evicting it would reparse it on every lookup).
+	for c.bytes > c.limit {
+		v := c.tail
+		for v != nil && (v.charged == 0 || v == o) {
+			v = v.lruPrev
+		}
+		if v == nil {
+			break
+		}
+		c.evict(v)
+	}
+}
+
+func (c *fileCache) evict(o *object) {
+	o.tabs.Store(nil)
+	c.bytes -= o.charged
+	o.charged = 0
+	c.loaded--
+	c.evicted.Add(1)
+	if o.refs <= 0 {
+		c.remove(o)
+	}
+}
+
+func (c *fileCache) remove(o *object) {
+	if c.byKey[o.key] != o {
+		return
+	}
+	delete(c.byKey, o.key)
+	for k, v := range c.byFile {
+		if v == o {
+			delete(c.byFile, k)
+		}
+	}
+	if o.charged != 0 {
+		c.bytes -= o.charged
+		o.charged = 0
+		c.loaded--
+	}
+	c.unlink(o)
+	c.openObjs--
+	o.close()
+}
+
+func (c *fileCache) pushFront(o *object) {
+	o.lruPrev, o.lruNext = nil, c.head
+	if c.head != nil {
+		c.head.lruPrev = o
+	}
+	c.head = o
+	if c.tail == nil {
+		c.tail = o
+	}
+}
+
+func (c *fileCache) unlink(o *object) {
+	if o.lruPrev != nil {
+		o.lruPrev.lruNext = o.lruNext
+	} else if c.head == o {
+		c.head = o.lruNext
+	}
+	if o.lruNext != nil {
+		o.lruNext.lruPrev = o.lruPrev
+	} else if c.tail == o {
+		c.tail = o.lruPrev
+	}
+	o.lruPrev, o.lruNext = nil, nil
+}
+
+func (c *fileCache) stats() (bytes int64, entries, files int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes, c.loaded, c.openObjs
+}
+
+func (c *fileCache) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, o := range c.byKey {
+		o.tabs.Store(nil)
+		o.close()
+	}
+	c.byKey, c.byFile = map[string]*object{}, map[string]*object{}
+	c.head, c.tail, c.bytes, c.loaded, c.openObjs = nil, nil, 0, 0, 0
+}

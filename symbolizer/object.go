@@ -1,0 +1,246 @@
+package symbolizer
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/gopclntab"
+)
+
+// An object is one ELF file, shared by every process that maps it (objects
+// are keyed by build id). It holds the open file so that its tables can be
+// (re)loaded after the processes that mapped it are gone; the tables are
+// what the cache bounds.
+type object struct {
+	key     string
+	path    string // as first seen, for logs
+	root    string // the first process's root, for separate debug files
+	buildID string
+	file    io.Closer
+	elf     *elf.File
+	loads   []elf.ProgHeader // PT_LOAD segments
+	isGo    bool
+
+	// Guarded by fileCache.mu.
+	refs    int // processes mapping it
+	lruPrev *object
+	lruNext *object
+	charged int64 // bytes counted in the cache for tabs
+
+	loadMu sync.Mutex
+	tabs   atomic.Pointer[tables]
+	broken atomic.Bool // a panic or malformed file: never resolves
+}
+
+// tables are the loaded symbol sources of an object, best first.
+type tables struct {
+	dwarf *dwarfsym.Table
+	gopcl *gopclntab.Table
+	syms  *elfsym.Table
+}
+
+func (t *tables) size() int64 {
+	n := int64(64)
+	if t.dwarf != nil {
+		n += t.dwarf.Size()
+	}
+	if t.gopcl != nil {
+		n += t.gopcl.Size()
+	}
+	if t.syms != nil {
+		n += t.syms.Size()
+	}
+	return n
+}
+
+// openObject reads the headers of an ELF file. f is owned by the object
+// from then on.
+func openObject(f interface {
+	io.ReaderAt
+	io.Closer
+}, path, root string) (obj *object, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f.Close()
+			obj, err = nil, &panicError{fmt.Sprintf("%s: reading ELF headers: %v", path, r)}
+		}
+	}()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	obj = &object{path: path, root: root, file: f, elf: ef}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD {
+			obj.loads = append(obj.loads, p.ProgHeader)
+		}
+	}
+	if len(obj.loads) == 0 {
+		f.Close()
+		return nil, fmt.Errorf("%s: no PT_LOAD segments", path)
+	}
+	obj.buildID = elfsym.BuildID(ef)
+	obj.isGo = ef.Section(".gopclntab") != nil
+	if obj.buildID == "" && obj.isGo {
+		obj.buildID = elfsym.GoBuildID(ef)
+	}
+	return obj, nil
+}
+
+type panicError struct{ msg string }
+
+func (e *panicError) Error() string { return "panic: " + e.msg }
+
+// fileKey identifies a file without a build id.
+func fileKey(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("f:%x:%x:%d:%d", st.Dev, st.Ino, fi.ModTime().UnixNano(), fi.Size())
+}
+
+// vaddr turns a file offset into the ELF virtual address the symbol tables
+// use, through the PT_LOAD segment that maps it.
+func (o *object) vaddr(off uint64) (uint64, bool) {
+	for _, p := range o.loads {
+		if off >= p.Off && off < p.Off+p.Filesz {
+			return off - p.Off + p.Vaddr, true
+		}
+	}
+	// The mapping starts at the page below the segment's offset.
+	for _, p := range o.loads {
+		align := max(p.Align, 1)
+		if off >= p.Off&^(align-1) && off < p.Off+p.Memsz {
+			return off - p.Off + p.Vaddr, true
+		}
+	}
+	return 0, false
+}
+
+// load returns the object's tables, loading them on first use or after
+// eviction. It returns nil for files that cannot be symbolized.
+func (o *object) load(s *Symbolizer) *tables {
+	if t := o.tabs.Load(); t != nil {
+		return t
+	}
+	if o.broken.Load() {
+		return nil
+	}
+	o.loadMu.Lock()
+	defer o.loadMu.Unlock()
+	if t := o.tabs.Load(); t != nil {
+		return t
+	}
+	t, err := o.loadTables(s)
+	if err != nil {
+		o.broken.Store(true)
+		var pe *panicError
+		if errors.As(err, &pe) {
+			s.stats.recoveredPanics.Add(1)
+			s.log.Error("symbolizer: panic while parsing file, file will not be symbolized", "file", o.path, "err", err)
+		} else {
+			s.stats.parseErrors.Add(1)
+			s.log.Warn("symbolizer: cannot symbolize file", "file", o.path, "err", err)
+		}
+		return nil
+	}
+	o.tabs.Store(t)
+	s.files.charge(o, t.size())
+	return t
+}
+
+func (o *object) loadTables(s *Symbolizer) (t *tables, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			t, err = nil, &panicError{fmt.Sprintf("%s: %v", o.path, r)}
+		}
+	}()
+	t = &tables{}
+	// Go binaries: the pclntab is exact (with inlining), always present and
+	// far smaller than Go's DWARF.
+	if o.isGo {
+		if g, err := gopclntab.Open(o.elf); err == nil {
+			t.gopcl = g
+		} else {
+			s.log.Debug("symbolizer: no usable pclntab", "file", o.path, "err", err)
+		}
+	}
+	if t.gopcl == nil {
+		if d, err := openDWARF(o.elf, o.path, o.root, s.opts.DebugDirs); err == nil {
+			t.dwarf = d
+		} else if !errors.Is(err, dwarfsym.ErrNoDWARF) {
+			s.log.Debug("symbolizer: unusable DWARF", "file", o.path, "err", err)
+		}
+	}
+	if syms, err := elfsym.New(o.elf); err == nil {
+		t.syms = syms
+	} else if !errors.Is(err, elfsym.ErrNoSymbols) {
+		s.log.Debug("symbolizer: unusable symbol table", "file", o.path, "err", err)
+	}
+	if t.dwarf == nil && t.gopcl == nil && t.syms == nil {
+		return nil, fmt.Errorf("%s: no symbols, DWARF or pclntab", o.path)
+	}
+	return t, nil
+}
+
+// openDWARF is dwarfsym.Open; a variable so that tests can count calls.
+var openDWARF = dwarfsym.Open
+
+// resolve appends the lines at virtual address pc to buf.
+func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) (out []Line) {
+	t := o.load(s)
+	if t == nil {
+		return buf
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			o.broken.Store(true)
+			o.tabs.Store(nil)
+			s.stats.recoveredPanics.Add(1)
+			s.log.Error("symbolizer: panic while resolving, file will not be symbolized", "file", o.path, "pc", pc, "panic", r)
+			out = buf
+		}
+	}()
+	if t.gopcl != nil {
+		var fr [8]gopclntab.Frame
+		frames := t.gopcl.Resolve(pc, fr[:0])
+		for _, f := range frames {
+			buf = append(buf, Line{Function: f.Function, File: f.File, Line: f.Line, StartLine: f.StartLine})
+		}
+		if len(frames) > 0 {
+			return buf
+		}
+	}
+	if t.dwarf != nil {
+		lines := t.dwarf.Resolve(pc)
+		for _, l := range lines {
+			buf = append(buf, s.dem.line(l.Function, l.File, l.Line, l.StartLine))
+		}
+		if len(lines) > 0 {
+			return buf
+		}
+	}
+	if t.syms != nil {
+		if name, _, ok := t.syms.Lookup(pc); ok {
+			buf = append(buf, s.dem.line(name, "", 0, 0))
+		}
+	}
+	return buf
+}
+
+func (o *object) close() {
+	if o.file != nil {
+		o.file.Close()
+		o.file = nil
+	}
+}

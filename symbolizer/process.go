@@ -1,0 +1,277 @@
+package symbolizer
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/scorch-profiler/scorch/symbolizer/internal/perfmap"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
+)
+
+// process is what we know of one observed process: its executable
+// mappings and, for JIT code, its perf map.
+type process struct {
+	pid  uint32
+	root string // <ProcRoot>/PID/root
+
+	mu       sync.Mutex
+	maps     []*pmapping // executable mappings, sorted by start
+	lastRead time.Time
+	perf     *perfMapState
+}
+
+// pmapping is one executable mapping of a process.
+type pmapping struct {
+	m    Mapping // handed out by pointer: stable for the process's life
+	path string  // as in maps, for perf-map and anon checks
+	anon bool    // no backing file (JIT, [anon:...])
+	vdso bool
+	obj  *object // nil when the file could not be opened
+}
+
+// mapsRereadInterval throttles re-reading /proc/PID/maps on addresses
+// outside every known mapping (dlopen, new JIT regions).
+const mapsRereadInterval = 500 * time.Millisecond
+
+func (s *Symbolizer) procDir(pid uint32) string {
+	return filepath.Join(s.opts.ProcRoot, strconv.FormatUint(uint64(pid), 10))
+}
+
+// readMaps (re)reads the process's maps, keeping the Mapping pointers (and
+// objects) of mappings that did not change and opening the files of new
+// ones. p.mu must be held.
+func (s *Symbolizer) readMaps(p *process) error {
+	p.lastRead = time.Now()
+	s.stats.mapsReads.Add(1)
+	data, err := os.ReadFile(filepath.Join(s.procDir(p.pid), "maps"))
+	if err != nil {
+		return fmt.Errorf("symbolizer: pid %d: %w", p.pid, err)
+	}
+	ms, perr := procmaps.Parse(bytes.NewReader(data), true)
+	if perr != nil {
+		s.stats.parseErrors.Add(1)
+		s.log.Warn("symbolizer: malformed maps", "pid", p.pid, "err", perr)
+	}
+	old := make(map[[3]uint64]*pmapping, len(p.maps))
+	for _, pm := range p.maps {
+		old[[3]uint64{pm.m.Start, pm.m.Limit, pm.m.Offset}] = pm
+	}
+	next := make([]*pmapping, 0, len(ms))
+	opened := make(map[[2]uint64]*object) // dev, inode -> object, within this read
+	for i := range ms {
+		m := &ms[i]
+		if pm := old[[3]uint64{m.Start, m.End, m.Offset}]; pm != nil && pm.path == m.Path {
+			delete(old, [3]uint64{m.Start, m.End, m.Offset})
+			next = append(next, pm)
+			continue
+		}
+		pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
+		switch {
+		case m.Path == "[vdso]":
+			pm.vdso = true
+			if v := s.vdsoObject(); v != nil {
+				pm.m.BuildID = v.buildID
+			}
+		case m.Path == "[vsyscall]":
+		case m.Anonymous() && !m.Memfd():
+			pm.anon = true
+		default:
+			key := [2]uint64{m.Dev, m.Inode}
+			if o, ok := opened[key]; ok && o != nil {
+				s.files.ref(o)
+				pm.obj = o
+			} else {
+				pm.obj = s.openMapping(p, m)
+				opened[key] = pm.obj
+			}
+			if pm.obj != nil {
+				pm.m.BuildID = pm.obj.buildID
+			}
+		}
+		next = append(next, pm)
+	}
+	for _, pm := range old {
+		if pm.obj != nil {
+			s.files.release(pm.obj)
+		}
+	}
+	slices.SortFunc(next, func(a, b *pmapping) int {
+		if a.m.Start < b.m.Start {
+			return -1
+		}
+		if a.m.Start > b.m.Start {
+			return 1
+		}
+		return 0
+	})
+	p.maps = next
+	return perr
+}
+
+// openMapping opens the file of a mapping through map_files (works for
+// deleted files and other mount namespaces), else through the process's
+// root, and returns its shared object with a new reference.
+func (s *Symbolizer) openMapping(p *process, m *procmaps.Mapping) *object {
+	candidates := []string{
+		filepath.Join(s.procDir(p.pid), "map_files", fmt.Sprintf("%x-%x", m.Start, m.End)),
+		filepath.Join(p.root, m.Path),
+	}
+	var lastErr error
+	for _, c := range candidates {
+		f, err := os.Open(c)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			lastErr = fmt.Errorf("%s: not a regular file", c)
+			continue
+		}
+		fkey := fileKey(fi)
+		if o := s.files.lookupFile(fkey); o != nil {
+			f.Close()
+			return o
+		}
+		o, err := openObject(f, m.Path, p.root)
+		if err != nil {
+			if _, ok := err.(*panicError); ok {
+				s.stats.recoveredPanics.Add(1)
+				s.log.Error("symbolizer: panic while opening file", "file", m.Path, "err", err)
+			} else {
+				s.stats.parseErrors.Add(1)
+				s.log.Debug("symbolizer: not an ELF file", "file", m.Path, "err", err)
+			}
+			return nil
+		}
+		return s.files.add(o, fkey)
+	}
+	s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", lastErr)
+	return nil
+}
+
+// find returns the mapping containing addr. p.mu must be held.
+func (p *process) find(addr uint64) *pmapping {
+	i, found := slices.BinarySearchFunc(p.maps, addr, func(pm *pmapping, a uint64) int {
+		if pm.m.Start < a {
+			return -1
+		}
+		if pm.m.Start > a {
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		i--
+	}
+	if i < 0 || addr >= p.maps[i].m.Limit {
+		return nil
+	}
+	return p.maps[i]
+}
+
+// perfMapState follows a process's /tmp/perf-PID.map as it grows.
+type perfMapState struct {
+	path      string
+	offset    int64 // bytes consumed so far
+	table     perfmap.Table
+	lastCheck time.Time
+	failed    bool
+}
+
+// perfMapCheckInterval throttles checking a perf map for growth.
+const perfMapCheckInterval = time.Second
+
+// maxPerfMap bounds the bytes of one perf map we read.
+const maxPerfMap = 256 << 20
+
+// perfLookup names addr from the process's perf map. p.mu must be held.
+func (s *Symbolizer) perfLookup(p *process, addr uint64) (string, bool) {
+	if p.perf == nil {
+		p.perf = &perfMapState{path: filepath.Join(p.root, "tmp", fmt.Sprintf("perf-%d.map", s.nsPid(p.pid)))}
+	}
+	st := p.perf
+	if e, ok := st.table.Lookup(addr); ok {
+		return e.Name, true
+	}
+	if st.failed || time.Since(st.lastCheck) < perfMapCheckInterval {
+		return "", false
+	}
+	st.lastCheck = time.Now()
+	f, err := os.Open(st.path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() <= st.offset {
+		return "", false
+	}
+	if fi.Size() > maxPerfMap {
+		st.failed = true
+		s.log.Warn("symbolizer: perf map too large", "file", st.path, "bytes", fi.Size())
+		return "", false
+	}
+	if _, err := f.Seek(st.offset, 0); err != nil {
+		return "", false
+	}
+	n, bad, err := st.table.Append(f)
+	st.offset += n
+	s.stats.perfMapReloads.Add(1)
+	if bad > 0 {
+		s.stats.parseErrors.Add(uint64(bad))
+	}
+	if err != nil {
+		st.failed = true
+		s.log.Warn("symbolizer: perf map", "file", st.path, "err", err)
+	}
+	if e, ok := st.table.Lookup(addr); ok {
+		return e.Name, true
+	}
+	return "", false
+}
+
+// nsPid returns the pid of pid inside its own pid namespace (the number a
+// containerized JIT puts in its perf map's name).
+func (s *Symbolizer) nsPid(pid uint32) uint32 {
+	data, err := os.ReadFile(filepath.Join(s.procDir(pid), "status"))
+	if err != nil {
+		return pid
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				if n, err := strconv.ParseUint(f[len(f)-1], 10, 32); err == nil {
+					return uint32(n)
+				}
+			}
+		}
+	}
+	return pid
+}
+
+// unknownLine names an address nothing resolves: the mapping's file base
+// name and the file offset, or the pseudo path and the offset in it.
+func unknownLine(pm *pmapping, addr uint64) Line {
+	if pm == nil {
+		return Line{Function: "[unknown]"}
+	}
+	name := pm.m.File
+	switch {
+	case name == "":
+		name = "[anon]"
+	case !strings.HasPrefix(name, "["):
+		name = path.Base(name)
+	}
+	return Line{Function: fmt.Sprintf("%s+%#x", name, addr-pm.m.Start+pm.m.Offset)}
+}

@@ -1,0 +1,204 @@
+package symbolizer
+
+import (
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Symbolizer resolves user and kernel addresses. It is safe for concurrent
+// use.
+type Symbolizer struct {
+	opts  Options
+	log   *slog.Logger
+	dem   *demangler
+	files *fileCache
+	kern  *kernel
+
+	mu    sync.Mutex
+	procs map[uint32]*process
+
+	vdsoOnce sync.Once
+	vdso     *object
+
+	stats counters
+}
+
+type counters struct {
+	userLookups, kernelLookups                                    atomic.Uint64
+	missNoMapping, missNoFile, missNoSymbol, missJIT, missKernel  atomic.Uint64
+	parseErrors, recoveredPanics, kallsymsReloads, perfMapReloads atomic.Uint64
+	mapsReads                                                     atomic.Uint64
+}
+
+// New returns a Symbolizer. Zero Options fields take their defaults.
+func New(opts Options) *Symbolizer {
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 256 << 20
+	}
+	if opts.DebugDirs == nil {
+		opts.DebugDirs = []string{"/usr/lib/debug"}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Symbolizer{
+		opts:  opts,
+		log:   opts.Logger,
+		dem:   newDemangler(opts.Demangle),
+		files: newFileCache(opts.CacheBytes),
+		procs: make(map[uint32]*process),
+	}
+	s.kern = newKernel(s)
+	return s
+}
+
+// Observe reads the memory map of pid and opens the executable files it
+// maps, so that its addresses resolve even after it exits. It does nothing
+// for a pid already observed. The error, for reporting only, says the
+// process is gone or unreadable.
+func (s *Symbolizer) Observe(pid uint32) error {
+	_, err := s.process(pid)
+	return err
+}
+
+// process returns the state of pid, observing it first if needed.
+func (s *Symbolizer) process(pid uint32) (*process, error) {
+	s.mu.Lock()
+	p := s.procs[pid]
+	if p == nil {
+		p = &process{pid: pid, root: filepath.Join(s.procDir(pid), "root")}
+		s.procs[pid] = p
+		p.mu.Lock() // read the maps before anyone else uses p
+		s.mu.Unlock()
+		err := s.readMaps(p)
+		p.mu.Unlock()
+		return p, err
+	}
+	s.mu.Unlock()
+	return p, nil
+}
+
+// ResolveUser names the user-space address addr of process pid. Return
+// addresses must already be adjusted (minus one) by the caller. It never
+// fails: an address nothing names gets a Line saying where it is.
+func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
+	s.stats.userLookups.Add(1)
+	p, _ := s.process(pid)
+	p.mu.Lock()
+	pm := p.find(addr)
+	if pm == nil && !p.lastRead.IsZero() && time.Since(p.lastRead) > mapsRereadInterval {
+		s.readMaps(p) // a library loaded or JIT region created since
+		pm = p.find(addr)
+	}
+	if pm == nil || pm.anon {
+		name, ok := s.perfLookup(p, addr)
+		p.mu.Unlock()
+		fr := Frame{Kind: KindJIT}
+		if pm != nil {
+			fr.Mapping = &pm.m
+		}
+		if ok {
+			fr.Lines = []Line{s.dem.line(name, "", 0, 0)}
+			return fr
+		}
+		if pm == nil {
+			s.stats.missNoMapping.Add(1)
+			return Frame{Kind: KindUser, Lines: []Line{{Function: "[unknown]"}}}
+		}
+		s.stats.missJIT.Add(1)
+		fr.Lines = []Line{unknownLine(pm, addr)}
+		return fr
+	}
+	p.mu.Unlock()
+
+	fr := Frame{Kind: KindUser, Mapping: &pm.m}
+	obj := pm.obj
+	if pm.vdso {
+		obj = s.vdsoObject()
+	}
+	if obj == nil {
+		s.stats.missNoFile.Add(1)
+		fr.Lines = []Line{unknownLine(pm, addr)}
+		return fr
+	}
+	if !pm.vdso {
+		s.files.touch(obj)
+	}
+	var lines []Line
+	if pc, ok := obj.vaddr(addr - pm.m.Start + pm.m.Offset); ok {
+		lines = obj.resolve(s, pc, make([]Line, 0, 2))
+	}
+	if len(lines) == 0 {
+		if obj.broken.Load() {
+			s.stats.missNoFile.Add(1)
+		} else {
+			s.stats.missNoSymbol.Add(1)
+		}
+		lines = []Line{unknownLine(pm, addr)}
+	}
+	fr.Lines = lines
+	return fr
+}
+
+// Forget drops what is known of pid. Files no other process maps stay
+// cached until evicted.
+func (s *Symbolizer) Forget(pid uint32) {
+	s.mu.Lock()
+	p := s.procs[pid]
+	delete(s.procs, pid)
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pm := range p.maps {
+		if pm.obj != nil {
+			s.files.release(pm.obj)
+		}
+	}
+	p.maps = nil
+	p.perf = nil
+}
+
+// Stats returns the counters.
+func (s *Symbolizer) Stats() Stats {
+	bytes, entries, files := s.files.stats()
+	s.mu.Lock()
+	n := len(s.procs)
+	s.mu.Unlock()
+	return Stats{
+		UserLookups:     s.stats.userLookups.Load(),
+		KernelLookups:   s.stats.kernelLookups.Load(),
+		MissNoMapping:   s.stats.missNoMapping.Load(),
+		MissNoFile:      s.stats.missNoFile.Load(),
+		MissNoSymbol:    s.stats.missNoSymbol.Load(),
+		MissJIT:         s.stats.missJIT.Load(),
+		MissKernel:      s.stats.missKernel.Load(),
+		Processes:       n,
+		Files:           files,
+		CacheBytes:      bytes,
+		CacheEntries:    entries,
+		CacheEvictions:  s.files.evicted.Load(),
+		ParseErrors:     s.stats.parseErrors.Load(),
+		RecoveredPanics: s.stats.recoveredPanics.Load(),
+		KallsymsReloads: s.stats.kallsymsReloads.Load(),
+		PerfMapReloads:  s.stats.perfMapReloads.Load(),
+		MapsReads:       s.stats.mapsReads.Load(),
+	}
+}
+
+// Close releases every open file. The Symbolizer must not be used after.
+func (s *Symbolizer) Close() error {
+	s.mu.Lock()
+	s.procs = make(map[uint32]*process)
+	s.mu.Unlock()
+	s.files.closeAll()
+	return nil
+}
