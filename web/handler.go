@@ -206,6 +206,10 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	maxNodes, err := parseCount(r.URL.Query(), "maxnodes", 0)
+	if err != nil {
+		return nil, "", err
+	}
 	t := newTree(q.focus)
 	sp, n, err := h.collect(r.Context(), &q, t, 0)
 	if err != nil {
@@ -213,7 +217,7 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	}
 	extra := fmt.Appendf(nil, `"windows":%d,"from":%d,"to":%d,"total":%d,"nodes":%d,`,
 		n, ms(sp.from), ms(sp.to), t.nodes[0].total[0], len(t.nodes))
-	return t.appendJSON(nil, extra, false), "application/json", nil
+	return t.appendJSON(nil, extra, false, maxNodes), "application/json", nil
 }
 
 func (h *handler) diff(r *http.Request) ([]byte, string, error) {
@@ -231,6 +235,10 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	maxNodes, err := parseCount(v, "maxnodes", 0)
+	if err != nil {
+		return nil, "", err
+	}
 	t := newTree(qa.focus)
 	spa, na, err := h.collect(r.Context(), &qa, t, 0)
 	if err != nil {
@@ -243,7 +251,7 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 	root := t.nodes[0].total
 	extra := fmt.Appendf(nil, `"a":{"windows":%d,"from":%d,"to":%d,"total":%d},"b":{"windows":%d,"from":%d,"to":%d,"total":%d},"nodes":%d,`,
 		na, ms(spa.from), ms(spa.to), root[0], nb, ms(spb.from), ms(spb.to), root[1], len(t.nodes))
-	return t.appendJSON(nil, extra, true), "application/json", nil
+	return t.appendJSON(nil, extra, true, maxNodes), "application/json", nil
 }
 
 func (h *handler) top(r *http.Request) ([]byte, string, error) {
@@ -260,12 +268,9 @@ func (h *handler) top(r *http.Request) ([]byte, string, error) {
 	default:
 		return nil, "", badf("parameter sort=%q: want self, total or name", by)
 	}
-	limit := 500
-	if s := v.Get("limit"); s != "" {
-		limit, err = strconv.Atoi(s)
-		if err != nil || limit <= 0 {
-			return nil, "", badf("parameter limit=%q: want a positive integer", s)
-		}
+	limit, err := parseCount(v, "limit", 500)
+	if err != nil {
+		return nil, "", err
 	}
 	t := newTree(q.focus)
 	sp, n, err := h.collect(r.Context(), &q, t, 0)

@@ -85,6 +85,19 @@ func parseDuration(v url.Values, name string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseCount reads a positive integer parameter, def when absent.
+func parseCount(v url.Values, name string, def int) (int, error) {
+	s := v.Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, badf("parameter %s=%q: want a positive integer", name, s)
+	}
+	return n, nil
+}
+
 // parseQuery reads the range parameters prefix+"from" and prefix+"to",
 // the label filters and q.
 func parseQuery(v url.Values, prefix string) (query, error) {

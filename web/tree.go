@@ -114,21 +114,55 @@ func (t *tree) add(stack []int32, v int64, col int) {
 	}
 }
 
-// children returns, for every node, its children sorted by frame name:
-// kids[start[i]:start[i+1]] are node i's.
-func (t *tree) children() (start []int32, kids []int32) {
+// prune marks the nodes to keep: all when there are at most max (or max
+// is 0), else the max nodes with the largest totals (both columns). A
+// node's total never exceeds its parent's and parents precede children in
+// t.nodes, so the kept nodes form a tree rooted at the root.
+func (t *tree) prune(max int) (keep []bool, dropped int) {
+	keep = make([]bool, len(t.nodes))
+	if max <= 0 || len(t.nodes) <= max {
+		for i := range keep {
+			keep[i] = true
+		}
+		return keep, 0
+	}
+	sum := func(n *node) int64 { return n.total[0] + n.total[1] }
+	totals := make([]int64, len(t.nodes))
+	for i := range t.nodes {
+		totals[i] = sum(&t.nodes[i])
+	}
+	slices.SortFunc(totals, func(a, b int64) int { return cmpDesc(a, b) })
+	thr := totals[max-1]
+	budget := max
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		if v := sum(n); v > thr || (v == thr && budget > 0 && (i == 0 || keep[n.parent])) {
+			keep[i] = true
+			budget--
+		}
+	}
+	return keep, len(t.nodes) - (max - budget)
+}
+
+// children returns, for every kept node, its kept children sorted by frame
+// name: kids[start[i]:start[i+1]] are node i's.
+func (t *tree) children(keep []bool) (start []int32, kids []int32) {
 	start = make([]int32, len(t.nodes)+1)
-	for _, n := range t.nodes[1:] {
-		start[n.parent+1]++
+	for i, n := range t.nodes[1:] {
+		if keep[i+1] {
+			start[n.parent+1]++
+		}
 	}
 	for i := 1; i < len(start); i++ {
 		start[i] += start[i-1]
 	}
-	kids = make([]int32, len(t.nodes)-1)
+	kids = make([]int32, start[len(t.nodes)])
 	fill := slices.Clone(start[:len(t.nodes)])
 	for i, n := range t.nodes[1:] {
-		kids[fill[n.parent]] = int32(i + 1)
-		fill[n.parent]++
+		if keep[i+1] {
+			kids[fill[n.parent]] = int32(i + 1)
+			fill[n.parent]++
+		}
 	}
 	for i := range t.nodes {
 		ks := kids[start[i]:start[i+1]]
@@ -143,11 +177,14 @@ func (t *tree) children() (start []int32, kids []int32) {
 
 // appendJSON appends the tree as the flamegraph (diff=false) or diff
 // (diff=true) response body, with extra fields (already JSON-encoded
-// "key":value pairs) in front.
-func (t *tree) appendJSON(b []byte, extra []byte, diff bool) []byte {
+// "key":value pairs) in front, and at most maxNodes nodes (0: all).
+func (t *tree) appendJSON(b []byte, extra []byte, diff bool, maxNodes int) []byte {
+	keep, dropped := t.prune(maxNodes)
 	b = append(b, '{')
 	b = append(b, extra...)
-	b = append(b, `"unit":`...)
+	b = append(b, `"pruned":`...)
+	b = strconv.AppendInt(b, int64(dropped), 10)
+	b = append(b, `,"unit":`...)
 	b = appendString(b, t.unit)
 	b = append(b, `,"kinds":["user","kernel","jit"],"names":[`...)
 	for i, f := range t.frames {
@@ -164,7 +201,7 @@ func (t *tree) appendJSON(b []byte, extra []byte, diff bool) []byte {
 		b = strconv.AppendInt(b, int64(f.kind), 10)
 	}
 	b = append(b, `],"root":`...)
-	start, kids := t.children()
+	start, kids := t.children(keep)
 	b = t.appendNode(b, 0, start, kids, diff)
 	return append(b, '}')
 }

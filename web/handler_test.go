@@ -1,0 +1,668 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// memSource is an in-memory Source for tests.
+type memSource struct {
+	windows []Window
+	profs   map[string]*profile.Profile
+	opens   int
+}
+
+func (m *memSource) Windows(ctx context.Context, from, to time.Time) ([]Window, error) {
+	var out []Window
+	for _, w := range m.windows {
+		if overlaps(w, from, to) {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
+func (m *memSource) Open(ctx context.Context, id string) (*profile.Profile, error) {
+	m.opens++
+	p, ok := m.profs[id]
+	if !ok {
+		return nil, fmt.Errorf("no window %q", id)
+	}
+	return p, nil
+}
+
+// stack is one synthetic sample: frames root first, "k:" prefix for a
+// kernel frame.
+type stack struct {
+	frames []string
+	v      int64
+	labels map[string]string
+	pid    int64 // numeric "pid" label if nonzero
+}
+
+// synth builds a valid profile of samples/count from stacks.
+func synth(start time.Time, dur time.Duration, stacks []stack) *profile.Profile {
+	p := &profile.Profile{
+		SampleType:    []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		PeriodType:    &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+		Period:        10_000_000,
+		TimeNanos:     start.UnixNano(),
+		DurationNanos: int64(dur),
+	}
+	user := &profile.Mapping{ID: 1, Start: 0x400000, Limit: 0x800000, File: "/bin/app"}
+	kern := &profile.Mapping{ID: 2, Start: 0xffffffff81000000, Limit: 0xffffffffff000000, File: "[kernel.kallsyms]"}
+	p.Mapping = []*profile.Mapping{user, kern}
+	locs := map[string]*profile.Location{}
+	for _, s := range stacks {
+		smp := &profile.Sample{Value: []int64{s.v, s.v * 10_000_000}}
+		for i := len(s.frames) - 1; i >= 0; i-- {
+			name := s.frames[i]
+			loc := locs[name]
+			if loc == nil {
+				id := uint64(len(p.Location) + 1)
+				fn := &profile.Function{ID: id, Name: strings.TrimPrefix(name, "k:")}
+				loc = &profile.Location{ID: id, Mapping: user, Address: 0x400000 + id*16, Line: []profile.Line{{Function: fn}}}
+				if strings.HasPrefix(name, "k:") {
+					loc.Mapping, loc.Address = kern, 0xffffffff81000000+id*16
+				}
+				p.Function = append(p.Function, fn)
+				p.Location = append(p.Location, loc)
+				locs[name] = loc
+			}
+			smp.Location = append(smp.Location, loc)
+		}
+		for k, v := range s.labels {
+			if smp.Label == nil {
+				smp.Label = map[string][]string{}
+			}
+			smp.Label[k] = []string{v}
+		}
+		if s.pid != 0 {
+			smp.NumLabel = map[string][]int64{"pid": {s.pid}}
+		}
+		p.Sample = append(p.Sample, smp)
+	}
+	if err := p.CheckValid(); err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func (m *memSource) add(id string, start time.Time, dur time.Duration, labels map[string]string, stacks []stack) {
+	if m.profs == nil {
+		m.profs = map[string]*profile.Profile{}
+	}
+	p := synth(start, dur, stacks)
+	var n int64
+	for _, s := range p.Sample {
+		n += s.Value[0]
+	}
+	m.windows = append(m.windows, Window{ID: id, Start: start, Duration: dur, Labels: labels, Samples: n})
+	m.profs[id] = p
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+
+// testSource has three consecutive 10s windows: two of service "api"
+// (pid 10 as a window label), one of "db", whose samples carry comm and
+// pid labels.
+func testSource() *memSource {
+	m := &memSource{}
+	m.add("w1", t0, 10*time.Second, map[string]string{"service_name": "api", "pid": "10"}, []stack{
+		{frames: []string{"main", "serve", "parse"}, v: 6},
+		{frames: []string{"main", "serve", "k:sys_read"}, v: 2},
+		{frames: []string{"main", "idle"}, v: 2},
+	})
+	m.add("w2", t0.Add(10*time.Second), 10*time.Second, map[string]string{"service_name": "api", "pid": "10"}, []stack{
+		{frames: []string{"main", "serve", "parse"}, v: 1},
+		{frames: []string{"main", "serve", "encode"}, v: 9},
+	})
+	m.add("w3", t0.Add(20*time.Second), 10*time.Second, map[string]string{"service_name": "db", "container_id": "c0ffee"}, []stack{
+		{frames: []string{"main", "query"}, v: 4, labels: map[string]string{"comm": "postgres"}, pid: 77},
+		{frames: []string{"main", "vacuum"}, v: 1, labels: map[string]string{"comm": "autovacuum"}, pid: 78},
+	})
+	return m
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, []byte) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	return rec.Code, rec.Body.Bytes()
+}
+
+func getJSON(t *testing.T, h http.Handler, path string, v any) {
+	t.Helper()
+	code, body := get(t, h, path)
+	if code != 200 {
+		t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v\n%s", path, err, body)
+	}
+}
+
+type fgNode struct {
+	F int      `json:"f"`
+	S int64    `json:"s"`
+	T int64    `json:"t"`
+	C []fgNode `json:"c"`
+}
+
+type fgResponse struct {
+	Windows    int    `json:"windows"`
+	From       int64  `json:"from"`
+	To         int64  `json:"to"`
+	Total      int64  `json:"total"`
+	Unit       string `json:"unit"`
+	Names      []string
+	FrameKinds []int `json:"frame_kinds"`
+	Root       fgNode
+}
+
+// paths flattens a flame graph into "a;b;c" -> total, and checks that
+// every node's total is its self plus its children's totals.
+func (r *fgResponse) paths(t *testing.T) map[string]int64 {
+	out := map[string]int64{}
+	var walk func(n fgNode, prefix string)
+	walk = func(n fgNode, prefix string) {
+		sum := n.S
+		for _, c := range n.C {
+			sum += c.T
+			p := r.Names[c.F]
+			if prefix != "" {
+				p = prefix + ";" + p
+			}
+			out[p] = c.T
+			walk(c, p)
+		}
+		if sum != n.T {
+			t.Errorf("node %q: total %d != self+children %d", prefix, n.T, sum)
+		}
+	}
+	walk(r.Root, "")
+	return out
+}
+
+func ms2(t time.Time) string { return fmt.Sprint(t.UnixMilli()) }
+
+func TestFlamegraphRangeMerge(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	tests := []struct {
+		from, to time.Duration
+		windows  int
+		want     map[string]int64
+	}{
+		// Overlapping w1 and w2 merges both.
+		{5 * time.Second, 15 * time.Second, 2, map[string]int64{
+			"main": 20, "main;serve": 18, "main;serve;parse": 7, "main;serve;encode": 9, "main;serve;sys_read": 2, "main;idle": 2,
+		}},
+		// Ranges are half-open: [10s,20s) is w2 only.
+		{10 * time.Second, 20 * time.Second, 1, map[string]int64{
+			"main": 10, "main;serve": 10, "main;serve;parse": 1, "main;serve;encode": 9,
+		}},
+	}
+	for _, tt := range tests {
+		var r fgResponse
+		getJSON(t, h, "/api/flamegraph?from="+ms2(t0.Add(tt.from))+"&to="+ms2(t0.Add(tt.to)), &r)
+		if r.Windows != tt.windows {
+			t.Errorf("[%v,%v): %d windows, want %d", tt.from, tt.to, r.Windows, tt.windows)
+		}
+		got := r.paths(t)
+		if len(got) != len(tt.want) {
+			t.Errorf("[%v,%v): paths %v, want %v", tt.from, tt.to, got, tt.want)
+		}
+		for p, v := range tt.want {
+			if got[p] != v {
+				t.Errorf("[%v,%v): %s = %d, want %d", tt.from, tt.to, p, got[p], v)
+			}
+		}
+		if r.Total != r.Root.T || r.Unit != "samples/count" {
+			t.Errorf("total %d root %d unit %q", r.Total, r.Root.T, r.Unit)
+		}
+	}
+
+	// Frame kinds: sys_read came from [kernel.kallsyms].
+	var r fgResponse
+	getJSON(t, h, "/api/flamegraph", &r)
+	for i, n := range r.Names {
+		want := 0
+		if n == "sys_read" {
+			want = 1
+		}
+		if r.FrameKinds[i] != want {
+			t.Errorf("%s: kind %d, want %d", n, r.FrameKinds[i], want)
+		}
+	}
+	if r.Windows != 3 || r.Total != 25 {
+		t.Errorf("whole store: %d windows, %d samples; want 3, 25", r.Windows, r.Total)
+	}
+	if r.From != t0.UnixMilli() || r.To != t0.Add(30*time.Second).UnixMilli() {
+		t.Errorf("span [%d,%d)", r.From, r.To)
+	}
+}
+
+func TestFilters(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	tests := []struct {
+		query string
+		total int64
+		paths []string
+	}{
+		{"service=api", 20, []string{"main;serve;encode"}},
+		{"service=db", 5, []string{"main;query", "main;vacuum"}},
+		{"service=api&service=db", 25, nil},
+		{"container=c0ffee", 5, nil},
+		{"comm=postgres", 4, []string{"main;query"}},
+		{"pid=78", 1, []string{"main;vacuum"}},       // numeric sample label
+		{"pid=10", 20, []string{"main;serve;parse"}}, // window label
+		{"pid=10&comm=postgres", 0, nil},
+		{"service=api&q=PARSE", 7, []string{"main;serve;parse"}}, // focus
+		{"service=nope", 0, nil},
+	}
+	for _, tt := range tests {
+		var r fgResponse
+		getJSON(t, h, "/api/flamegraph?"+tt.query, &r)
+		if r.Total != tt.total {
+			t.Errorf("%s: total %d, want %d", tt.query, r.Total, tt.total)
+		}
+		got := r.paths(t)
+		for _, p := range tt.paths {
+			if got[p] == 0 {
+				t.Errorf("%s: missing path %s in %v", tt.query, p, got)
+			}
+		}
+	}
+}
+
+func TestBadParams(t *testing.T) {
+	h := NewHandler(testSource(), Options{MaxWindows: 2})
+	for _, path := range []string{
+		"/api/flamegraph?from=yesterday",
+		"/api/flamegraph?from=2000&to=1000",
+		"/api/flamegraph?from=1000&to=1000",
+		"/api/flamegraph?pid=init",
+		"/api/flamegraph", // three windows, limit two
+		"/api/top?sort=cost",
+		"/api/top?limit=0",
+		"/api/flamegraph?maxnodes=-1",
+		"/api/timeline?step=-5",
+		"/api/timeline?step=soon",
+		"/api/timeline?from=0&to=100000000&step=1",
+		"/api/diff?a_from=1&a_to=2&b_from=3",
+		"/api/diff?a_from=1&a_to=2&b_from=3&b_to=x",
+		"/api/profile.pb.gz?to=bad",
+		"/api/labels?from=x",
+	} {
+		code, body := get(t, h, path)
+		if code != 400 || len(body) < 10 {
+			t.Errorf("GET %s: %d %q, want 400 with a message", path, code, body)
+		}
+	}
+	if code, _ := get(t, h, "/api/profile.pb.gz?service=nope"); code != 404 {
+		t.Errorf("empty selection download: %d, want 404", code)
+	}
+}
+
+func TestProfileDownload(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	for _, query := range []string{"", "service=api", "from=" + ms2(t0.Add(15*time.Second)) + "&comm=postgres"} {
+		code, body := get(t, h, "/api/profile.pb.gz?"+query)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", query, code, body)
+		}
+		p, err := profile.Parse(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		if err := p.CheckValid(); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		var r fgResponse
+		getJSON(t, h, "/api/flamegraph?"+query, &r)
+		var sum int64
+		services := map[string]bool{}
+		for _, s := range p.Sample {
+			sum += s.Value[0]
+			for _, v := range s.Label["service_name"] {
+				services[v] = true
+			}
+		}
+		if sum != r.Total || len(p.SampleType) != 1 || p.SampleType[0].Type != "samples" {
+			t.Errorf("%s: pprof has %d %v, flame graph %d", query, sum, p.SampleType, r.Total)
+		}
+		if len(services) == 0 {
+			t.Errorf("%s: window labels lost in the download", query)
+		}
+		if p.TimeNanos != r.From*1e6 || p.DurationNanos != (r.To-r.From)*1e6 {
+			t.Errorf("%s: time %d+%d, want [%d,%d) ms", query, p.TimeNanos, p.DurationNanos, r.From, r.To)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	a := "a_from=" + ms2(t0) + "&a_to=" + ms2(t0.Add(10*time.Second))
+	b := "&b_from=" + ms2(t0.Add(10*time.Second)) + "&b_to=" + ms2(t0.Add(20*time.Second))
+	var r struct {
+		A, B  struct{ Total int64 }
+		Names []string
+		Root  struct {
+			T [2]int64
+			C []struct {
+				F int
+				T [2]int64
+				C []struct {
+					F int
+					S [2]int64
+					T [2]int64
+				}
+			}
+		}
+	}
+	getJSON(t, h, "/api/diff?"+a+b, &r)
+	if r.A.Total != 10 || r.B.Total != 10 || r.Root.T != [2]int64{10, 10} {
+		t.Fatalf("totals a=%d b=%d root=%v", r.A.Total, r.B.Total, r.Root.T)
+	}
+	got := map[string][2]int64{}
+	for _, c := range r.Root.C[0].C {
+		got[r.Names[c.F]] = c.T
+	}
+	want := map[string][2]int64{"serve": {8, 10}, "idle": {2, 0}}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestTop(t *testing.T) {
+	m := &memSource{}
+	// Recursion: f appears twice in one stack but counts once in total.
+	m.add("r", t0, time.Second, nil, []stack{
+		{frames: []string{"main", "f", "f", "g"}, v: 3},
+		{frames: []string{"main", "f"}, v: 1},
+		{frames: []string{"main", "g"}, v: 2},
+	})
+	h := NewHandler(m, Options{})
+	var r struct {
+		Total int64
+		Rows  []topRow
+	}
+	getJSON(t, h, "/api/top", &r)
+	want := []topRow{{"g", "user", 5, 5}, {"f", "user", 1, 4}, {"main", "user", 0, 6}}
+	if r.Total != 6 || fmt.Sprint(r.Rows) != fmt.Sprint(want) {
+		t.Errorf("top: total %d rows %v, want 6 %v", r.Total, r.Rows, want)
+	}
+	getJSON(t, h, "/api/top?sort=total&limit=1", &r)
+	if len(r.Rows) != 1 || r.Rows[0].Name != "main" {
+		t.Errorf("top by total: %v", r.Rows)
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	src := testSource()
+	h := NewHandler(src, Options{})
+	var r struct {
+		From, To, Step int64
+		Windows        int
+		Counts         []float64
+	}
+	getJSON(t, h, "/api/timeline?step=5s", &r)
+	want := []float64{5, 5, 5, 5, 2.5, 2.5}
+	if r.From != t0.UnixMilli() || r.Step != 5000 || fmt.Sprint(r.Counts) != fmt.Sprint(want) {
+		t.Errorf("timeline from %d step %d counts %v, want %d 5000 %v", r.From, r.Step, r.Counts, t0.UnixMilli(), want)
+	}
+	if src.opens != 0 {
+		t.Errorf("unfiltered timeline opened %d profiles, want metadata only", src.opens)
+	}
+	// A sample-label filter counts matching samples; the range clips.
+	getJSON(t, h, "/api/timeline?comm=postgres&step=10s&from="+ms2(t0.Add(10*time.Second))+"&to="+ms2(t0.Add(30*time.Second)), &r)
+	if fmt.Sprint(r.Counts) != fmt.Sprint([]float64{0, 4}) {
+		t.Errorf("comm=postgres: %v, want [0 4]", r.Counts)
+	}
+	// Default step gives about 120 buckets that sum to all samples.
+	getJSON(t, h, "/api/timeline", &r)
+	var sum float64
+	for _, c := range r.Counts {
+		sum += c
+	}
+	if len(r.Counts) < 100 || len(r.Counts) > 130 || math.Abs(sum-25) > 1e-6 {
+		t.Errorf("default timeline: %d buckets summing to %v", len(r.Counts), sum)
+	}
+}
+
+func TestLabels(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	var r map[string][]string
+	getJSON(t, h, "/api/labels", &r)
+	want := map[string][]string{
+		"service":   {"api", "db"},
+		"container": {"c0ffee"},
+		"comm":      {"autovacuum", "postgres"},
+		"pid":       {"10", "77", "78"},
+	}
+	if fmt.Sprint(r) != fmt.Sprint(want) {
+		t.Errorf("labels %v, want %v", r, want)
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	src := testSource()
+	h := NewHandler(src, Options{CacheProfiles: 2})
+	for range 2 {
+		get(t, h, "/api/flamegraph?service=api") // w1, w2: cached
+	}
+	if src.opens != 2 {
+		t.Errorf("second request reopened: %d opens, want 2", src.opens)
+	}
+	get(t, h, "/api/flamegraph") // w3 evicts w1
+	get(t, h, "/api/flamegraph?service=db")
+	if src.opens != 3 {
+		t.Errorf("%d opens, want 3", src.opens)
+	}
+	get(t, h, "/api/flamegraph?service=api")
+	if src.opens != 5 {
+		t.Errorf("%d opens, want 5: w1 and w2 were evicted", src.opens)
+	}
+}
+
+func TestPage(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	for _, p := range []string{"/", "/app.js", "/style.css"} {
+		if code, body := get(t, h, p); code != 200 || len(body) < 100 {
+			t.Errorf("GET %s: %d, %d bytes", p, code, len(body))
+		}
+	}
+}
+
+func TestFrameKind(t *testing.T) {
+	tests := []struct {
+		file string
+		addr uint64
+		want kind
+	}{
+		{"[kernel.kallsyms]", 0xffffffff81000000, kindKernel},
+		{"[nf_tables]", 0xffffffffc0000000, kindKernel},
+		{"[vdso]", 0x7fff0000, kindUser},
+		{"[jit]", 0x1000, kindJIT},
+		{"/tmp/perf-1234.map", 0x1000, kindJIT},
+		{"//anon", 0x1000, kindJIT},
+		{"/usr/lib/libc.so.6", 0x1000, kindUser},
+		{"", 0xffffffff81000000, kindKernel}, // no mapping
+		{"", 0x401000, kindUser},
+	}
+	for _, tt := range tests {
+		var m *profile.Mapping
+		if tt.file != "" {
+			m = &profile.Mapping{File: tt.file}
+		}
+		if got := frameKind(m, tt.addr); got != tt.want {
+			t.Errorf("frameKind(%q, %#x) = %v, want %v", tt.file, tt.addr, got, tt.want)
+		}
+	}
+}
+
+// fixture is one entry of testdata/fixtures.json: a real profile and the
+// function that should dominate it.
+type fixture struct {
+	File      string  `json:"file"`
+	About     string  `json:"about"`
+	Hot       string  `json:"hot"`        // function with the most self samples
+	Search    string  `json:"search"`     // what a user types to find it
+	SelfShare float64 `json:"self_share"` // its self share, percent
+	Tolerance float64 `json:"tolerance"`  // allowed error, points
+}
+
+func loadFixtures(t testing.TB) []fixture {
+	b, err := os.ReadFile("testdata/fixtures.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs []fixture
+	if err := json.Unmarshal(b, &fs); err != nil {
+		t.Fatalf("testdata/fixtures.json: %v", err)
+	}
+	if len(fs) == 0 {
+		t.Fatal("testdata/fixtures.json lists no fixtures")
+	}
+	return fs
+}
+
+func TestFixtures(t *testing.T) {
+	for _, fx := range loadFixtures(t) {
+		t.Run(fx.File, func(t *testing.T) {
+			src, err := FileSource(filepath.Join("testdata", fx.File))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := NewHandler(src, Options{})
+			var r struct {
+				Total int64
+				Rows  []topRow
+			}
+			getJSON(t, h, "/api/top", &r)
+			if len(r.Rows) == 0 || r.Rows[0].Name != fx.Hot {
+				t.Fatalf("top rows %v, want %s first", r.Rows[:min(len(r.Rows), 3)], fx.Hot)
+			}
+			share := 100 * float64(r.Rows[0].Self) / float64(r.Total)
+			if math.Abs(share-fx.SelfShare) > fx.Tolerance {
+				t.Errorf("%s self share %.1f%%, want %.0f±%.0f", fx.Hot, share, fx.SelfShare, fx.Tolerance)
+			}
+			// The download round-trips.
+			code, body := get(t, h, "/api/profile.pb.gz")
+			p, err := profile.Parse(bytes.NewReader(body))
+			if code != 200 || err != nil {
+				t.Fatalf("download: %d %v", code, err)
+			}
+			if err := p.CheckValid(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestServeFile exercises FileSource through a real HTTP server.
+func TestServeFile(t *testing.T) {
+	src, err := FileSource("testdata/cpusplit.pb.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(src, Options{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/labels?" + url.Values{"from": {"0"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"pid":[]`) {
+		t.Errorf("labels of a Go profile: %d %s", resp.StatusCode, b)
+	}
+	if _, err := FileSource("testdata/fixtures.json"); err == nil {
+		t.Error("FileSource accepted a JSON file")
+	}
+}
+
+// bigProfile has n distinct functions, called along a random call tree of
+// n+n/5 nodes (some functions are reached by two paths), shallow nodes
+// favoured as parents like real programs; samples land on random nodes.
+func bigProfile(n, samples int) *profile.Profile {
+	rng := rand.New(rand.NewPCG(1, 2))
+	p := &profile.Profile{
+		SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}},
+		PeriodType: &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+		Period:     1,
+	}
+	m := &profile.Mapping{ID: 1, Start: 0x400000, Limit: 0x40000000, File: "/bin/big"}
+	p.Mapping = []*profile.Mapping{m}
+	for i := range n {
+		id := uint64(i + 1)
+		fn := &profile.Function{ID: id, Name: fmt.Sprintf("pkg%d.func%d", i%97, i)}
+		p.Function = append(p.Function, fn)
+		p.Location = append(p.Location, &profile.Location{ID: id, Mapping: m, Address: 0x400000 + id, Line: []profile.Line{{Function: fn}}})
+	}
+	nodes := n + n/5
+	parent := make([]int, nodes)
+	for i := 1; i < nodes; i++ {
+		// Square a uniform variate: parents skew to early (shallow) nodes.
+		u := rng.Float64()
+		parent[i] = int(u * u * float64(i))
+	}
+	for range samples {
+		s := &profile.Sample{Value: []int64{1 + rng.Int64N(5)}}
+		for i := rng.IntN(nodes); ; i = parent[i] {
+			s.Location = append(s.Location, p.Location[i%n])
+			if i == 0 {
+				break
+			}
+		}
+		p.Sample = append(p.Sample, s)
+	}
+	return p
+}
+
+// BenchmarkFlamegraph50k measures building and encoding the merged tree of
+// a profile with 50,000 distinct functions (prepared, as when cached).
+func BenchmarkFlamegraph50k(b *testing.B) {
+	l, err := prepare(bigProfile(50_000, 100_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var size int
+	for b.Loop() {
+		t := newTree("")
+		t.addProfile(l, 0, nil)
+		size = len(t.appendJSON(nil, nil, false, 0))
+		b.ReportMetric(float64(len(t.nodes)), "nodes")
+	}
+	b.ReportMetric(float64(size), "json-bytes")
+}
+
+// BenchmarkPrepare50k measures resolving a 50k-function profile's stacks,
+// the cost of a cache miss.
+func BenchmarkPrepare50k(b *testing.B) {
+	p := bigProfile(50_000, 100_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := prepare(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

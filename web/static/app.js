@@ -1,0 +1,566 @@
+// Scorch viewer: timeline, flame graph (root at the top), diff and top
+// table over the JSON API next to this page. No dependencies.
+'use strict';
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const ROW = 18;          // flame graph row height, CSS px
+  const MIN_W = 0.5;       // frames narrower than this (CSS px) are skipped
+  const FONT = '12px ui-monospace, SFMono-Regular, Menlo, monospace';
+  const MAX_NODES = 100000; // server-side pruning of huge trees
+  const KINDS = ['user', 'kernel', 'jit'];
+
+  // State, exposed for tests and for poking from the console.
+  const S = window.scorchState = {
+    ready: false,     // first render done
+    gen: 0,           // bumps after every completed render
+    loading: 0,
+    error: '',
+    mode: 'flame',
+    extent: null,     // {from, to} ms of the timeline
+    selection: null,  // {from, to} ms, null for all time
+    diff: { a: null, b: null, side: 'b' },
+    filters: { service: '', container: '', comm: '', pid: '' },
+    unit: '', total: 0, windows: 0, span: null, nodes: 0, pruned: 0,
+    zoom: { name: 'all', total: 0, share: 1, depth: 0 },
+    search: { query: '', share: 0, matches: 0 },
+    top: [],          // rows as shown: {name, kind, self, total}
+    drawn: 0,         // frames drawn in the last paint
+    // frameRect returns the viewport rectangle of the widest drawn frame
+    // named name, or null.
+    frameRect(name) {
+      let best = null;
+      for (const r of rects) {
+        if (names[r.n.f] === name && (!best || r.w > best.w)) best = r;
+      }
+      if (!best) return null;
+      const c = flame.getBoundingClientRect();
+      return { x: c.left + best.x, y: c.top + best.y, w: best.w, h: ROW - 1 };
+    },
+  };
+
+  const flame = $('flamegraph');
+  const tl = $('timeline');
+  const tip = $('tooltip');
+  let data = null;        // last flame graph or diff response
+  let names = [], kinds = [];
+  let zoomNode = null;    // node the graph is zoomed to
+  let rects = [];         // drawn frames: {x, y, w, n, d}
+  let rowRects = [];      // rects by row
+  let timeline = null;    // last timeline response
+  let topRows = [];
+  let topSort = { key: 'self', dir: -1 };
+  let searchRe = null;
+  let reqSeq = 0;
+
+  // ---- helpers ----
+  function params(extra) {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(S.filters)) if (v) p.set(k, v);
+    for (const [k, v] of Object.entries(extra || {})) if (v != null) p.set(k, v);
+    return p;
+  }
+  function rangeParams(sel, prefix) {
+    const o = {};
+    if (sel) { o[prefix + 'from'] = Math.floor(sel.from); o[prefix + 'to'] = Math.ceil(sel.to); }
+    return o;
+  }
+  async function getJSON(path, p) {
+    const r = await fetch(path + '?' + p.toString());
+    if (!r.ok) throw new Error(path + ': ' + r.status + ' ' + (await r.text()).trim());
+    return r.json();
+  }
+  const fmtPct = (v) => (v * 100).toFixed(v >= 0.1 ? 1 : 2) + '%';
+  const fmtN = (v) => Math.round(v).toLocaleString('en-US');
+  function fmtTime(ms, withDate) {
+    const d = new Date(ms);
+    const t = d.toISOString();
+    return withDate ? t.slice(0, 19).replace('T', ' ') : t.slice(11, 19);
+  }
+  function hash(s) {
+    let h = 2166136261;
+    for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
+    return (h >>> 0) / 4294967296;
+  }
+  function setStatus(msg, isErr) {
+    const el = $('status');
+    el.textContent = msg;
+    el.classList.toggle('error', !!isErr);
+    if (isErr) S.error = msg;
+  }
+
+  // ---- colours ----
+  const legend = { user: 'hsl(28,80%,62%)', kernel: 'hsl(205,55%,64%)', jit: 'hsl(110,45%,55%)' };
+  function frameColor(n) {
+    const name = names[n.f] || '';
+    if (searchRe) return searchRe.test(name) ? '#d946ef' : '#ddd';
+    const h = hash(name);
+    switch (kinds[n.f]) {
+      case 1: return 'hsl(' + (195 + 20 * h) + ',55%,' + (60 + 10 * h) + '%)';
+      case 2: return 'hsl(' + (95 + 35 * h) + ',45%,' + (52 + 10 * h) + '%)';
+      default: return 'hsl(' + (10 + 40 * h) + ',80%,' + (58 + 10 * h) + '%)';
+    }
+  }
+  function diffColor(n) {
+    if (searchRe && !searchRe.test(names[n.f] || '')) return '#ddd';
+    const a = data.a.total ? n.t[0] / data.a.total : 0;
+    const b = data.b.total ? n.t[1] / data.b.total : 0;
+    const m = Math.max(a, b);
+    const r = m ? (b - a) / m : 0; // -1 gone .. +1 new
+    const l = 92 - 40 * Math.min(1, Math.abs(r));
+    if (Math.abs(r) < 0.02) return 'hsl(0,0%,88%)';
+    return r > 0 ? 'hsl(0,80%,' + l + '%)' : 'hsl(220,80%,' + l + '%)';
+  }
+
+  // ---- tree ----
+  // Values: a node's width is its total; in a diff the sum of its shares of
+  // the A and B totals, so both ranges weigh the same.
+  let val = (n) => n.t;
+  function prepareTree(d) {
+    names = d.names; kinds = d.frame_kinds;
+    const diff = S.mode === 'diff';
+    if (diff) {
+      const at = d.a.total || 1, bt = d.b.total || 1;
+      val = (n) => n.t[0] / at + n.t[1] / bt;
+    } else {
+      val = (n) => n.t;
+    }
+    // Parent links and depth, iteratively (deep stacks).
+    const stack = [d.root];
+    d.root.p = null; d.root.d = 0;
+    while (stack.length) {
+      const n = stack.pop();
+      if (n.c) for (const c of n.c) { c.p = n; c.d = n.d + 1; stack.push(c); }
+    }
+  }
+  function nodeName(n) { return n.f < 0 ? 'all' : names[n.f]; }
+  function pathTo(n) { const p = []; for (; n; n = n.p) p.push(n); return p.reverse(); }
+
+  // ---- flame graph drawing ----
+  function draw() {
+    if (!data) return;
+    const dpr = window.devicePixelRatio || 1;
+    const W = flame.clientWidth || 800;
+    const Z = zoomNode || data.root;
+    const zv = val(Z);
+    rects = []; rowRects = [];
+    let maxDepth = Z.d;
+    // Ancestors of the zoomed node span the width above it.
+    for (let a = Z.p; a; a = a.p) rects.push({ x: 0, y: a.d * ROW, w: W, n: a, d: a.d, anc: true });
+    if (zv > 0) {
+      const scale = W / zv;
+      const st = [Z, 0];
+      while (st.length) {
+        const x = st.pop(), n = st.pop();
+        const w = val(n) * scale;
+        rects.push({ x, y: n.d * ROW, w, n, d: n.d });
+        if (n.d > maxDepth) maxDepth = n.d;
+        if (!n.c) continue;
+        let cx = x;
+        for (const c of n.c) {
+          const cw = val(c) * scale;
+          if (cw >= MIN_W) st.push(c, cx);
+          cx += cw;
+        }
+      }
+    }
+    const H = (maxDepth + 1) * ROW;
+    flame.style.height = H + 'px';
+    flame.width = Math.round(W * dpr); flame.height = Math.round(H * dpr);
+    const ctx = flame.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    ctx.font = FONT;
+    ctx.textBaseline = 'middle';
+    const cw = ctx.measureText('m').width;
+    const color = S.mode === 'diff' ? diffColor : frameColor;
+    for (const r of rects) {
+      (rowRects[r.d] || (rowRects[r.d] = [])).push(r);
+      ctx.fillStyle = r.anc ? '#e8e8e8' : (r.n === data.root ? '#c8c8c8' : color(r.n));
+      ctx.fillRect(r.x, r.y, Math.max(r.w - (r.w > 3 ? 1 : 0), 0.5), ROW - 1);
+      if (r.w > 3 * cw + 6) {
+        let label = nodeName(r.n);
+        const fit = Math.floor((r.w - 6) / cw);
+        if (label.length > fit) label = label.slice(0, Math.max(fit - 1, 1)) + '…';
+        ctx.fillStyle = '#111';
+        ctx.fillText(label, r.x + 3, r.y + ROW / 2);
+      }
+    }
+    S.drawn = rects.length;
+  }
+
+  function hit(ev) {
+    const b = flame.getBoundingClientRect();
+    const x = ev.clientX - b.left, y = ev.clientY - b.top;
+    const row = rowRects[Math.floor(y / ROW)];
+    if (!row) return null;
+    for (const r of row) if (x >= r.x && x < r.x + r.w) return r;
+    return null;
+  }
+
+  function tooltipHTML(n) {
+    const esc = (s) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
+    const kind = n.f < 0 ? '' : ' <i>(' + KINDS[kinds[n.f]] + ')</i>';
+    let h = '<b>' + esc(nodeName(n)) + kind + '</b>';
+    if (S.mode === 'diff') {
+      const a = data.a.total, b = data.b.total;
+      const sa = a ? n.t[0] / a : 0, sb = b ? n.t[1] / b : 0;
+      h += 'A: ' + fmtN(n.t[0]) + ' (' + fmtPct(sa) + '), self ' + fmtN(n.s[0]) +
+        '<br>B: ' + fmtN(n.t[1]) + ' (' + fmtPct(sb) + '), self ' + fmtN(n.s[1]) +
+        '<br>change: ' + (sb >= sa ? '+' : '') + ((sb - sa) * 100).toFixed(2) + ' points';
+    } else {
+      const T = data.root.t || 1;
+      h += 'total: ' + fmtN(n.t) + ' ' + S.unit + ' (' + fmtPct(n.t / T) + ')' +
+        '<br>self: ' + fmtN(n.s) + ' (' + fmtPct(n.s / T) + ')';
+    }
+    return h;
+  }
+
+  flame.addEventListener('mousemove', (ev) => {
+    const r = hit(ev);
+    if (!r) { tip.hidden = true; return; }
+    tip.innerHTML = tooltipHTML(r.n);
+    tip.hidden = false;
+    const x = Math.min(ev.clientX + 12, window.innerWidth - tip.offsetWidth - 4);
+    tip.style.left = x + 'px';
+    tip.style.top = (ev.clientY + 14) + 'px';
+  });
+  flame.addEventListener('mouseleave', () => { tip.hidden = true; });
+  flame.addEventListener('click', (ev) => {
+    const r = hit(ev);
+    if (r) zoomTo(r.n);
+  });
+
+  function zoomTo(n) {
+    zoomNode = n && n !== data.root ? n : null;
+    const Z = zoomNode || data.root;
+    const rv = val(data.root) || 1;
+    S.zoom = { name: nodeName(Z), total: Z.t, share: val(Z) / rv, depth: Z.d };
+    renderBreadcrumb();
+    draw();
+    S.gen++;
+  }
+
+  function renderBreadcrumb() {
+    const bc = $('breadcrumb');
+    bc.textContent = '';
+    for (const n of pathTo(zoomNode || data.root)) {
+      const s = document.createElement('span');
+      s.textContent = nodeName(n);
+      s.dataset.depth = n.d;
+      s.title = nodeName(n);
+      s.addEventListener('click', () => zoomTo(n));
+      bc.appendChild(s);
+    }
+  }
+
+  // ---- search ----
+  function applySearch() {
+    const q = $('search').value.trim();
+    S.search.query = q;
+    if (!q) {
+      searchRe = null;
+      S.search.share = 0; S.search.matches = 0;
+      $('search-share').textContent = '';
+    } else {
+      const esc = q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      searchRe = new RegExp(esc, 'i');
+      computeSearchShare();
+    }
+    draw();
+    S.gen++;
+  }
+  // The share of all samples whose stack has a matching frame: the sum of
+  // matching nodes' totals, not counting matches under a match twice.
+  function computeSearchShare() {
+    if (!data || !searchRe) return;
+    const nameHit = names.map((s) => searchRe.test(s));
+    let sum = 0;
+    const st = [data.root];
+    while (st.length) {
+      const n = st.pop();
+      if (n.f >= 0 && nameHit[n.f]) { sum += val(n); continue; }
+      if (n.c) for (const c of n.c) st.push(c);
+    }
+    const rv = val(data.root) || 1;
+    S.search.share = sum / rv;
+    S.search.matches = nameHit.filter(Boolean).length;
+    $('search-share').textContent = S.search.matches
+      ? fmtPct(S.search.share) + ' of total in ' + S.search.matches + ' function' + (S.search.matches > 1 ? 's' : '')
+      : 'no match';
+  }
+  let searchTimer = 0;
+  $('search').addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(applySearch, 80); });
+
+  // ---- top table ----
+  function renderTop() {
+    const k = topSort.key, dir = topSort.dir;
+    topRows.sort((a, b) => {
+      const c = k === 'name' ? a.name.localeCompare(b.name) : a[k] - b[k];
+      return c * dir || b.self - a.self || a.name.localeCompare(b.name);
+    });
+    const T = S.total || 1;
+    const tb = document.querySelector('#top-table tbody');
+    const frag = document.createDocumentFragment();
+    for (const r of topRows) {
+      const tr = document.createElement('tr');
+      tr.dataset.name = r.name;
+      tr.dataset.self = r.self;
+      tr.dataset.total = r.total;
+      tr.dataset.selfShare = (100 * r.self / T).toFixed(2);
+      const td = (cls, html) => { const e = document.createElement('td'); if (cls) e.className = cls; e.append(...html); tr.appendChild(e); };
+      const pct = (v) => { const s = document.createElement('span'); s.className = 'pct'; s.textContent = fmtPct(v / T); return s; };
+      td('', [pct(r.self), ' ' + fmtN(r.self)]);
+      td('', [pct(r.total), ' ' + fmtN(r.total)]);
+      const kind = document.createElement('span');
+      kind.className = 'kind ' + r.kind; kind.textContent = r.kind;
+      td('name', [kind, r.name]);
+      tr.addEventListener('click', () => { $('search').value = r.name; applySearch(); });
+      frag.appendChild(tr);
+    }
+    tb.replaceChildren(frag);
+    for (const th of document.querySelectorAll('#top-table th')) {
+      th.setAttribute('aria-sort', th.dataset.sort === k ? (dir < 0 ? 'descending' : 'ascending') : 'none');
+    }
+    S.top = topRows.slice(0, 20).map((r) => ({ ...r, selfShare: r.self / T, totalShare: r.total / T }));
+  }
+  for (const th of document.querySelectorAll('#top-table th')) {
+    th.addEventListener('click', () => {
+      const k = th.dataset.sort;
+      topSort = { key: k, dir: topSort.key === k ? -topSort.dir : (k === 'name' ? 1 : -1) };
+      renderTop();
+    });
+  }
+
+  // ---- loading ----
+  function updateDownload() {
+    $('download').href = 'api/profile.pb.gz?' + params(rangeParams(S.selection, '')).toString();
+  }
+
+  async function load() {
+    const seq = ++reqSeq;
+    S.loading++;
+    setStatus('Loading…');
+    try {
+      if (S.mode === 'diff') {
+        const { a, b } = S.diff;
+        if (!a || !b) {
+          data = null; zoomNode = null;
+          const ctx = flame.getContext('2d'); ctx.clearRect(0, 0, flame.width, flame.height);
+          setStatus('Diff: drag on the timeline to set range A (baseline) and range B (comparison).');
+          return;
+        }
+        const d = await getJSON('api/diff', params({ ...rangeParams(a, 'a_'), ...rangeParams(b, 'b_'), maxnodes: MAX_NODES }));
+        if (seq !== reqSeq) return;
+        S.unit = d.unit; S.total = d.b.total; S.nodes = d.nodes; S.pruned = d.pruned;
+        data = d;
+        prepareTree(d);
+        setStatus('A: ' + fmtN(d.a.total) + ' samples in ' + d.a.windows + ' windows; B: ' +
+          fmtN(d.b.total) + ' in ' + d.b.windows + '. Red grew, blue shrank (share of each range\'s total).' +
+          (d.pruned ? ' ' + fmtN(d.pruned) + ' smallest nodes omitted.' : ''));
+      } else {
+        const rp = rangeParams(S.selection, '');
+        const [d, top] = await Promise.all([
+          getJSON('api/flamegraph', params({ ...rp, maxnodes: MAX_NODES })),
+          getJSON('api/top', params({ ...rp, limit: 300 })),
+        ]);
+        if (seq !== reqSeq) return;
+        S.unit = d.unit; S.total = d.total; S.windows = d.windows; S.nodes = d.nodes; S.pruned = d.pruned;
+        S.span = d.windows ? { from: d.from, to: d.to } : null;
+        data = d;
+        prepareTree(d);
+        topRows = top.rows;
+        renderTop();
+        setStatus(fmtN(d.total) + ' ' + d.unit + ' from ' + d.windows + ' window' + (d.windows === 1 ? '' : 's') +
+          (d.windows ? ' (' + fmtTime(d.from, true) + ' – ' + fmtTime(d.to, true) + ' UTC)' : '') +
+          (d.pruned ? '; ' + fmtN(d.pruned) + ' smallest nodes omitted' : ''));
+      }
+      // Keep the zoom if the same path exists in the new tree.
+      const oldPath = zoomNode ? pathTo(zoomNode).slice(1).map(nodeName) : [];
+      zoomNode = null;
+      let n = data.root;
+      for (const nm of oldPath) {
+        const c = (n.c || []).find((c) => nodeName(c) === nm);
+        if (!c) break;
+        n = c;
+      }
+      if (searchRe) computeSearchShare();
+      zoomTo(n);
+      S.ready = true;
+    } catch (e) {
+      if (seq === reqSeq) setStatus(String(e.message || e), true);
+    } finally {
+      S.loading--;
+      updateDownload();
+    }
+  }
+
+  async function loadTimeline() {
+    try {
+      timeline = await getJSON('api/timeline', params());
+      if (timeline.counts.length) S.extent = { from: timeline.from, to: timeline.to };
+      drawTimeline();
+    } catch (e) {
+      setStatus(String(e.message || e), true);
+    }
+  }
+
+  async function loadLabels() {
+    try {
+      const l = await getJSON('api/labels', new URLSearchParams());
+      for (const sel of document.querySelectorAll('[data-filter]')) {
+        const k = sel.dataset.filter;
+        const vals = l[k] || [];
+        sel.replaceChildren(new Option('all (' + vals.length + ')', ''), ...vals.map((v) => new Option(v, v)));
+        sel.disabled = vals.length === 0;
+      }
+    } catch (e) {
+      setStatus(String(e.message || e), true);
+    }
+  }
+
+  // ---- timeline ----
+  let drag = null; // {x0, x1} CSS px while dragging
+  function tlX(ms) { const e = S.extent; return (ms - e.from) / (e.to - e.from) * tl.clientWidth; }
+  function tlT(x) { const e = S.extent; return e.from + Math.max(0, Math.min(1, x / tl.clientWidth)) * (e.to - e.from); }
+
+  function drawTimeline() {
+    const dpr = window.devicePixelRatio || 1;
+    const W = tl.clientWidth || 800, H = tl.clientHeight || 90;
+    tl.width = Math.round(W * dpr); tl.height = Math.round(H * dpr);
+    const ctx = tl.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    ctx.font = '11px system-ui, sans-serif';
+    if (!timeline || !timeline.counts.length || !S.extent) {
+      ctx.fillStyle = '#888'; ctx.fillText('No profiles stored yet.', 8, H / 2);
+      return;
+    }
+    const c = timeline.counts, max = Math.max(...c, 1e-9);
+    const plotH = H - 16, bw = W / c.length;
+    ctx.fillStyle = '#e8590c';
+    for (let i = 0; i < c.length; i++) {
+      const h = c[i] / max * (plotH - 4);
+      if (h > 0) ctx.fillRect(i * bw, plotH - h, Math.max(bw - (bw > 3 ? 1 : 0), 1), h);
+    }
+    ctx.fillStyle = '#656d76';
+    ctx.fillText(fmtTime(S.extent.from, true), 2, H - 3);
+    const endLabel = fmtTime(S.extent.to, false);
+    ctx.fillText(endLabel, W - ctx.measureText(endLabel).width - 2, H - 3);
+    ctx.fillText('max ' + fmtN(max) + '/bucket', 2, 11);
+    const band = (sel, fill, label) => {
+      if (!sel) return;
+      const x0 = tlX(sel.from), x1 = tlX(sel.to);
+      ctx.fillStyle = fill; ctx.fillRect(x0, 0, Math.max(x1 - x0, 1), plotH);
+      if (label) { ctx.fillStyle = '#111'; ctx.fillText(label, x0 + 3, 11); }
+    };
+    if (S.mode === 'diff') {
+      band(S.diff.a, 'rgba(37,99,235,.25)', 'A');
+      band(S.diff.b, 'rgba(220,38,38,.25)', 'B');
+    } else {
+      band(S.selection, 'rgba(217,72,15,.2)');
+    }
+    if (drag) {
+      ctx.fillStyle = 'rgba(0,0,0,.15)';
+      ctx.fillRect(Math.min(drag.x0, drag.x1), 0, Math.abs(drag.x1 - drag.x0), plotH);
+    }
+  }
+
+  function localX(ev) { return ev.clientX - tl.getBoundingClientRect().left; }
+  tl.addEventListener('mousedown', (ev) => {
+    if (!S.extent) return;
+    drag = { x0: localX(ev), x1: localX(ev) };
+    ev.preventDefault();
+  });
+  window.addEventListener('mousemove', (ev) => {
+    if (!drag) return;
+    drag.x1 = localX(ev);
+    drawTimeline();
+  });
+  window.addEventListener('mouseup', (ev) => {
+    if (!drag) return;
+    const d = drag; drag = null;
+    d.x1 = localX(ev);
+    if (Math.abs(d.x1 - d.x0) < 3) { // a click: select all time
+      if (S.mode !== 'diff') setSelection(null);
+      else drawTimeline();
+      return;
+    }
+    const sel = { from: tlT(Math.min(d.x0, d.x1)), to: tlT(Math.max(d.x0, d.x1)) };
+    if (S.mode === 'diff') {
+      S.diff[S.diff.side] = sel;
+      // Alternate sides so two drags set both.
+      S.diff.side = S.diff.side === 'a' ? 'b' : 'a';
+      $('diff-side-' + S.diff.side).checked = true;
+      drawTimeline();
+      updateRangeLabel();
+      load();
+    } else {
+      setSelection(sel);
+    }
+  });
+
+  function setSelection(sel) {
+    S.selection = sel;
+    drawTimeline();
+    updateRangeLabel();
+    load();
+  }
+  function updateRangeLabel() {
+    const f = (s) => s ? fmtTime(s.from, true) + ' – ' + fmtTime(s.to, false) : 'unset';
+    $('range-label').textContent = S.mode === 'diff'
+      ? 'A: ' + f(S.diff.a) + '   B: ' + f(S.diff.b)
+      : (S.selection ? 'Selected ' + f(S.selection) + ' UTC' : 'All time');
+  }
+
+  // ---- controls ----
+  $('clear-range').addEventListener('click', () => {
+    if (S.mode === 'diff') { S.diff.a = S.diff.b = null; S.diff.side = 'a'; $('diff-side-a').checked = true; drawTimeline(); updateRangeLabel(); load(); }
+    else setSelection(null);
+  });
+  for (const r of document.querySelectorAll('input[name=diffside]')) {
+    r.addEventListener('change', () => { S.diff.side = r.value; });
+  }
+  $('reset').addEventListener('click', () => { if (data) zoomTo(null); });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && data && ev.target === document.body) zoomTo(null);
+  });
+  for (const b of document.querySelectorAll('#modes button')) {
+    b.addEventListener('click', () => {
+      if (S.mode === b.dataset.mode) return;
+      S.mode = b.dataset.mode;
+      for (const o of document.querySelectorAll('#modes button')) o.classList.toggle('active', o === b);
+      $('diff-pick').hidden = S.mode !== 'diff';
+      $('top-box').hidden = S.mode === 'diff';
+      if (S.mode === 'diff' && !S.diff.b && S.selection) { S.diff.b = S.selection; S.diff.side = 'a'; $('diff-side-a').checked = true; }
+      zoomNode = null;
+      drawTimeline();
+      updateRangeLabel();
+      load();
+    });
+  }
+  for (const sel of document.querySelectorAll('[data-filter]')) {
+    sel.addEventListener('change', () => {
+      S.filters[sel.dataset.filter] = sel.value;
+      loadTimeline();
+      load();
+    });
+  }
+  let resizeTimer = 0;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { drawTimeline(); draw(); }, 100);
+  });
+
+  $('legend').innerHTML = KINDS.map((k) => '<span><i style="background:' + legend[k] + '"></i>' + k + '</span>').join('');
+
+  (async function init() {
+    try {
+      const info = await getJSON('api/info', new URLSearchParams());
+      document.title = info.title;
+      $('title').textContent = info.title;
+    } catch (e) { /* keep the default title */ }
+    await Promise.all([loadLabels(), loadTimeline()]);
+    await load();
+  })();
+})();
