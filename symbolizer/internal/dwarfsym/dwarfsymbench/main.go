@@ -209,6 +209,15 @@ func ourFrames(lines []dwarfsym.Line) []frame {
 	for _, l := range lines {
 		fs = append(fs, frame{l.Function, cleanFile(l.File), l.Line})
 	}
+	return unnamed(fs)
+}
+
+// unnamed drops an answer of one frame without a line: "??", or a name
+// from the ELF symbol table, which is not what is compared here.
+func unnamed(fs []frame) []frame {
+	if len(fs) == 1 && (fs[0].fn == "??" || fs[0].line == 0) {
+		return nil
+	}
 	return fs
 }
 
@@ -265,9 +274,10 @@ func parseAddr2line(path string, _ []uint64) (map[uint64][]frame, error) {
 		}
 		i++
 		file, line := splitFileLine(lines[i])
-		if l != "??" && line != 0 {
-			res[cur] = append(res[cur], frame{l, file, line})
-		}
+		res[cur] = append(res[cur], frame{l, file, line})
+	}
+	for a, fs := range res {
+		res[a] = unnamed(fs)
 	}
 	return res, nil
 }
@@ -294,10 +304,9 @@ func parseLLVM(path string, addrs []uint64) (map[uint64][]frame, error) {
 				loc = loc[:k]
 			}
 			file, line := splitFileLine(loc)
-			if ls[i] != "??" && line != 0 {
-				res[addrs[bi]] = append(res[addrs[bi]], frame{cloneSuffix.ReplaceAllString(ls[i], ""), file, line})
-			}
+			res[addrs[bi]] = append(res[addrs[bi]], frame{cloneSuffix.ReplaceAllString(ls[i], ""), file, line})
 		}
+		res[addrs[bi]] = unnamed(res[addrs[bi]])
 	}
 	return res, nil
 }
