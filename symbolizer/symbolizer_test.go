@@ -62,6 +62,13 @@ func waitMapped(t testing.TB, pid int, base string) {
 // have in process pid, through its executable mapping of the file.
 func runtimeAddrs(t testing.TB, pid int, file string, vaddrs []uint64) []uint64 {
 	t.Helper()
+	return runtimeAddrsAs(t, pid, file, filepath.Base(file), vaddrs)
+}
+
+// runtimeAddrsAs is runtimeAddrs for a copy of file mapped under the base
+// name mapped.
+func runtimeAddrsAs(t testing.TB, pid int, file, mapped string, vaddrs []uint64) []uint64 {
+	t.Helper()
 	f, err := elf.Open(file)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +91,7 @@ func runtimeAddrs(t testing.TB, pid int, file string, vaddrs []uint64) []uint64 
 			}
 			off := va - p.Vaddr + p.Off
 			for _, m := range ms {
-				if filepath.Base(m.Path) == filepath.Base(file) && off >= m.Offset && off < m.Offset+m.End-m.Start {
+				if filepath.Base(m.Path) == mapped && off >= m.Offset && off < m.Offset+m.End-m.Start {
 					out = append(out, m.Start+off-m.Offset)
 				}
 			}
