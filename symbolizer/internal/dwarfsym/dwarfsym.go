@@ -86,6 +86,10 @@ const (
 	maxDebugLinkFS = 4 << 30   // size of a separate debug file we CRC
 )
 
+// catchPanics turns panics while parsing (debug/dwarf on hostile input)
+// into errors. FuzzOpen turns it off to find panics of our own.
+var catchPanics = true
+
 // Table resolves addresses of one ELF file. It is safe for concurrent use.
 type Table struct {
 	path string // for log and error messages
@@ -123,6 +127,9 @@ type unit struct {
 // {"/usr/lib/debug"}. f must stay usable only for the duration of Open.
 func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if r := recover(); r != nil { // debug/dwarf on hostile input
 			t, err = nil, fmt.Errorf("dwarfsym: %s: malformed debug information: %v", path, r)
 		}

@@ -197,6 +197,9 @@ type unitParser struct {
 // parseUnit loads the unit whose DW_TAG_compile_unit entry is at off.
 func (t *Table) parseUnit(off dwarf.Offset) (lu *loadedUnit, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if r := recover(); r != nil { // debug/dwarf on hostile input
 			lu, err = nil, fmt.Errorf("unit at 0x%x: malformed DWARF: %v", off, r)
 		}
