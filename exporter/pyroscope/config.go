@@ -55,7 +55,9 @@ type Config struct {
 	FlushTimeout time.Duration
 
 	// QueueBytes bounds the serialized size of the windows the exporter
-	// holds (queued or being sent). Default 16 MiB.
+	// holds (queued or being sent). Default 16 MiB. A window evicted while
+	// its request is in flight is freed when the request ends, so memory
+	// peaks at QueueBytes plus one batch.
 	QueueBytes int64
 	// BatchBytes bounds the size of one push request; windows are batched
 	// up to this size. Default 1 MiB. A single larger window is sent alone.

@@ -81,9 +81,7 @@ type Exporter struct {
 	mu      sync.Mutex
 	q       []*item // oldest first; q[:sending] belong to the request in flight
 	sending int
-	bytes   int64              // total size of q
-	abort   context.CancelFunc // cancels the attempt in flight, or nil
-	aborted bool               // abort was called since the attempt started
+	bytes   int64 // total size of q
 	closed  bool
 	streak  int // failed attempts since the last success
 	st      Stats
@@ -95,7 +93,7 @@ type item struct {
 	series  *pushv1.RawProfileSeries
 	raw     int64 // len of the gzipped pprof
 	size    int64 // counted against Config.QueueBytes
-	evicted bool  // removed from q to make room while being sent
+	evicted bool  // removed from q to make room while in the sender's hands
 	done    bool  // counted in Stats.Sent or Stats.Dropped
 }
 
@@ -170,9 +168,11 @@ func (e *Exporter) Enqueue(w Window) error {
 	return nil
 }
 
-// evictLocked drops the oldest window. If it is being sent, the attempt is
-// cancelled and the sender counts the drop; its memory is released when the
-// attempt returns.
+// evictLocked drops the oldest window. If the sender holds it, the request
+// in flight is not interrupted (a slow server must not be starved by a fast
+// producer): the window counts as sent if that request succeeds and is not
+// retried if it fails. Its memory is released when the sender lets go, so
+// memory peaks at QueueBytes plus one batch.
 func (e *Exporter) evictLocked() {
 	it := e.q[0]
 	e.q[0] = nil
@@ -181,10 +181,6 @@ func (e *Exporter) evictLocked() {
 	if e.sending > 0 {
 		e.sending--
 		it.evicted = true
-		if e.abort != nil {
-			e.abort()
-			e.aborted = true
-		}
 		return
 	}
 	it.done = true
@@ -316,17 +312,20 @@ func (e *Exporter) deliver(waitCtx, sendCtx context.Context, batch []*item) bool
 		e.mu.Lock()
 		var live []*item
 		for _, it := range batch {
-			if !it.done && !it.evicted {
+			switch {
+			case it.done:
+			case it.evicted:
+				it.done = true
+				e.st.Dropped["queue_full"]++
+			default:
 				live = append(live, it)
 			}
 		}
 		if len(live) == 0 {
-			e.finishLocked(batch, "")
 			e.mu.Unlock()
 			return true
 		}
 		actx, cancel := context.WithTimeout(sendCtx, e.cfg.Timeout)
-		e.abort, e.aborted = cancel, false
 		e.st.Attempts++
 		if retry > 0 {
 			e.st.Retries++
@@ -343,25 +342,20 @@ func (e *Exporter) deliver(waitCtx, sendCtx context.Context, batch []*item) bool
 		o := classify(err, a, time.Now())
 
 		e.mu.Lock()
-		aborted := e.aborted
-		e.abort, e.aborted = nil, false
 		if o.cause == "" {
 			recovered := e.streak > 0
 			e.streak = 0
-			e.finishLocked(batch, "")
+			e.finishLocked(live, "")
 			e.mu.Unlock()
 			if recovered {
 				e.logCause("recovered", nil)
 			}
 			return true
 		}
-		if aborted || sendCtx.Err() != nil {
-			// Evicted windows, or shutdown: not the server's fault.
+		if sendCtx.Err() != nil {
+			// Shutdown cut the request: not the server's fault.
 			e.mu.Unlock()
-			if sendCtx.Err() != nil {
-				return false
-			}
-			continue
+			return false
 		}
 		e.st.Failures[o.cause]++
 		e.streak++
@@ -395,24 +389,24 @@ func (e *Exporter) deliver(waitCtx, sendCtx context.Context, batch []*item) bool
 }
 
 // finishLocked counts the windows of batch not yet counted and removes them
-// from the head of the queue. An empty cause means they were delivered.
+// from the head of the queue. An empty cause means they were delivered
+// (evicted ones too: the server has them).
 func (e *Exporter) finishLocked(batch []*item, cause string) {
 	for _, it := range batch {
 		if it.done {
 			continue
 		}
 		it.done = true
-		switch {
-		case it.evicted:
-			e.st.Dropped["queue_full"]++
-			continue
-		case cause == "":
+		if cause == "" {
 			e.st.Sent++
 			e.st.SentBytes += uint64(it.raw)
-		default:
+		} else {
 			e.st.Dropped[cause]++
 		}
-		// Not evicted, so it is still in q[:sending], normally at q[0].
+		if it.evicted {
+			continue // no longer in q
+		}
+		// Still in q[:sending], normally at q[0].
 		i := slices.Index(e.q[:e.sending], it)
 		if i < 0 {
 			continue
