@@ -327,7 +327,7 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 	}
 	width := to.Sub(from)
 	if step == 0 {
-		step = max((width+119)/120, time.Millisecond).Round(time.Millisecond)
+		step = niceStep(width / 120)
 	}
 	nb := int64((width + step - 1) / step)
 	if nb > int64(h.opts.MaxBuckets) {
@@ -363,6 +363,24 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 		spread(counts, from, step, s.w, c)
 	}
 	return jsonBody(response{ms(from), ms(to), step.Milliseconds(), len(sel), counts})
+}
+
+// niceStep rounds d up to 1, 2 or 5 times a power of ten milliseconds, or
+// to a whole number of minutes or hours past a minute.
+func niceStep(d time.Duration) time.Duration {
+	for _, u := range []time.Duration{time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second, 10 * time.Second} {
+		for _, m := range []time.Duration{1, 2, 5} {
+			if d <= m*u {
+				return m * u
+			}
+		}
+	}
+	for _, s := range []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute, time.Hour} {
+		if d <= s {
+			return s
+		}
+	}
+	return (d + time.Hour - 1) / time.Hour * time.Hour
 }
 
 // spread adds c samples of window w to the buckets counts, which start at
@@ -549,9 +567,9 @@ func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error
 				NumUnit:  smp.NumUnit,
 			})
 		}
+		sp.add(s.w) // as in the flame graph: every window merged
 		if len(part.Sample) > 0 {
 			parts = append(parts, part)
-			sp.add(s.w)
 		}
 	}
 	if len(parts) == 0 {

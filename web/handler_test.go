@@ -436,13 +436,14 @@ func TestTimeline(t *testing.T) {
 	if fmt.Sprint(r.Counts) != fmt.Sprint([]float64{0, 4}) {
 		t.Errorf("comm=postgres: %v, want [0 4]", r.Counts)
 	}
-	// Default step gives about 120 buckets that sum to all samples.
+	// The default step is a round one giving at most 120 buckets (30s:
+	// 500ms, 60 buckets) that sum to all samples.
 	getJSON(t, h, "/api/timeline", &r)
 	var sum float64
 	for _, c := range r.Counts {
 		sum += c
 	}
-	if len(r.Counts) < 100 || len(r.Counts) > 130 || math.Abs(sum-25) > 1e-6 {
+	if len(r.Counts) != 60 || r.Step != 500 || math.Abs(sum-25) > 1e-6 {
 		t.Errorf("default timeline: %d buckets summing to %v", len(r.Counts), sum)
 	}
 }
@@ -521,12 +522,13 @@ func TestFrameKind(t *testing.T) {
 // fixture is one entry of testdata/fixtures.json: a real profile and the
 // function that should dominate it.
 type fixture struct {
-	File      string  `json:"file"`
-	About     string  `json:"about"`
-	Hot       string  `json:"hot"`        // function with the most self samples
-	Search    string  `json:"search"`     // what a user types to find it
-	SelfShare float64 `json:"self_share"` // its self share, percent
-	Tolerance float64 `json:"tolerance"`  // allowed error, points
+	File       string  `json:"file"`
+	About      string  `json:"about"`
+	Hot        string  `json:"hot"`         // function with the most self samples
+	Search     string  `json:"search"`      // what a user types to find it
+	SelfShare  float64 `json:"self_share"`  // its self share, percent
+	TotalShare float64 `json:"total_share"` // its total share; self_share if 0
+	Tolerance  float64 `json:"tolerance"`   // allowed error, points
 }
 
 func loadFixtures(t testing.TB) []fixture {

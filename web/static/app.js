@@ -437,32 +437,40 @@
       return;
     }
     const c = timeline.counts, max = Math.max(...c, 1e-9);
-    const plotH = H - 16, bw = W / c.length;
+    const top = 14, plotH = H - 16 - top, bw = W / c.length;
     ctx.fillStyle = '#e8590c';
     for (let i = 0; i < c.length; i++) {
-      const h = c[i] / max * (plotH - 4);
-      if (h > 0) ctx.fillRect(i * bw, plotH - h, Math.max(bw - (bw > 3 ? 1 : 0), 1), h);
+      const h = c[i] / max * plotH;
+      if (h > 0) ctx.fillRect(i * bw, top + plotH - h, Math.max(bw - (bw > 3 ? 1 : 0), 1), h);
     }
     ctx.fillStyle = '#656d76';
-    ctx.fillText(fmtTime(S.extent.from, true), 2, H - 3);
+    ctx.fillText(fmtTime(S.extent.from, true) + ' UTC', 2, H - 3);
     const endLabel = fmtTime(S.extent.to, false);
     ctx.fillText(endLabel, W - ctx.measureText(endLabel).width - 2, H - 3);
-    ctx.fillText('max ' + fmtN(max) + '/bucket', 2, 11);
-    const band = (sel, fill, label) => {
+    const maxLabel = 'max ' + fmtN(max) + ' samples per ' + (timeline.step >= 1000 ? (timeline.step / 1000) + 's' : timeline.step + 'ms');
+    ctx.fillText(maxLabel, W - ctx.measureText(maxLabel).width - 2, 10);
+    // A selection dims the rest of the timeline and is outlined.
+    const band = (sel, stroke, label) => {
       if (!sel) return;
-      const x0 = tlX(sel.from), x1 = tlX(sel.to);
-      ctx.fillStyle = fill; ctx.fillRect(x0, 0, Math.max(x1 - x0, 1), plotH);
-      if (label) { ctx.fillStyle = '#111'; ctx.fillText(label, x0 + 3, 11); }
+      const x0 = tlX(sel.from), x1 = Math.max(tlX(sel.to), tlX(sel.from) + 1);
+      ctx.strokeStyle = stroke; ctx.lineWidth = 2;
+      ctx.strokeRect(x0, top, x1 - x0, plotH);
+      ctx.fillStyle = stroke;
+      ctx.fillText(label, x0 + 2, 10);
     };
     if (S.mode === 'diff') {
-      band(S.diff.a, 'rgba(37,99,235,.25)', 'A');
-      band(S.diff.b, 'rgba(220,38,38,.25)', 'B');
-    } else {
-      band(S.selection, 'rgba(217,72,15,.2)');
+      band(S.diff.a, '#2563eb', 'A');
+      band(S.diff.b, '#dc2626', 'B');
+    } else if (S.selection) {
+      const x0 = tlX(S.selection.from), x1 = tlX(S.selection.to);
+      ctx.fillStyle = 'rgba(255,255,255,.7)';
+      ctx.fillRect(0, top, x0, plotH);
+      ctx.fillRect(x1, top, W - x1, plotH);
+      band(S.selection, '#9a3412', 'selection');
     }
     if (drag) {
       ctx.fillStyle = 'rgba(0,0,0,.15)';
-      ctx.fillRect(Math.min(drag.x0, drag.x1), 0, Math.abs(drag.x1 - drag.x0), plotH);
+      ctx.fillRect(Math.min(drag.x0, drag.x1), top, Math.abs(drag.x1 - drag.x0), plotH);
     }
   }
 
