@@ -9,8 +9,16 @@
 // Files are opened through /proc/PID/root (or /proc/PID/map_files) so that
 // processes in other mount namespaces and deleted binaries resolve.
 //
+// Each file is named by the best source it has: for Go binaries the
+// .gopclntab (names, lines and inlined frames, even when stripped); else
+// DWARF (internal/dwarfsym, with separate debug files); else .symtab or
+// .dynsym. Kernel addresses resolve through /proc/kallsyms, the vDSO through
+// the image of our own, and anonymous executable memory (JIT code) through
+// the process's /tmp/perf-PID.map.
+//
 // Symbol tables are cached by build id and shared between processes; the
-// cache is bounded in bytes.
+// cache is bounded in bytes. A process keeps its files open from Observe
+// on, so that it still resolves after it exits, until Forget.
 package symbolizer
 
 import "log/slog"
