@@ -200,6 +200,7 @@ func TestJIT(t *testing.T) {
 	js := `function scorchHotLoop(n){let x=0;for(let i=0;i<n;i++){x=(x*31+i)|0}return x}
 let s=0; for(;;){ s+=scorchHotLoop(1e6) }`
 	cmd := exec.Command(node, "--perf-basic-prof", "-e", js)
+	cmd.Dir = t.TempDir() // node writes isolate-*.log files there
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
