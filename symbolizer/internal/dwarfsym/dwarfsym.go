@@ -50,6 +50,7 @@ package dwarfsym
 
 import (
 	"debug/dwarf"
+	"encoding/binary"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -263,17 +264,30 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 	return t, nil
 }
 
-// sectionSize returns the uncompressed size of s. debug/elf reports it for
-// SHF_COMPRESSED sections; legacy .zdebug sections carry it in a header.
+// sectionSize returns the uncompressed size of s (debug/elf reports it
+// for SHF_COMPRESSED sections; legacy .zdebug sections carry it in a
+// header), after checking that the bytes are really in the file and that
+// a compressed section claims no more than maxRatio times its size:
+// debug/elf allocates the claimed size before reading.
 func sectionSize(s *elf.Section) (uint64, error) {
+	const maxRatio = 1100 // above zlib's 1032:1 limit; real debug info compresses < 20:1
+	if s.FileSize > 0 && s.Flags&elf.SHF_COMPRESSED == 0 { // (ReaderAt is nil for compressed sections)
+		var b [1]byte
+		if _, err := s.ReadAt(b[:], int64(s.FileSize-1)); err != nil {
+			return 0, fmt.Errorf("%d bytes at file offset 0x%x run past the end of the file", s.FileSize, s.Offset)
+		}
+	}
+	size := s.Size
 	if s.Flags&elf.SHF_COMPRESSED == 0 && strings.HasPrefix(s.Name, ".zdebug") {
 		var hdr [12]byte
 		if n, _ := s.ReadAt(hdr[:], 0); n == 12 && string(hdr[:4]) == "ZLIB" {
-			return uint64(hdr[4])<<56 | uint64(hdr[5])<<48 | uint64(hdr[6])<<40 | uint64(hdr[7])<<32 |
-				uint64(hdr[8])<<24 | uint64(hdr[9])<<16 | uint64(hdr[10])<<8 | uint64(hdr[11]), nil
+			size = binary.BigEndian.Uint64(hdr[4:])
 		}
 	}
-	return s.Size, nil
+	if size != s.FileSize && size/maxRatio > s.FileSize {
+		return 0, fmt.Errorf("claims %d bytes uncompressed from %d compressed", size, s.FileSize)
+	}
+	return size, nil
 }
 
 // disjointUnitRanges sorts rs and trims overlaps (the first unit wins).

@@ -18,8 +18,8 @@ type loadedUnit struct {
 	segNode []int32
 	segRow  []int32
 	nodes   []node
-	rows  []row // sorted by addr; file -1 ends a sequence
-	files []string
+	rows    []row // sorted by addr; file -1 ends a sequence
+	files   []string
 }
 
 type segment struct {

@@ -34,6 +34,7 @@ func main() {
 	print := flag.Bool("print", false, "print the lines of each address like addr2line -f -i -a")
 	warm := flag.Int("warm", 10, "warm passes over the addresses")
 	a2lOut := flag.String("addr2line", "", "compare with this output of addr2line -f -i -a")
+	show := flag.Int("show", 0, "with -addr2line/-llvm: print this many differing answers")
 	llvmOut := flag.String("llvm", "", "compare with this output of llvm-symbolizer --no-demangle --functions=linkage")
 	flag.Parse()
 	if flag.NArg() != 1 {
@@ -95,6 +96,19 @@ func main() {
 				}
 				if equal(got, w) {
 					same++
+				} else if *show > 0 {
+					*show--
+					i := 0
+					for i < len(w) && i < len(got) && w[i] == got[i] {
+						i++
+					}
+					at := func(fs []frame) any {
+						if i < len(fs) {
+							return fs[i]
+						}
+						return "(none)"
+					}
+					fmt.Printf("0x%x: %d vs %d frames, frame %d:\n\t%s: %v\n\tdwarfsym: %v\n", a, len(w), len(got), i, c.name, at(w), at(got))
 				}
 			}
 			fmt.Printf("%s: %d addresses, %d named by it, %d (%.2f%%) with identical frames\n",
@@ -267,6 +281,7 @@ func parseAddr2line(path string, _ []uint64) (map[uint64][]frame, error) {
 		l := lines[i]
 		if strings.HasPrefix(l, "0x") && !strings.Contains(l, ":") {
 			cur, _ = strconv.ParseUint(l[2:], 16, 64)
+			delete(res, cur) // a repeated address: keep one answer
 			continue
 		}
 		if i+1 >= len(lines) {
@@ -298,6 +313,7 @@ func parseLLVM(path string, addrs []uint64) (map[uint64][]frame, error) {
 	}
 	for bi, b := range blocks {
 		ls := strings.Split(b, "\n")
+		delete(res, addrs[bi]) // a repeated address: keep one answer
 		for i := 0; i+1 < len(ls); i += 2 {
 			loc := ls[i+1]
 			if k := strings.LastIndexByte(loc, ':'); k >= 0 {
