@@ -50,8 +50,8 @@ package dwarfsym
 
 import (
 	"debug/dwarf"
-	"encoding/binary"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -270,7 +270,7 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 // a compressed section claims no more than maxRatio times its size:
 // debug/elf allocates the claimed size before reading.
 func sectionSize(s *elf.Section) (uint64, error) {
-	const maxRatio = 1100 // above zlib's 1032:1 limit; real debug info compresses < 20:1
+	const maxRatio = 1100                                  // above zlib's 1032:1 limit; real debug info compresses < 20:1
 	if s.FileSize > 0 && s.Flags&elf.SHF_COMPRESSED == 0 { // (ReaderAt is nil for compressed sections)
 		var b [1]byte
 		if _, err := s.ReadAt(b[:], int64(s.FileSize-1)); err != nil {
