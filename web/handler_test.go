@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -517,6 +518,76 @@ func TestFrameKind(t *testing.T) {
 			t.Errorf("frameKind(%q, %#x) = %v, want %v", tt.file, tt.addr, got, tt.want)
 		}
 	}
+}
+
+func TestPrune(t *testing.T) {
+	m := &memSource{}
+	m.profs = map[string]*profile.Profile{"big": bigProfile(2000, 5000)}
+	m.windows = []Window{{ID: "big", Start: t0, Duration: time.Second, Samples: 1}}
+	h := NewHandler(m, Options{})
+	var full, pruned struct {
+		Nodes, Pruned int
+		Root          fgNode
+	}
+	getJSON(t, h, "/api/flamegraph", &full)
+	getJSON(t, h, "/api/flamegraph?maxnodes=300", &pruned)
+	var all, kept []int64
+	var walk func(n fgNode, out *[]int64)
+	walk = func(n fgNode, out *[]int64) {
+		*out = append(*out, n.T)
+		var sum int64
+		for _, c := range n.C {
+			sum += c.T
+			walk(c, out)
+		}
+		if sum+n.S > n.T {
+			t.Errorf("children and self %d exceed total %d", sum+n.S, n.T)
+		}
+	}
+	walk(full.Root, &all)
+	walk(pruned.Root, &kept)
+	if full.Pruned != 0 || len(all) != full.Nodes || full.Nodes <= 300 {
+		t.Fatalf("full tree: %d nodes sent, %d built, %d pruned", len(all), full.Nodes, full.Pruned)
+	}
+	if len(kept) != 300 || pruned.Pruned != full.Nodes-300 {
+		t.Fatalf("maxnodes=300: %d nodes sent, %d pruned of %d", len(kept), pruned.Pruned, full.Nodes)
+	}
+	// The kept nodes are the 300 largest.
+	slices.Sort(all)
+	slices.Sort(kept)
+	if kept[0] < all[len(all)-300] {
+		t.Errorf("smallest kept total %d < 300th largest %d", kept[0], all[len(all)-300])
+	}
+}
+
+// FuzzPrepare feeds arbitrary bytes through the pprof parser into the
+// viewer's stack resolution and tree building: hostile profiles must not
+// panic.
+func FuzzPrepare(f *testing.F) {
+	for _, name := range []string{"testdata/cpusplit.pb.gz"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	var buf bytes.Buffer
+	testSource().profs["w3"].WriteUncompressed(&buf)
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := profile.ParseData(data)
+		if err != nil {
+			return
+		}
+		l, err := prepare(p)
+		if err != nil {
+			return
+		}
+		tr := newTree("a")
+		tr.addProfile(l, 0, nil)
+		tr.appendJSON(nil, nil, false, 10)
+		tr.top("self", 10)
+	})
 }
 
 // fixture is one entry of testdata/fixtures.json: a real profile and the

@@ -25,6 +25,8 @@ type Window struct {
 type Source interface {
 	// Windows lists the windows that overlap [from, to), oldest first.
 	Windows(ctx context.Context, from, to time.Time) ([]Window, error)
-	// Open loads one window's profile.
+	// Open loads one window's profile. The viewer validates it, never
+	// modifies it, and may keep it in its cache after Open returns, so
+	// the Source must not change it either.
 	Open(ctx context.Context, id string) (*profile.Profile, error)
 }

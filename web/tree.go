@@ -133,15 +133,26 @@ func (t *tree) prune(max int) (keep []bool, dropped int) {
 	}
 	slices.SortFunc(totals, func(a, b int64) int { return cmpDesc(a, b) })
 	thr := totals[max-1]
-	budget := max
-	for i := range t.nodes {
-		n := &t.nodes[i]
-		if v := sum(n); v > thr || (v == thr && budget > 0 && (i == 0 || keep[n.parent])) {
-			keep[i] = true
-			budget--
+	// Every node above the threshold is kept; ties fill what is left.
+	ties := max
+	for _, v := range totals[:max] {
+		if v > thr {
+			ties--
 		}
 	}
-	return keep, len(t.nodes) - (max - budget)
+	kept := 0
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		v := sum(n)
+		if v > thr || (v == thr && ties > 0 && (i == 0 || keep[n.parent])) {
+			if v == thr {
+				ties--
+			}
+			keep[i] = true
+			kept++
+		}
+	}
+	return keep, len(t.nodes) - kept
 }
 
 // children returns, for every kept node, its kept children sorted by frame

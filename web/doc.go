@@ -1,0 +1,83 @@
+// Package web serves Scorch's local profile viewer: one page and a small
+// JSON API over a [Source] of stored profiles, so that a host running the
+// agent (or anyone with a pprof file, via [FileSource]) can look at a flame
+// graph without a Pyroscope or Parca server.
+//
+// # Model
+//
+// A Source holds windows: one pprof profile per target per time window,
+// with window labels (service_name, container_id, pid, ...). A request
+// selects a time range and label filters. Every window that overlaps the
+// range is merged whole: windows are the unit of time, so the span actually
+// merged (reported as from/to in responses) can be wider than the range
+// asked for. Filters apply to window labels first; a filter whose label a
+// window does not carry applies to each sample's labels instead (string
+// labels, then numeric ones), which is how comm and pid filter inside a
+// single pprof file. Profiles are decoded once and kept in a bounded LRU
+// cache ([Options].CacheProfiles). Responses are merged trees and tables,
+// never raw samples.
+//
+// The value shown is the "samples" sample type when a profile has one, else
+// its default sample type, else its first.
+//
+// Frames are named by function, with inlined functions expanded (outermost
+// first); a location without symbols is named "file+0xOFFSET" from its
+// mapping, or by its address. Each frame has a kind, used for colour:
+// "kernel" when its mapping file is bracketed like "[kernel.kallsyms]"
+// (except [vdso], [vsyscall], [heap], [stack], [anon:...]), or it has no
+// mapping and a kernel-half address; "jit" when the mapping file is "[jit]",
+// perf's "//anon", or a perf-PID.map; "user" otherwise.
+//
+// # API
+//
+// All endpoints are GET and share these parameters:
+//
+//	from, to   range [from, to): Unix milliseconds or RFC 3339; default all time
+//	service    window/sample label service_name (repeat for any of several)
+//	container  label container_id
+//	comm       label comm (process name)
+//	pid        label pid (decimal)
+//	q          keep only stacks with a frame whose name contains q (any case)
+//
+// Bad parameters get 400 with a plain-text message, as does a selection of
+// more than [Options].MaxWindows windows.
+//
+//	/api/info
+//		{"title"}
+//	/api/timeline?step=
+//		Samples per time bucket, for the timeline. step is milliseconds
+//		or a Go duration; by default a round step giving at most 120
+//		buckets. Without from/to the range is the extent of all windows.
+//		Unfiltered counts come from window metadata (Window.Samples,
+//		spread evenly over the window); sample-label filters open the
+//		profiles. {"from","to","step" (ms),"windows","counts":[float]}
+//	/api/flamegraph?maxnodes=
+//		The merged call tree. {"windows","from","to","total","nodes",
+//		"pruned","unit","kinds":["user","kernel","jit"],"names":[...],
+//		"frame_kinds":[...],"root":NODE}, NODE = {"f": index into names
+//		and frame_kinds (-1 for the root), "s": self, "t": total,
+//		"c": [NODE...] sorted by name}. With maxnodes, only the maxnodes
+//		nodes with the largest totals are sent ("pruned" counts the
+//		rest), so a node's children may sum to less than its total.
+//	/api/diff?a_from&a_to&b_from&b_to&maxnodes=
+//		One tree over two ranges (the filters and q apply to both):
+//		like /api/flamegraph but "s" and "t" are [a, b] pairs, and
+//		"a"/"b" hold each range's {"windows","from","to","total"}.
+//	/api/top?sort=self|total|name&limit=500
+//		Per function: {"unit","windows","from","to","total","rows":[{"name",
+//		"kind","self","total"}]}; total counts a sample once however often
+//		the function recurs in it.
+//	/api/labels
+//		Distinct values in the range, filters ignored:
+//		{"service":[],"container":[],"comm":[],"pid":[]}.
+//	/api/profile.pb.gz
+//		The selection merged into one gzipped pprof profile with the shown
+//		sample type only; window labels are added to every sample as
+//		string labels. 404 when nothing is selected.
+//
+// The page at "/" (vanilla JavaScript, embedded) draws the timeline, a
+// canvas flame graph with the root at the top, the diff and the top table
+// from these endpoints. It uses relative URLs, so the handler can be
+// mounted under a prefix with [net/http.StripPrefix]. Its state is exposed
+// as window.scorchState for tests.
+package web
