@@ -51,9 +51,9 @@ package dwarfsym
 import (
 	"debug/dwarf"
 	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -198,24 +198,7 @@ func (t *Table) validCode(lo, hi uint64) bool {
 // openDWARF builds the unit table of the DWARF in df (which may be a
 // separate debug file); exec comes from the original file.
 func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
-	var total uint64
-	for _, s := range df.Sections {
-		if !strings.HasPrefix(s.Name, ".debug_") && !strings.HasPrefix(s.Name, ".zdebug_") {
-			continue
-		}
-		if s.Type == elf.SHT_NOBITS {
-			continue
-		}
-		n, err := sectionSize(s)
-		if err != nil {
-			return nil, fmt.Errorf("dwarfsym: %s: section %s: %w", path, s.Name, err)
-		}
-		total += n
-		if total > maxDebugBytes {
-			return nil, fmt.Errorf("dwarfsym: %s: debug sections hold more than %d bytes (at %s)", path, maxDebugBytes, s.Name)
-		}
-	}
-	d, err := df.DWARF()
+	d, total, err := loadDWARF(df)
 	if err != nil {
 		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
 	}
@@ -264,30 +247,58 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 	return t, nil
 }
 
-// sectionSize returns the uncompressed size of s (debug/elf reports it
-// for SHF_COMPRESSED sections; legacy .zdebug sections carry it in a
-// header), after checking that the bytes are really in the file and that
-// a compressed section claims no more than maxRatio times its size:
-// debug/elf allocates the claimed size before reading.
-func sectionSize(s *elf.Section) (uint64, error) {
-	const maxRatio = 1100                                  // above zlib's 1032:1 limit; real debug info compresses < 20:1
-	if s.FileSize > 0 && s.Flags&elf.SHF_COMPRESSED == 0 { // (ReaderAt is nil for compressed sections)
-		var b [1]byte
-		if _, err := s.ReadAt(b[:], int64(s.FileSize-1)); err != nil {
-			return 0, fmt.Errorf("%d bytes at file offset 0x%x run past the end of the file", s.FileSize, s.Offset)
+// loadDWARF reads the debug sections of f that line and inline lookups
+// need, decompressing SHF_COMPRESSED (zlib, zstd) and .zdebug sections.
+// Unlike elf.File.DWARF it never trusts a size the file claims: sections
+// are read incrementally, and all of them together may hold at most
+// maxDebugBytes, so a crafted header cannot make us allocate more than
+// the data really decompresses to. It returns the bytes held.
+func loadDWARF(f *elf.File) (*dwarf.Data, uint64, error) {
+	if f.Type == elf.ET_REL {
+		// Relocatable objects need relocations applied, which
+		// elf.File.DWARF does; they are not what processes map.
+		return nil, 0, errors.New("relocatable object (ET_REL)")
+	}
+	want := map[string]bool{"abbrev": true, "info": true, "line": true, "ranges": true, "str": true,
+		"addr": true, "line_str": true, "str_offsets": true, "rnglists": true}
+	sec := map[string][]byte{}
+	budget := uint64(maxDebugBytes)
+	for _, s := range f.Sections {
+		var name string
+		switch {
+		case strings.HasPrefix(s.Name, ".debug_"):
+			name = s.Name[len(".debug_"):]
+		case strings.HasPrefix(s.Name, ".zdebug_"):
+			name = s.Name[len(".zdebug_"):]
+		}
+		if !want[name] || s.Type == elf.SHT_NOBITS || sec[name] != nil {
+			continue
+		}
+		data, err := io.ReadAll(io.LimitReader(s.Open(), int64(budget)+1))
+		if err != nil {
+			return nil, 0, fmt.Errorf("section %s: %w", s.Name, err)
+		}
+		if uint64(len(data)) > budget {
+			return nil, 0, fmt.Errorf("debug sections hold more than %d bytes (at %s)", maxDebugBytes, s.Name)
+		}
+		budget -= uint64(len(data))
+		sec[name] = data
+	}
+	if len(sec["info"]) == 0 {
+		return nil, 0, ErrNoDWARF
+	}
+	d, err := dwarf.New(sec["abbrev"], nil, nil, sec["info"], sec["line"], nil, sec["ranges"], sec["str"])
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, name := range []string{"addr", "line_str", "str_offsets", "rnglists"} {
+		if b := sec[name]; b != nil {
+			if err := d.AddSection(".debug_"+name, b); err != nil {
+				return nil, 0, fmt.Errorf("section .debug_%s: %w", name, err)
+			}
 		}
 	}
-	size := s.Size
-	if s.Flags&elf.SHF_COMPRESSED == 0 && strings.HasPrefix(s.Name, ".zdebug") {
-		var hdr [12]byte
-		if n, _ := s.ReadAt(hdr[:], 0); n == 12 && string(hdr[:4]) == "ZLIB" {
-			size = binary.BigEndian.Uint64(hdr[4:])
-		}
-	}
-	if size != s.FileSize && size/maxRatio > s.FileSize {
-		return 0, fmt.Errorf("claims %d bytes uncompressed from %d compressed", size, s.FileSize)
-	}
-	return size, nil
+	return d, maxDebugBytes - budget, nil
 }
 
 // disjointUnitRanges sorts rs and trims overlaps (the first unit wins).
