@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/scorch-profiler/scorch/internal/agent"
+)
+
+func runAgent(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("agent", "[flags]\n\nProfiles every process continuously. Every --interval it closes a window and builds one\npprof per target (service_name plus labels), keeps it in --data-dir and pushes it to\n--pyroscope-url. The listener serves the flame graph viewer, /metrics, /healthz and\n/debug/pprof/. SIGINT or SIGTERM flush the last window and exit 0.\n\nEvery flag can also be set in the environment as SCORCH_<FLAG> (e.g. SCORCH_PYROSCOPE_URL)\nor in the YAML file of --config (flag names as keys). Precedence: flag, environment, file,\ndefault. Secrets are read from files or the environment only:\nSCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD, SCORCH_PYROSCOPE_BEARER_TOKEN.\n\nRules (--include, --exclude, --service-name) match FIELD:REGEX with FIELD one of\nexe, comm, cgroup, pid. Examples:\n  --exclude comm:^kworker          leave kernel workers out\n  --include cgroup:kubepods        only Kubernetes pods\n  --service-name db=exe:/postgres$  call postgres processes 'db'", stdout)
+	var cfg agent.Config
+	cfg.Flags(fs)
+	configFile := fs.String("config", "", "YAML file of settings (keys are flag names)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *configFile == "" {
+		*configFile = os.Getenv(agent.EnvName("config"))
+	}
+	if err := cfg.ApplyEnvAndFile(fs, *configFile, os.Getenv); err != nil {
+		return usageError{err}
+	}
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return usageError{fmt.Errorf("--log-level: %v", err)}
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	}
+	logger := slog.New(h)
+
+	a, err := agent.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return a.Run(ctx)
+}

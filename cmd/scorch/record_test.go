@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// These tests run `scorch record` for real: the BPF program is loaded into
+// the running kernel and profiles real workloads from testdata/.
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("must run as root in CI: this test loads BPF programs")
+		}
+		t.Skip("needs root to load BPF programs")
+	}
+}
+
+// workload builds (if needed) and starts testdata/bin/NAME with args.
+func workload(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	bin := filepath.Join("..", "..", "testdata", "bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		if out, err := exec.Command("make", "-C", filepath.Join("..", "..", "testdata")).CombinedOutput(); err != nil {
+			t.Fatalf("build testdata: %v\n%s", err, out)
+		}
+	}
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	time.Sleep(200 * time.Millisecond) // let it reach its hot loop
+	return cmd
+}
+
+// record runs `scorch record args...` in-process and parses the profile.
+func record(t *testing.T, args ...string) (*profile.Profile, string, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "x.pb.gz")
+	var stdout, stderr bytes.Buffer
+	if code := run(append([]string{"record", "-o", out}, args...), &stdout, &stderr); code != 0 {
+		t.Fatalf("scorch record exited %d:\n%s", code, stderr.String())
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		t.Fatalf("parse %s: %v", out, err)
+	}
+	if err := p.CheckValid(); err != nil {
+		t.Fatal(err)
+	}
+	return p, out, stderr.String()
+}
+
+// stackShare is, among the samples of pid, the fraction whose stack holds
+// a function for which match is true.
+func stackShare(p *profile.Profile, pid int, match func(string) bool) (share float64, n int64) {
+	var hit int64
+	for _, s := range p.Sample {
+		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
+			continue
+		}
+		n += s.Value[0]
+		if stackHas(s, match) {
+			hit += s.Value[0]
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return float64(hit) / float64(n), n
+}
+
+func stackHas(s *profile.Sample, match func(string) bool) bool {
+	for _, l := range s.Location {
+		for _, ln := range l.Line {
+			if ln.Function != nil && match(ln.Function.Name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func is(name string) func(string) bool { return func(s string) bool { return s == name } }
+
+// checkSplit asserts the 3:1 split of the cpuburn workloads and that the
+// stacks reach main.
+func checkSplit(t *testing.T, p *profile.Profile, pid int, hotA, hotB, main string) {
+	t.Helper()
+	a, n := stackShare(p, pid, is(hotA))
+	b, _ := stackShare(p, pid, is(hotB))
+	m, _ := stackShare(p, pid, is(main))
+	t.Logf("pid %d: %d samples, %s %.1f%%, %s %.1f%%, %s in %.2f%% of stacks", pid, n, hotA, 100*a, hotB, 100*b, main, 100*m)
+	if n < 500 {
+		t.Fatalf("only %d samples of the workload", n)
+	}
+	if a < 0.72 || a > 0.78 {
+		t.Errorf("%s has %.1f%% of the samples, want 75%% ± 3", hotA, 100*a)
+	}
+	if b < 0.22 || b > 0.28 {
+		t.Errorf("%s has %.1f%% of the samples, want 25%% ± 3", hotB, 100*b)
+	}
+	if m < 0.99 {
+		t.Errorf("%s is in %.2f%% of the stacks, want ≥ 99%%", main, 100*m)
+	}
+}
+
+func TestRecordC(t *testing.T) {
+	requireRoot(t)
+	w := workload(t, "cpuburn-c")
+	p, out, _ := record(t, "--duration", "5s", "--frequency", "499")
+	checkSplit(t, p, w.Process.Pid, "hot_a", "hot_b", "main")
+
+	// The mapping of the workload carries its build id and file.
+	found := false
+	for _, m := range p.Mapping {
+		if strings.HasSuffix(m.File, "/cpuburn-c") {
+			found = true
+			if m.BuildID == "" || !m.HasFunctions {
+				t.Errorf("mapping %+v: no build id or no functions", m)
+			}
+		}
+	}
+	if !found {
+		t.Error("no mapping for the cpuburn-c binary")
+	}
+
+	// go tool pprof reads it.
+	top, err := exec.Command("go", "tool", "pprof", "-top", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof -top: %v\n%s", err, top)
+	}
+	if !strings.Contains(string(top), "hot_a") {
+		t.Errorf("go tool pprof -top does not show hot_a:\n%s", top)
+	}
+}
+
+func TestRecordStrippedGo(t *testing.T) {
+	requireRoot(t)
+	w := workload(t, "cpuburn-go")
+	p, _, _ := record(t, "--duration", "5s", "--frequency", "499", "--pid", fmt.Sprint(w.Process.Pid))
+	checkSplit(t, p, w.Process.Pid, "main.hotA", "main.hotB", "main.main")
+}
+
+func TestRecordKernelFrames(t *testing.T) {
+	requireRoot(t)
+	w := workload(t, "syscall-c")
+	p, _, _ := record(t, "--duration", "3s", "--frequency", "499", "--pid", fmt.Sprint(w.Process.Pid))
+	pid := w.Process.Pid
+	_, n := stackShare(p, pid, func(string) bool { return true })
+	var kernelSamples, ordered, withCaller int64
+	for _, s := range p.Sample {
+		if s.NumLabel["pid"][0] != int64(pid) {
+			continue
+		}
+		// Frames from the leaf: kernel ones first, then user ones, never a
+		// kernel frame below a user frame.
+		seenUser, bad, kernel := false, false, false
+		for _, l := range s.Location {
+			isKernel := l.Mapping != nil && l.Mapping.File == "[kernel.kallsyms]" || l.Mapping != nil && strings.HasPrefix(l.Mapping.File, "[") && l.Mapping.File != "[vdso]"
+			if isKernel {
+				kernel = true
+				if seenUser {
+					bad = true
+				}
+			} else {
+				seenUser = true
+			}
+		}
+		if kernel {
+			kernelSamples += s.Value[0]
+			if !bad && stackHas(s, is("main")) {
+				ordered += s.Value[0]
+			}
+			// With frame pointers only, the caller of a frameless libc
+			// leaf (write, syscall) is skipped; the table unwinder finds it.
+			if stackHas(s, is("do_writes")) || stackHas(s, is("do_getppid")) {
+				withCaller += s.Value[0]
+			}
+		}
+	}
+	t.Logf("%d samples, %d with kernel frames, %d of those kernel-above-user down to main, %d with do_writes/do_getppid", n, kernelSamples, ordered, withCaller)
+	if kernelSamples*2 < n {
+		t.Errorf("only %d of %d samples of a syscall loop have kernel frames", kernelSamples, n)
+	}
+	if ordered*100 < kernelSamples*95 {
+		t.Errorf("only %d of %d kernel samples have kernel frames above user frames down to main", ordered, kernelSamples)
+	}
+	sys, _ := stackShare(p, pid, func(s string) bool { return strings.Contains(s, "sys_write") || strings.Contains(s, "sys_getppid") })
+	if sys < 0.3 {
+		t.Errorf("syscall entry points in only %.1f%% of samples", 100*sys)
+	}
+}
+
+func TestRecordUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"record", "--frequency", "0"},
+		{"record", "--no-such-flag"},
+		{"record", "--duration", "-1s"},
+		{"record", "--pid", "abc"},
+		{"record", "--demangle", "weird"},
+		{"record", "extra"},
+		{"nonsense"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2; stderr %s", args, code, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "goroutine ") {
+			t.Errorf("%v printed a stack trace", args)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"record", "--pid", "999999999"}, &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "no such process") {
+		t.Errorf("missing pid: exit %d, %s", code, stderr.String())
+	}
+}
+
+// TestRecordInterrupt runs the real binary and ends it with SIGINT: the
+// file is still written.
+func TestRecordInterrupt(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "scorch")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "i.pb.gz")
+	cmd := exec.Command(bin, "record", "--duration", "1h", "-o", out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("record did not stop on SIGINT")
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatalf("no profile after SIGINT: %v\n%s", err, stderr.String())
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Sample) == 0 {
+		t.Error("no samples")
+	}
+}
+
+// TestRecordNotPrivileged runs the binary without capabilities: a clear
+// message, exit 1, no stack trace.
+func TestRecordNotPrivileged(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "scorch")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", bin, "record", "--duration", "1s", "-o", filepath.Join(os.TempDir(), "never.pb.gz"))
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "not running as root") || !strings.Contains(string(out), "CAP_BPF") || strings.Contains(string(out), "goroutine ") {
+		t.Errorf("unclear message:\n%s", out)
+	}
+}

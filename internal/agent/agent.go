@@ -1,0 +1,267 @@
+// Package agent is `scorch agent`: it profiles the host continuously, closes
+// a window every Config.Interval (aligned to wall-clock multiples of it),
+// builds one pprof per target (a service_name plus its labels), keeps each
+// in the local store and pushes it to Pyroscope, and serves the viewer,
+// /metrics, /healthz and /debug/pprof/ on a listener.
+//
+// Goroutines and their owners: Run owns them all. The profiler's drain loop
+// runs on Run's goroutine (and owns the lifecycle-event reader); the
+// exporter's sender and the HTTP server each run on a goroutine Run starts
+// and waits for before it returns.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/exporter/pyroscope"
+	"github.com/scorch-profiler/scorch/internal/profiler"
+	"github.com/scorch-profiler/scorch/internal/sampler"
+	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/symbolizer"
+	"github.com/scorch-profiler/scorch/web"
+)
+
+// Agent is a configured agent; Run runs it.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	sym     *symbolizer.Symbolizer
+	store   *store.Store
+	exp     *pyroscope.Exporter
+	targets *targets
+	m       *metrics
+
+	// The window being filled.
+	winStart time.Time
+	windows  map[string]*targetWindow
+
+	ready atomic.Bool
+}
+
+type targetWindow struct {
+	labels  map[string]string
+	builder *exporter.Builder
+}
+
+// New checks cfg and prepares the agent's parts that need no privileges:
+// the store, the exporter. Nothing is loaded into the kernel yet.
+func New(cfg Config, logger *slog.Logger) (*Agent, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: logger, windows: map[string]*targetWindow{}}
+	dm := symbolizer.DemangleFull
+	switch cfg.Demangle {
+	case "simplified":
+		dm = symbolizer.DemangleSimplified
+	case "none":
+		dm = symbolizer.DemangleNone
+	}
+	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger})
+	a.targets = newTargets(&a.cfg, "/proc")
+	if cfg.DataDir != "" {
+		st, err := store.Open(cfg.DataDir, store.Options{MaxAge: cfg.Retention, MaxBytes: cfg.RetentionSize, Logger: logger})
+		if err != nil {
+			a.sym.Close()
+			return nil, fmt.Errorf("local store: %w", err)
+		}
+		a.store = st
+	}
+	if cfg.PyroscopeURL != "" {
+		exp, err := pyroscope.New(pyroscope.Config{
+			URL:                cfg.PyroscopeURL,
+			BasicAuthUser:      cfg.PyroscopeUser,
+			BasicAuthPassword:  cfg.PyroscopePassword,
+			BearerToken:        cfg.PyroscopeToken,
+			TenantID:           cfg.PyroscopeTenant,
+			CAFile:             cfg.PyroscopeCAFile,
+			InsecureSkipVerify: cfg.PyroscopeInsecure,
+			Timeout:            cfg.PyroscopeTimeout,
+			QueueBytes:         cfg.QueueSize,
+		}, logger)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("pyroscope: %w", err)
+		}
+		a.exp = exp
+	}
+	a.m = newMetrics(a)
+	return a, nil
+}
+
+func (a *Agent) close() {
+	if a.store != nil {
+		a.store.Close()
+	}
+	a.sym.Close()
+}
+
+// Run profiles until ctx ends, then closes the last (partial) window,
+// flushes the exporter for a bounded time and returns.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	// The listener first, so that a port conflict fails before we load
+	// anything into the kernel.
+	var srv *http.Server
+	if a.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", a.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w", a.cfg.Listen, err)
+		}
+		srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("listener stopped", "err", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+		a.log.Info("listening", "addr", ln.Addr().String(), "viewer", "http://"+ln.Addr().String()+"/")
+	}
+
+	prof, err := profiler.Open(profiler.Config{
+		Sampler:    sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle},
+		NextDrain:  a.nextDrain,
+		Symbolizer: a.sym,
+		OnForget:   a.targets.forget,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer prof.Close()
+
+	expCtx, stopExp := context.WithCancel(context.Background())
+	if a.exp != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.exp.Run(expCtx)
+		}()
+	}
+	defer stopExp()
+
+	a.winStart = time.Now().Truncate(a.cfg.Interval)
+	a.ready.Store(true)
+	a.log.Info("profiling", "cpus", prof.CPUs(), "frequency_hz", a.cfg.Frequency, "interval", a.cfg.Interval,
+		"data_dir", a.cfg.DataDir, "pyroscope", a.cfg.PyroscopeURL != "")
+	err = prof.Run(ctx, a.onBatch)
+	a.ready.Store(false)
+	return err
+}
+
+// nextDrain drains every second and exactly at each window boundary.
+func (a *Agent) nextDrain(prev time.Time) time.Time {
+	next := prev.Truncate(time.Second).Add(time.Second)
+	if b := prev.Truncate(a.cfg.Interval).Add(a.cfg.Interval); b.Before(next) {
+		next = b
+	}
+	return next
+}
+
+func (a *Agent) onBatch(b profiler.Batch) {
+	a.m.observeBatch(b)
+	for _, s := range b.Samples {
+		tg := a.targets.lookup(s.Pid, s.Comm)
+		if tg.excluded {
+			a.m.excluded.Add(float64(s.Count))
+			continue
+		}
+		w, ok := a.windows[tg.key]
+		if !ok {
+			w = &targetWindow{labels: tg.labels, builder: exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart)}
+			a.windows[tg.key] = w
+		}
+		w.builder.Add(s)
+	}
+	// A drain scheduled at a boundary closes the window; the final drain
+	// closes the partial window at the time it happened.
+	end := a.winStart.Add(a.cfg.Interval)
+	switch {
+	case b.Final:
+		a.closeWindow(b.Time)
+	case !b.Scheduled.Before(end):
+		a.closeWindow(end)
+	}
+}
+
+func (a *Agent) closeWindow(end time.Time) {
+	start := a.winStart
+	for _, w := range a.windows {
+		p, err := w.builder.Build(end)
+		if err != nil {
+			a.log.Error("window profile invalid; dropped", "err", err, "service_name", w.labels["service_name"])
+			a.m.windowErrors.Inc()
+			continue
+		}
+		a.m.windows.Inc()
+		if a.store != nil {
+			if err := a.store.Put(start, end.Sub(start), w.labels, p); err != nil {
+				a.m.storeErrors.Inc()
+			}
+		}
+		if a.exp != nil {
+			// The exporter serializes the profile during Enqueue; nothing
+			// else uses p afterwards.
+			if err := a.exp.Enqueue(pyroscope.Window{Labels: withName(w.labels), Start: start, Duration: end.Sub(start), Profile: p}); err != nil {
+				a.log.Debug("window not queued", "err", err)
+			}
+		}
+	}
+	a.windows = map[string]*targetWindow{}
+	a.winStart = end
+}
+
+func withName(labels map[string]string) map[string]string {
+	out := make(map[string]string, len(labels)+1)
+	for k, v := range labels {
+		out[k] = v
+	}
+	out["__name__"] = "process_cpu"
+	return out
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", a.m.handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if a.store != nil {
+		mux.Handle("/", web.NewHandler(a.store, web.Options{Logger: a.log}))
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "the viewer needs the local store: start the agent with --data-dir", http.StatusNotFound)
+		})
+	}
+	return mux
+}

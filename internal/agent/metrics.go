@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"net/http"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scorch-profiler/scorch/internal/profiler"
+	"github.com/scorch-profiler/scorch/internal/sampler"
+)
+
+// metrics are the agent's own Prometheus metrics, on a registry of their
+// own (so nothing registered globally by a library leaks in). Counters that
+// other parts keep (the BPF program's, the symbolizer's, the exporter's) are
+// read when scraped.
+type metrics struct {
+	reg *prometheus.Registry
+
+	mu    sync.Mutex
+	stats sampler.Stats // BPF counters as of the last drain
+
+	excluded     prometheus.Counter
+	windows      prometheus.Counter
+	windowErrors prometheus.Counter
+	storeErrors  prometheus.Counter
+	drains       prometheus.Counter
+	samples      prometheus.Counter
+}
+
+func newMetrics(a *Agent) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "scorch"}))
+	m.reg.MustRegister(collectors.NewGoCollector())
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scorch", Name: name, Help: help})
+		m.reg.MustRegister(c)
+		return c
+	}
+	m.excluded = counter("samples_excluded_total", "Samples of processes left out by --include/--exclude.")
+	m.windows = counter("windows_total", "Target windows closed (one profile each).")
+	m.windowErrors = counter("window_errors_total", "Target windows dropped because their profile was invalid.")
+	m.storeErrors = counter("store_errors_total", "Windows the local store failed to keep.")
+	m.drains = counter("drains_total", "Drains of the kernel maps.")
+	m.samples = counter("samples_drained_total", "Samples read from the kernel maps.")
+
+	// BPF program counters, by outcome and by reason of loss.
+	bpfCounter := func(name, help string, labels prometheus.Labels, get func(sampler.Stats) uint64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scorch", Name: name, Help: help, ConstLabels: labels}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(get(m.stats))
+		}))
+	}
+	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "taken"}, func(s sampler.Stats) uint64 { return s.Samples })
+	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "idle_dropped"}, func(s sampler.Stats) uint64 { return s.IdleDropped })
+	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "filtered"}, func(s sampler.Stats) uint64 { return s.Filtered })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "counts_map_full"}, func(s sampler.Stats) uint64 { return s.LostCountsFull })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "user_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostUserStack })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "pid_event_ring_full"}, func(s sampler.Stats) uint64 { return s.LostPidEvents })
+
+	m.reg.MustRegister(&symbolizerCollector{a: a})
+	if a.exp != nil {
+		m.reg.MustRegister(&exporterCollector{a: a})
+	}
+	return m
+}
+
+func (m *metrics) observeBatch(b profiler.Batch) {
+	m.drains.Inc()
+	var n uint64
+	for _, s := range b.Samples {
+		n += s.Count
+	}
+	m.samples.Add(float64(n))
+	m.mu.Lock()
+	m.stats = b.Stats
+	m.mu.Unlock()
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+var (
+	uploadDesc      = prometheus.NewDesc("scorch_upload_attempts_total", "Push requests to Pyroscope.", nil, nil)
+	uploadRetryDesc = prometheus.NewDesc("scorch_upload_retries_total", "Push requests that repeated a failed one.", nil, nil)
+	uploadSentDesc  = prometheus.NewDesc("scorch_upload_windows_sent_total", "Windows acknowledged by Pyroscope.", nil, nil)
+	uploadBytesDesc = prometheus.NewDesc("scorch_upload_bytes_total", "Gzipped pprof bytes acknowledged by Pyroscope.", nil, nil)
+	uploadFailDesc  = prometheus.NewDesc("scorch_upload_failures_total", "Failed push requests, by cause.", []string{"cause"}, nil)
+	uploadDropDesc  = prometheus.NewDesc("scorch_upload_dropped_windows_total", "Windows dropped without being sent, by cause.", []string{"cause"}, nil)
+	queueDepthDesc  = prometheus.NewDesc("scorch_upload_queue_windows", "Windows waiting to be sent.", nil, nil)
+	queueBytesDesc  = prometheus.NewDesc("scorch_upload_queue_bytes", "Bytes waiting to be sent.", nil, nil)
+)
+
+type exporterCollector struct{ a *Agent }
+
+func (c *exporterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{uploadDesc, uploadRetryDesc, uploadSentDesc, uploadBytesDesc, uploadFailDesc, uploadDropDesc, queueDepthDesc, queueBytesDesc} {
+		ch <- d
+	}
+}
+
+func (c *exporterCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.a.exp.Stats()
+	ch <- prometheus.MustNewConstMetric(uploadDesc, prometheus.CounterValue, float64(s.Attempts))
+	ch <- prometheus.MustNewConstMetric(uploadRetryDesc, prometheus.CounterValue, float64(s.Retries))
+	ch <- prometheus.MustNewConstMetric(uploadSentDesc, prometheus.CounterValue, float64(s.Sent))
+	ch <- prometheus.MustNewConstMetric(uploadBytesDesc, prometheus.CounterValue, float64(s.SentBytes))
+	for cause, n := range s.Failures {
+		ch <- prometheus.MustNewConstMetric(uploadFailDesc, prometheus.CounterValue, float64(n), cause)
+	}
+	for cause, n := range s.Dropped {
+		ch <- prometheus.MustNewConstMetric(uploadDropDesc, prometheus.CounterValue, float64(n), cause)
+	}
+	ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(s.QueueWindows))
+	ch <- prometheus.MustNewConstMetric(queueBytesDesc, prometheus.GaugeValue, float64(s.QueueBytes))
+}
+
+var (
+	symLookupsDesc  = prometheus.NewDesc("scorch_symbolizer_lookups_total", "Addresses resolved.", nil, nil)
+	symMissesDesc   = prometheus.NewDesc("scorch_symbolizer_misses_total", "Addresses that could not be named, by reason.", []string{"reason"}, nil)
+	symCacheDesc    = prometheus.NewDesc("scorch_symbolizer_cache_bytes", "Bytes held by the symbol table cache.", nil, nil)
+	symPanicsDesc   = prometheus.NewDesc("scorch_symbolizer_recovered_panics_total", "Panics while parsing a file, recovered.", nil, nil)
+	symParseErrDesc = prometheus.NewDesc("scorch_symbolizer_parse_errors_total", "Malformed maps, kallsyms, perf maps or ELF files met.", nil, nil)
+)
+
+type symbolizerCollector struct{ a *Agent }
+
+func (c *symbolizerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- symLookupsDesc
+	ch <- symMissesDesc
+	ch <- symCacheDesc
+	ch <- symPanicsDesc
+	ch <- symParseErrDesc
+}
+
+func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.a.sym.Stats()
+	ch <- prometheus.MustNewConstMetric(symLookupsDesc, prometheus.CounterValue, float64(s.UserLookups+s.KernelLookups))
+	for reason, n := range map[string]uint64{
+		"no_mapping": s.MissNoMapping,
+		"no_file":    s.MissNoFile,
+		"no_symbol":  s.MissNoSymbol,
+		"jit":        s.MissJIT,
+		"kernel":     s.MissKernel,
+	} {
+		ch <- prometheus.MustNewConstMetric(symMissesDesc, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(symCacheDesc, prometheus.GaugeValue, float64(s.CacheBytes))
+	ch <- prometheus.MustNewConstMetric(symPanicsDesc, prometheus.CounterValue, float64(s.RecoveredPanics))
+	ch <- prometheus.MustNewConstMetric(symParseErrDesc, prometheus.CounterValue, float64(s.ParseErrors))
+}
