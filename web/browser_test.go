@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/google/pprof/profile"
 )
 
 // chromiumPath finds the browser for TestBrowser: $SCORCH_CHROMIUM, else
@@ -48,14 +49,21 @@ func TestBrowser(t *testing.T) {
 	}
 }
 
-func browseFixture(t *testing.T, exe string, fx fixture) {
-	src, err := FileSource(filepath.Join("testdata", fx.File))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(NewHandler(src, Options{Title: "Scorch test: " + fx.File}))
-	defer srv.Close()
+// page is one headless Chromium tab on a viewer server, with helpers that
+// fail the test on error.
+type page struct {
+	t   *testing.T
+	ctx context.Context
 
+	mu       sync.Mutex
+	jsErrors []string // uncaught exceptions and console.error calls
+}
+
+// openPage starts Chromium on a fresh profile directory and loads the
+// viewer for src. Everything stops when the test ends.
+func openPage(t *testing.T, exe string, src Source, title string) *page {
+	srv := httptest.NewServer(NewHandler(src, Options{Title: title}))
+	t.Cleanup(srv.Close)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(exe),
 		chromedp.Headless,
@@ -68,20 +76,13 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1400, 1000),
 	)
-	defer cancel()
+	t.Cleanup(cancel)
 	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-
-	var mu sync.Mutex
-	var jsErrors []string
-	pageErr := func(msg string) {
-		mu.Lock()
-		jsErrors = append(jsErrors, msg)
-		mu.Unlock()
-	}
-	err = chromedp.Listen(ctx, func(ev any) {
+	t.Cleanup(cancel)
+	ctx, cancel = context.WithTimeout(ctx, 120*time.Second)
+	t.Cleanup(cancel)
+	p := &page{t: t, ctx: ctx}
+	err := chromedp.Listen(ctx, func(ev any) {
 		switch ev := ev.(type) {
 		case *runtime.EventExceptionThrown:
 			d := ev.ExceptionDetails
@@ -89,80 +90,141 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 			if d.Exception != nil {
 				msg += " " + d.Exception.Description
 			}
-			pageErr(msg)
+			p.pageErr(msg)
 		case *runtime.EventConsoleAPICalled:
 			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				pageErr(fmt.Sprintf("console.error: %d args", len(ev.Args)))
+				p.pageErr(fmt.Sprintf("console.error with %d args", len(ev.Args)))
 			}
 		}
 	})
 	if err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
-	fail := func(what string, err error) {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("%s: %v (page errors: %q)", what, err, jsErrors)
-	}
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			fail(what, err)
+	p.do("loading the page", chromedp.Navigate(srv.URL+"/"))
+	p.idle("first render", "scorchState.ready")
+	t.Cleanup(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.jsErrors) > 0 {
+			t.Errorf("page errors: %q", p.jsErrors)
 		}
-	}
-	// idle waits until the page is not loading and cond holds.
-	idle := func(what string, cond string) {
-		t.Helper()
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.loading === 0 && !!(`+cond+`)`,
-			chromedp.WithPollingTimeout(30*time.Second)))
-		if err != nil {
-			fail("waiting for "+what, err)
-		}
-	}
-	evalInt := func(expr string) int { t.Helper(); return evalJS[int](t, ctx, fail, expr) }
-	evalFloat := func(expr string) float64 { t.Helper(); return evalJS[float64](t, ctx, fail, expr) }
-	evalString := func(expr string) string { t.Helper(); return evalJS[string](t, ctx, fail, expr) }
+	})
+	return p
+}
 
-	do("loading the page", chromedp.Navigate(srv.URL+"/"))
-	idle("first render", "scorchState.ready && scorchState.drawn > 1")
+func (p *page) pageErr(msg string) {
+	p.mu.Lock()
+	p.jsErrors = append(p.jsErrors, msg)
+	p.mu.Unlock()
+}
 
-	// Drag across the middle 60% of the timeline.
-	bx, by := evalFloat(`document.getElementById('timeline').getBoundingClientRect().left`), evalFloat(`document.getElementById('timeline').getBoundingClientRect().top`)
-	bw, bh := evalFloat(`document.getElementById('timeline').getBoundingClientRect().width`), evalFloat(`document.getElementById('timeline').getBoundingClientRect().height`)
-	efrom, eto := evalFloat(`scorchState.extent.from`), evalFloat(`scorchState.extent.to`)
-	gen := evalInt(`scorchState.gen`)
+func (p *page) fail(what string, err error) {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t.Fatalf("%s: %v (page errors: %q)", what, err, p.jsErrors)
+}
+
+func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, actions...); err != nil {
+		p.fail(what, err)
+	}
+}
+
+// idle waits until the page is not loading and the JavaScript cond holds.
+func (p *page) idle(what string, cond string) {
+	p.t.Helper()
+	_, err := chromedp.Run(p.ctx, chromedp.Poll[bool](`window.scorchState && scorchState.loading === 0 && !!(`+cond+`)`,
+		chromedp.WithPollingTimeout(60*time.Second)))
+	if err != nil {
+		p.fail("waiting for "+what, err)
+	}
+}
+
+func evalJS[T any](p *page, expr string) T {
+	p.t.Helper()
+	v, err := chromedp.Run(p.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		p.fail("evaluating "+expr, err)
+	}
+	return v
+}
+
+func (p *page) int(expr string) int       { p.t.Helper(); return evalJS[int](p, expr) }
+func (p *page) float(expr string) float64 { p.t.Helper(); return evalJS[float64](p, expr) }
+func (p *page) string(expr string) string { p.t.Helper(); return evalJS[string](p, expr) }
+func (p *page) gen() int                  { p.t.Helper(); return p.int(`scorchState.gen`) }
+func (p *page) rect(expr string) (x, y, w, h float64) {
+	p.t.Helper()
+	return p.float(expr + `.x`), p.float(expr + `.y`), p.float(expr + `.w`), p.float(expr + `.h`)
+}
+
+// dragTimeline drags across the timeline from fraction f0 to f1 of its
+// width and waits for the page to render the new selection.
+func (p *page) dragTimeline(f0, f1 float64) {
+	p.t.Helper()
+	const box = `document.getElementById('timeline').getBoundingClientRect()`
+	bx, by, bw, bh := p.float(box+`.left`), p.float(box+`.top`), p.float(box+`.width`), p.float(box+`.height`)
+	gen := p.gen()
 	y := by + bh/2
-	x0, x1 := bx+0.2*bw, bx+0.8*bw
-	do("dragging on the timeline",
+	x0, x1 := bx+f0*bw, bx+f1*bw
+	p.do("dragging on the timeline",
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, x0, y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, (x0+x1)/2, y, chromedp.ButtonLeft),
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x1, y, chromedp.ButtonLeft),
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, x1, y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
 	)
-	idle("render after the drag", fmt.Sprintf("scorchState.gen > %d && scorchState.selection", gen))
-	sfrom, sto := evalFloat(`scorchState.selection.from`), evalFloat(`scorchState.selection.to`)
+	p.idle("render after the drag", fmt.Sprintf("scorchState.gen > %d", gen))
+}
+
+// frameRGB returns the colour in the middle of the widest drawn frame
+// named name.
+func (p *page) frameRGB(name string) (r, g, b int) {
+	p.t.Helper()
+	expr := fmt.Sprintf(`(() => { const f = scorchState.frameRect(%q); if (!f) return ''; const c = document.getElementById('flamegraph'); const k = c.width / c.clientWidth; const b = c.getBoundingClientRect(); return Array.from(c.getContext('2d').getImageData(Math.round((f.x - b.left + f.w / 2) * k), Math.round((f.y - b.top + f.h / 2) * k), 1, 1).data).join(','); })()`, name)
+	s := p.string(expr)
+	if _, err := fmt.Sscanf(s, "%d,%d,%d", &r, &g, &b); err != nil {
+		p.t.Fatalf("frame %s: no pixel (%q)", name, s)
+	}
+	return r, g, b
+}
+
+func browseFixture(t *testing.T, exe string, fx fixture) {
+	src, err := FileSource(filepath.Join("testdata", fx.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := openPage(t, exe, src, "Scorch test: "+fx.File)
+	if p.int(`scorchState.drawn`) < 2 {
+		t.Fatal("nothing drawn")
+	}
+
+	// Drag across the middle 60% of the timeline.
+	efrom, eto := p.float(`scorchState.extent.from`), p.float(`scorchState.extent.to`)
+	p.dragTimeline(0.2, 0.8)
+	sfrom, sto := p.float(`scorchState.selection.from`), p.float(`scorchState.selection.to`)
 	span := eto - efrom
 	if math.Abs(sfrom-(efrom+0.2*span)) > 0.02*span || math.Abs(sto-(efrom+0.8*span)) > 0.02*span {
 		t.Errorf("selection [%.0f, %.0f), want about 20%%..80%% of [%.0f, %.0f)", sfrom, sto, efrom, eto)
 	}
-	if !strings.HasPrefix(evalString(`document.getElementById('range-label').textContent`), "Selected ") {
+	if !strings.HasPrefix(p.string(`document.getElementById('range-label').textContent`), "Selected ") {
 		t.Error("range label does not show the selection")
 	}
 
 	// The top table's first row is the hot function at its share.
-	firstName := evalString(`document.querySelector('#top-table tbody tr').dataset.name`)
-	selfShare := evalFloat(`+document.querySelector('#top-table tbody tr').dataset.selfShare`)
+	firstName := p.string(`document.querySelector('#top-table tbody tr').dataset.name`)
+	selfShare := p.float(`+document.querySelector('#top-table tbody tr').dataset.selfShare`)
 	if firstName != fx.Hot || math.Abs(selfShare-fx.SelfShare) > fx.Tolerance {
 		t.Errorf("top row %q at %.2f%%, want %q at %.0f±%.0f%%", firstName, selfShare, fx.Hot, fx.SelfShare, fx.Tolerance)
 	}
 
 	// Search highlights the hot function and reports its share.
-	gen = evalInt(`scorchState.gen`)
-	do("typing the search", chromedp.SendKeys(chromedp.ID("search"), fx.Search))
-	idle("search applied", fmt.Sprintf("scorchState.gen > %d && scorchState.search.query === %q", gen, fx.Search))
-	share := evalFloat(`scorchState.search.share`)
-	matches := evalInt(`scorchState.search.matches`)
+	gen := p.gen()
+	p.do("typing the search", chromedp.SendKeys(chromedp.ID("search"), fx.Search))
+	p.idle("search applied", fmt.Sprintf("scorchState.gen > %d && scorchState.search.query === %q", gen, fx.Search))
+	share := p.float(`scorchState.search.share`)
+	matches := p.int(`scorchState.search.matches`)
 	want := fx.TotalShare
 	if want == 0 {
 		want = fx.SelfShare
@@ -170,14 +232,17 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 	if matches < 1 || math.Abs(100*share-want) > fx.Tolerance {
 		t.Errorf("search %q: share %.2f%% in %d functions, want %.0f±%.0f%%", fx.Search, 100*share, matches, want, fx.Tolerance)
 	}
-	if shown := evalString(`document.getElementById('search-share').textContent`); !strings.Contains(shown, fmt.Sprintf("%.1f%%", 100*share)) {
+	if shown := p.string(`document.getElementById('search-share').textContent`); !strings.Contains(shown, fmt.Sprintf("%.1f%%", 100*share)) {
 		t.Errorf("search share text %q does not show %.1f%%", shown, 100*share)
+	}
+	if r, g, b := p.frameRGB(fx.Hot); !(r > 180 && b > 180 && g < 120) {
+		t.Errorf("matched frame %s is rgb(%d,%d,%d), want the magenta highlight", fx.Hot, r, g, b)
 	}
 
 	// The screenshot shows the search over the whole selection.
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
-		fail("screenshot", err)
+		p.fail("screenshot", err)
 	}
 	name := filepath.Join("testdata", "screenshots", strings.TrimSuffix(fx.File, ".pb.gz")+".png")
 	if err := os.WriteFile(name, png, 0o644); err != nil {
@@ -186,38 +251,80 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 
 	// Click the hot function's frame to zoom into it.
 	rect := fmt.Sprintf(`scorchState.frameRect(%q)`, fx.Hot)
-	if evalString(`JSON.stringify(`+rect+`)`) == "null" {
+	if p.string(`JSON.stringify(`+rect+`)`) == "null" {
 		t.Fatalf("no frame of %s drawn", fx.Hot)
 	}
-	fx0, fy0 := evalFloat(rect+`.x`), evalFloat(rect+`.y`)
-	fw, fh := evalFloat(rect+`.w`), evalFloat(rect+`.h`)
-	gen = evalInt(`scorchState.gen`)
-	do("clicking the frame", chromedp.MouseClickXY(fx0+fw/2, fy0+fh/2))
-	idle("zoom", fmt.Sprintf("scorchState.gen > %d", gen))
-	zoomName := evalString(`scorchState.zoom.name`)
-	zoomShare := evalFloat(`scorchState.zoom.share`)
-	crumb := evalString(`document.querySelector('#breadcrumb span:last-child').textContent`)
+	x, y, w, h := p.rect(rect)
+	gen = p.gen()
+	p.do("clicking the frame", chromedp.MouseClickXY(x+w/2, y+h/2))
+	p.idle("zoom", fmt.Sprintf("scorchState.gen > %d", gen))
+	zoomName := p.string(`scorchState.zoom.name`)
+	zoomShare := p.float(`scorchState.zoom.share`)
+	crumb := p.string(`document.querySelector('#breadcrumb span:last-child').textContent`)
 	if zoomName != fx.Hot || crumb != fx.Hot || math.Abs(100*zoomShare-want) > fx.Tolerance {
 		t.Errorf("zoomed to %q (breadcrumb %q) at %.2f%%, want %q at %.0f%%", zoomName, crumb, 100*zoomShare, fx.Hot, want)
 	}
+	// The zoomed frame now spans the graph.
+	if _, _, zw, _ := p.rect(rect); math.Abs(zw-p.float(`document.getElementById('flamegraph').clientWidth`)) > 2 {
+		t.Errorf("zoomed frame is %.0fpx wide, want the full width", zw)
+	}
 
 	// Reset goes back to the root.
-	do("reset", chromedp.Click(chromedp.ID("reset")))
-	idle("reset", `scorchState.zoom.name === 'all'`)
+	p.do("reset", chromedp.Click(chromedp.ID("reset")))
+	p.idle("reset", `scorchState.zoom.name === 'all'`)
+}
 
-	mu.Lock()
-	defer mu.Unlock()
-	if len(jsErrors) > 0 {
-		t.Errorf("page errors: %q", jsErrors)
+// TestBrowserDiff selects two ranges in diff mode and checks the colours:
+// a function only in B is red, one only in A blue.
+func TestBrowserDiff(t *testing.T) {
+	exe := chromiumPath(t)
+	p := openPage(t, exe, testSource(), "Scorch diff test")
+	gen := p.gen()
+	p.do("diff mode", chromedp.Click(chromedp.ID("mode-diff")))
+	p.idle("diff mode", fmt.Sprintf("scorchState.gen >= %d && scorchState.mode === 'diff'", gen))
+	// The timeline spans w1, w2, w3 (10s each): A over w1, B over w2.
+	p.dragTimeline(0.05, 0.25)
+	p.dragTimeline(0.40, 0.60)
+	p.idle("diff", "scorchState.diff.totals")
+	if got := p.string(`scorchState.diff.totals.join(',')`); got != "10,10" {
+		t.Fatalf("diff totals %s, want 10,10", got)
+	}
+	if r, _, b := p.frameRGB("encode"); r <= b+40 {
+		t.Errorf("encode (only in B) is rgb(%d,_,%d), want red", r, b)
+	}
+	if r, _, b := p.frameRGB("idle"); b <= r+40 {
+		t.Errorf("idle (only in A) is rgb(%d,_,%d), want blue", r, b)
+	}
+	if dir := os.Getenv("SCORCH_SCREENSHOTS"); dir != "" {
+		png, err := chromedp.Run(p.ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			p.fail("screenshot", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "diff.png"), png, 0o644); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
-// evalJS evaluates expr in the page and returns its value as T.
-func evalJS[T any](t *testing.T, ctx context.Context, fail func(string, error), expr string) T {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		fail("evaluating "+expr, err)
+// TestBrowserLarge renders a tree of 50,000 distinct functions and reports
+// how long the page took; sub-pixel frames must be skipped.
+func TestBrowserLarge(t *testing.T) {
+	exe := chromiumPath(t)
+	m := &memSource{}
+	m.profs = map[string]*profile.Profile{"big": bigProfile(50_000, 100_000)}
+	m.windows = []Window{{ID: "big", Start: t0, Duration: time.Minute, Samples: 300_000}}
+	p := openPage(t, exe, m, "Scorch large test")
+	nodes, drawn := p.int(`scorchState.nodes`), p.int(`scorchState.drawn`)
+	if drawn < 100 || drawn >= nodes {
+		t.Errorf("drew %d of %d nodes: want sub-pixel frames skipped", drawn, nodes)
 	}
-	return v
+	loadMs, drawMs := p.float(`scorchState.loadMs`), p.float(`scorchState.drawMs`)
+	gen := p.gen()
+	p.do("search", chromedp.SendKeys(chromedp.ID("search"), "pkg7."))
+	p.idle("search", fmt.Sprintf("scorchState.gen > %d", gen))
+	if p.int(`scorchState.search.matches`) < 400 {
+		t.Errorf("search pkg7. matched %d functions, want about 50000/97", p.int(`scorchState.search.matches`))
+	}
+	t.Logf("%d nodes: fetch+parse %.0fms, draw %.1fms (%d frames drawn); search redraw %.1fms",
+		nodes, loadMs, drawMs, drawn, p.float(`scorchState.drawMs`))
 }

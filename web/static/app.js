@@ -19,13 +19,15 @@
     mode: 'flame',
     extent: null,     // {from, to} ms of the timeline
     selection: null,  // {from, to} ms, null for all time
-    diff: { a: null, b: null, side: 'b' },
+    diff: { a: null, b: null, side: 'a', totals: null },
     filters: { service: '', container: '', comm: '', pid: '' },
     unit: '', total: 0, windows: 0, span: null, nodes: 0, pruned: 0,
     zoom: { name: 'all', total: 0, share: 1, depth: 0 },
     search: { query: '', share: 0, matches: 0 },
     top: [],          // rows as shown: {name, kind, self, total}
     drawn: 0,         // frames drawn in the last paint
+    drawMs: 0,        // how long the last paint took
+    loadMs: 0,        // fetch + parse of the last tree
     // frameRect returns the viewport rectangle of the widest drawn frame
     // named name, or null.
     frameRect(name) {
@@ -139,6 +141,7 @@
   // ---- flame graph drawing ----
   function draw() {
     if (!data) return;
+    const t0 = performance.now();
     const dpr = window.devicePixelRatio || 1;
     const W = flame.clientWidth || 800;
     const Z = zoomNode || data.root;
@@ -187,6 +190,7 @@
       }
     }
     S.drawn = rects.length;
+    S.drawMs = performance.now() - t0;
   }
 
   function hit(ev) {
@@ -339,6 +343,7 @@
 
   async function load() {
     const seq = ++reqSeq;
+    const t0 = performance.now();
     S.loading++;
     setStatus('Loading…');
     try {
@@ -348,11 +353,14 @@
           data = null; zoomNode = null;
           const ctx = flame.getContext('2d'); ctx.clearRect(0, 0, flame.width, flame.height);
           setStatus('Diff: drag on the timeline to set range A (baseline) and range B (comparison).');
+          $('breadcrumb').textContent = '';
+          S.gen++;
           return;
         }
         const d = await getJSON('api/diff', params({ ...rangeParams(a, 'a_'), ...rangeParams(b, 'b_'), maxnodes: MAX_NODES }));
         if (seq !== reqSeq) return;
         S.unit = d.unit; S.total = d.b.total; S.nodes = d.nodes; S.pruned = d.pruned;
+        S.diff.totals = [d.a.total, d.b.total];
         data = d;
         prepareTree(d);
         setStatus('A: ' + fmtN(d.a.total) + ' samples in ' + d.a.windows + ' windows; B: ' +
@@ -384,6 +392,7 @@
         if (!c) break;
         n = c;
       }
+      S.loadMs = performance.now() - t0;
       if (searchRe) computeSearchShare();
       zoomTo(n);
       S.ready = true;
