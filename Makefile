@@ -12,7 +12,7 @@ FUZZTIME ?= 10s
 
 help:
 	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
-	@echo "make run             build, then profile this host (run as root: sudo make run)"
+	@echo "make run             build, then run the agent on this host with the viewer on localhost (sudo make run)"
 	@echo "make test            the whole test suite (as root: tests load real BPF programs)"
 	@echo "make generate        regenerate the BPF objects with clang (bpf2go)"
 	@echo "make check-generate  regenerate and fail if the committed objects differ"
@@ -50,8 +50,13 @@ fuzz:
 
 test: vet test-go fuzz
 
+# The agent over the whole host, with the local store in ./scorch-data and
+# the viewer on localhost. Ctrl-C stops it (the last window is kept).
+RUN_DATA ?= $(CURDIR)/scorch-data
+RUN_LISTEN ?= 127.0.0.1:7070
 run: build
-	./$(BIN) record --duration 10s --output scorch-host.pb.gz $(RUN_FLAGS)
+	@echo "scorch: profiling this host; viewer http://$(RUN_LISTEN)/  metrics http://$(RUN_LISTEN)/metrics  windows in $(RUN_DATA)  (Ctrl-C to stop)"
+	./$(BIN) agent --data-dir $(RUN_DATA) --listen $(RUN_LISTEN) $(RUN_FLAGS)
 
 bench: build testdata
 	bench/run.sh
