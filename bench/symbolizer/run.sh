@@ -119,6 +119,10 @@ cat >>"$results" <<'NOTES'
   functions such as `atoi` after `main`); llvm-symbolizer and dwarfsym use
   the DWARF name. Go assembly functions: dwarfsym gives the DWARF name
   (`sha1.blockAVX2`), both tools the symbol (`sha1.blockAVX2.abi0`).
+- "n/a" warm: the run with 11 passes was not measurably slower than the
+  run with one (addr2line's time on big Go binaries is all loading, and
+  the shared machine's noise exceeds the lookup time); compare with
+  llvm-symbolizer's warm rate there instead.
 - dwarf-rust/dwarf-cpp: llvm-symbolizer names folded (identical-code)
   functions after the symbol-table alias; the unit tests show dwarfsym
   equal to addr2line or, where binutils 2.40 is wrong (DWARF 5 file of
