@@ -287,10 +287,10 @@ func TestCorruptFilesSkipped(t *testing.T) {
 	path := func(i int, ext string) string {
 		return filepath.Join(dir, "20260304T05", ws[i].ID+ext)
 	}
-	os.WriteFile(path(0, ".json"), []byte(`{"version":1,"id":`), 0o600)            // truncated sidecar
-	os.WriteFile(path(1, ".pb.gz"), []byte("short"), 0o600)                       // wrong size
-	os.Remove(path(2, ".json"))                                                   // orphan profile
-	os.Remove(path(3, ".pb.gz"))                                                  // sidecar without profile
+	os.WriteFile(path(0, ".json"), []byte(`{"version":1,"id":`), 0o600)          // truncated sidecar
+	os.WriteFile(path(1, ".pb.gz"), []byte("short"), 0o600)                      // wrong size
+	os.Remove(path(2, ".json"))                                                  // orphan profile
+	os.Remove(path(3, ".pb.gz"))                                                 // sidecar without profile
 	os.WriteFile(path(4, ".json"), []byte(`{"version":2,"future":true}`), 0o600) // newer format: kept
 	os.WriteFile(filepath.Join(dir, "20260304T05", ".tmp-x.pb.gz-123"), []byte("partial"), 0o600)
 	os.WriteFile(filepath.Join(dir, "README"), []byte("not ours"), 0o600)

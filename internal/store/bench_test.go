@@ -1,0 +1,81 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// benchProfile is a busy window: 2000 distinct stacks of depth 20 over
+// 1000 locations.
+func benchProfile() *profile.Profile {
+	p := cpuProfile("x", 1, t0)
+	p.Sample, p.Location, p.Function = nil, nil, nil
+	for i := range 1000 {
+		id := uint64(i + 1)
+		fn := &profile.Function{ID: id, Name: fmt.Sprintf("github.com/some/pkg.(*Type).method%d", i)}
+		p.Function = append(p.Function, fn)
+		p.Location = append(p.Location, &profile.Location{ID: id, Address: 0x400000 + id*16, Line: []profile.Line{{Function: fn, Line: int64(i)}}})
+	}
+	for i := range 2000 {
+		var stack []*profile.Location
+		for d := range 20 {
+			stack = append(stack, p.Location[(i*7+d*131)%1000])
+		}
+		p.Sample = append(p.Sample, &profile.Sample{Location: stack, Value: []int64{30_000_000, 3}})
+	}
+	return p
+}
+
+// BenchmarkPut measures writing one window: serialization, two synced
+// files, directory syncs.
+func BenchmarkPut(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{MaxAge: 100 * 365 * 24 * time.Hour, MaxBytes: 1 << 40})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := benchProfile()
+	labels := map[string]string{"service_name": "svc", "pid": "1234"}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Put(t0.Add(time.Duration(i)*time.Second), time.Second, labels, p); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(s.Stats().Bytes)/float64(i), "disk-bytes/window")
+}
+
+// BenchmarkWindows lists one minute out of a day of windows of 100 targets
+// every 10s (864,000 windows in the index), and reports the index's memory.
+func BenchmarkWindows(b *testing.B) {
+	s := &Store{byID: make(map[string]*entry), labels: make(map[string]*labelSet)}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const targets, windows = 100, 8640
+	for w := range windows {
+		start := t0.Add(time.Duration(w) * 10 * time.Second)
+		for tg := range targets {
+			labels := map[string]string{"service_name": "svc" + strconv.Itoa(tg%10), "pid": strconv.Itoa(tg)}
+			s.addLocked(&entry{id: windowID(start, labels), start: start.UnixNano(), dur: int64(10 * time.Second), size: 1}, labels)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	from := t0.Add(12 * time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		ws, err := s.Windows(context.Background(), from, from.Add(time.Minute))
+		if err != nil || len(ws) != 6*targets {
+			b.Fatalf("%d windows, %v", len(ws), err)
+		}
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(targets*windows), "index-bytes/window")
+}
