@@ -41,7 +41,7 @@ func chromiumPath(t *testing.T) string {
 // TestBrowser drives the page in headless Chromium for every fixture:
 // select a range on the timeline by dragging, search for the hot
 // function, click its frame to zoom, and check what the page shows. It
-// saves a screenshot to testdata/screenshots/.
+// saves a screenshot to $SCORCH_SCREENSHOTS (default: a temporary folder).
 func TestBrowser(t *testing.T) {
 	exe := chromiumPath(t)
 	for _, fx := range loadFixtures(t) {
@@ -244,10 +244,20 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 	if err != nil {
 		p.fail("screenshot", err)
 	}
-	name := filepath.Join("testdata", "screenshots", strings.TrimSuffix(fx.File, ".pb.gz")+".png")
+	// Screenshots go to $SCORCH_SCREENSHOTS (docs/screenshots to refresh
+	// the README's) or a temporary folder, never over committed files.
+	dir := os.Getenv("SCORCH_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "scorch-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, strings.TrimSuffix(fx.File, ".pb.gz")+".png")
 	if err := os.WriteFile(name, png, 0o644); err != nil {
 		t.Error(err)
 	}
+	t.Logf("screenshot: %s", name)
 
 	// Click the hot function's frame to zoom into it.
 	rect := fmt.Sprintf(`scorchState.frameRect(%q)`, fx.Hot)
