@@ -46,7 +46,10 @@
 // (other 4xx such as 400, 401, 403, 413) is not retried: its windows are
 // dropped and counted, and the cause is logged at most once per cause every
 // ten minutes. A batch refused for good is re-sent one window at a time so
-// that one bad window does not take the others with it.
+// that one bad window does not take the others with it; this cannot
+// duplicate windows because Pyroscope's distributor validates every series
+// of a request before it stores any (it also replaces the sample IDs we
+// send, so IDs do not deduplicate).
 //
 // A window is re-sent only after a failed attempt, so a server that answered
 // receives each window once. (When a request times out after the server

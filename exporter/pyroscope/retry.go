@@ -30,6 +30,7 @@ func classify(err error, a *attempt, now time.Time) outcome {
 		o := outcome{cause: "http_" + strconv.Itoa(a.status)}
 		switch {
 		case a.status == http.StatusRequestTimeout, a.status == http.StatusTooManyRequests,
+			a.status == 499, // "client closed request": the request was cut, not refused
 			a.status >= 500:
 			o.retry = true
 		}

@@ -28,6 +28,7 @@ func TestClassify(t *testing.T) {
 		{errX, 503, now.Add(90 * time.Second).Format(http.TimeFormat), outcome{cause: "http_503", retry: true, notBefore: 90 * time.Second}},
 		{errX, 500, "7", outcome{cause: "http_500", retry: true}}, // Retry-After only on 429/503
 		{errX, 502, "", outcome{cause: "http_502", retry: true}},
+		{errX, 499, "", outcome{cause: "http_499", retry: true}},
 		{fmt.Errorf("post: %w", context.DeadlineExceeded), 0, "", outcome{cause: "timeout", retry: true}},
 		{errX, 0, "", outcome{cause: "network", retry: true}},
 		{errX, 200, "", outcome{cause: "bad_response"}},
