@@ -28,12 +28,13 @@ const (
 )
 
 type ScorchSampleKey struct {
-	_           structs.HostLayout
-	Pid         uint32
-	Tid         uint32
-	KernStackId int32
-	UserStackId int32
-	Comm        [16]int8
+	_             structs.HostLayout
+	Pid           uint32
+	Tid           uint32
+	KernStackId   int32
+	UserStackId   int32
+	Comm          [16]int8
+	UserStackHash uint64
 }
 
 type ScorchScorchConfig struct {
@@ -41,7 +42,7 @@ type ScorchScorchConfig struct {
 	ActiveSet  uint32
 	DropIdle   uint32
 	FilterPids uint32
-	Pad        uint32
+	Unwind     uint32
 }
 
 type ScorchStatKey uint32
@@ -54,32 +55,101 @@ const (
 	ScorchStatKeySTAT_LOST_KERNEL_STACK ScorchStatKey = 4
 	ScorchStatKeySTAT_LOST_COUNTS_FULL  ScorchStatKey = 5
 	ScorchStatKeySTAT_LOST_PID_EVENT    ScorchStatKey = 6
-	ScorchStatKeySTAT_MAX               ScorchStatKey = 8
+	ScorchStatKeySTAT_UNWOUND           ScorchStatKey = 7
+	ScorchStatKeySTAT_UNWIND_MAX_FRAMES ScorchStatKey = 8
+	ScorchStatKeySTAT_UNWIND_READ       ScorchStatKey = 9
+	ScorchStatKeySTAT_UNWIND_BAD_FRAME  ScorchStatKey = 10
+	ScorchStatKeySTAT_UNWIND_NO_LR      ScorchStatKey = 11
+	ScorchStatKeySTAT_LOST_UNWOUND_FULL ScorchStatKey = 12
+	ScorchStatKeySTAT_MAX               ScorchStatKey = 16
+)
+
+type ScorchUnwindMapping struct {
+	_        structs.HostLayout
+	Start    uint64
+	End      uint64
+	Bias     uint64
+	FirstRow uint32
+	Nrows    uint32
+}
+
+type ScorchUnwindProc struct {
+	_         structs.HostLayout
+	Nmappings uint32
+	Pad       uint32
+	Mappings  [128]ScorchUnwindMapping
+}
+
+type ScorchUnwindRow struct {
+	_   structs.HostLayout
+	Pc  uint32
+	Cfa uint16
+	Fp  int8
+	Ra  int8
+}
+
+type ScorchUnwindStack struct {
+	_           structs.HostLayout
+	N           uint32
+	Stop        uint32
+	TableFrames uint32
+	FpFrames    uint32
+	Pcs         [128]uint64
+}
+
+type ScorchUnwindState struct {
+	_     structs.HostLayout
+	Pc    uint64
+	Sp    uint64
+	Fp    uint64
+	Lr    uint64
+	Tgid  uint32
+	Flags uint32
+	Hash  uint64
+	Stack ScorchUnwindStack
+}
+
+type ScorchUnwindStop uint32
+
+const (
+	ScorchUnwindStopUNWIND_STOP_END        ScorchUnwindStop = 1
+	ScorchUnwindStopUNWIND_STOP_MAX_FRAMES ScorchUnwindStop = 2
+	ScorchUnwindStopUNWIND_STOP_READ       ScorchUnwindStop = 3
+	ScorchUnwindStopUNWIND_STOP_BAD_FRAME  ScorchUnwindStop = 4
+	ScorchUnwindStopUNWIND_STOP_NO_LR      ScorchUnwindStop = 5
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ScorchMapBarrierInner    = "barrier_inner"
-	ScorchMapConfig          = "config"
-	ScorchMapCounts0         = "counts0"
-	ScorchMapCounts1         = "counts1"
-	ScorchMapEvents          = "events"
-	ScorchMapSeenPids        = "seen_pids"
-	ScorchMapStacksKern0     = "stacks_kern0"
-	ScorchMapStacksKern1     = "stacks_kern1"
-	ScorchMapStacksUser0     = "stacks_user0"
-	ScorchMapStacksUser1     = "stacks_user1"
-	ScorchMapStats           = "stats"
-	ScorchMapSyncBarrier     = "sync_barrier"
-	ScorchMapTargetPids      = "target_pids"
-	ScorchProgScorchExec     = "scorch_exec"
-	ScorchProgScorchExit     = "scorch_exit"
-	ScorchProgScorchSample   = "scorch_sample"
-	ScorchVarUnusedEvent     = "unused_event"
-	ScorchVarUnusedEventType = "unused_event_type"
-	ScorchVarUnusedStatKey   = "unused_stat_key"
+	ScorchMapBarrierInner      = "barrier_inner"
+	ScorchMapConfig            = "config"
+	ScorchMapCounts0           = "counts0"
+	ScorchMapCounts1           = "counts1"
+	ScorchMapEvents            = "events"
+	ScorchMapSeenPids          = "seen_pids"
+	ScorchMapStacksKern0       = "stacks_kern0"
+	ScorchMapStacksKern1       = "stacks_kern1"
+	ScorchMapStacksUnwound0    = "stacks_unwound0"
+	ScorchMapStacksUnwound1    = "stacks_unwound1"
+	ScorchMapStacksUser0       = "stacks_user0"
+	ScorchMapStacksUser1       = "stacks_user1"
+	ScorchMapStats             = "stats"
+	ScorchMapSyncBarrier       = "sync_barrier"
+	ScorchMapTargetPids        = "target_pids"
+	ScorchMapUnwindProcs       = "unwind_procs"
+	ScorchMapUnwindRows        = "unwind_rows"
+	ScorchMapUnwindScratch     = "unwind_scratch"
+	ScorchProgScorchExec       = "scorch_exec"
+	ScorchProgScorchExit       = "scorch_exit"
+	ScorchProgScorchSample     = "scorch_sample"
+	ScorchVarUnusedEvent       = "unused_event"
+	ScorchVarUnusedEventType   = "unused_event_type"
+	ScorchVarUnusedStatKey     = "unused_stat_key"
+	ScorchVarUnusedUnwindProc  = "unused_unwind_proc"
+	ScorchVarUnusedUnwindStack = "unused_unwind_stack"
+	ScorchVarUnusedUnwindStop  = "unused_unwind_stop"
 )
 
 // LoadScorch returns the embedded CollectionSpec for Scorch.
@@ -133,28 +203,36 @@ type ScorchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchMapSpecs struct {
-	BarrierInner *ebpf.MapSpec `ebpf:"barrier_inner"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
-	Counts0      *ebpf.MapSpec `ebpf:"counts0"`
-	Counts1      *ebpf.MapSpec `ebpf:"counts1"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	SeenPids     *ebpf.MapSpec `ebpf:"seen_pids"`
-	StacksKern0  *ebpf.MapSpec `ebpf:"stacks_kern0"`
-	StacksKern1  *ebpf.MapSpec `ebpf:"stacks_kern1"`
-	StacksUser0  *ebpf.MapSpec `ebpf:"stacks_user0"`
-	StacksUser1  *ebpf.MapSpec `ebpf:"stacks_user1"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	SyncBarrier  *ebpf.MapSpec `ebpf:"sync_barrier"`
-	TargetPids   *ebpf.MapSpec `ebpf:"target_pids"`
+	BarrierInner   *ebpf.MapSpec `ebpf:"barrier_inner"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Counts0        *ebpf.MapSpec `ebpf:"counts0"`
+	Counts1        *ebpf.MapSpec `ebpf:"counts1"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
+	StacksKern0    *ebpf.MapSpec `ebpf:"stacks_kern0"`
+	StacksKern1    *ebpf.MapSpec `ebpf:"stacks_kern1"`
+	StacksUnwound0 *ebpf.MapSpec `ebpf:"stacks_unwound0"`
+	StacksUnwound1 *ebpf.MapSpec `ebpf:"stacks_unwound1"`
+	StacksUser0    *ebpf.MapSpec `ebpf:"stacks_user0"`
+	StacksUser1    *ebpf.MapSpec `ebpf:"stacks_user1"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	SyncBarrier    *ebpf.MapSpec `ebpf:"sync_barrier"`
+	TargetPids     *ebpf.MapSpec `ebpf:"target_pids"`
+	UnwindProcs    *ebpf.MapSpec `ebpf:"unwind_procs"`
+	UnwindRows     *ebpf.MapSpec `ebpf:"unwind_rows"`
+	UnwindScratch  *ebpf.MapSpec `ebpf:"unwind_scratch"`
 }
 
 // ScorchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchVariableSpecs struct {
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventType *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedStatKey   *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedStatKey     *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedUnwindProc  *ebpf.VariableSpec `ebpf:"unused_unwind_proc"`
+	UnusedUnwindStack *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop  *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
 }
 
 // ScorchObjects contains all objects after they have been loaded into the kernel.
@@ -177,19 +255,24 @@ func (o *ScorchObjects) Close() error {
 //
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchMaps struct {
-	BarrierInner *ebpf.Map `ebpf:"barrier_inner"`
-	Config       *ebpf.Map `ebpf:"config"`
-	Counts0      *ebpf.Map `ebpf:"counts0"`
-	Counts1      *ebpf.Map `ebpf:"counts1"`
-	Events       *ebpf.Map `ebpf:"events"`
-	SeenPids     *ebpf.Map `ebpf:"seen_pids"`
-	StacksKern0  *ebpf.Map `ebpf:"stacks_kern0"`
-	StacksKern1  *ebpf.Map `ebpf:"stacks_kern1"`
-	StacksUser0  *ebpf.Map `ebpf:"stacks_user0"`
-	StacksUser1  *ebpf.Map `ebpf:"stacks_user1"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	SyncBarrier  *ebpf.Map `ebpf:"sync_barrier"`
-	TargetPids   *ebpf.Map `ebpf:"target_pids"`
+	BarrierInner   *ebpf.Map `ebpf:"barrier_inner"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Counts0        *ebpf.Map `ebpf:"counts0"`
+	Counts1        *ebpf.Map `ebpf:"counts1"`
+	Events         *ebpf.Map `ebpf:"events"`
+	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
+	StacksKern0    *ebpf.Map `ebpf:"stacks_kern0"`
+	StacksKern1    *ebpf.Map `ebpf:"stacks_kern1"`
+	StacksUnwound0 *ebpf.Map `ebpf:"stacks_unwound0"`
+	StacksUnwound1 *ebpf.Map `ebpf:"stacks_unwound1"`
+	StacksUser0    *ebpf.Map `ebpf:"stacks_user0"`
+	StacksUser1    *ebpf.Map `ebpf:"stacks_user1"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	SyncBarrier    *ebpf.Map `ebpf:"sync_barrier"`
+	TargetPids     *ebpf.Map `ebpf:"target_pids"`
+	UnwindProcs    *ebpf.Map `ebpf:"unwind_procs"`
+	UnwindRows     *ebpf.Map `ebpf:"unwind_rows"`
+	UnwindScratch  *ebpf.Map `ebpf:"unwind_scratch"`
 }
 
 func (m *ScorchMaps) Close() error {
@@ -202,11 +285,16 @@ func (m *ScorchMaps) Close() error {
 		m.SeenPids,
 		m.StacksKern0,
 		m.StacksKern1,
+		m.StacksUnwound0,
+		m.StacksUnwound1,
 		m.StacksUser0,
 		m.StacksUser1,
 		m.Stats,
 		m.SyncBarrier,
 		m.TargetPids,
+		m.UnwindProcs,
+		m.UnwindRows,
+		m.UnwindScratch,
 	)
 }
 
@@ -214,9 +302,12 @@ func (m *ScorchMaps) Close() error {
 //
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchVariables struct {
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventType *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedStatKey   *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedStatKey     *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedUnwindProc  *ebpf.Variable `ebpf:"unused_unwind_proc"`
+	UnusedUnwindStack *ebpf.Variable `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop  *ebpf.Variable `ebpf:"unused_unwind_stop"`
 }
 
 // ScorchPrograms contains all programs after they have been loaded into the kernel.

@@ -64,7 +64,7 @@ const (
 	maxMappings   = 128 // UNWIND_MAX_MAPPINGS
 	maxFrames     = 128 // UNWIND_MAX_FRAMES
 	procValueSize = 8 + maxMappings*32
-	stateSize     = 56 + maxFrames*8
+	stateSize     = 64 + maxFrames*8 // struct unwind_state
 )
 
 // TestBPFUnwindLive loads unwind.h into the kernel (the verifier must
@@ -161,16 +161,16 @@ func TestBPFUnwindLive(t *testing.T) {
 		if err := coll.Maps["unwind_test_out"].Lookup(uint32(0), &st); err != nil {
 			t.Fatal(err)
 		}
-		n := binary.LittleEndian.Uint32(st[36:])
+		n := binary.LittleEndian.Uint32(st[48:])
 		if n == 0 {
 			continue
 		}
-		stop := binary.LittleEndian.Uint32(st[40:])
-		tableFrames += binary.LittleEndian.Uint32(st[48:])
-		fpFrames += binary.LittleEndian.Uint32(st[52:])
+		stop := binary.LittleEndian.Uint32(st[52:])
+		tableFrames += binary.LittleEndian.Uint32(st[56:])
+		fpFrames += binary.LittleEndian.Uint32(st[60:])
 		names := make([]string, min(n, maxFrames))
 		for j := range names {
-			names[j] = symbolize(ms, binary.LittleEndian.Uint64(st[56+8*j:]))
+			names[j] = symbolize(ms, binary.LittleEndian.Uint64(st[64+8*j:]))
 		}
 		if stop != 1 {
 			t.Errorf("unwinding stopped with reason %d, want 1 (end of stack): %v", stop, names)

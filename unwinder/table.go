@@ -40,9 +40,15 @@ const (
 	// KindSignal: a signal trampoline (__restore_rt): SP points to the
 	// kernel's ucontext; the interrupted PC, SP and FP are loaded from it.
 	KindSignal Kind = 5
+	// KindStackSwitch: a frame record (CFA = FP+16, as KindFramePointer)
+	// whose caller runs on another stack, so the caller's SP need not be
+	// above this frame's: Go's runtime.asmcgocall at its call into C on
+	// the system stack, whose FP still points to the frame record on the
+	// goroutine stack.
+	KindStackSwitch Kind = 6
 )
 
-var kindNames = [...]string{"unsupported", "cfa", "frame-pointer", "end-of-stack", "plt", "signal"}
+var kindNames = [...]string{"unsupported", "cfa", "frame-pointer", "end-of-stack", "plt", "signal", "stack-switch"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -192,6 +198,30 @@ var endOfStackSymbols = map[string]bool{
 	"runtime.goexit.abi0": true,
 	"runtime.rt0_go.abi0": true,
 	"runtime.mstart.abi0": true,
+	// Go functions that switch to the system stack and never return to
+	// their caller there: the system stack ends with them.
+	"runtime.morestack.abi0": true,
+	"runtime.mcall.abi0":     true,
+}
+
+// stackSwitchFuncs are Go runtime functions that build a frame record on
+// the goroutine stack, switch to the system stack and call a function
+// there, by the call target: a named function, or "" for an indirect call
+// through a register. Unwinding goes from the callee back to the
+// goroutine stack through the frame record (KindStackSwitch), as Go's
+// own traceback does.
+var stackSwitchFuncs = map[string]string{
+	"runtime.asmcgocall.abi0":  "runtime.asmcgocall_landingpad.abi0", // Go 1.25+
+	"runtime.systemstack.abi0": "",
+}
+
+func isStackSwitchSymbol(name string) bool {
+	for fn, target := range stackSwitchFuncs {
+		if name == fn || target != "" && name == target {
+			return true
+		}
+	}
+	return false
 }
 
 // Build compiles the .eh_frame and .debug_frame of f into a table. PCs not
@@ -446,9 +476,11 @@ func isAMD64SigreturnCFA(e []byte) bool {
 	return len(e) == 4 && e[0] == 0x77 && e[1] == 0xa0 && e[2] == 0x01 && e[3] == 0x06
 }
 
-// applySymbols marks the ranges of entry-point functions as end of stack.
+// applySymbols marks the ranges of entry-point functions as end of stack,
+// and the calls of Go's runtime.asmcgocall into C as stack switches.
 func (b *builder) applySymbols(f *elf.File) {
 	var eos [][2]uint64
+	funcs := map[string]elf.Symbol{}
 	add := func(syms []elf.Symbol) {
 		for _, s := range syms {
 			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 {
@@ -456,6 +488,9 @@ func (b *builder) applySymbols(f *elf.File) {
 			}
 			if endOfStackSymbols[s.Name] {
 				eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
+			}
+			if isStackSwitchSymbol(s.Name) {
+				funcs[s.Name] = s
 			}
 		}
 	}
@@ -466,12 +501,69 @@ func (b *builder) applySymbols(f *elf.File) {
 		add(syms)
 	}
 	for _, rg := range eos {
-		b.markEndOfStack(rg[0], rg[1])
+		b.markRange(rg[0], rg[1], Row{Kind: KindEndOfStack})
+	}
+	if f.Machine != elf.EM_X86_64 {
+		return // arm64: not done yet; those frames stop the walk
+	}
+	for name, target := range stackSwitchFuncs {
+		fn := funcs[name]
+		if fn.Size == 0 {
+			continue
+		}
+		calls := amd64SwitchCalls(f, fn, funcs[target])
+		if len(calls) == 0 && target != "" {
+			calls = amd64SwitchCalls(f, fn, elf.Symbol{}) // before Go 1.25: call *%rax
+		}
+		for _, call := range calls {
+			b.markRange(call[0], call[1], Row{Kind: KindStackSwitch})
+		}
 	}
 }
 
-// markEndOfStack makes [lo, hi) KindEndOfStack, keeping the rule after hi.
-func (b *builder) markEndOfStack(lo, hi uint64) {
+// amd64SwitchCalls finds the call instructions of fn (one of
+// stackSwitchFuncs) that run on the system stack: direct calls of target,
+// or indirect calls through a register ("call *%reg") when target is zero.
+// They are only recognized when fn starts with the frame record prologue
+// "push %rbp; mov %rsp,%rbp", so that FP points to the goroutine stack.
+func amd64SwitchCalls(f *elf.File, fn, target elf.Symbol) [][2]uint64 {
+	if fn.Size > 4096 {
+		return nil
+	}
+	var code []byte
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_EXECINSTR == 0 || s.Type == elf.SHT_NOBITS || fn.Value < s.Addr || fn.Value+fn.Size > s.Addr+s.Size {
+			continue
+		}
+		code = make([]byte, fn.Size)
+		if _, err := s.ReadAt(code, int64(fn.Value-s.Addr)); err != nil {
+			return nil
+		}
+		break
+	}
+	if len(code) < 4 || code[0] != 0x55 || code[1] != 0x48 || code[2] != 0x89 || code[3] != 0xe5 {
+		return nil
+	}
+	var calls [][2]uint64
+	for i := 4; i < len(code); i++ {
+		pc := fn.Value + uint64(i)
+		switch {
+		case code[i] == 0xff && i+1 < len(code) && code[i+1]&0xf8 == 0xd0: // call *%reg
+			if target.Size == 0 {
+				calls = append(calls, [2]uint64{pc, pc + 2})
+			}
+		case code[i] == 0xe8 && i+5 <= len(code) && target.Size > 0:
+			rel := int32(binary.LittleEndian.Uint32(code[i+1:]))
+			if pc+5+uint64(int64(rel)) == target.Value {
+				calls = append(calls, [2]uint64{pc, pc + 5})
+			}
+		}
+	}
+	return calls
+}
+
+// markRange makes [lo, hi) use row r, keeping the rule after hi.
+func (b *builder) markRange(lo, hi uint64, r Row) {
 	i, _ := slices.BinarySearchFunc(b.rows, lo, func(r Row, pc uint64) int {
 		switch {
 		case r.PC < pc:
@@ -485,7 +577,8 @@ func (b *builder) markEndOfStack(lo, hi uint64) {
 	for j < len(b.rows) && b.rows[j].PC < hi {
 		j++
 	}
-	repl := []Row{{PC: lo, Kind: KindEndOfStack}}
+	r.PC = lo
+	repl := []Row{r}
 	if j == len(b.rows) || b.rows[j].PC != hi {
 		// Keep the rule in force just before hi for the PCs after hi.
 		after := Row{PC: hi, Kind: KindUnsupported}

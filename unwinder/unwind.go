@@ -99,7 +99,7 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 			}
 			pc, sp, fp, exact = ra, nsp, nfp, true
 			continue
-		default: // KindFramePointer, KindUnsupported
+		default: // KindFramePointer, KindStackSwitch, KindUnsupported
 			if fp == 0 {
 				return pcs
 			}
@@ -110,6 +110,14 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 				return pcs
 			}
 			nsp = fp + 16
+			if kind == KindStackSwitch {
+				// The caller runs on another stack: its SP may be anywhere.
+				if ra == 0 {
+					return pcs
+				}
+				pc, sp, fp, exact = ra, nsp, nfp, false
+				continue
+			}
 		}
 		if ra == 0 || nsp <= sp {
 			return pcs

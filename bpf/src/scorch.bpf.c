@@ -10,6 +10,12 @@
 // against the old set (see sync_barrier), drains the old set and clears it.
 // So a drain never races with a sample and no sample is lost between drains.
 //
+// User stacks of processes for which user space loaded unwind tables
+// (unwind_procs, see unwinder/bpf/unwind.h) are walked with those tables, so
+// code built without frame pointers unwinds to its outermost frame; they go
+// to stacks_unwound{0,1}, keyed by a hash of the addresses. Other processes
+// keep bpf_get_stackid's frame-pointer walk.
+//
 // Whatever cannot be recorded is counted by reason in the per-CPU `stats`
 // array: no sample is lost silently.
 
@@ -17,6 +23,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+
+#include "unwind.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -26,8 +34,11 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // Stack ids below zero in a sample_key: no stack of that kind was taken
 // (STACK_NONE: e.g. the kernel stack of a sample taken in user mode) or it
 // could not be stored (STACK_LOST: the stack map bucket held another stack).
+// STACK_UNWOUND: the user stack was walked with unwind tables and is in
+// stacks_unwound{0,1} under sample_key.user_stack_hash.
 #define STACK_NONE -1
 #define STACK_LOST -2
+#define STACK_UNWOUND -3
 
 // Keys of the per-CPU `stats` array. Keep in sync with internal/sampler.
 enum stat_key {
@@ -38,22 +49,29 @@ enum stat_key {
 	STAT_LOST_KERNEL_STACK = 4,  // kernel stack not stored: stack map bucket collision/full
 	STAT_LOST_COUNTS_FULL = 5,   // sample dropped: counts map full
 	STAT_LOST_PID_EVENT = 6,     // new-process notification dropped: ring buffer full
-	STAT_MAX = 8,
+	STAT_UNWOUND = 7,            // user stacks walked with unwind tables
+	STAT_UNWIND_MAX_FRAMES = 8,  // ... truncated at UNWIND_MAX_FRAMES
+	STAT_UNWIND_READ = 9,        // ... truncated: reading the user stack failed
+	STAT_UNWIND_BAD_FRAME = 10,  // ... truncated: a frame did not move towards the callers
+	STAT_UNWIND_NO_LR = 11,      // ... truncated: arm64 return address in LR beyond the leaf
+	STAT_LOST_UNWOUND_FULL = 12, // unwound user stack not stored: stacks_unwound map full
+	STAT_MAX = 16,
 };
 
 struct sample_key {
 	__u32 pid;            // thread group id (what user space calls the pid)
 	__u32 tid;            // thread id
 	__s32 kern_stack_id;  // id in stacks_kern{0,1}, or STACK_NONE/STACK_LOST
-	__s32 user_stack_id;  // id in stacks_user{0,1}, or STACK_NONE/STACK_LOST
+	__s32 user_stack_id;  // id in stacks_user{0,1}, or STACK_NONE/STACK_LOST/STACK_UNWOUND
 	char comm[TASK_COMM_LEN];
+	__u64 user_stack_hash; // key in stacks_unwound{0,1} when user_stack_id is STACK_UNWOUND
 };
 
 struct scorch_config {
 	__u32 active_set;     // 0 or 1: the map set samples go to
 	__u32 drop_idle;      // 1: don't record the idle task (pid 0)
 	__u32 filter_pids;    // 1: record only pids present in target_pids
-	__u32 _pad;
+	__u32 unwind;         // 1: walk user stacks with unwind tables where loaded
 };
 
 // Events for user space about process lifecycles, so it can read
@@ -99,12 +117,25 @@ struct {
 		__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64)); \
 	} name SEC(".maps")
 
+// Unwound user stacks, keyed by unwind_hash. The value is the unwinder's
+// struct unwind_stack (frame count, stop reason, addresses); user space
+// reads the first n addresses.
+#define UNWOUND_MAP(name)                             \
+	struct {                                      \
+		__uint(type, BPF_MAP_TYPE_HASH);      \
+		__uint(max_entries, 8192);            \
+		__type(key, __u64);                   \
+		__type(value, struct unwind_stack);   \
+	} name SEC(".maps")
+
 COUNTS_MAP(counts0);
 COUNTS_MAP(counts1);
 STACK_MAP(stacks_user0, 16384);
 STACK_MAP(stacks_user1, 16384);
 STACK_MAP(stacks_kern0, 8192);
 STACK_MAP(stacks_kern1, 8192);
+UNWOUND_MAP(stacks_unwound0);
+UNWOUND_MAP(stacks_unwound1);
 
 // Pids to record when config.filter_pids is set.
 struct {
@@ -152,6 +183,9 @@ struct {
 const struct event *unused_event __attribute__((unused));
 const enum stat_key *unused_stat_key __attribute__((unused));
 const enum event_type *unused_event_type __attribute__((unused));
+const struct unwind_stack *unused_unwind_stack __attribute__((unused));
+const struct unwind_proc *unused_unwind_proc __attribute__((unused));
+const enum unwind_stop *unused_unwind_stop __attribute__((unused));
 
 static __always_inline void stat_inc(__u32 key)
 {
@@ -182,6 +216,94 @@ static __always_inline __s32 stack_id(__s64 ret, __u32 lost_stat)
 		return STACK_LOST;
 	}
 	return STACK_NONE; // EFAULT: no stack of that kind here
+}
+
+// The user registers as the uapi lays them out (bpf_user_pt_regs_t): the
+// perf event context starts with them, and so does the kernel's struct
+// pt_regs. Not CO-RE relocated: this layout is ABI.
+#if defined(__TARGET_ARCH_x86)
+struct uregs {
+	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	__u64 ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+#define UREGS_USER_MODE(u) (((u)->cs & 3) == 3)
+#define UREGS_PC(u) ((u)->ip)
+#define UREGS_SP(u) ((u)->sp)
+#define UREGS_FP(u) ((u)->bp)
+#define UREGS_LR(u) 0
+#else
+struct uregs {
+	__u64 regs[31];
+	__u64 sp, pc, pstate;
+};
+#define UREGS_USER_MODE(u) (((u)->pstate & 0xf) == 0) // PSR_MODE_EL0t
+#define UREGS_PC(u) ((u)->pc)
+#define UREGS_SP(u) ((u)->sp)
+#define UREGS_FP(u) ((u)->regs[29])
+#define UREGS_LR(u) ((u)->regs[30])
+#endif
+
+// user_regs gets the user-mode registers of the interrupted task: from the
+// perf event context when the sample hit user mode, else from the pt_regs the
+// kernel saved on entry (a system call, a fault, an interrupt). Returns 0 when
+// they cannot be read.
+static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *pc, __u64 *sp, __u64 *fp, __u64 *lr)
+{
+	const struct uregs *c = (const struct uregs *)ctx;
+	if (UREGS_USER_MODE(c)) {
+		*pc = UREGS_PC(c);
+		*sp = UREGS_SP(c);
+		*fp = UREGS_FP(c);
+		*lr = UREGS_LR(c);
+		return 1;
+	}
+	struct uregs u;
+	if (bpf_probe_read_kernel(&u, sizeof(u), (const void *)bpf_task_pt_regs(bpf_get_current_task_btf())))
+		return 0;
+	*pc = UREGS_PC(&u);
+	*sp = UREGS_SP(&u);
+	*fp = UREGS_FP(&u);
+	*lr = UREGS_LR(&u);
+	return 1;
+}
+
+// unwind_tables walks the user stack with the process's unwind tables and
+// stores it in the set's stacks_unwound map. It returns the stack id for
+// the sample key (STACK_UNWOUND or STACK_LOST) and sets *hash.
+static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u32 pid, __u32 set, __u64 *hash)
+{
+	__u64 pc, sp, fp, lr;
+	if (!user_regs(ctx, &pc, &sp, &fp, &lr))
+		return STACK_NONE;
+	struct unwind_state *st = unwind_user(pid, pc, sp, fp, lr);
+	if (!st)
+		return STACK_NONE;
+	stat_inc(STAT_UNWOUND);
+	switch (st->stack.stop) {
+	case UNWIND_STOP_MAX_FRAMES:
+		stat_inc(STAT_UNWIND_MAX_FRAMES);
+		break;
+	case UNWIND_STOP_READ:
+		stat_inc(STAT_UNWIND_READ);
+		break;
+	case UNWIND_STOP_BAD_FRAME:
+		stat_inc(STAT_UNWIND_BAD_FRAME);
+		break;
+	case UNWIND_STOP_NO_LR:
+		stat_inc(STAT_UNWIND_NO_LR);
+		break;
+	}
+	__u64 h = unwind_hash(st);
+	void *stacks = set == 0 ? (void *)&stacks_unwound0 : (void *)&stacks_unwound1;
+	if (!bpf_map_lookup_elem(stacks, &h)) {
+		long err = bpf_map_update_elem(stacks, &h, &st->stack, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU stored it first */) {
+			stat_inc(STAT_LOST_UNWOUND_FULL);
+			return STACK_LOST;
+		}
+	}
+	*hash = h;
+	return STACK_UNWOUND;
 }
 
 SEC("perf_event")
@@ -218,7 +340,12 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	int user = tid != 0 && !(BPF_CORE_READ(task, flags) & PF_KTHREAD);
 
 	__u32 set = cfg->active_set;
-	if (set == 0) {
+	int tables = user && cfg->unwind && bpf_map_lookup_elem(&unwind_procs, &pid);
+	if (tables) {
+		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0),
+					     STAT_LOST_KERNEL_STACK);
+		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash);
+	} else if (set == 0) {
 		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, &stacks_kern0, 0), STAT_LOST_KERNEL_STACK);
 		key.user_stack_id = user ? stack_id(bpf_get_stackid(ctx, &stacks_user0, BPF_F_USER_STACK),
 						    STAT_LOST_USER_STACK) : STACK_NONE;

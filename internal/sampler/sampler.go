@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/unwinder"
 )
 
 // maxStackDepth matches MAX_STACK_DEPTH in scorch.bpf.c.
@@ -33,7 +34,19 @@ type Options struct {
 	// DropIdle drops samples of the idle task instead of recording them
 	// as kernel-only stacks.
 	DropIdle bool
-	Logger   *slog.Logger
+	// FramePointersOnly turns unwind tables off: user stacks are walked
+	// through the frame-pointer chain only, and stop at the first function
+	// built without frame pointers. By default the sampler builds a table
+	// from the .eh_frame/.debug_frame of every executable file a sampled
+	// process maps and the program walks those stacks with it (package
+	// unwinder).
+	FramePointersOnly bool
+	// UnwindTableBytes bounds the kernel memory of the tables: the size of
+	// the row array all tables share, 8 bytes per row (default
+	// DefaultUnwindTableBytes, 16 MiB; libc needs about 190 KB). Files that
+	// do not fit are unwound with frame pointers.
+	UnwindTableBytes int
+	Logger           *slog.Logger
 }
 
 // Sample is one distinct (process, thread, stacks) tuple and how many times
@@ -47,7 +60,11 @@ type Sample struct {
 	// KernelLost and UserLost are set when the stack of that kind was taken
 	// but could not be stored (stack map bucket collision).
 	KernelLost, UserLost bool
-	Count                uint64
+	// UserTruncated is set when the user stack was walked with unwind
+	// tables and the walk stopped before the outermost frame (see the
+	// Unwind* counters of Stats for why).
+	UserTruncated bool
+	Count         uint64
 }
 
 // Stats are the program's counters, totals since the sampler opened.
@@ -59,6 +76,15 @@ type Stats struct {
 	LostKernelStack uint64 // samples kept without their kernel stack
 	LostCountsFull  uint64 // samples dropped: counts map full
 	LostPidEvents   uint64 // new-process notifications dropped
+
+	// User stacks walked with unwind tables, and how many of them stopped
+	// before the outermost frame, by reason.
+	Unwound           uint64
+	UnwindMaxFrames   uint64 // deeper than the frames the program keeps (128)
+	UnwindReadFailed  uint64 // the stack memory could not be read
+	UnwindBadFrame    uint64 // a frame did not move towards the callers
+	UnwindNoLR        uint64 // arm64: return address in LR above the leaf
+	LostUnwoundStacks uint64 // unwound stacks not stored: map full (kept as lost)
 }
 
 // Lost is the number of samples dropped whole.
@@ -88,6 +114,7 @@ type Sampler struct {
 	perfFDs   []int
 	events    *ringbuf.Reader
 	active    uint32
+	tables    *tableManager // nil with FramePointersOnly
 	CPUs      int
 	Frequency int
 	lifecycle bool // exec/exit hooks attached
@@ -122,6 +149,17 @@ func Open(opts Options) (_ *Sampler, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
+	if opts.FramePointersOnly {
+		// The maps stay (the program references them) but take no memory.
+		for _, name := range []string{"unwind_rows", "unwind_procs", "stacks_unwound0", "stacks_unwound1"} {
+			spec.Maps[name].MaxEntries = 1
+		}
+	} else {
+		if opts.UnwindTableBytes <= 0 {
+			opts.UnwindTableBytes = DefaultUnwindTableBytes
+		}
+		spec.Maps["unwind_rows"].MaxEntries = uint32(max(1, min(opts.UnwindTableBytes/unwinder.RowSize, 1<<28)))
+	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -133,6 +171,17 @@ func Open(opts Options) (_ *Sampler, err error) {
 	cfg := bpf.ScorchScorchConfig{}
 	if opts.DropIdle {
 		cfg.DropIdle = 1
+	}
+	if !opts.FramePointersOnly {
+		cfg.Unwind = 1
+		s.tables = newTableManager(s.log, s.objs.UnwindRows, s.objs.UnwindProcs, s.barrier)
+		if len(opts.Pids) > 0 {
+			// Load the tables of the chosen processes before sampling
+			// starts, so that even their first samples unwind fully.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.tables.load(ctx, opts.Pids)
+			cancel()
+		}
 	}
 	if len(opts.Pids) > 0 {
 		cfg.FilterPids = 1
@@ -213,7 +262,9 @@ func (s *Sampler) attachCPU(cpu, freq int) error {
 func (s *Sampler) LifecycleHooks() bool { return s.lifecycle }
 
 // ReadEvents delivers process lifecycle events to fn until ctx ends or the
-// sampler is closed. Run it on one goroutine of its own.
+// sampler is closed. Run it on one goroutine of its own. It also passes
+// the events to the unwind table worker: without a running ReadEvents, no
+// tables are loaded (but for Options.Pids) and stacks use frame pointers.
 func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
 	var rec ringbuf.Record
 	for ctx.Err() == nil {
@@ -230,21 +281,40 @@ func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
 		if len(rec.RawSample) < 8 {
 			continue
 		}
-		ev := (*bpf.ScorchEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		fn(Event{Type: EventType(ev.Type), Pid: ev.Pid})
+		raw := (*bpf.ScorchEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		ev := Event{Type: EventType(raw.Type), Pid: raw.Pid}
+		if s.tables != nil {
+			s.tables.notify(ev)
+		}
+		fn(ev)
 	}
 	return ctx.Err()
 }
 
+// TableStats describes the unwind tables in the kernel; zero with
+// Options.FramePointersOnly.
+func (s *Sampler) TableStats() TableStats {
+	if s.tables == nil {
+		return TableStats{}
+	}
+	return s.tables.Stats()
+}
+
 type mapSet struct {
-	counts, kern, user *ebpf.Map
+	counts, kern, user, unwound *ebpf.Map
 }
 
 func (s *Sampler) set(i uint32) mapSet {
 	if i == 0 {
-		return mapSet{s.objs.Counts0, s.objs.StacksKern0, s.objs.StacksUser0}
+		return mapSet{s.objs.Counts0, s.objs.StacksKern0, s.objs.StacksUser0, s.objs.StacksUnwound0}
 	}
-	return mapSet{s.objs.Counts1, s.objs.StacksKern1, s.objs.StacksUser1}
+	return mapSet{s.objs.Counts1, s.objs.StacksKern1, s.objs.StacksUser1, s.objs.StacksUnwound1}
+}
+
+// barrier returns once no BPF program that started before the call is
+// still running (see the package doc).
+func (s *Sampler) barrier() error {
+	return s.objs.SyncBarrier.Put(uint32(0), s.objs.BarrierInner)
 }
 
 // Drain returns every sample recorded since the previous Drain (or Open)
@@ -262,12 +332,12 @@ func (s *Sampler) Drain() ([]Sample, Stats, error) {
 	}
 	s.active = next
 	// Wait for programs still running against the old set (see package doc).
-	if err := s.objs.SyncBarrier.Put(uint32(0), s.objs.BarrierInner); err != nil {
+	if err := s.barrier(); err != nil {
 		return nil, Stats{}, fmt.Errorf("wait for running BPF programs: %w", err)
 	}
 
 	ms := s.set(old)
-	samples, err := readSet(ms)
+	samples, err := s.readSet(ms)
 	if cerr := clearSet(ms); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -278,7 +348,7 @@ func (s *Sampler) Drain() ([]Sample, Stats, error) {
 	return samples, st, err
 }
 
-func readSet(ms mapSet) ([]Sample, error) {
+func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 	var (
 		key     bpf.ScorchSampleKey
 		count   uint64
@@ -286,6 +356,8 @@ func readSet(ms mapSet) ([]Sample, error) {
 	)
 	kstacks := map[int32][]uint64{}
 	ustacks := map[int32][]uint64{}
+	unwound := map[uint64]unwoundStack{}
+	now := time.Now()
 	it := ms.counts.Iterate()
 	for it.Next(&key, &count) {
 		smp := Sample{
@@ -295,7 +367,19 @@ func readSet(ms mapSet) ([]Sample, error) {
 			Count: count,
 		}
 		smp.Kernel, smp.KernelLost = stackOf(ms.kern, key.KernStackId, kstacks)
-		smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, ustacks)
+		if key.UserStackId == stackUnwound {
+			st, ok := unwound[key.UserStackHash]
+			if !ok {
+				st = readUnwound(ms.unwound, key.UserStackHash)
+				unwound[key.UserStackHash] = st
+				if s.tables != nil && !st.lost {
+					s.tables.hint(key.Pid, st.pcs, now)
+				}
+			}
+			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
+		} else {
+			smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, ustacks)
+		}
 		samples = append(samples, smp)
 	}
 	if err := it.Err(); err != nil {
@@ -330,9 +414,29 @@ func stackOf(m *ebpf.Map, id int32, cache map[int32][]uint64) ([]uint64, bool) {
 	return st, false
 }
 
+// stackUnwound is STACK_UNWOUND: the user stack is in stacks_unwound.
+const stackUnwound = -3
+
+type unwoundStack struct {
+	pcs             []uint64
+	lost, truncated bool
+}
+
+func readUnwound(m *ebpf.Map, hash uint64) unwoundStack {
+	var v bpf.ScorchUnwindStack
+	if err := m.Lookup(hash, &v); err != nil {
+		return unwoundStack{lost: true}
+	}
+	n := min(int(v.N), len(v.Pcs))
+	return unwoundStack{
+		pcs:       append([]uint64(nil), v.Pcs[:n]...),
+		truncated: v.Stop != uint32(bpf.ScorchUnwindStopUNWIND_STOP_END),
+	}
+}
+
 func clearSet(ms mapSet) error {
 	var errs []error
-	for _, m := range []*ebpf.Map{ms.counts, ms.kern, ms.user} {
+	for _, m := range []*ebpf.Map{ms.counts, ms.kern, ms.user, ms.unwound} {
 		if err := clearMap(m); err != nil {
 			errs = append(errs, err)
 		}
@@ -373,6 +477,12 @@ func (s *Sampler) Stats() (Stats, error) {
 		bpf.ScorchStatKeySTAT_LOST_KERNEL_STACK: &st.LostKernelStack,
 		bpf.ScorchStatKeySTAT_LOST_COUNTS_FULL:  &st.LostCountsFull,
 		bpf.ScorchStatKeySTAT_LOST_PID_EVENT:    &st.LostPidEvents,
+		bpf.ScorchStatKeySTAT_UNWOUND:           &st.Unwound,
+		bpf.ScorchStatKeySTAT_UNWIND_MAX_FRAMES: &st.UnwindMaxFrames,
+		bpf.ScorchStatKeySTAT_UNWIND_READ:       &st.UnwindReadFailed,
+		bpf.ScorchStatKeySTAT_UNWIND_BAD_FRAME:  &st.UnwindBadFrame,
+		bpf.ScorchStatKeySTAT_UNWIND_NO_LR:      &st.UnwindNoLR,
+		bpf.ScorchStatKeySTAT_LOST_UNWOUND_FULL: &st.LostUnwoundStacks,
 	}
 	for k, dst := range fields {
 		var perCPU []uint64
@@ -389,6 +499,10 @@ func (s *Sampler) Stats() (Stats, error) {
 // Close detaches the program and frees every kernel object it held.
 func (s *Sampler) Close() error {
 	var errs []error
+	if s.tables != nil {
+		s.tables.close()
+		s.tables = nil
+	}
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
 	}

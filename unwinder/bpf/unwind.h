@@ -12,7 +12,7 @@
  *                 start, each with its load bias and table slice.
  * The program calls unwind_user(tgid, pc, sp, fp, lr) with the user
  * registers of the interrupted task and gets the per-CPU unwind_state back
- * with pcs[0..n) filled, innermost first.
+ * with stack.pcs[0..stack.n) filled, innermost first.
  *
  * Each step finds the mapping (binary search, UNWIND_MAPPING_BITS+1
  * iterations at most), then the row (UNWIND_ROW_BITS+1 iterations at most)
@@ -85,15 +85,22 @@ enum unwind_stop {
 
 #define UNWIND_F_EXACT_PC 1 /* pc is not a return address: don't look up pc-1 */
 
-struct unwind_state {
-	__u64 pc, sp, fp, lr;
-	__u32 tgid;
-	__u32 n;            /* frames in pcs */
+/* The unwound stack. The sampling program stores it as is (a map value),
+ * so it is a struct of its own at the end of unwind_state. */
+struct unwind_stack {
+	__u32 n;            /* frames in pcs; pcs[n..] are stale */
 	__u32 stop;         /* enum unwind_stop */
-	__u32 flags;
 	__u32 table_frames; /* frames unwound by a table row */
 	__u32 fp_frames;    /* frames unwound by the FP chain (fallback or FP rows) */
 	__u64 pcs[UNWIND_MAX_FRAMES];
+};
+
+struct unwind_state {
+	__u64 pc, sp, fp, lr;
+	__u32 tgid;
+	__u32 flags;
+	__u64 hash; /* of pcs[0..n), updated per frame (see unwind_hash) */
+	struct unwind_stack stack;
 };
 
 struct {
@@ -186,13 +193,14 @@ static __always_inline int unwind_read(__u64 *dst, __u64 addr)
 /* unwind_step records st->pc and moves st to the caller. Returns 1 to stop. */
 static __always_inline int unwind_step(struct unwind_state *st)
 {
-	if (st->n >= UNWIND_MAX_FRAMES) {
-		st->stop = UNWIND_STOP_MAX_FRAMES;
+	if (st->stack.n >= UNWIND_MAX_FRAMES) {
+		st->stack.stop = UNWIND_STOP_MAX_FRAMES;
 		return 1;
 	}
 	__u64 pc = st->pc;
-	st->pcs[st->n & (UNWIND_MAX_FRAMES - 1)] = pc;
-	st->n++;
+	st->stack.pcs[st->stack.n & (UNWIND_MAX_FRAMES - 1)] = pc;
+	st->stack.n++;
+	st->hash = (st->hash ^ pc) * 0x100000001b3ull; /* FNV-1a over words */
 
 	struct unwind_row row = {};
 	int kind = UNWIND_KIND_UNSUPPORTED;
@@ -202,45 +210,45 @@ static __always_inline int unwind_step(struct unwind_state *st)
 	__u64 cfa, ra = 0, fp = st->fp, sp;
 	switch (kind) {
 	case UNWIND_KIND_END_OF_STACK:
-		st->stop = UNWIND_STOP_END;
+		st->stack.stop = UNWIND_STOP_END;
 		return 1;
 	case UNWIND_KIND_CFA:
 		cfa = (UNWIND_ROW_CFA_REG(&row) == UNWIND_CFA_REG_FP ? st->fp : st->sp) + UNWIND_ROW_CFA_OFF(&row);
 		if (row.ra == 0) {
-			if (st->n != 1) {
-				st->stop = UNWIND_STOP_NO_LR;
+			if (st->stack.n != 1) {
+				st->stack.stop = UNWIND_STOP_NO_LR;
 				return 1;
 			}
 			ra = st->lr;
 		} else if (unwind_read(&ra, cfa + (__s64)row.ra * 8)) {
-			st->stop = UNWIND_STOP_READ;
+			st->stack.stop = UNWIND_STOP_READ;
 			return 1;
 		}
 		if (row.fp != 0 && unwind_read(&fp, cfa + (__s64)row.fp * 8)) {
-			st->stop = UNWIND_STOP_READ;
+			st->stack.stop = UNWIND_STOP_READ;
 			return 1;
 		}
 		sp = cfa;
-		st->table_frames++;
+		st->stack.table_frames++;
 		break;
 	case UNWIND_KIND_PLT:
 		cfa = st->sp + UNWIND_ROW_CFA_OFF(&row) + ((pc & 15) >= (__u8)row.fp ? 8 : 0);
 		if (unwind_read(&ra, cfa - 8)) {
-			st->stop = UNWIND_STOP_READ;
+			st->stack.stop = UNWIND_STOP_READ;
 			return 1;
 		}
 		sp = cfa;
-		st->table_frames++;
+		st->stack.table_frames++;
 		break;
 	case UNWIND_KIND_SIGNAL:
 		if (unwind_read(&ra, st->sp + UNWIND_SIG_PC) || unwind_read(&sp, st->sp + UNWIND_SIG_SP) ||
 		    unwind_read(&fp, st->sp + UNWIND_SIG_FP)) {
-			st->stop = UNWIND_STOP_READ;
+			st->stack.stop = UNWIND_STOP_READ;
 			return 1;
 		}
-		st->table_frames++;
+		st->stack.table_frames++;
 		if (ra == 0) {
-			st->stop = UNWIND_STOP_END;
+			st->stack.stop = UNWIND_STOP_END;
 			return 1;
 		}
 		/* The interrupted PC is exact, and its SP may be anywhere
@@ -250,26 +258,38 @@ static __always_inline int unwind_step(struct unwind_state *st)
 		st->fp = fp;
 		st->flags |= UNWIND_F_EXACT_PC;
 		return 0;
-	default: /* UNWIND_KIND_FRAME_POINTER, UNWIND_KIND_UNSUPPORTED */
+	default: /* UNWIND_KIND_FRAME_POINTER, UNWIND_KIND_STACK_SWITCH, UNWIND_KIND_UNSUPPORTED */
 		if (st->fp == 0) {
-			st->stop = UNWIND_STOP_END;
+			st->stack.stop = UNWIND_STOP_END;
 			return 1;
 		}
 		cfa = st->fp + 16;
 		if (unwind_read(&ra, st->fp + 8) || unwind_read(&fp, st->fp)) {
-			st->stop = UNWIND_STOP_READ;
+			st->stack.stop = UNWIND_STOP_READ;
 			return 1;
 		}
 		sp = cfa;
-		st->fp_frames++;
+		st->stack.fp_frames++;
+		if (kind == UNWIND_KIND_STACK_SWITCH) {
+			/* The caller's stack is another one: skip the growth check. */
+			if (ra == 0) {
+				st->stack.stop = UNWIND_STOP_END;
+				return 1;
+			}
+			st->pc = ra;
+			st->sp = sp;
+			st->fp = fp;
+			st->flags &= ~UNWIND_F_EXACT_PC;
+			return 0;
+		}
 		break;
 	}
 	if (ra == 0) {
-		st->stop = UNWIND_STOP_END;
+		st->stack.stop = UNWIND_STOP_END;
 		return 1;
 	}
 	if (sp <= st->sp) {
-		st->stop = UNWIND_STOP_BAD_FRAME;
+		st->stack.stop = UNWIND_STOP_BAD_FRAME;
 		return 1;
 	}
 	st->pc = ra;
@@ -301,13 +321,27 @@ static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __
 	st->fp = fp;
 	st->lr = lr;
 	st->tgid = tgid;
-	st->n = 0;
-	st->stop = 0;
+	st->hash = 0xcbf29ce484222325ull;
+	st->stack.n = 0;
+	st->stack.stop = 0;
 	st->flags = UNWIND_F_EXACT_PC;
-	st->table_frames = 0;
-	st->fp_frames = 0;
+	st->stack.table_frames = 0;
+	st->stack.fp_frames = 0;
 	bpf_loop(UNWIND_MAX_FRAMES + 1, unwind_loop_cb, 0, 0);
 	return st;
+}
+
+/* unwind_hash finishes st->hash (murmur3's fmix64): a 64-bit key for the
+ * stack, so equal stacks share one map entry. */
+static __always_inline __u64 unwind_hash(const struct unwind_state *st)
+{
+	__u64 h = st->hash ^ st->stack.n;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
 }
 
 #endif /* SCORCH_UNWIND_H */

@@ -41,6 +41,10 @@ enum unwind_kind {
 	/* Signal trampoline (__restore_rt): SP points to the kernel's signal
 	 * frame; PC, SP and FP of the interrupted code are read from it. */
 	UNWIND_KIND_SIGNAL = 5,
+	/* A frame record (as FRAME_POINTER) whose caller runs on another
+	 * stack (Go's asmcgocall calling C on the system stack): the caller's
+	 * SP need not be above this frame's. */
+	UNWIND_KIND_STACK_SWITCH = 6,
 };
 
 #define UNWIND_CFA_REG_SP 0
