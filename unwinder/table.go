@@ -201,6 +201,7 @@ var endOfStackSymbols = map[string]bool{
 	// Go functions that switch to the system stack and never return to
 	// their caller there: the system stack ends with them.
 	"runtime.morestack.abi0": true,
+	"runtime.mcall":          true, // ABIInternal since Go 1.17
 	"runtime.mcall.abi0":     true,
 }
 
@@ -213,6 +214,10 @@ var endOfStackSymbols = map[string]bool{
 var stackSwitchFuncs = map[string]string{
 	"runtime.asmcgocall.abi0":  "runtime.asmcgocall_landingpad.abi0", // Go 1.25+
 	"runtime.systemstack.abi0": "",
+	// vDSO calls run on the system stack.
+	"runtime.nanotime1.abi0": "",
+	"runtime.walltime.abi0":  "", // before Go 1.23
+	"runtime.vgetrandom1":    "",
 }
 
 func isStackSwitchSymbol(name string) bool {
@@ -526,6 +531,9 @@ func (b *builder) applySymbols(f *elf.File) {
 // or indirect calls through a register ("call *%reg") when target is zero.
 // They are only recognized when fn starts with the frame record prologue
 // "push %rbp; mov %rsp,%rbp", so that FP points to the goroutine stack.
+// Each range runs from the call to the next "pop %rbp" included: until
+// then FP still points to the frame record, while SP may still be on the
+// system stack.
 func amd64SwitchCalls(f *elf.File, fn, target elf.Symbol) [][2]uint64 {
 	if fn.Size > 4096 {
 		return nil
@@ -550,16 +558,28 @@ func amd64SwitchCalls(f *elf.File, fn, target elf.Symbol) [][2]uint64 {
 		switch {
 		case code[i] == 0xff && i+1 < len(code) && code[i+1]&0xf8 == 0xd0: // call *%reg
 			if target.Size == 0 {
-				calls = append(calls, [2]uint64{pc, pc + 2})
+				calls = append(calls, [2]uint64{pc, fn.Value + uint64(untilPop(code, i+2))})
 			}
 		case code[i] == 0xe8 && i+5 <= len(code) && target.Size > 0:
 			rel := int32(binary.LittleEndian.Uint32(code[i+1:]))
 			if pc+5+uint64(int64(rel)) == target.Value {
-				calls = append(calls, [2]uint64{pc, pc + 5})
+				calls = append(calls, [2]uint64{pc, fn.Value + uint64(untilPop(code, i+5))})
 			}
 		}
 	}
 	return calls
+}
+
+// untilPop returns the offset just past the first "pop %rbp" at or after
+// i (a byte scan: good enough for the few runtime functions it is used on),
+// or i when there is none within 64 bytes.
+func untilPop(code []byte, i int) int {
+	for j := i; j < len(code) && j < i+64; j++ {
+		if code[j] == 0x5d {
+			return j + 1
+		}
+	}
+	return i
 }
 
 // markRange makes [lo, hi) use row r, keeping the rule after hi.

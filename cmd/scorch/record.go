@@ -28,6 +28,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	demangle := fs.String("demangle", "full", "C++/Rust names: full, simplified (no parameters or template arguments) or none")
 	top := fs.Int("top", 10, "print this many top functions when done (0: none)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	unwindTables := fs.Bool("unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,7 +58,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	sym := symbolizer.New(symbolizer.Options{Demangle: dm, Logger: logger})
 	defer sym.Close()
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: *frequency, Pids: pids, DropIdle: *dropIdle},
+		Sampler:    sampler.Options{Frequency: *frequency, Pids: pids, DropIdle: *dropIdle, FramePointersOnly: !*unwindTables},
 		Symbolizer: sym,
 		Logger:     logger,
 	})
