@@ -107,6 +107,10 @@ type ScorchUnwindState struct {
 	Flags uint32
 	Hash  uint64
 	Stack ScorchUnwindStack
+	Map   ScorchUnwindMapping
+	RowLo uint32
+	RowHi uint32
+	Row   ScorchUnwindRow
 }
 
 type ScorchUnwindStop uint32

@@ -64,7 +64,7 @@ const (
 	maxMappings   = 128 // UNWIND_MAX_MAPPINGS
 	maxFrames     = 128 // UNWIND_MAX_FRAMES
 	procValueSize = 8 + maxMappings*32
-	stateSize     = 64 + maxFrames*8 // struct unwind_state
+	stateSize     = 64 + maxFrames*8 + 48 // struct unwind_state
 )
 
 // TestBPFUnwindLive loads unwind.h into the kernel (the verifier must

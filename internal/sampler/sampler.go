@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -289,6 +290,44 @@ func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
 		fn(ev)
 	}
 	return ctx.Err()
+}
+
+// Cost is what the sampler costs the kernel.
+type Cost struct {
+	// Runs and RunTime are the sampling program's run count and total run
+	// time. They stay zero unless BPF statistics are enabled
+	// (sysctl kernel.bpf_stats_enabled=1, or ebpf.EnableStats).
+	Runs    uint64
+	RunTime time.Duration
+	// MapBytes is the kernel memory of each BPF map, by map name.
+	MapBytes map[string]uint64
+}
+
+// Cost reads the sampling program's run statistics and the maps' kernel
+// memory.
+func (s *Sampler) Cost() (Cost, error) {
+	c := Cost{MapBytes: map[string]uint64{}}
+	ps, err := s.objs.ScorchSample.Stats()
+	if err != nil {
+		return c, fmt.Errorf("read program statistics: %w", err)
+	}
+	c.Runs, c.RunTime = ps.RunCount, ps.Runtime
+	v := reflect.ValueOf(s.objs.ScorchMaps)
+	for i := 0; i < v.NumField(); i++ {
+		m, ok := v.Field(i).Interface().(*ebpf.Map)
+		if !ok || m == nil {
+			continue
+		}
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		info, err := m.Info()
+		if err != nil {
+			return c, fmt.Errorf("map %s: %w", name, err)
+		}
+		if b, ok := info.Memlock(); ok {
+			c.MapBytes[name] = b
+		}
+	}
+	return c, nil
 }
 
 // TableStats describes the unwind tables in the kernel; zero with

@@ -101,6 +101,11 @@ struct unwind_state {
 	__u32 flags;
 	__u64 hash; /* of pcs[0..n), updated per frame (see unwind_hash) */
 	struct unwind_stack stack;
+	/* Lookup caches: the mapping of the last PC (map.end == 0: none) and
+	 * the last row, valid for ELF addresses [row_lo, row_hi). */
+	struct unwind_mapping map;
+	__u32 row_lo, row_hi;
+	struct unwind_row row;
 };
 
 struct {
@@ -124,44 +129,54 @@ struct {
 	__type(value, struct unwind_state);
 } unwind_scratch SEC(".maps");
 
-/* unwind_find_row finds the row for pc; 0 when there is none (FP fallback). */
+/* unwind_find_row finds the row for pc; 0 when there is none (FP fallback).
+ * The last mapping and row found are cached in st: consecutive frames are
+ * often in the same file and, in recursion, the same function. */
 static __always_inline int unwind_find_row(struct unwind_state *st, __u64 pc, struct unwind_row *out)
 {
-	__u32 tgid = st->tgid;
-	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
-	if (!proc)
-		return 0;
-
-	__u32 lo = 0, hi = proc->nmappings, mid;
-	if (hi > UNWIND_MAX_MAPPINGS)
-		hi = UNWIND_MAX_MAPPINGS;
-	for (int i = 0; i <= UNWIND_MAPPING_BITS; i++) {
-		if (lo >= hi)
-			break;
-		mid = (lo + hi) / 2;
-		if (proc->mappings[mid & (UNWIND_MAX_MAPPINGS - 1)].start <= pc)
-			lo = mid + 1;
-		else
-			hi = mid;
+	if (pc < st->map.start || pc >= st->map.end) {
+		__u32 tgid = st->tgid;
+		struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+		if (!proc)
+			return 0;
+		__u32 lo = 0, hi = proc->nmappings, mid;
+		if (hi > UNWIND_MAX_MAPPINGS)
+			hi = UNWIND_MAX_MAPPINGS;
+		for (int i = 0; i <= UNWIND_MAPPING_BITS; i++) {
+			if (lo >= hi)
+				break;
+			mid = (lo + hi) / 2;
+			if (proc->mappings[mid & (UNWIND_MAX_MAPPINGS - 1)].start <= pc)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == 0)
+			return 0;
+		struct unwind_mapping *m = &proc->mappings[(lo - 1) & (UNWIND_MAX_MAPPINGS - 1)];
+		if (pc >= m->end)
+			return 0;
+		st->map = *m;
+		st->row_lo = 1;
+		st->row_hi = 0; /* empty row cache */
 	}
-	if (lo == 0)
-		return 0;
-	struct unwind_mapping *m = &proc->mappings[(lo - 1) & (UNWIND_MAX_MAPPINGS - 1)];
-	if (pc >= m->end || m->nrows == 0)
+	if (st->map.nrows == 0)
 		return 0;
 
-	__u64 rel = pc - m->bias;
+	__u64 rel = pc - st->map.bias;
 	/* A return address may be just past the call's function (noreturn
 	 * calls): look up the call instruction instead. */
 	if (!(st->flags & UNWIND_F_EXACT_PC))
 		rel -= 1;
 	if (rel >> 32)
 		return 0;
+	if (rel >= st->row_lo && rel < st->row_hi) {
+		*out = st->row;
+		return 1;
+	}
 
-	__u32 first = m->first_row, idx;
+	__u32 first = st->map.first_row, idx, lo = 0, hi = st->map.nrows, mid;
 	struct unwind_row *r;
-	lo = 0;
-	hi = m->nrows;
 	for (int i = 0; i <= UNWIND_ROW_BITS; i++) {
 		if (lo >= hi)
 			break;
@@ -177,11 +192,21 @@ static __always_inline int unwind_find_row(struct unwind_state *st, __u64 pc, st
 	}
 	if (lo == 0)
 		return 0;
+	/* The next row, if any, bounds the cached one. */
+	st->row_hi = 0;
+	if (lo < st->map.nrows) {
+		idx = first + lo;
+		r = bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (r)
+			st->row_hi = r->pc;
+	}
 	idx = first + lo - 1;
 	r = bpf_map_lookup_elem(&unwind_rows, &idx);
 	if (!r)
 		return 0;
 	*out = *r;
+	st->row = *r;
+	st->row_lo = r->pc;
 	return 1;
 }
 
@@ -214,19 +239,30 @@ static __always_inline int unwind_step(struct unwind_state *st)
 		return 1;
 	case UNWIND_KIND_CFA:
 		cfa = (UNWIND_ROW_CFA_REG(&row) == UNWIND_CFA_REG_FP ? st->fp : st->sp) + UNWIND_ROW_CFA_OFF(&row);
-		if (row.ra == 0) {
-			if (st->stack.n != 1) {
-				st->stack.stop = UNWIND_STOP_NO_LR;
+		if (row.ra != 0 && row.fp == row.ra - 1) {
+			/* A frame record: saved FP and RA side by side, one read. */
+			__u64 rec[2];
+			if (bpf_probe_read_user(rec, sizeof(rec), (const void *)(cfa + (__s64)row.fp * 8))) {
+				st->stack.stop = UNWIND_STOP_READ;
 				return 1;
 			}
-			ra = st->lr;
-		} else if (unwind_read(&ra, cfa + (__s64)row.ra * 8)) {
-			st->stack.stop = UNWIND_STOP_READ;
-			return 1;
-		}
-		if (row.fp != 0 && unwind_read(&fp, cfa + (__s64)row.fp * 8)) {
-			st->stack.stop = UNWIND_STOP_READ;
-			return 1;
+			fp = rec[0];
+			ra = rec[1];
+		} else {
+			if (row.ra == 0) {
+				if (st->stack.n != 1) {
+					st->stack.stop = UNWIND_STOP_NO_LR;
+					return 1;
+				}
+				ra = st->lr;
+			} else if (unwind_read(&ra, cfa + (__s64)row.ra * 8)) {
+				st->stack.stop = UNWIND_STOP_READ;
+				return 1;
+			}
+			if (row.fp != 0 && unwind_read(&fp, cfa + (__s64)row.fp * 8)) {
+				st->stack.stop = UNWIND_STOP_READ;
+				return 1;
+			}
 		}
 		sp = cfa;
 		st->stack.table_frames++;
@@ -264,9 +300,14 @@ static __always_inline int unwind_step(struct unwind_state *st)
 			return 1;
 		}
 		cfa = st->fp + 16;
-		if (unwind_read(&ra, st->fp + 8) || unwind_read(&fp, st->fp)) {
-			st->stack.stop = UNWIND_STOP_READ;
-			return 1;
+		{
+			__u64 rec[2]; /* the frame record: saved FP, return address */
+			if (bpf_probe_read_user(rec, sizeof(rec), (const void *)st->fp)) {
+				st->stack.stop = UNWIND_STOP_READ;
+				return 1;
+			}
+			fp = rec[0];
+			ra = rec[1];
 		}
 		sp = cfa;
 		st->stack.fp_frames++;
@@ -321,6 +362,10 @@ static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __
 	st->fp = fp;
 	st->lr = lr;
 	st->tgid = tgid;
+	st->map.start = 0;
+	st->map.end = 0;
+	st->row_lo = 1;
+	st->row_hi = 0;
 	st->hash = 0xcbf29ce484222325ull;
 	st->stack.n = 0;
 	st->stack.stop = 0;
