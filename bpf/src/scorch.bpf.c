@@ -400,8 +400,8 @@ int scorch_exit(void *ctx)
 	__u32 pid = id >> 32;
 	if (pid != (__u32)id)
 		return 0; // a thread, not the whole process
-	if (!bpf_map_lookup_elem(&seen_pids, &pid))
-		return 0; // never sampled: nothing for user space to release
+	if (!bpf_map_lookup_elem(&seen_pids, &pid) && !bpf_map_lookup_elem(&unwind_procs, &pid))
+		return 0; // never sampled, no unwind tables: nothing for user space to release
 	bpf_map_delete_elem(&seen_pids, &pid);
 	emit_event(EVENT_EXIT, pid);
 	return 0;

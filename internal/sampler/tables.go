@@ -247,11 +247,12 @@ func (m *tableManager) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-m.reqs:
-			t0 := time.Now()
 			m.handle(r)
-			m.log.Debug("unwind tables: handled", "kind", r.kind, "pid", r.pid, "took", time.Since(t0))
 			if r.done != nil {
 				close(r.done)
+			}
+			if len(m.reqs) == 0 {
+				m.reclaim() // once per burst: it waits for running programs
 			}
 		case <-sweep.C:
 			m.sweep()

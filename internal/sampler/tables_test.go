@@ -1,0 +1,165 @@
+package sampler
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRowAllocator(t *testing.T) {
+	a := newRowAllocator(100)
+	x, ok1 := a.alloc(40)
+	y, ok2 := a.alloc(40)
+	_, ok3 := a.alloc(40)
+	if !ok1 || !ok2 || ok3 || x != 0 || y != 40 || a.used != 80 {
+		t.Fatalf("alloc: %d %v, %d %v, third %v, used %d", x, ok1, y, ok2, ok3, a.used)
+	}
+	if err := a.release(x, 40); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.release(x, 40); err == nil {
+		t.Error("double release accepted")
+	}
+	if err := a.release(90, 20); err == nil {
+		t.Error("release past the end accepted")
+	}
+	// Freed space is reused; neighbours merge back into one extent.
+	if z, ok := a.alloc(30); !ok || z != 0 {
+		t.Fatalf("alloc after release: %d %v", z, ok)
+	}
+	a.release(0, 30)
+	a.release(y, 40)
+	if len(a.free) != 1 || a.free[0] != (extent{0, 100}) || a.used != 0 {
+		t.Fatalf("after releasing everything: free %v used %d", a.free, a.used)
+	}
+	if _, ok := a.alloc(0); ok {
+		t.Error("zero-row allocation succeeded")
+	}
+}
+
+func TestParseExecMappings(t *testing.T) {
+	maps := `55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /usr/bin/x
+55d0c0a01000-55d0c0a05000 r-xp 00001000 fd:01 1234 /usr/bin/x
+7f0000000000-7f0000100000 r-xp 00028000 fd:01 99 /opt/my app/lib.so (deleted)
+7f0000200000-7f0000201000 rwxp 00000000 00:00 0
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+`
+	ms, err := parseExecMappings(strings.NewReader(maps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 4 {
+		t.Fatalf("got %d executable mappings, want 4: %+v", len(ms), ms)
+	}
+	if m := ms[0]; m.start != 0x55d0c0a01000 || m.end != 0x55d0c0a05000 || m.off != 0x1000 || m.path != "/usr/bin/x" || m.inode != "1234" {
+		t.Errorf("mapping 0: %+v", m)
+	}
+	if ms[1].path != "/opt/my app/lib.so" {
+		t.Errorf("path with a space and (deleted): %q", ms[1].path)
+	}
+	if ms[2].path != "" || ms[2].special != "" {
+		t.Errorf("anonymous mapping: %+v", ms[2])
+	}
+	if ms[3].special != "[vdso]" {
+		t.Errorf("vdso: %+v", ms[3])
+	}
+	for _, bad := range []string{"zz-10 r-xp 0 00:00 0\n", "10-5 r-xp 0 00:00 0\n", "10-20 r-xp\n"} {
+		if _, err := parseExecMappings(strings.NewReader(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzParseExecMappings(f *testing.F) {
+	f.Add("55d0c0a01000-55d0c0a05000 r-xp 00001000 fd:01 1234 /usr/bin/x\n")
+	f.Add("7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := parseExecMappings(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, m := range ms {
+			if m.end <= m.start {
+				t.Fatalf("empty range accepted: %+v", m)
+			}
+		}
+	})
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestTableLifecycle checks that processes mapping the same files share
+// one table per file, and that tables are freed when the last process
+// mapping them exits.
+func TestTableLifecycle(t *testing.T) {
+	requireRoot(t)
+	a := startWorkload(t, "nofp-c", "60")
+	b := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(a.Process.Pid), uint32(b.Process.Pid)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+
+	both := s.TableStats()
+	t.Logf("two processes: %+v", both)
+	if both.Processes != 2 || both.Files < 3 || both.Builds != uint64(both.Files) {
+		t.Fatalf("want 2 processes sharing ≥ 3 files (program, libc, ld.so, vDSO), each built once: %+v", both)
+	}
+	a.Process.Kill()
+	a.Wait()
+	waitFor(t, "the first exit", func() bool { return s.TableStats().Processes == 1 })
+	one := s.TableStats()
+	if one.Files != both.Files || one.Rows != both.Rows {
+		t.Errorf("tables changed while another process still maps them: %+v, before %+v", one, both)
+	}
+	b.Process.Kill()
+	b.Wait()
+	waitFor(t, "the second exit", func() bool { return s.TableStats().Processes == 0 })
+	waitFor(t, "rows to be freed", func() bool { return s.TableStats().Files <= 1 })
+	none := s.TableStats()
+	t.Logf("no process: %+v", none)
+	if none.Rows >= both.Rows/4 {
+		t.Errorf("rows not freed: %d in use, %d with the processes", none.Rows, both.Rows)
+	}
+}
+
+// TestTableMemoryBound checks that tables stay within UnwindTableBytes:
+// libc's table (~23k rows) does not fit in 4096 rows and is left to frame
+// pointers.
+func TestTableMemoryBound(t *testing.T) {
+	requireRoot(t)
+	w := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(w.Process.Pid)}, UnwindTableBytes: 4096 * 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := s.TableStats()
+	t.Logf("%+v", ts)
+	if ts.RowsCapacity != 4096 || ts.Rows > 4096 || ts.NoSpace == 0 || ts.Files == 0 {
+		t.Errorf("want a 4096-row array, some files loaded and libc refused: %+v", ts)
+	}
+}
+
+func runEvents(s *Sampler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.ReadEvents(ctx, func(Event) {})
+	}()
+	return func() { cancel(); <-done }
+}
