@@ -32,8 +32,12 @@
 // runtime.goexit), PLT (the amd64 lazy-PLT CFA expression
 // rsp+8 + ((rip&15) >= N ? 8 : 0), N stored in the FP byte), SIGNAL (a
 // trampoline marked with the 'S' augmentation, whose caller registers are
-// read from the ucontext on the stack) and UNSUPPORTED (anything else:
-// counted by reason in Stats, unwound through the frame-pointer chain).
+// read from the ucontext on the stack), STACK_SWITCH (the calls of Go's
+// runtime functions that switch to the system stack, asmcgocall,
+// systemstack and the vDSO calls: the frame record on the goroutine stack
+// leads back to it, so cgo stacks reach main.main and runtime.goexit) and
+// UNSUPPORTED (anything else: counted by reason in Stats, unwound through
+// the frame-pointer chain).
 // Gaps of at least 16 bytes between FDEs become UNSUPPORTED rows; shorter
 // gaps are alignment padding and keep the previous rule.
 //
@@ -55,13 +59,17 @@
 // with bias = runtime address - ELF virtual address, from /proc/PID/maps and
 // the file's PT_LOAD headers. nrows = 0 marks mappings without a table
 // (JIT code, files not yet processed): the FP chain is used there.
-// User space fills it when a process is first seen and on exec/mmap changes
-// (the sampler's EVENT_NEW_PID / EVENT_EXEC), and deletes it on exit.
+// User space (internal/sampler) fills it when a process is first seen and
+// on exec/mmap changes (the sampler's EVENT_NEW_PID / EVENT_EXEC), and
+// deletes it on exit.
 //
 // Each step binary-searches the mappings (at most 8 probes) and then the
 // file's rows (at most 22 probes, one map lookup each) for the last row with
 // pc <= PC-bias (PC-1 for return addresses, since a call may be the last
-// instruction of a function), applies the row and moves to the caller. Steps
+// instruction of a function), applies the row and moves to the caller. The
+// last mapping and row found are cached for the next step (consecutive
+// frames share a file, recursive ones a row), and a saved FP/return address
+// pair is read with one access. Steps
 // run under bpf_loop with the state in a per-CPU array, so stacks of 128
 // frames (UNWIND_MAX_FRAMES; raise it freely) do not need an unrolled loop
 // and do not hit the 127-frame limit of bpf_get_stackid; no tail calls are

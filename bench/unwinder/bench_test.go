@@ -1,4 +1,5 @@
-// Package unwinderbench measures unwind table build time and size.
+// Package unwinderbench measures unwind table build time and size, and
+// (kernel_test.go) the in-kernel cost of a sample with and without tables.
 //
 //	go test -run=^$ -bench=. -benchtime=5x ./bench/unwinder/
 //

@@ -198,7 +198,7 @@ func BenchmarkSampleCost(b *testing.B) {
 			if !c.fpOnly && total.unwound == 0 {
 				b.Errorf("no stack was walked with tables")
 			}
-			if c.name == "tables/depth=100" {
+			if c.depth == 100 && c.bin == "nofp" || c.depth == 100 && c.fpOnly {
 				logMaps(b, total.cost)
 			}
 		})

@@ -23,6 +23,34 @@
 // stack id read from the counts map may be reused by a new sample before we
 // read the stack, so the pairing of count and stack would race.
 //
+// # Stacks without frame pointers
+//
+// bpf_get_stackid follows the frame-pointer chain, which stops at the first
+// function built without one (Debian's libc, most C, C++ and Rust release
+// builds). So, unless Options.FramePointersOnly is set, the sampler loads
+// unwind tables (package unwinder) into the kernel and the program walks
+// the user stacks of every process that has them with the table unwinder
+// of unwinder/bpf/unwind.h, under bpf_loop, up to 128 frames. Those stacks
+// go to a hash map per set keyed by a 64-bit hash of the addresses (the
+// sample key says STACK_UNWOUND and carries the hash); other processes keep
+// the bpf_get_stackid path. Why a walk stopped early is counted in Stats.
+//
+// Tables are managed by one worker goroutine (tables.go), so neither
+// sampling nor Drain ever waits for them. ReadEvents passes it the
+// lifecycle events: on a process's first sample (EventNewPid) it reads
+// /proc/PID/maps, opens every executable file mapped (through
+// /proc/PID/map_files, so files in containers and deleted files work),
+// builds each file's table once per build id and copies it into a slice of
+// the shared row array (first fit; Options.UnwindTableBytes bounds it, 16
+// MiB by default: files that do not fit use frame pointers), then writes
+// the process's mappings with their load bias and table slice. On exec and
+// exit it drops the process, and a file's rows are freed when no process
+// maps it any more, after the same barrier Drain uses, so that no program
+// still reads them. When Drain sees an unwound address outside every
+// mapping of the last scan (a library loaded later), it asks the worker
+// to read the mappings again. The vDSO's table is built once from the
+// sampler's own vDSO, which is the same in every process.
+//
 // What the program could not record is counted per reason in a per-CPU
 // array; Drain reports those counters with every batch.
 package sampler

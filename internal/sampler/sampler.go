@@ -116,6 +116,7 @@ type Sampler struct {
 	events    *ringbuf.Reader
 	active    uint32
 	tables    *tableManager // nil with FramePointersOnly
+	closed    bool
 	CPUs      int
 	Frequency int
 	lifecycle bool // exec/exit hooks attached
@@ -538,10 +539,11 @@ func (s *Sampler) Stats() (Stats, error) {
 // Close detaches the program and frees every kernel object it held.
 func (s *Sampler) Close() error {
 	var errs []error
-	if s.tables != nil {
+	if s.tables != nil && !s.closed {
+		// s.tables stays set: a ReadEvents still running may notify it.
 		s.tables.close()
-		s.tables = nil
 	}
+	s.closed = true
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
 	}

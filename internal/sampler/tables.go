@@ -199,7 +199,7 @@ func (m *tableManager) hint(pid uint32, pcs []uint64, now time.Time) {
 		return
 	}
 	for _, pc := range pcs {
-		i, found := slices.BinarySearchFunc(known, pc, func(r [2]uint64, pc uint64) int {
+		_, found := slices.BinarySearchFunc(known, pc, func(r [2]uint64, pc uint64) int {
 			switch {
 			case r[1] <= pc:
 				return -1
@@ -208,7 +208,6 @@ func (m *tableManager) hint(pid uint32, pcs []uint64, now time.Time) {
 			}
 			return 0
 		})
-		_ = i
 		if !found {
 			m.lastHint[pid] = now
 			m.send(tableReq{kind: evRescan, pid: pid})
@@ -217,7 +216,8 @@ func (m *tableManager) hint(pid uint32, pcs []uint64, now time.Time) {
 	}
 }
 
-// close stops the worker and waits for it.
+// close stops the worker and waits for it. Requests sent later are
+// dropped once the queue is full.
 func (m *tableManager) close() {
 	m.cancel()
 	<-m.done
@@ -563,12 +563,8 @@ func buildTable(ef *elf.File) (*unwinder.Table, error) {
 	case st.Rows > maxFileRows:
 		return nil, fmt.Errorf("%d rows, more than the %d one table may have", st.Rows, maxFileRows)
 	}
-	for _, r := range tab.Rows() {
-		if r.PC > 0xffffffff {
-			return nil, errors.New("addresses above 4 GiB")
-		}
-	}
-	return tab, nil
+	return tab, nil // Build refuses files beyond the 4 GiB rows address
+
 }
 
 // writeRows copies encoded rows into unwind_rows from index first, in

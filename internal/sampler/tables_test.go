@@ -163,3 +163,32 @@ func runEvents(s *Sampler) (stop func()) {
 	}()
 	return func() { cancel(); <-done }
 }
+
+// TestHint checks that Drain asks for a new scan of a process when one of
+// its stacks holds an address outside the mappings of its last scan (a
+// library loaded since), at most once per rescanInterval.
+func TestHint(t *testing.T) {
+	m := &tableManager{
+		reqs:     make(chan tableReq, 4),
+		known:    map[uint32][][2]uint64{7: {{0x1000, 0x2000}, {0x5000, 0x6000}}},
+		lastHint: map[uint32]time.Time{},
+	}
+	now := time.Now()
+	m.hint(7, []uint64{0x1800, 0x5000}, now)
+	m.hint(8, []uint64{0x9000}, now) // unknown process: nothing to compare
+	if len(m.reqs) != 0 {
+		t.Fatalf("%d requests for addresses inside known mappings", len(m.reqs))
+	}
+	m.hint(7, []uint64{0x1800, 0x3000}, now)
+	if len(m.reqs) != 1 {
+		t.Fatalf("%d requests for an address outside the mappings, want 1", len(m.reqs))
+	}
+	if r := <-m.reqs; r.kind != evRescan || r.pid != 7 {
+		t.Errorf("request %+v, want a rescan of 7", r)
+	}
+	m.hint(7, []uint64{0x3000}, now.Add(time.Second))
+	m.hint(7, []uint64{0x3000}, now.Add(rescanInterval+time.Second))
+	if len(m.reqs) != 1 {
+		t.Errorf("%d requests in two intervals, want 1", len(m.reqs))
+	}
+}
