@@ -53,8 +53,19 @@ var unwindWorkloads = []unwindWorkload{
 			"leaf_work": {"recurse", "phase_recurse", "run", "main", "_start"},
 		},
 	},
-	{name: "nofp-cpp", outermost: []string{"_start"}, through: "main"},
-	{name: "nofp-rust", outermost: []string{"_start"}, through: "main"},
+	{
+		name: "nofp-cpp", outermost: []string{"_start"}, through: "main",
+		chains: map[string][]string{
+			"Accumulator<double>::step(double)": {"Accumulator<double>::run(int)", "accumulate_phase()", "run(double)", "main", "_start"},
+		},
+	},
+	{
+		name: "nofp-rust", outermost: []string{"_start"}, through: "main",
+		chains: map[string][]string{
+			"nofp_rust::mix":                     {"nofp_rust::recurse", "nofp_rust::recurse_phase", "nofp_rust::run", "nofp_rust::main", "main", "_start"},
+			"nofp_rust::sort_phase::{{closure}}": {"*sort_by*", "nofp_rust::sort_phase", "nofp_rust::run", "nofp_rust::main", "main", "_start"},
+		},
+	},
 	{
 		// Go stacks end at goexit (goroutines) or where the runtime
 		// switched to a system stack.
