@@ -413,7 +413,13 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 				st = readUnwound(ms.unwound, key.UserStackHash)
 				unwound[key.UserStackHash] = st
 				if s.tables != nil && !st.lost {
-					s.tables.hint(key.Pid, st.pcs, now)
+					pcs := st.pcs
+					if st.truncated && len(pcs) > 0 {
+						// The walk stopped at this address: it may be
+						// garbage, not new code.
+						pcs = pcs[:len(pcs)-1]
+					}
+					s.tables.hint(key.Pid, pcs, now)
 				}
 			}
 			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
