@@ -37,6 +37,8 @@ type Agent struct {
 	log *slog.Logger
 
 	sym     *symbolizer.Symbolizer
+	procs   *processes
+	lock    *dataDirLock
 	store   *store.Store
 	exp     *pyroscope.Exporter
 	targets *targets
@@ -70,10 +72,18 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger})
 	a.targets = newTargets(&a.cfg, "/proc")
+	a.procs = newProcesses(a.sym, a.targets, "/proc")
 	if cfg.DataDir != "" {
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			a.sym.Close()
+			return nil, err
+		}
+		a.lock = lock
 		st, err := store.Open(cfg.DataDir, store.Options{MaxAge: cfg.Retention, MaxBytes: cfg.RetentionSize, Logger: logger})
 		if err != nil {
 			a.sym.Close()
+			a.lock.release()
 			return nil, fmt.Errorf("local store: %w", err)
 		}
 		a.store = st
@@ -104,6 +114,7 @@ func (a *Agent) close() {
 	if a.store != nil {
 		a.store.Close()
 	}
+	a.lock.release()
 	a.sym.Close()
 }
 
@@ -142,14 +153,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	prof, err := profiler.Open(profiler.Config{
 		Sampler:    sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle},
 		NextDrain:  a.nextDrain,
-		Symbolizer: a.sym,
-		OnForget:   a.targets.forget,
+		Symbolizer: a.procs,
 		Logger:     a.log,
 	})
 	if err != nil {
 		return err
 	}
 	defer prof.Close()
+
+	// Everything that needs CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN is done:
+	// the program is loaded, the perf events are open, and maps are used
+	// through the descriptors we hold.
+	if a.cfg.DropPrivileges {
+		before, after, err := dropPrivileges()
+		switch {
+		case errors.Is(err, errCgo):
+			a.log.Info("capabilities kept", "reason", err)
+		case err != nil:
+			a.log.Warn("could not drop capabilities", "err", err)
+		default:
+			a.log.Debug("capabilities dropped", "effective_before", fmt.Sprintf("%#x", before), "effective_after", fmt.Sprintf("%#x", after))
+		}
+	}
 
 	expCtx, stopExp := context.WithCancel(context.Background())
 	if a.exp != nil {
@@ -181,6 +206,7 @@ func (a *Agent) nextDrain(prev time.Time) time.Time {
 
 func (a *Agent) onBatch(b profiler.Batch) {
 	a.m.observeBatch(b)
+	defer a.procs.sweep(b.Time)
 	for _, s := range b.Samples {
 		tg := a.targets.lookup(s.Pid, s.Comm)
 		if tg.excluded {
@@ -216,6 +242,7 @@ func (a *Agent) closeWindow(end time.Time) {
 		}
 		a.m.windows.Inc()
 		if a.store != nil {
+			// Put logs the first failure of each cause itself.
 			if err := a.store.Put(start, end.Sub(start), w.labels, p); err != nil {
 				a.m.storeErrors.Inc()
 			}

@@ -117,7 +117,9 @@ func testConfig(t *testing.T, args ...string) Config {
 	var cfg Config
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	cfg.Flags(fs)
-	if err := fs.Parse(args); err != nil {
+	// Tests run several agents in one process: the first must not drop the
+	// capabilities the next needs (test/reliability checks the drop).
+	if err := fs.Parse(append([]string{"--drop-privileges=false"}, args...)); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.ApplyEnvAndFile(fs, "", func(string) string { return "" }); err != nil {
@@ -335,7 +337,7 @@ func TestConfigPrecedence(t *testing.T) {
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
 	env := map[string]string{
-		"SCORCH_INTERVAL":                           "20s",
+		"SCORCH_INTERVAL": "20s",
 		"SCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD_FILE": pw,
 	}
 	var cfg Config

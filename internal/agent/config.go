@@ -34,6 +34,9 @@ type Config struct {
 	SymbolCache   int64
 	LogLevel      string
 	LogFormat     string
+	// DropPrivileges drops every capability but those symbolization needs
+	// once the BPF program is loaded and the perf events are open.
+	DropPrivileges bool
 
 	PyroscopeURL          string
 	PyroscopeUser         string
@@ -186,6 +189,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Var(bytesValue{&c.SymbolCache}, "symbol-cache-size", "bound of the symbol table cache (e.g. 256MiB)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.DropPrivileges, "drop-privileges", true, "once sampling runs, keep only CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG and CAP_CHECKPOINT_RESTORE (all threads; needs a CGO_ENABLED=0 build)")
 
 	fs.StringVar(&c.PyroscopeURL, "pyroscope-url", "", "push profiles to this Pyroscope server or Grafana Cloud Profiles URL (empty: don't push)")
 	fs.StringVar(&c.PyroscopeUser, "pyroscope-basic-auth-user", "", "basic auth user (Grafana Cloud: the stack's user id)")

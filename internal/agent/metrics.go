@@ -62,6 +62,12 @@ func newMetrics(a *Agent) *metrics {
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "pid_event_ring_full"}, func(s sampler.Stats) uint64 { return s.LostPidEvents })
 
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "targets_cached_processes", Help: "Processes whose target (service_name and labels) is cached."},
+		func() float64 { return float64(a.targets.size()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "tracked_processes", Help: "Processes observed and not yet released."},
+		func() float64 { n, _ := a.procs.stats(); return float64(n) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scorch", Name: "swept_processes_total", Help: "Exited processes released by the periodic sweep because no exit event came."},
+		func() float64 { _, n := a.procs.stats(); return float64(n) }))
 	m.reg.MustRegister(&symbolizerCollector{a: a})
 	if a.exp != nil {
 		m.reg.MustRegister(&exporterCollector{a: a})
@@ -126,6 +132,8 @@ var (
 	symCacheDesc    = prometheus.NewDesc("scorch_symbolizer_cache_bytes", "Bytes held by the symbol table cache.", nil, nil)
 	symPanicsDesc   = prometheus.NewDesc("scorch_symbolizer_recovered_panics_total", "Panics while parsing a file, recovered.", nil, nil)
 	symParseErrDesc = prometheus.NewDesc("scorch_symbolizer_parse_errors_total", "Malformed maps, kallsyms, perf maps or ELF files met.", nil, nil)
+	symProcsDesc    = prometheus.NewDesc("scorch_symbolizer_processes", "Processes whose mappings the symbolizer holds.", nil, nil)
+	symFilesDesc    = prometheus.NewDesc("scorch_symbolizer_files", "Open mapped files, shared between processes.", nil, nil)
 )
 
 type symbolizerCollector struct{ a *Agent }
@@ -136,6 +144,8 @@ func (c *symbolizerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- symCacheDesc
 	ch <- symPanicsDesc
 	ch <- symParseErrDesc
+	ch <- symProcsDesc
+	ch <- symFilesDesc
 }
 
 func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -153,4 +163,6 @@ func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(symCacheDesc, prometheus.GaugeValue, float64(s.CacheBytes))
 	ch <- prometheus.MustNewConstMetric(symPanicsDesc, prometheus.CounterValue, float64(s.RecoveredPanics))
 	ch <- prometheus.MustNewConstMetric(symParseErrDesc, prometheus.CounterValue, float64(s.ParseErrors))
+	ch <- prometheus.MustNewConstMetric(symProcsDesc, prometheus.GaugeValue, float64(s.Processes))
+	ch <- prometheus.MustNewConstMetric(symFilesDesc, prometheus.GaugeValue, float64(s.Files))
 }

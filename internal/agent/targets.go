@@ -53,6 +53,29 @@ func (t *targets) forget(pid uint32) {
 	t.mu.Unlock()
 }
 
+// prewarm resolves the target of pid while the process is alive, if not
+// known yet: a short-lived process is often gone by the drain that carries
+// its samples, and then neither its executable nor its cgroup can be read.
+func (t *targets) prewarm(pid uint32) {
+	t.mu.Lock()
+	_, ok := t.cache[pid]
+	t.mu.Unlock()
+	if ok || pid == 0 {
+		return
+	}
+	comm, err := os.ReadFile(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "comm"))
+	if err != nil {
+		return // gone already: lookup falls back to the sample's comm
+	}
+	t.lookup(pid, strings.TrimSuffix(string(comm), "\n"))
+}
+
+func (t *targets) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.cache)
+}
+
 // lookup returns the target of process pid, whose kernel name is comm.
 func (t *targets) lookup(pid uint32, comm string) *target {
 	t.mu.Lock()
@@ -72,10 +95,18 @@ func (t *targets) lookup(pid uint32, comm string) *target {
 }
 
 func (t *targets) build(pid uint32, comm string) *target {
-	exe := ""
+	exe, gone := "", false
 	if pid != 0 {
-		exe, _ = os.Readlink(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "exe"))
+		dir := filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10))
+		var err error
+		exe, err = os.Readlink(filepath.Join(dir, "exe"))
 		exe = strings.TrimSuffix(exe, " (deleted)")
+		if err != nil {
+			// Kernel threads have no executable; a process that exited
+			// has no /proc directory any more.
+			_, serr := os.Stat(dir)
+			gone = serr != nil
+		}
 	}
 	var info container.Info
 	if pid != 0 {
@@ -121,6 +152,8 @@ func (t *targets) build(pid uint32, comm string) *target {
 		service = filepath.Base(exe)
 	case pid == 0:
 		service = "idle"
+	case gone && comm != "":
+		service = comm // exited before we could read its executable
 	default:
 		service = "kernel" // kernel threads have no executable
 	}
