@@ -13,6 +13,7 @@ import (
 	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/gopclntab"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
 )
 
 // An object is one ELF file, shared by every process that maps it (objects
@@ -25,6 +26,7 @@ type object struct {
 	root    string // the first process's root, for separate debug files
 	buildID string
 	file    io.Closer
+	ra      io.ReaderAt // the file's bytes (an *os.File: sections are mapped)
 	elf     *elf.File
 	loads   []elf.ProgHeader // PT_LOAD segments
 	isGo    bool
@@ -44,7 +46,12 @@ type object struct {
 type tables struct {
 	dwarf *dwarfsym.Table
 	gopcl *gopclntab.Table
-	syms  *elfsym.Table
+
+	// The symbol table is read with the others, except in Go binaries,
+	// where the pclntab names everything but C code linked in with cgo:
+	// there it is read on the first address the pclntab cannot name.
+	syms     atomic.Pointer[elfsym.Table]
+	symsOnce sync.Once
 }
 
 func (t *tables) size() int64 {
@@ -55,10 +62,22 @@ func (t *tables) size() int64 {
 	if t.gopcl != nil {
 		n += t.gopcl.Size()
 	}
-	if t.syms != nil {
-		n += t.syms.Size()
+	if syms := t.syms.Load(); syms != nil {
+		n += syms.Size()
 	}
 	return n
+}
+
+// symbols returns the object's ELF symbol table, reading it on first use.
+func (t *tables) symbols(o *object, s *Symbolizer) *elfsym.Table {
+	t.symsOnce.Do(func() {
+		if syms, err := elfsym.NewFrom(o.elf, o.ra); err == nil {
+			t.syms.Store(syms)
+		} else if !errors.Is(err, elfsym.ErrNoSymbols) {
+			s.log.Debug("symbolizer: unusable symbol table", "file", o.path, "err", err)
+		}
+	})
+	return t.syms.Load()
 }
 
 // openObject reads the headers of an ELF file. f is owned by the object
@@ -78,7 +97,7 @@ func openObject(f interface {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	obj = &object{path: path, root: root, file: f, elf: ef}
+	obj = &object{path: path, root: root, file: f, ra: f, elf: ef}
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_LOAD {
 			obj.loads = append(obj.loads, p.ProgHeader)
@@ -165,36 +184,32 @@ func (o *object) loadTables(s *Symbolizer) (t *tables, err error) {
 			t, err = nil, &panicError{fmt.Sprintf("%s: %v", o.path, r)}
 		}
 	}()
+	defer mapped.Guard()() // a file truncated under its mapping faults
 	t = &tables{}
 	// Go binaries: the pclntab is exact (with inlining), always present and
 	// far smaller than Go's DWARF.
 	if o.isGo {
-		if g, err := gopclntab.Open(o.elf); err == nil {
+		if g, err := gopclntab.Open(o.elf, o.ra); err == nil {
 			t.gopcl = g
 		} else {
 			s.log.Debug("symbolizer: no usable pclntab", "file", o.path, "err", err)
 		}
 	}
 	if t.gopcl == nil {
-		if d, err := openDWARF(o.elf, o.path, o.root, s.opts.DebugDirs); err == nil {
+		if d, err := openDWARF(o.elf, o.ra, o.path, o.root, s.opts.DebugDirs); err == nil {
 			t.dwarf = d
 		} else if !errors.Is(err, dwarfsym.ErrNoDWARF) {
 			s.log.Debug("symbolizer: unusable DWARF", "file", o.path, "err", err)
 		}
 	}
-	if syms, err := elfsym.New(o.elf); err == nil {
-		t.syms = syms
-	} else if !errors.Is(err, elfsym.ErrNoSymbols) {
-		s.log.Debug("symbolizer: unusable symbol table", "file", o.path, "err", err)
-	}
-	if t.dwarf == nil && t.gopcl == nil && t.syms == nil {
+	if t.gopcl == nil && t.symbols(o, s) == nil && t.dwarf == nil {
 		return nil, fmt.Errorf("%s: no symbols, DWARF or pclntab", o.path)
 	}
 	return t, nil
 }
 
-// openDWARF is dwarfsym.Open; a variable so that tests can count calls.
-var openDWARF = dwarfsym.Open
+// openDWARF is dwarfsym.OpenFile; a variable so that tests can count calls.
+var openDWARF = dwarfsym.OpenFile
 
 // resolve appends the lines at virtual address pc to buf.
 func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) (out []Line) {
@@ -211,6 +226,7 @@ func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) (out []Line) {
 			out = buf
 		}
 	}()
+	defer mapped.Guard()() // a file truncated under its mapping faults
 	if t.gopcl != nil {
 		var fr [8]gopclntab.Frame
 		frames := t.gopcl.Resolve(pc, fr[:0])
@@ -230,8 +246,8 @@ func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) (out []Line) {
 			return buf
 		}
 	}
-	if t.syms != nil {
-		if name, _, ok := t.syms.Lookup(pc); ok {
+	if syms := t.symbols(o, s); syms != nil {
+		if name, _, ok := syms.Lookup(pc); ok {
 			buf = append(buf, s.dem.line(name, "", 0, 0))
 		}
 	}

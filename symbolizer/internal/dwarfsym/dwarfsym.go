@@ -55,10 +55,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
 )
 
 // ErrNoDWARF is wrapped by Open's error when neither the file nor any
@@ -127,6 +130,15 @@ type unit struct {
 // seen (e.g. /proc/PID/root), "" for the host. A nil debugDirs means
 // {"/usr/lib/debug"}. f must stay usable only for the duration of Open.
 func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err error) {
+	return OpenFile(f, nil, path, rootDir, debugDirs)
+}
+
+// OpenFile is Open reading f's sections from r, the file f was opened
+// from. When r (or a separate debug file) is an *os.File, uncompressed
+// debug sections are mapped rather than read into memory (see package
+// mapped): lookups that load a unit must then run under mapped.Guard when
+// the file could be truncated.
+func OpenFile(f *elf.File, r io.ReaderAt, path, rootDir string, debugDirs []string) (t *Table, err error) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -140,12 +152,12 @@ func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err 
 	}
 	exec := execRanges(f)
 	if hasDWARF(f) {
-		return openDWARF(f, path, exec)
+		return openDWARF(f, r, path, exec)
 	}
 	df, dpath, ferr := findDebugFile(f, path, rootDir, debugDirs)
 	if df != nil {
 		defer df.Close()
-		return openDWARF(df.File, dpath, exec)
+		return openDWARF(df.File, df.osf, dpath, exec)
 	}
 	if mt, merr := openMiniDebugInfo(f, path); mt != nil || merr != nil {
 		return mt, merr
@@ -197,18 +209,24 @@ func (t *Table) validCode(lo, hi uint64) bool {
 
 // openDWARF builds the unit table of the DWARF in df (which may be a
 // separate debug file); exec comes from the original file.
-func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
-	d, total, err := loadDWARF(df)
+func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Table, error) {
+	d, regions, held, err := loadDWARF(df, r)
 	if err != nil {
+		for _, reg := range regions {
+			reg.Close()
+		}
 		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
 	}
 	t := &Table{path: path, data: d, exec: exec}
-	t.size.Store(int64(total))
+	for _, reg := range regions {
+		mapped.Attach(t, reg)
+	}
+	t.size.Store(int64(held))
 
 	var rngs []unitRange
-	r := d.Reader()
+	rd := d.Reader()
 	for {
-		e, err := r.Next()
+		e, err := rd.Next()
 		if err != nil {
 			return nil, fmt.Errorf("dwarfsym: %s: reading unit %d: %w", path, len(t.units), err)
 		}
@@ -217,7 +235,7 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 		}
 		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
 			// Type units, skeleton units: no code.
-			r.SkipChildren()
+			rd.SkipChildren()
 			continue
 		}
 		if len(t.units) >= maxUnits {
@@ -237,7 +255,7 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 				rngs = append(rngs, unitRange{x[0], x[1], idx})
 			}
 		}
-		r.SkipChildren()
+		rd.SkipChildren()
 	}
 	if len(t.units) == 0 {
 		return nil, fmt.Errorf("dwarfsym: %s: %w (no compilation units)", path, ErrNoDWARF)
@@ -252,12 +270,15 @@ func openDWARF(df *elf.File, path string, exec []addrRange) (*Table, error) {
 // Unlike elf.File.DWARF it never trusts a size the file claims: sections
 // are read incrementally, and all of them together may hold at most
 // maxDebugBytes, so a crafted header cannot make us allocate more than
-// the data really decompresses to. It returns the bytes held.
-func loadDWARF(f *elf.File) (*dwarf.Data, uint64, error) {
+// the data really decompresses to. Uncompressed sections are mapped from r
+// when it is a file; the regions returned must live as long as the Data.
+// It returns the bytes held, mapped bytes counting for a sixteenth (page
+// cache, resident only where read).
+func loadDWARF(f *elf.File, r io.ReaderAt) (_ *dwarf.Data, regions []*mapped.Region, held uint64, _ error) {
 	if f.Type == elf.ET_REL {
 		// Relocatable objects need relocations applied, which
 		// elf.File.DWARF does; they are not what processes map.
-		return nil, 0, errors.New("relocatable object (ET_REL)")
+		return nil, nil, 0, errors.New("relocatable object (ET_REL)")
 	}
 	want := map[string]bool{"abbrev": true, "info": true, "line": true, "ranges": true, "str": true,
 		"addr": true, "line_str": true, "str_offsets": true, "rnglists": true}
@@ -274,31 +295,50 @@ func loadDWARF(f *elf.File) (*dwarf.Data, uint64, error) {
 		if !want[name] || s.Type == elf.SHT_NOBITS || sec[name] != nil {
 			continue
 		}
+		if r != nil && s.Flags&elf.SHF_COMPRESSED == 0 && !strings.HasPrefix(s.Name, ".zdebug_") && s.FileSize == s.Size {
+			if s.Size > budget {
+				return nil, regions, 0, fmt.Errorf("debug sections hold more than %d bytes (at %s)", maxDebugBytes, s.Name)
+			}
+			reg, err := mapped.ReadAt(r, s.Offset, s.Size, budget)
+			if err != nil {
+				return nil, regions, 0, fmt.Errorf("section %s: %w", s.Name, err)
+			}
+			regions = append(regions, reg)
+			budget -= s.Size
+			if reg.Mapped() {
+				held += s.Size / 16
+			} else {
+				held += s.Size
+			}
+			sec[name] = reg.Bytes()
+			continue
+		}
 		data, err := io.ReadAll(io.LimitReader(s.Open(), int64(budget)+1))
 		if err != nil {
-			return nil, 0, fmt.Errorf("section %s: %w", s.Name, err)
+			return nil, regions, 0, fmt.Errorf("section %s: %w", s.Name, err)
 		}
 		if uint64(len(data)) > budget {
-			return nil, 0, fmt.Errorf("debug sections hold more than %d bytes (at %s)", maxDebugBytes, s.Name)
+			return nil, regions, 0, fmt.Errorf("debug sections hold more than %d bytes (at %s)", maxDebugBytes, s.Name)
 		}
 		budget -= uint64(len(data))
+		held += uint64(len(data))
 		sec[name] = data
 	}
 	if len(sec["info"]) == 0 {
-		return nil, 0, ErrNoDWARF
+		return nil, regions, 0, ErrNoDWARF
 	}
 	d, err := dwarf.New(sec["abbrev"], nil, nil, sec["info"], sec["line"], nil, sec["ranges"], sec["str"])
 	if err != nil {
-		return nil, 0, err
+		return nil, regions, 0, err
 	}
 	for _, name := range []string{"addr", "line_str", "str_offsets", "rnglists"} {
 		if b := sec[name]; b != nil {
 			if err := d.AddSection(".debug_"+name, b); err != nil {
-				return nil, 0, fmt.Errorf("section .debug_%s: %w", name, err)
+				return nil, regions, 0, fmt.Errorf("section .debug_%s: %w", name, err)
 			}
 		}
 	}
-	return d, maxDebugBytes - budget, nil
+	return d, regions, held, nil
 }
 
 // disjointUnitRanges sorts rs and trims overlaps (the first unit wins).
@@ -365,6 +405,7 @@ func (t *Table) Size() int64 {
 func (t *Table) loadUnit(u int32) *loadedUnit {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer runtime.KeepAlive(t) // the debug sections may be mapped: see OpenFile
 	un := &t.units[u]
 	if lu := un.loaded.Load(); lu != nil {
 		return lu

@@ -17,6 +17,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
 )
 
 // MaxSection bounds the size of one section this package reads into memory,
@@ -124,7 +126,13 @@ type sym struct {
 
 // New reads the function symbols of f from .symtab, or from .dynsym when
 // there is no .symtab.
-func New(f *elf.File) (*Table, error) {
+func New(f *elf.File) (*Table, error) { return NewFrom(f, nil) }
+
+// NewFrom is New reading the sections from r, the file f was opened from:
+// when r is an *os.File the symbol and string tables are mapped while the
+// table is built rather than copied into memory (the Table keeps only the
+// function symbols). A nil r reads through f.
+func NewFrom(f *elf.File, r io.ReaderAt) (*Table, error) {
 	for _, typ := range []elf.SectionType{elf.SHT_SYMTAB, elf.SHT_DYNSYM} {
 		var s *elf.Section
 		for _, sec := range f.Sections {
@@ -136,7 +144,7 @@ func New(f *elf.File) (*Table, error) {
 		if s == nil {
 			continue
 		}
-		t, err := fromSection(f, s)
+		t, err := fromSection(f, r, s)
 		if err != nil {
 			return nil, err
 		}
@@ -148,17 +156,31 @@ func New(f *elf.File) (*Table, error) {
 	return nil, ErrNoSymbols
 }
 
-func fromSection(f *elf.File, s *elf.Section) (*Table, error) {
+func fromSection(f *elf.File, r io.ReaderAt, s *elf.Section) (t *Table, err error) {
 	if s.Link == 0 || int(s.Link) >= len(f.Sections) {
 		return nil, fmt.Errorf("elfsym: %s links to string table %d of %d sections", s.Name, s.Link, len(f.Sections))
 	}
-	symData, err := ReadSection(s, MaxSection)
-	if err != nil {
-		return nil, err
-	}
-	strData, err := ReadSection(f.Sections[s.Link], MaxSection)
-	if err != nil {
-		return nil, err
+	var symData, strData []byte
+	if r == nil {
+		if symData, err = ReadSection(s, MaxSection); err != nil {
+			return nil, err
+		}
+		if strData, err = ReadSection(f.Sections[s.Link], MaxSection); err != nil {
+			return nil, err
+		}
+	} else {
+		// Parse copies the names it keeps: the regions can go after it.
+		symReg, err := mapped.Section(r, s, MaxSection)
+		if err != nil {
+			return nil, fmt.Errorf("elfsym: %w", err)
+		}
+		defer symReg.Close()
+		strReg, err := mapped.Section(r, f.Sections[s.Link], MaxSection)
+		if err != nil {
+			return nil, fmt.Errorf("elfsym: %w", err)
+		}
+		defer strReg.Close()
+		symData, strData = symReg.Bytes(), strReg.Bytes()
 	}
 	secs := make([]Section, len(f.Sections))
 	for i, sec := range f.Sections {

@@ -11,13 +11,16 @@
 package gopclntab
 
 import (
+	"bytes"
 	"debug/elf"
 	"debug/gosym"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"runtime"
+
+	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
 )
 
 // ErrNotGo is returned by Open for files without a .gopclntab section.
@@ -45,8 +48,8 @@ type Table struct {
 	textStart uint64
 	nfunc     int
 
-	funcnames string // funcnametab, one string so that names are substrings
-	files     string // filetab
+	funcnames []byte // funcnametab; names are copied out of it
+	files     []byte // filetab
 	cutab     []byte
 	pctab     []byte
 	pcln      []byte // the function table and _func records
@@ -58,76 +61,125 @@ type Table struct {
 	gofunc []byte
 
 	old *gosym.Table // pre-1.18 binaries
+
+	// mapped is whether the bytes above are mapped from the file (see
+	// package mapped): they are unmapped when the Table is garbage.
+	mapped bool
 }
 
-// Open reads the pclntab of f. It returns an error wrapping ErrNotGo when f
-// has none.
-func Open(f *elf.File) (*Table, error) {
+// Open reads the pclntab of f, whose bytes r reads (the *os.File f was
+// opened from, so that the table is mapped rather than copied; any
+// io.ReaderAt works). It returns an error wrapping ErrNotGo when f has
+// none. The caller must read the Table's file under mapped.Guard if r is
+// a file that could be truncated.
+func Open(f *elf.File, r io.ReaderAt) (*Table, error) {
 	s := f.Section(".gopclntab")
 	if s == nil {
 		return nil, ErrNotGo
 	}
-	data, err := readSection(s)
+	if s.Type == elf.SHT_NOBITS || s.Size > maxPclntab {
+		return nil, fmt.Errorf("gopclntab: section %s of %d bytes is empty or over the %d byte limit", s.Name, s.Size, maxPclntab)
+	}
+	reg, err := mapped.Section(r, s, maxPclntab)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gopclntab: %w", err)
 	}
 	var textStart uint64
 	if text := f.Section(".text"); text != nil {
 		textStart = text.Addr
 	}
 	gofuncAddr, haveGofunc := uint64(0), false
-	if syms, err := f.Symbols(); err == nil {
-		for _, sym := range syms {
-			switch sym.Name {
-			case "runtime.text":
-				textStart = sym.Value
-			case "go:func.*", "go.func.*":
-				gofuncAddr, haveGofunc = sym.Value, true
-			}
-		}
+	if v, ok := symbolValue(f, r, "runtime.text"); ok {
+		textStart = v
+	}
+	if v, ok := symbolValue(f, r, "go:func.*", "go.func.*"); ok {
+		gofuncAddr, haveGofunc = v, true
 	}
 	if !haveGofunc {
 		if md, ok := findModuledata(f, s.Addr); ok {
 			textStart, gofuncAddr, haveGofunc = md.text, md.gofunc, true
 		}
 	}
-	t, err := Parse(data, textStart, f.ByteOrder)
+	t, err := Parse(reg.Bytes(), textStart, f.ByteOrder)
 	if err != nil {
+		reg.Close()
 		return nil, err
 	}
-	if haveGofunc && t.old == nil {
-		t.gofunc = readRegion(f, gofuncAddr)
+	if t.old != nil {
+		// debug/gosym copies what it keeps.
+		reg.Close()
+		return t, nil
+	}
+	t.mapped = reg.Mapped()
+	mapped.Attach(t, reg)
+	if haveGofunc {
+		if g := readRegion(f, r, gofuncAddr); g != nil {
+			t.gofunc = g.Bytes()
+			t.mapped = t.mapped || g.Mapped()
+			mapped.Attach(t, g)
+		}
 	}
 	return t, nil
 }
 
-func readSection(s *elf.Section) ([]byte, error) {
-	if s.Type == elf.SHT_NOBITS || s.Size > maxPclntab {
-		return nil, fmt.Errorf("gopclntab: section %s of %d bytes is empty or over the %d byte limit", s.Name, s.Size, maxPclntab)
+// symbolValue returns the value of the first symbol of .symtab named one
+// of names, scanning the table in place (no symbol slice is built).
+func symbolValue(f *elf.File, r io.ReaderAt, names ...string) (uint64, bool) {
+	if f.Class != elf.ELFCLASS64 {
+		syms, err := f.Symbols()
+		if err != nil {
+			return 0, false
+		}
+		for _, sym := range syms {
+			for _, n := range names {
+				if sym.Name == n {
+					return sym.Value, true
+				}
+			}
+		}
+		return 0, false
 	}
-	data := make([]byte, s.Size)
-	if _, err := io.ReadFull(s.Open(), data); err != nil {
-		return nil, fmt.Errorf("gopclntab: reading %s: %w", s.Name, err)
+	s := f.SectionByType(elf.SHT_SYMTAB)
+	if s == nil || s.Link == 0 || int(s.Link) >= len(f.Sections) {
+		return 0, false
 	}
-	return data, nil
+	symReg, err := mapped.Section(r, s, maxPclntab)
+	if err != nil {
+		return 0, false
+	}
+	defer symReg.Close()
+	strReg, err := mapped.Section(r, f.Sections[s.Link], maxPclntab)
+	if err != nil {
+		return 0, false
+	}
+	defer strReg.Close()
+	syms, strs := symReg.Bytes(), strReg.Bytes()
+	for off := 24; off+24 <= len(syms); off += 24 {
+		name := cstring(strs, uint64(f.ByteOrder.Uint32(syms[off:])))
+		for _, n := range names {
+			if len(name) == len(n) && string(name) == n {
+				return f.ByteOrder.Uint64(syms[off+8:]), true
+			}
+		}
+	}
+	return 0, false
 }
 
-// readRegion reads from the virtual address addr to the end of the section
-// holding it.
-func readRegion(f *elf.File, addr uint64) []byte {
+// readRegion returns the bytes from the virtual address addr to the end
+// of the section holding it.
+func readRegion(f *elf.File, r io.ReaderAt, addr uint64) *mapped.Region {
 	for _, s := range f.Sections {
 		if s.Type == elf.SHT_NOBITS || s.Flags&elf.SHF_ALLOC == 0 || addr < s.Addr || addr >= s.Addr+s.Size {
 			continue
 		}
-		n := s.Addr + s.Size - addr
-		if n > maxPclntab {
+		if s.Flags&elf.SHF_COMPRESSED != 0 || s.FileSize != s.Size {
 			return nil
 		}
-		data := make([]byte, n)
-		if _, err := s.ReadAt(data, int64(addr-s.Addr)); err != nil {
+		reg, err := mapped.ReadAt(r, s.Offset+(addr-s.Addr), s.Addr+s.Size-addr, maxPclntab)
+		if err != nil {
 			return nil
 		}
-		return data
+		return reg
 	}
 	return nil
 }
@@ -252,7 +304,7 @@ func Parse(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
 	}
 	t.nfunc = int(hdr[0])
 	t.functab = t.pcln[:(t.nfunc*2+1)*4]
-	t.funcnames, t.files = string(funcnames), string(files)
+	t.funcnames, t.files = funcnames, files
 	return t, nil
 }
 
@@ -278,12 +330,18 @@ func parseOld(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error
 	return &Table{old: tab}, nil
 }
 
-// Size estimates the bytes the table holds.
+// Size estimates the memory the table holds. Mapped bytes count for a
+// sixteenth: they are page cache, resident only where lookups touched them
+// and reclaimable, but they still occupy address space and page tables.
 func (t *Table) Size() int64 {
 	if t.old != nil {
 		return int64(len(t.old.Funcs)) * 256
 	}
-	return int64(len(t.funcnames)+len(t.files)+len(t.cutab)+len(t.pctab)+len(t.pcln)+len(t.gofunc)) + 256
+	n := int64(len(t.funcnames) + len(t.files) + len(t.cutab) + len(t.pctab) + len(t.pcln) + len(t.gofunc))
+	if t.mapped {
+		n /= 16
+	}
+	return n + 256
 }
 
 // HasInlining reports whether inlined frames can be expanded.
@@ -386,18 +444,19 @@ func (t *Table) pcvalue(off uint32, entry, target uint64) int32 {
 }
 
 func (t *Table) funcName(off uint32) string {
-	return cstring(t.funcnames, uint64(off))
+	return string(cstring(t.funcnames, uint64(off)))
 }
 
-func cstring(s string, off uint64) string {
-	if off >= uint64(len(s)) {
-		return ""
+// cstring returns the NUL-terminated bytes at off (not copied).
+func cstring(b []byte, off uint64) []byte {
+	if off >= uint64(len(b)) {
+		return nil
 	}
-	s = s[off:]
-	if i := strings.IndexByte(s, 0); i >= 0 {
-		return s[:i]
+	b = b[off:]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
 	}
-	return s
+	return b
 }
 
 func (t *Table) fileLine(f *fn, pc uint64) (string, int64) {
@@ -408,7 +467,7 @@ func (t *Table) fileLine(f *fn, pc uint64) (string, int64) {
 		i := (uint64(f.cuOffset) + uint64(fileno)) * 4
 		if i+4 <= uint64(len(t.cutab)) {
 			if off := t.bo.Uint32(t.cutab[i:]); off != ^uint32(0) {
-				file = cstring(t.files, uint64(off))
+				file = string(cstring(t.files, uint64(off)))
 			}
 		}
 	}
@@ -422,6 +481,7 @@ const maxInlineDepth = 64
 // Resolve appends the frames at pc to buf, innermost (most inlined) first,
 // and returns it; nothing is appended when pc is in no function.
 func (t *Table) Resolve(pc uint64, buf []Frame) []Frame {
+	defer runtime.KeepAlive(t) // the mapped bytes live as long as t
 	if t.old != nil {
 		file, line, f := t.old.PCToLine(pc)
 		if f == nil {

@@ -29,14 +29,21 @@ func workload(t testing.TB, name string) string {
 
 func open(t testing.TB, name string) (*Table, *elf.File) {
 	t.Helper()
-	f, err := elf.Open(workload(t, name))
+	osf, err := os.Open(workload(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	tab, err := Open(f)
+	t.Cleanup(func() { osf.Close() })
+	f, err := elf.NewFile(osf)
 	if err != nil {
 		t.Fatal(err)
+	}
+	tab, err := Open(f, osf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tab.mapped {
+		t.Errorf("%s: the pclntab was copied, not mapped", name)
 	}
 	return tab, f
 }

@@ -1,0 +1,143 @@
+// Package mapped gives read-only access to parts of files without copying
+// them into the Go heap: uncompressed ELF sections are mapped with mmap
+// (PROT_READ, MAP_SHARED), so that their pages belong to the page cache,
+// are shared with every process that maps the same file, and can be
+// reclaimed by the kernel under memory pressure instead of counting
+// against the Go heap and its GC headroom. Everything else (compressed
+// sections, readers that are not files, tiny ranges) is read into memory.
+//
+// # Truncated files
+//
+// A mapped file that is truncated afterwards makes reads past its new end
+// fault with SIGBUS. Go turns that into a fatal error unless the goroutine
+// asked for a panic with debug.SetPanicOnFault(true); code that reads
+// mapped bytes must do so (see Guard) and recover.
+//
+// # Lifetime
+//
+// A Region is unmapped by Close, or, when its owner attaches it with
+// Attach, once the owner is garbage: readers of the bytes must keep the
+// owner alive (runtime.KeepAlive) for as long as they use them.
+package mapped
+
+import (
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// minMap is the size under which a range is read rather than mapped (a
+// mapping costs a VMA and at least a page).
+const minMap = 64 << 10
+
+// Region is a read-only range of a file, mapped or read.
+type Region struct {
+	mu   sync.Mutex
+	mem  []byte // the whole mapping (page aligned), nil when read
+	data []byte
+}
+
+// Bytes returns the contents. They must not be modified, nor used after
+// Close.
+func (r *Region) Bytes() []byte {
+	if r == nil {
+		return nil
+	}
+	return r.data
+}
+
+// Mapped reports whether the bytes are mapped from the file.
+func (r *Region) Mapped() bool { return r != nil && r.mem != nil }
+
+// Close unmaps the region. It is safe to call more than once.
+func (r *Region) Close() error {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mem := r.mem
+	r.mem, r.data = nil, nil
+	if mem == nil {
+		return nil
+	}
+	return unix.Munmap(mem)
+}
+
+// Attach unmaps r once owner is unreachable. owner must not be reachable
+// from r.
+func Attach[T any](owner *T, r *Region) {
+	if r.Mapped() {
+		runtime.AddCleanup(owner, func(r *Region) { r.Close() }, r)
+	}
+}
+
+// ReadAt returns n bytes of f at off, mapped when f is an *os.File and n
+// is large enough, else read. The range must lie inside the file.
+func ReadAt(f io.ReaderAt, off, n uint64, max uint64) (*Region, error) {
+	if n > max {
+		return nil, fmt.Errorf("%d bytes at %#x: more than the %d byte limit", n, off, max)
+	}
+	if off+n < off {
+		return nil, fmt.Errorf("%d bytes at %#x: range overflows", n, off)
+	}
+	if osf, ok := f.(*os.File); ok && n >= minMap {
+		fi, err := osf.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if size := uint64(fi.Size()); off+n > size {
+			return nil, fmt.Errorf("%d bytes at %#x: past the end of the %d byte file", n, off, size)
+		}
+		page := uint64(os.Getpagesize())
+		start := off &^ (page - 1)
+		mem, err := unix.Mmap(int(osf.Fd()), int64(start), int(off+n-start), unix.PROT_READ, unix.MAP_SHARED)
+		if err == nil {
+			return &Region{mem: mem, data: mem[off-start : off-start+n : off-start+n]}, nil
+		}
+		// Files that cannot be mapped (some special file systems) are read.
+	}
+	data := make([]byte, n)
+	if _, err := f.ReadAt(data, int64(off)); err != nil && !(err == io.EOF && uint64(len(data)) == n) {
+		return nil, fmt.Errorf("%d bytes at %#x: %w", n, off, err)
+	}
+	return &Region{data: data}, nil
+}
+
+// Section returns the contents of an ELF section of the file f: mapped
+// when stored uncompressed, else decompressed (or read) into memory. It
+// refuses sections of more than max bytes.
+func Section(f io.ReaderAt, s *elf.Section, max uint64) (*Region, error) {
+	if s.Type == elf.SHT_NOBITS {
+		return nil, fmt.Errorf("section %s has no data", s.Name)
+	}
+	if s.Size > max || s.FileSize > max {
+		return nil, fmt.Errorf("section %s is %d bytes, more than the %d byte limit", s.Name, s.Size, max)
+	}
+	if s.Flags&elf.SHF_COMPRESSED == 0 && s.FileSize == s.Size && f != nil {
+		r, err := ReadAt(f, s.Offset, s.Size, max)
+		if err != nil {
+			return nil, fmt.Errorf("section %s: %w", s.Name, err)
+		}
+		return r, nil
+	}
+	data := make([]byte, s.Size)
+	if n, err := io.ReadFull(s.Open(), data); err != nil {
+		return nil, fmt.Errorf("section %s: read %d of %d bytes: %w", s.Name, n, s.Size, err)
+	}
+	return &Region{data: data}, nil
+}
+
+// Guard makes a fault while reading mapped memory (a file truncated under
+// its mapping) panic on the calling goroutine instead of crashing the
+// program; the caller recovers. Use as `defer mapped.Guard()()`.
+func Guard() func() {
+	old := debug.SetPanicOnFault(true)
+	return func() { debug.SetPanicOnFault(old) }
+}
