@@ -49,11 +49,21 @@ func (r *Region) Bytes() []byte {
 	if r == nil {
 		return nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.data
 }
 
-// Mapped reports whether the bytes are mapped from the file.
-func (r *Region) Mapped() bool { return r != nil && r.mem != nil }
+// Mapped reports whether the bytes are mapped from the file (false once
+// closed).
+func (r *Region) Mapped() bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mem != nil
+}
 
 // Close unmaps the region. It is safe to call more than once.
 func (r *Region) Close() error {

@@ -1,0 +1,112 @@
+package mapped
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+func tempFile(t *testing.T, data []byte) *os.File {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestReadAt(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
+	f := tempFile(t, data)
+	for _, tc := range []struct {
+		off, n uint64
+		mapped bool
+	}{
+		{0, uint64(len(data)), true},
+		{4097, 100 << 10, true}, // unaligned offset
+		{10, 100, false},        // small: read
+	} {
+		r, err := ReadAt(f, tc.off, tc.n, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Mapped() != tc.mapped {
+			t.Errorf("ReadAt(%d, %d): mapped %v, want %v", tc.off, tc.n, r.Mapped(), tc.mapped)
+		}
+		if !bytes.Equal(r.Bytes(), data[tc.off:tc.off+tc.n]) {
+			t.Errorf("ReadAt(%d, %d): wrong bytes", tc.off, tc.n)
+		}
+		r.Close()
+		r.Close()
+	}
+	if _, err := ReadAt(f, uint64(len(data))-10, 1<<16, 1<<20); err == nil {
+		t.Error("range past the end of the file accepted")
+	}
+	if _, err := ReadAt(f, 0, 1<<17, 1<<16); err == nil {
+		t.Error("range over the limit accepted")
+	}
+	if r, err := ReadAt(bytes.NewReader(data), 5, 1<<16, 1<<20); err != nil || r.Mapped() || !bytes.Equal(r.Bytes(), data[5:5+1<<16]) {
+		t.Errorf("ReadAt of a bytes.Reader: %v, mapped %v", err, r.Mapped())
+	}
+}
+
+var sink byte
+
+// TestTruncated reads a mapping whose file was truncated: the fault must
+// be a recoverable panic under Guard, not a crash.
+func TestTruncated(t *testing.T) {
+	data := bytes.Repeat([]byte{1}, 1<<20)
+	f := tempFile(t, data)
+	r, err := ReadAt(f, 0, uint64(len(data)), 1<<20)
+	if err != nil || !r.Mapped() {
+		t.Fatalf("ReadAt: %v, mapped %v", err, r.Mapped())
+	}
+	defer r.Close()
+	if err := os.Truncate(f.Name(), 0); err != nil {
+		t.Fatal(err)
+	}
+	faulted := func() (faulted bool) {
+		defer func() {
+			if e := recover(); e != nil {
+				if _, ok := e.(runtime.Error); !ok {
+					t.Errorf("panic %v is not a runtime.Error", e)
+				}
+				faulted = true
+			}
+		}()
+		defer Guard()()
+		sink = r.Bytes()[len(data)-1]
+		return false
+	}()
+	if !faulted {
+		t.Error("reading a truncated mapping did not fault")
+	}
+}
+
+// TestAttach checks that an attached region is unmapped once its owner is
+// garbage.
+func TestAttach(t *testing.T) {
+	f := tempFile(t, make([]byte, 1<<20))
+	r, err := ReadAt(f, 0, 1<<20, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := new([16]byte)
+	Attach(owner, r)
+	owner = nil
+	for i := 0; i < 20 && r.Mapped(); i++ {
+		runtime.GC()
+		runtime.Gosched()
+	}
+	if r.Mapped() {
+		t.Error("region still mapped after its owner was collected")
+	}
+	_ = owner
+}
