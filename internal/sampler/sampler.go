@@ -414,9 +414,10 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 				unwound[key.UserStackHash] = st
 				if s.tables != nil && !st.lost {
 					pcs := st.pcs
-					if st.truncated && len(pcs) > 0 {
+					if st.truncated && len(pcs) > 1 {
 						// The walk stopped at this address: it may be
-						// garbage, not new code.
+						// garbage, not new code. (The first one is the
+						// sampled instruction pointer: always real.)
 						pcs = pcs[:len(pcs)-1]
 					}
 					s.tables.hint(key.Pid, pcs, now)

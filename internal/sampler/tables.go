@@ -264,7 +264,10 @@ func (m *tableManager) run(ctx context.Context) {
 func (m *tableManager) handle(r tableReq) {
 	switch r.kind {
 	case EventNewPid, evRescan:
-		if p := m.pids[r.pid]; p != nil && time.Since(p.scanned) < rescanInterval {
+		// A new-process event right after a scan (Options.Pids loads
+		// tables before the first sample) has nothing new to show; Drain
+		// rate-limits rescans itself.
+		if p := m.pids[r.pid]; p != nil && r.kind == EventNewPid && time.Since(p.scanned) < rescanInterval {
 			return
 		}
 		if err := m.scan(r.pid); err != nil {

@@ -2,6 +2,9 @@ package sampler
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +193,104 @@ func TestHint(t *testing.T) {
 	m.hint(7, []uint64{0x3000}, now.Add(rescanInterval+time.Second))
 	if len(m.reqs) != 1 {
 		t.Errorf("%d requests in two intervals, want 1", len(m.reqs))
+	}
+}
+
+// TestRescanAfterDlopen runs a program that loads a library built without
+// frame pointers after its tables were loaded: Drain notices addresses
+// outside the known mappings, the worker reads the mappings again, and the
+// library's stacks unwind to _start from then on.
+func TestRescanAfterDlopen(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libhot.so")
+	prog := filepath.Join(dir, "dlopener")
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	libSrc := write("hot.c", `
+volatile unsigned long sink;
+__attribute__((noinline)) static void hot_leaf(void) { for (int i = 0; i < 100000; i++) sink += i; }
+__attribute__((noinline)) static unsigned long hot_rec(int d) {
+	if (d == 0) { hot_leaf(); return 1; }
+	unsigned long r = hot_rec(d - 1);
+	__asm__ volatile("" : "+r"(r));
+	return r + d;
+}
+void hot(void) { for (;;) sink += hot_rec(8); }
+`)
+	progSrc := write("main.c", `
+#include <dlfcn.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	char c;
+	if (read(0, &c, 1) != 1) /* the test says when */
+		return 1;
+	void *h = dlopen(argv[1], RTLD_NOW);
+	if (!h) return 1;
+	((void (*)(void))dlsym(h, "hot"))();
+	return 0;
+}
+`)
+	for _, args := range [][]string{
+		{"-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", lib, libSrc},
+		{"-O2", "-g", "-fomit-frame-pointer", "-o", prog, progSrc, "-ldl"},
+	} {
+		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, out)
+		}
+	}
+	cmd := exec.Command(prog, lib)
+	dlopenNow, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := uint32(cmd.Process.Pid)
+	time.Sleep(200 * time.Millisecond)
+
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{pid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+	before := s.TableStats()
+	dlopenNow.Write([]byte{1}) // dlopen now
+
+	// Drain until the library's stacks come back whole.
+	var whole, inLib uint64
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && whole < 100; {
+		time.Sleep(300 * time.Millisecond)
+		samples, _, err := s.Drain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		syms := symbolTable(t, pid)
+		for _, smp := range samples {
+			if smp.Pid != pid || len(smp.User) == 0 || !strings.HasPrefix(name(syms, smp.User[0]), "hot") {
+				continue
+			}
+			inLib += smp.Count
+			if name(syms, smp.User[len(smp.User)-1]) == "_start" {
+				whole += smp.Count
+			}
+		}
+	}
+	after := s.TableStats()
+	t.Logf("tables before dlopen %+v, after %+v; %d samples in the library, %d of them whole", before, after, inLib, whole)
+	if after.Files <= before.Files {
+		t.Errorf("no table loaded for the library: %d files before, %d after", before.Files, after.Files)
+	}
+	if whole < 100 {
+		t.Errorf("only %d of %d samples in the library reach _start", whole, inLib)
 	}
 }
