@@ -61,6 +61,7 @@ func newMetrics(a *Agent) *metrics {
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "user_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostUserStack })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "pid_event_ring_full"}, func(s sampler.Stats) uint64 { return s.LostPidEvents })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "unwound_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostUnwoundStacks })
 
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "targets_cached_processes", Help: "Processes whose target (service_name and labels) is cached."},
 		func() float64 { return float64(a.targets.size()) }))
