@@ -25,6 +25,9 @@ const (
 	FrameUserStackLost   = "[user stack lost]"
 	FrameKernelStackLost = "[kernel stack lost]"
 	FrameNoStack         = "[no stack]"
+	// FrameTruncated is the outermost frame of a user stack whose walk
+	// stopped before the stack's end (too deep, unreadable memory).
+	FrameTruncated = "[truncated]"
 )
 
 // Builder accumulates samples into one CPU profile. It is not safe for
@@ -125,6 +128,9 @@ func (b *Builder) Add(s sampler.Sample) {
 		locs = append(locs, b.location(locKey{pid: s.Pid, addr: a}, func() symbolizer.Frame {
 			return b.res.ResolveUser(s.Pid, lookup)
 		}))
+	}
+	if s.UserTruncated && len(s.User) > 0 {
+		locs = append(locs, b.pseudo(FrameTruncated))
 	}
 	if len(locs) == 0 {
 		locs = append(locs, b.pseudo(FrameNoStack))

@@ -48,6 +48,7 @@ func TestBuilder(t *testing.T) {
 	b.Add(sampler.Sample{Pid: 9, Comm: "other", User: []uint64{0x2000}, UserLost: false, Count: 1})
 	b.Add(sampler.Sample{Pid: 9, Comm: "other", UserLost: true, Kernel: []uint64{0xa0}, Count: 4})
 	b.Add(sampler.Sample{Pid: 0, Comm: "swapper/0", Count: 1})
+	b.Add(sampler.Sample{Pid: 9, Comm: "other", User: []uint64{0x2000, 0x3000}, UserTruncated: true, Count: 1})
 	p, err := b.Build(start.Add(2 * time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -55,8 +56,11 @@ func TestBuilder(t *testing.T) {
 	if p.Period != 10_000_000 || p.DurationNanos != 2e9 || p.TimeNanos != start.UnixNano() {
 		t.Errorf("period %d duration %d time %d", p.Period, p.DurationNanos, p.TimeNanos)
 	}
-	if len(p.Sample) != 4 {
-		t.Fatalf("got %d samples, want 4 (threads of one process merge)", len(p.Sample))
+	if len(p.Sample) != 5 {
+		t.Fatalf("got %d samples, want 5 (threads of one process merge)", len(p.Sample))
+	}
+	if locs := p.Sample[4].Location; locs[len(locs)-1].Line[0].Function.Name != FrameTruncated {
+		t.Errorf("truncated stack does not end in %s", FrameTruncated)
 	}
 	s := p.Sample[0]
 	if s.Value[0] != 5 || s.Value[1] != 5*10_000_000 {
@@ -87,7 +91,7 @@ func TestBuilder(t *testing.T) {
 		t.Errorf("%d mappings, want one per process file", len(p.Mapping))
 	}
 	// Each distinct (pid, address) is resolved once.
-	if len(res.asked) != 5 {
+	if len(res.asked) != 6 {
 		t.Errorf("resolver asked %v", res.asked)
 	}
 	var buf bytes.Buffer
@@ -102,7 +106,7 @@ func TestBuilder(t *testing.T) {
 		t.Fatal(err)
 	}
 	top, all := Top(back, 2)
-	if all != 11 || top[0].Name != "ka0" || top[0].Self != 9 {
+	if all != 12 || top[0].Name != "ka0" || top[0].Self != 9 {
 		t.Errorf("top %+v of %d", top, all)
 	}
 	var folded bytes.Buffer
