@@ -56,6 +56,9 @@ type locKey struct {
 	pid    uint32 // 0 for kernel addresses
 	kernel bool
 	addr   uint64
+	// call is set for return addresses, which are looked up at addr-1:
+	// the same address met as a leaf may name another line.
+	call bool
 }
 
 // NewBuilder starts a profile whose samples were taken at frequencyHz per
@@ -103,31 +106,30 @@ func (b *Builder) Add(s sampler.Sample) {
 		return
 	}
 	locs := b.locBuf[:0]
+	// Only the first address of a sample is where the CPU was; every other
+	// one is a return address, named by the call instruction before it.
 	leaf := true
-	addrOf := func(a uint64) uint64 {
-		if leaf {
-			leaf = false
-			return a
+	lookup := func(k locKey) uint64 {
+		if k.call {
+			return k.addr - 1
 		}
-		return a - 1
+		return k.addr
 	}
 	if s.KernelLost {
 		locs = append(locs, b.pseudo(FrameKernelStackLost))
 	}
 	for _, a := range s.Kernel {
-		locs = append(locs, b.location(locKey{kernel: true, addr: a}, func() symbolizer.Frame {
-			return b.res.ResolveKernel(addrOf(a))
-		}))
+		k := locKey{kernel: true, addr: a, call: !leaf}
+		locs = append(locs, b.location(k, func() symbolizer.Frame { return b.res.ResolveKernel(lookup(k)) }))
 		leaf = false
 	}
 	if s.UserLost {
 		locs = append(locs, b.pseudo(FrameUserStackLost))
 	}
 	for _, a := range s.User {
-		lookup := addrOf(a)
-		locs = append(locs, b.location(locKey{pid: s.Pid, addr: a}, func() symbolizer.Frame {
-			return b.res.ResolveUser(s.Pid, lookup)
-		}))
+		k := locKey{pid: s.Pid, addr: a, call: !leaf}
+		locs = append(locs, b.location(k, func() symbolizer.Frame { return b.res.ResolveUser(s.Pid, lookup(k)) }))
+		leaf = false
 	}
 	if s.UserTruncated && len(s.User) > 0 {
 		locs = append(locs, b.pseudo(FrameTruncated))
