@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# bench/run.sh: benchmarks of the whole agent (issue 8), run by `make bench`
+# as root after `make build testdata`. It writes bench/RESULTS.md.
+#
+#   overhead  a fixed amount of CPU-bound work, one process per CPU, timed
+#             with no profiler, with `scorch agent` at 19, 99 and 999 Hz and
+#             with `perf record -g -a`, runs alternating, BENCH_REPS rounds;
+#             the profiler's own CPU time and the BPF program's in-kernel
+#             time per sample (kernel.bpf_stats_enabled)
+#   memory    the agent's RSS (steady and peak) while ~200 extra processes
+#             made from 1, 5 and 20 distinct binaries (copies of testdata
+#             programs given their own build ids) run on the host
+#   scale     the agent's CPU per 1,000 samples as the workload's distinct
+#             stacks grow (1k, 10k, 100k)
+#   loss      samples lost by reason at 999 Hz on every CPU for BENCH_LOSS_S s
+#
+# Environment: BENCH_REPS (5), BENCH_WORK_S (target seconds of one overhead
+# run, 2), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_ONLY (space-separated
+# subset of "overhead memory scale loss"). Targets are reported, never
+# asserted.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT=$ROOT/bench/out/agent
+RESULTS=$ROOT/bench/RESULTS.md
+REPS=${BENCH_REPS:-5}
+WORK_S=${BENCH_WORK_S:-2}
+LOSS_S=${BENCH_LOSS_S:-60}
+NPROCS=${BENCH_PROCS:-200}
+ONLY=${BENCH_ONLY:-overhead memory scale loss}
+PORT=${BENCH_PORT:-17391}
+NCPU=$(nproc)
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+[ "$(id -u)" = 0 ] || die "must run as root (loads BPF programs, reads other processes)"
+[ -x bin/scorch ] || die "bin/scorch missing: run make build"
+[ -x testdata/bin/cpuburn-go ] && [ -x testdata/bin/cpuburn-c ] || die "testdata/bin missing: run make testdata"
+command -v gcc >/dev/null || die "gcc missing"
+command -v python3 >/dev/null || die "python3 missing"
+command -v curl >/dev/null || die "curl missing"
+
+rm -rf "$OUT"
+mkdir -p "$OUT/copies"
+# Our own copy: other builds may replace bin/scorch while we run.
+cp bin/scorch "$OUT/scorch"
+SCORCH=$OUT/scorch
+gcc -O1 -g -fno-omit-frame-pointer -o "$OUT/spin" bench/agent/spin.c
+gcc -O1 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -o "$OUT/stacks" bench/agent/stacks.c
+
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+T0=$(date +%s)
+OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+sysctl -qw kernel.bpf_stats_enabled=1 || log "cannot enable kernel.bpf_stats_enabled: no BPF run times"
+
+AGENT_PID=
+PIDS_TO_KILL=()
+cleanup() {
+	[ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+	for p in "${PIDS_TO_KILL[@]}"; do kill "$p" 2>/dev/null || true; done
+	sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+# cpu_s PID: user+system CPU seconds of a process (all its threads).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
+rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+# metric NAME_AND_LABELS: the value of one sample of the agent's /metrics.
+metric() {
+	curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" 'index($0, m" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
+}
+# sample_progs: "id run_time_ns run_cnt" of every loaded scorch_sample program.
+sample_progs() {
+	bpftool prog show 2>/dev/null | awk '
+		/^[0-9]+: / { id = $1; sub(":", "", id); name = ""; for (i = 1; i <= NF; i++) if ($i == "name") name = $(i+1);
+			rt = 0; rc = 0; for (i = 1; i <= NF; i++) { if ($i == "run_time_ns") rt = $(i+1); if ($i == "run_cnt") rc = $(i+1) }
+			if (name == "scorch_sample") print id, rt, rc }'
+}
+prog_stat() { sample_progs | awk -v id="$1" '$1 == id { print $2, $3 }'; }
+
+# start_agent HZ: starts the agent, waits until it is profiling, and sets
+# AGENT_PID and AGENT_PROG (the id of its scorch_sample program, found as
+# the one that was not loaded before; "" if unknown).
+start_agent() {
+	local hz=$1 before
+	before=$(sample_progs | awk '{ print $1 }' | sort)
+	rm -rf "$OUT/data"
+	"$SCORCH" agent --data-dir "$OUT/data" --listen "127.0.0.1:$PORT" --frequency "$hz" --interval 15s \
+		--log-level warn >>"$OUT/agent.log" 2>&1 &
+	AGENT_PID=$!
+	for _ in $(seq 100); do
+		curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+		kill -0 "$AGENT_PID" 2>/dev/null || die "agent exited: see $OUT/agent.log"
+		sleep 0.1
+	done
+	curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || die "agent not ready after 10 s: see $OUT/agent.log"
+	AGENT_PROG=$(comm -13 <(echo "$before") <(sample_progs | awk '{ print $1 }' | sort) | head -1)
+}
+stop_agent() {
+	if [ -n "$AGENT_PID" ]; then
+		kill -INT "$AGENT_PID" 2>/dev/null || true
+		wait "$AGENT_PID" 2>/dev/null || true
+		AGENT_PID=
+	fi
+}
+
+# spin_all ITER: one spin process per CPU; prints the wall seconds until
+# the last one finished.
+spin_all() {
+	local t0 pids=()
+	t0=$(now)
+	for _ in $(seq "$NCPU"); do "$OUT/spin" "$1" & pids+=($!); done
+	wait "${pids[@]}"
+	echo "$(now) - $t0" | bc -l
+}
+
+# ---------------------------------------------------------------- overhead
+OVERHEAD_ROWS=$OUT/overhead.tsv
+: >"$OVERHEAD_ROWS"
+run_overhead() {
+	# Calibrate: iterations for WORK_S seconds of one process alone.
+	local t iter
+	t=$( { /usr/bin/time -f %e "$OUT/spin" 200000000 >/dev/null; } 2>&1 )
+	iter=$(python3 -c "print(int(200000000 * $WORK_S / max($t, 0.01)))")
+	log "overhead: $iter iterations per process (${t}s per 2e8 alone), $REPS rounds"
+	echo "$iter" >"$OUT/iterations"
+	local configs=(none scorch-19 scorch-99 scorch-999 perf-99)
+	for rep in $(seq "$REPS"); do
+		# Rotate the order each round so that no configuration always
+		# follows another.
+		local n=${#configs[@]} k
+		for k in $(seq 0 $((n - 1))); do
+			local cfg=${configs[$(((k + rep) % n))]}
+			local ppid="" c0=0 bpf0="" wall c1 bpf1 cpu bpfns=""
+			case $cfg in
+			scorch-*)
+				start_agent "${cfg#scorch-}"
+				ppid=$AGENT_PID
+				sleep 5 # past the start-up (tables of the host's binaries)
+				;;
+			perf-*)
+				perf record -e cpu-clock -F "${cfg#perf-}" -g -a -o "$OUT/perf.data" >/dev/null 2>&1 &
+				ppid=$!
+				PIDS_TO_KILL+=("$ppid")
+				sleep 3
+				;;
+			esac
+			[ -n "$ppid" ] && c0=$(cpu_s "$ppid")
+			[ -n "${AGENT_PROG:-}" ] && [ "${cfg%%-*}" = scorch ] && bpf0=$(prog_stat "$AGENT_PROG")
+			wall=$(spin_all "$iter")
+			cpu=""
+			if [ -n "$ppid" ]; then
+				c1=$(cpu_s "$ppid")
+				cpu=$(echo "$c1 - $c0" | bc -l)
+			fi
+			if [ -n "$bpf0" ]; then
+				bpf1=$(prog_stat "$AGENT_PROG")
+				bpfns=$(echo "$bpf0 $bpf1" | awk '{ if ($4 > $2) printf "%.0f %d", ($3 - $1) / ($4 - $2), $4 - $2 }')
+			fi
+			case $cfg in
+			scorch-*) stop_agent ;;
+			perf-*) kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true ;;
+			esac
+			printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$cfg" "$wall" "${cpu:-}" "${bpfns:-}" >>"$OVERHEAD_ROWS"
+			log "overhead: round $rep $cfg: ${wall}s, profiler CPU ${cpu:-0}s, BPF ${bpfns:-n/a} (ns/run runs)"
+			AGENT_PROG=
+		done
+	done
+}
+
+# ---------------------------------------------------------------- memory
+MEMORY_ROWS=$OUT/memory.tsv
+: >"$MEMORY_ROWS"
+# make_copies N: N distinct binaries, alternately Go (cpuburn-go) and C
+# with DWARF (cpuburn-c), each relabelled with its own build ids.
+make_copies() {
+	local n=$1 i src
+	rm -f "$OUT"/copies/*
+	for i in $(seq "$n"); do
+		if [ $((i % 2)) = 1 ]; then src=testdata/bin/cpuburn-go; else src=testdata/bin/cpuburn-c; fi
+		python3 bench/agent/relabel.py "$src" "$OUT/copies/w$i-$(basename "$src")" "scorch-bench-$i"
+	done
+}
+run_memory() {
+	local distinct
+	for distinct in 1 5 20; do
+		make_copies "$distinct"
+		local bins=("$OUT"/copies/*)
+		start_agent 99
+		local rss0 pids=() i
+		sleep 3
+		rss0=$(rss_kb "$AGENT_PID" VmRSS)
+		# NPROCS niced CPU-bound processes, spread over the binaries; each
+		# runs 40 s.
+		for i in $(seq "$NPROCS"); do
+			nice -n 19 "${bins[$((i % ${#bins[@]}))]}" 40 >/dev/null 2>&1 &
+			pids+=($!)
+		done
+		PIDS_TO_KILL+=("${pids[@]}")
+		local peak_rss=0 r c0 c1 s0 s1
+		sleep 15 # tables loaded, first windows built
+		c0=$(cpu_s "$AGENT_PID")
+		s0=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+		for _ in $(seq 20); do
+			r=$(rss_kb "$AGENT_PID" VmRSS)
+			[ "$r" -gt "$peak_rss" ] && peak_rss=$r
+			sleep 1
+		done
+		c1=$(cpu_s "$AGENT_PID")
+		s1=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+		local hwm anon file heap cache procs
+		r=$(rss_kb "$AGENT_PID" VmRSS)
+		hwm=$(rss_kb "$AGENT_PID" VmHWM)
+		anon=$(rss_kb "$AGENT_PID" RssAnon)
+		file=$(rss_kb "$AGENT_PID" RssFile)
+		heap=$(metric go_memstats_heap_inuse_bytes)
+		cache=$(metric scorch_symbolizer_cache_bytes)
+		procs=$(pgrep -c -f "$OUT/copies/" || true)
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$distinct" "$procs" "$rss0" "$r" "$peak_rss" "$hwm" "$anon" "$file" \
+			"$heap" "$cache" "$(echo "$c1 - $c0" | bc -l)" "$(echo "$s1 - $s0" | bc -l)" >>"$MEMORY_ROWS"
+		log "memory: $distinct binaries, $procs processes: RSS ${r} kB (peak $hwm kB, anon $anon, file $file), heap $heap, cache $cache"
+		for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
+		wait "${pids[@]}" 2>/dev/null || true
+		stop_agent
+	done
+}
+
+# ---------------------------------------------------------------- scale
+SCALE_ROWS=$OUT/scale.tsv
+: >"$SCALE_ROWS"
+run_scale() {
+	local distinct
+	for distinct in 1000 10000 100000; do
+		start_agent 999
+		sleep 3
+		local c0 c1 s0 s1 l0 l1 pids=() i
+		c0=$(cpu_s "$AGENT_PID")
+		s0=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+		l0=$(metric scorch_symbolizer_lookups_total)
+		for i in $(seq "$NCPU"); do "$OUT/stacks" "$distinct" 20 & pids+=($!); done
+		wait "${pids[@]}"
+		sleep 1.5 # the last drain
+		c1=$(cpu_s "$AGENT_PID")
+		s1=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+		l1=$(metric scorch_symbolizer_lookups_total)
+		printf '%s\t%s\t%s\t%s\n' "$distinct" "$(echo "$c1 - $c0" | bc -l)" "$(echo "$s1 - $s0" | bc -l)" "$(echo "$l1 - $l0" | bc -l)" >>"$SCALE_ROWS"
+		log "scale: $distinct stacks: $(echo "$c1 - $c0" | bc -l) CPU s for $(echo "$s1 - $s0" | bc -l) samples"
+		stop_agent
+	done
+}
+
+# ---------------------------------------------------------------- loss
+LOSS_ROWS=$OUT/loss.tsv
+: >"$LOSS_ROWS"
+run_loss() {
+	start_agent 999
+	sleep 2
+	local pids=() i
+	for i in $(seq "$NCPU"); do "$OUT/stacks" 100000 "$LOSS_S" & pids+=($!); done
+	wait "${pids[@]}"
+	sleep 1.5
+	curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^scorch_(lost_total|bpf_samples_total)' >"$LOSS_ROWS" || true
+	log "loss: $(tr '\n' ' ' <"$LOSS_ROWS")"
+	stop_agent
+}
+
+for part in $ONLY; do
+	case $part in
+	overhead) run_overhead ;;
+	memory) run_memory ;;
+	scale) run_scale ;;
+	loss) run_loss ;;
+	*) die "unknown part $part" ;;
+	esac
+done
+
+ELAPSED=$(($(date +%s) - T0))
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 bench/agent/report.py \
+	--out "$OUT" --results "$RESULTS" --started "$STARTED" --elapsed "$ELAPSED" \
+	--loadavg-start "$LOADAVG_START" --loadavg-end "$LOADAVG_END" --reps "$REPS" \
+	--procs "$NPROCS" --loss-s "$LOSS_S" --ncpu "$NCPU"
+log "wrote $RESULTS in ${ELAPSED}s"
