@@ -27,6 +27,13 @@ const (
 	ScorchEventTypeEVENT_EXIT    ScorchEventType = 3
 )
 
+type ScorchFilterFlag uint32
+
+const (
+	ScorchFilterFlagFILTER_INCLUDE ScorchFilterFlag = 1
+	ScorchFilterFlagFILTER_EXCLUDE ScorchFilterFlag = 2
+)
+
 type ScorchSampleKey struct {
 	_             structs.HostLayout
 	Pid           uint32
@@ -38,11 +45,13 @@ type ScorchSampleKey struct {
 }
 
 type ScorchScorchConfig struct {
-	_          structs.HostLayout
-	ActiveSet  uint32
-	DropIdle   uint32
-	FilterPids uint32
-	Unwind     uint32
+	_             structs.HostLayout
+	ActiveSet     uint32
+	DropIdle      uint32
+	FilterInclude uint32
+	Unwind        uint32
+	FilterPids    uint32
+	FilterCgroups uint32
 }
 
 type ScorchStatKey uint32
@@ -61,6 +70,7 @@ const (
 	ScorchStatKeySTAT_UNWIND_BAD_FRAME  ScorchStatKey = 10
 	ScorchStatKeySTAT_UNWIND_NO_LR      ScorchStatKey = 11
 	ScorchStatKeySTAT_LOST_UNWOUND_FULL ScorchStatKey = 12
+	ScorchStatKeySTAT_EXCLUDED          ScorchStatKey = 13
 	ScorchStatKeySTAT_MAX               ScorchStatKey = 16
 )
 
@@ -128,10 +138,12 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ScorchMapBarrierInner      = "barrier_inner"
+	ScorchMapCgroupFilter      = "cgroup_filter"
 	ScorchMapConfig            = "config"
 	ScorchMapCounts0           = "counts0"
 	ScorchMapCounts1           = "counts1"
 	ScorchMapEvents            = "events"
+	ScorchMapPidFilter         = "pid_filter"
 	ScorchMapSeenPids          = "seen_pids"
 	ScorchMapStacksKern0       = "stacks_kern0"
 	ScorchMapStacksKern1       = "stacks_kern1"
@@ -141,7 +153,6 @@ const (
 	ScorchMapStacksUser1       = "stacks_user1"
 	ScorchMapStats             = "stats"
 	ScorchMapSyncBarrier       = "sync_barrier"
-	ScorchMapTargetPids        = "target_pids"
 	ScorchMapUnwindProcs       = "unwind_procs"
 	ScorchMapUnwindRows        = "unwind_rows"
 	ScorchMapUnwindScratch     = "unwind_scratch"
@@ -150,6 +161,7 @@ const (
 	ScorchProgScorchSample     = "scorch_sample"
 	ScorchVarUnusedEvent       = "unused_event"
 	ScorchVarUnusedEventType   = "unused_event_type"
+	ScorchVarUnusedFilterFlag  = "unused_filter_flag"
 	ScorchVarUnusedStatKey     = "unused_stat_key"
 	ScorchVarUnusedUnwindProc  = "unused_unwind_proc"
 	ScorchVarUnusedUnwindStack = "unused_unwind_stack"
@@ -208,10 +220,12 @@ type ScorchProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchMapSpecs struct {
 	BarrierInner   *ebpf.MapSpec `ebpf:"barrier_inner"`
+	CgroupFilter   *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	Config         *ebpf.MapSpec `ebpf:"config"`
 	Counts0        *ebpf.MapSpec `ebpf:"counts0"`
 	Counts1        *ebpf.MapSpec `ebpf:"counts1"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
 	StacksKern0    *ebpf.MapSpec `ebpf:"stacks_kern0"`
 	StacksKern1    *ebpf.MapSpec `ebpf:"stacks_kern1"`
@@ -221,7 +235,6 @@ type ScorchMapSpecs struct {
 	StacksUser1    *ebpf.MapSpec `ebpf:"stacks_user1"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	SyncBarrier    *ebpf.MapSpec `ebpf:"sync_barrier"`
-	TargetPids     *ebpf.MapSpec `ebpf:"target_pids"`
 	UnwindProcs    *ebpf.MapSpec `ebpf:"unwind_procs"`
 	UnwindRows     *ebpf.MapSpec `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.MapSpec `ebpf:"unwind_scratch"`
@@ -233,6 +246,7 @@ type ScorchMapSpecs struct {
 type ScorchVariableSpecs struct {
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterFlag  *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
 	UnusedStatKey     *ebpf.VariableSpec `ebpf:"unused_stat_key"`
 	UnusedUnwindProc  *ebpf.VariableSpec `ebpf:"unused_unwind_proc"`
 	UnusedUnwindStack *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
@@ -260,10 +274,12 @@ func (o *ScorchObjects) Close() error {
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchMaps struct {
 	BarrierInner   *ebpf.Map `ebpf:"barrier_inner"`
+	CgroupFilter   *ebpf.Map `ebpf:"cgroup_filter"`
 	Config         *ebpf.Map `ebpf:"config"`
 	Counts0        *ebpf.Map `ebpf:"counts0"`
 	Counts1        *ebpf.Map `ebpf:"counts1"`
 	Events         *ebpf.Map `ebpf:"events"`
+	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
 	StacksKern0    *ebpf.Map `ebpf:"stacks_kern0"`
 	StacksKern1    *ebpf.Map `ebpf:"stacks_kern1"`
@@ -273,7 +289,6 @@ type ScorchMaps struct {
 	StacksUser1    *ebpf.Map `ebpf:"stacks_user1"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	SyncBarrier    *ebpf.Map `ebpf:"sync_barrier"`
-	TargetPids     *ebpf.Map `ebpf:"target_pids"`
 	UnwindProcs    *ebpf.Map `ebpf:"unwind_procs"`
 	UnwindRows     *ebpf.Map `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.Map `ebpf:"unwind_scratch"`
@@ -282,10 +297,12 @@ type ScorchMaps struct {
 func (m *ScorchMaps) Close() error {
 	return _ScorchClose(
 		m.BarrierInner,
+		m.CgroupFilter,
 		m.Config,
 		m.Counts0,
 		m.Counts1,
 		m.Events,
+		m.PidFilter,
 		m.SeenPids,
 		m.StacksKern0,
 		m.StacksKern1,
@@ -295,7 +312,6 @@ func (m *ScorchMaps) Close() error {
 		m.StacksUser1,
 		m.Stats,
 		m.SyncBarrier,
-		m.TargetPids,
 		m.UnwindProcs,
 		m.UnwindRows,
 		m.UnwindScratch,
@@ -308,6 +324,7 @@ func (m *ScorchMaps) Close() error {
 type ScorchVariables struct {
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterFlag  *ebpf.Variable `ebpf:"unused_filter_flag"`
 	UnusedStatKey     *ebpf.Variable `ebpf:"unused_stat_key"`
 	UnusedUnwindProc  *ebpf.Variable `ebpf:"unused_unwind_proc"`
 	UnusedUnwindStack *ebpf.Variable `ebpf:"unused_unwind_stack"`

@@ -16,6 +16,11 @@
 // to stacks_unwound{0,1}, keyed by a hash of the addresses. Other processes
 // keep bpf_get_stackid's frame-pointer walk.
 //
+// Samples can be filtered before anything is recorded (see sample_filter):
+// by process (pid_filter) and by cgroup v2 id (cgroup_filter), each with an
+// include and an exclude set. Filtered samples never reach user space; they
+// are counted in `stats` (STAT_FILTERED, STAT_EXCLUDED).
+//
 // Whatever cannot be recorded is counted by reason in the per-CPU `stats`
 // array: no sample is lost silently.
 
@@ -44,7 +49,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 enum stat_key {
 	STAT_SAMPLES = 0,            // every time the program ran
 	STAT_IDLE_DROPPED = 1,       // idle samples dropped on request (not a loss)
-	STAT_FILTERED = 2,           // samples of processes outside the pid filter (not a loss)
+	STAT_FILTERED = 2,           // samples outside the include sets (not a loss)
 	STAT_LOST_USER_STACK = 3,    // user stack not stored: stack map bucket collision/full
 	STAT_LOST_KERNEL_STACK = 4,  // kernel stack not stored: stack map bucket collision/full
 	STAT_LOST_COUNTS_FULL = 5,   // sample dropped: counts map full
@@ -55,6 +60,7 @@ enum stat_key {
 	STAT_UNWIND_BAD_FRAME = 10,  // ... truncated: a frame did not move towards the callers
 	STAT_UNWIND_NO_LR = 11,      // ... truncated: arm64 return address in LR beyond the leaf
 	STAT_LOST_UNWOUND_FULL = 12, // unwound user stack not stored: stacks_unwound map full
+	STAT_EXCLUDED = 13,          // samples of excluded processes or cgroups (not a loss)
 	STAT_MAX = 16,
 };
 
@@ -70,8 +76,16 @@ struct sample_key {
 struct scorch_config {
 	__u32 active_set;     // 0 or 1: the map set samples go to
 	__u32 drop_idle;      // 1: don't record the idle task (pid 0)
-	__u32 filter_pids;    // 1: record only pids present in target_pids
+	__u32 filter_include; // 1: record only processes and cgroups marked FILTER_INCLUDE
 	__u32 unwind;         // 1: walk user stacks with unwind tables where loaded
+	__u32 filter_pids;    // 1: look the process up in pid_filter
+	__u32 filter_cgroups; // 1: look the task's cgroup up in cgroup_filter
+};
+
+// Values of pid_filter and cgroup_filter entries (bit flags).
+enum filter_flag {
+	FILTER_INCLUDE = 1,   // record this process / cgroup (the include set)
+	FILTER_EXCLUDE = 2,   // never record it; wins over FILTER_INCLUDE
 };
 
 // Events for user space about process lifecycles, so it can read
@@ -137,13 +151,27 @@ STACK_MAP(stacks_kern1, 8192);
 UNWOUND_MAP(stacks_unwound0);
 UNWOUND_MAP(stacks_unwound1);
 
-// Pids to record when config.filter_pids is set.
+// The process filter: thread group id -> enum filter_flag bits. The exit
+// hook removes the entry of a process that exits (its pid may be reused);
+// the exec hook removes FILTER_EXCLUDE entries (what the process runs
+// changed: user space decides again).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, __u8);
-} target_pids SEC(".maps");
+} pid_filter SEC(".maps");
+
+// The cgroup filter: cgroup v2 id (bpf_get_current_cgroup_id, the inode of
+// the cgroup's directory) -> enum filter_flag bits. Only the sampled task's
+// own cgroup is looked up, not its ancestors: to cover a subtree, user space
+// lists every cgroup in it (one lookup per sample instead of one per level).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
 
 // Processes already announced to user space by EVENT_NEW_PID.
 struct {
@@ -186,6 +214,7 @@ const enum event_type *unused_event_type __attribute__((unused));
 const struct unwind_stack *unused_unwind_stack __attribute__((unused));
 const struct unwind_proc *unused_unwind_proc __attribute__((unused));
 const enum unwind_stop *unused_unwind_stop __attribute__((unused));
+const enum filter_flag *unused_filter_flag __attribute__((unused));
 
 static __always_inline void stat_inc(__u32 key)
 {
@@ -306,6 +335,32 @@ static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u3
 	return STACK_UNWOUND;
 }
 
+// sample_filter decides whether a sample of process pid is recorded. It
+// returns 0 to record it, else the stat key that counts why not. A sample
+// is recorded when the include sets are empty or its process or cgroup is
+// in one, and neither is excluded. The idle task (tid 0) is in no cgroup
+// as far as filters go.
+static __always_inline __u32 sample_filter(struct scorch_config *cfg, __u32 pid, __u32 tid)
+{
+	__u8 flags = 0;
+	if (cfg->filter_pids) {
+		__u8 *f = bpf_map_lookup_elem(&pid_filter, &pid);
+		if (f)
+			flags = *f;
+	}
+	if (cfg->filter_cgroups && tid != 0) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u8 *f = bpf_map_lookup_elem(&cgroup_filter, &cg);
+		if (f)
+			flags |= *f;
+	}
+	if (flags & FILTER_EXCLUDE)
+		return STAT_EXCLUDED;
+	if (cfg->filter_include && !(flags & FILTER_INCLUDE))
+		return STAT_FILTERED;
+	return 0;
+}
+
 SEC("perf_event")
 int scorch_sample(struct bpf_perf_event_data *ctx)
 {
@@ -324,8 +379,9 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 		stat_inc(STAT_IDLE_DROPPED);
 		return 0;
 	}
-	if (cfg->filter_pids && !bpf_map_lookup_elem(&target_pids, &pid)) {
-		stat_inc(STAT_FILTERED);
+	__u32 why = sample_filter(cfg, pid, tid);
+	if (why) {
+		stat_inc(why);
 		return 0;
 	}
 
@@ -389,6 +445,9 @@ int scorch_exec(void *ctx)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_map_delete_elem(&seen_pids, &pid);
+	__u8 *f = bpf_map_lookup_elem(&pid_filter, &pid);
+	if (f && (*f & FILTER_EXCLUDE))
+		bpf_map_delete_elem(&pid_filter, &pid);
 	emit_event(EVENT_EXEC, pid);
 	return 0;
 }
@@ -400,6 +459,7 @@ int scorch_exit(void *ctx)
 	__u32 pid = id >> 32;
 	if (pid != (__u32)id)
 		return 0; // a thread, not the whole process
+	bpf_map_delete_elem(&pid_filter, &pid); // the pid may be reused
 	if (!bpf_map_lookup_elem(&seen_pids, &pid) && !bpf_map_lookup_elem(&unwind_procs, &pid))
 		return 0; // never sampled, no unwind tables: nothing for user space to release
 	bpf_map_delete_elem(&seen_pids, &pid);

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -31,7 +32,16 @@ type Options struct {
 	Frequency int
 	// Pids, when not empty, restricts sampling to these processes; the
 	// filter runs in the BPF program, so other samples never reach us.
+	// Shorthand for (and added to) Filter.IncludePids.
 	Pids []uint32
+	// Filter is the filter the program starts with; SetFilter replaces it.
+	Filter Filter
+	// ProcRoot is where the proc file system of the initial PID namespace
+	// is mounted: "/proc" (the default) unless the caller runs in a PID
+	// namespace of its own with the host's /proc mounted elsewhere. The
+	// program reports pids of the initial namespace; their maps and files
+	// are read there.
+	ProcRoot string
 	// DropIdle drops samples of the idle task instead of recording them
 	// as kernel-only stacks.
 	DropIdle bool
@@ -72,7 +82,8 @@ type Sample struct {
 type Stats struct {
 	Samples         uint64 // program runs
 	IdleDropped     uint64 // idle samples dropped on request
-	Filtered        uint64 // samples of processes outside the pid filter
+	Filtered        uint64 // samples outside the filter's include sets
+	Excluded        uint64 // samples in the filter's exclude sets
 	LostUserStack   uint64 // samples kept without their user stack
 	LostKernelStack uint64 // samples kept without their kernel stack
 	LostCountsFull  uint64 // samples dropped: counts map full
@@ -107,9 +118,11 @@ type Event struct {
 }
 
 // Sampler is a loaded and attached BPF sampling program. Drain and Close must
-// not be called concurrently; ReadEvents runs on its own goroutine.
+// not be called concurrently; ReadEvents runs on its own goroutine;
+// SetFilter may be called from any goroutine.
 type Sampler struct {
 	log       *slog.Logger
+	cfgMu     sync.Mutex // config map writes (Drain's flip, SetFilter), closed
 	objs      bpf.ScorchObjects
 	links     []link.Link
 	perfFDs   []int
@@ -129,6 +142,14 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	filter := opts.Filter
+	filter.IncludePids = append(append([]uint32(nil), filter.IncludePids...), opts.Pids...)
+	if _, _, err := filter.entries(); err != nil {
+		return nil, err
 	}
 	if err := Preflight(); err != nil {
 		return nil, err
@@ -176,25 +197,20 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	if !opts.FramePointersOnly {
 		cfg.Unwind = 1
-		s.tables = newTableManager(s.log, s.objs.UnwindRows, s.objs.UnwindProcs, s.barrier)
-		if len(opts.Pids) > 0 {
+		s.tables = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindProcs, s.barrier)
+		if len(filter.IncludePids) > 0 {
 			// Load the tables of the chosen processes before sampling
 			// starts, so that even their first samples unwind fully.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s.tables.load(ctx, opts.Pids)
+			s.tables.load(ctx, filter.IncludePids)
 			cancel()
-		}
-	}
-	if len(opts.Pids) > 0 {
-		cfg.FilterPids = 1
-		for _, pid := range opts.Pids {
-			if err := s.objs.TargetPids.Put(pid, uint8(1)); err != nil {
-				return nil, fmt.Errorf("set pid filter: %w", err)
-			}
 		}
 	}
 	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
+	}
+	if err := s.SetFilter(filter); err != nil {
+		return nil, err
 	}
 
 	s.events, err = ringbuf.NewReader(s.objs.Events)
@@ -362,13 +378,8 @@ func (s *Sampler) barrier() error {
 func (s *Sampler) Drain() ([]Sample, Stats, error) {
 	old := s.active
 	next := 1 - old
-	cfg := bpf.ScorchScorchConfig{}
-	if err := s.objs.Config.Lookup(uint32(0), &cfg); err != nil {
-		return nil, Stats{}, fmt.Errorf("read config: %w", err)
-	}
-	cfg.ActiveSet = next
-	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {
-		return nil, Stats{}, fmt.Errorf("flip map set: %w", err)
+	if err := s.flip(next); err != nil {
+		return nil, Stats{}, err
 	}
 	s.active = next
 	// Wait for programs still running against the old set (see package doc).
@@ -386,6 +397,21 @@ func (s *Sampler) Drain() ([]Sample, Stats, error) {
 		err = serr
 	}
 	return samples, st, err
+}
+
+// flip makes the program write to map set next.
+func (s *Sampler) flip(next uint32) error {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	cfg := bpf.ScorchScorchConfig{}
+	if err := s.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	cfg.ActiveSet = next
+	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("flip map set: %w", err)
+	}
+	return nil
 }
 
 func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
@@ -530,6 +556,7 @@ func (s *Sampler) Stats() (Stats, error) {
 		bpf.ScorchStatKeySTAT_UNWIND_BAD_FRAME:  &st.UnwindBadFrame,
 		bpf.ScorchStatKeySTAT_UNWIND_NO_LR:      &st.UnwindNoLR,
 		bpf.ScorchStatKeySTAT_LOST_UNWOUND_FULL: &st.LostUnwoundStacks,
+		bpf.ScorchStatKeySTAT_EXCLUDED:          &st.Excluded,
 	}
 	for k, dst := range fields {
 		var perCPU []uint64
@@ -545,6 +572,8 @@ func (s *Sampler) Stats() (Stats, error) {
 
 // Close detaches the program and frees every kernel object it held.
 func (s *Sampler) Close() error {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
 	var errs []error
 	if s.tables != nil && !s.closed {
 		// s.tables stays set: a ReadEvents still running may notify it.

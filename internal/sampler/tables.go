@@ -99,7 +99,8 @@ type procTables struct {
 // state belongs to the worker goroutine (run); other goroutines only queue
 // requests and read the atomic stats and the mapping snapshot.
 type tableManager struct {
-	log   *slog.Logger
+	log      *slog.Logger
+	procRoot string // "/proc", or the host's /proc mounted elsewhere
 	rows  *ebpf.Map // unwind_rows
 	procs *ebpf.Map // unwind_procs
 	// barrier is updated before freed rows are reused, so that no program
@@ -129,10 +130,10 @@ type tableManager struct {
 	lastHint map[uint32]time.Time // Drain's goroutine only
 }
 
-func newTableManager(log *slog.Logger, rows, procs *ebpf.Map, barrier func() error) *tableManager {
+func newTableManager(log *slog.Logger, procRoot string, rows, procs *ebpf.Map, barrier func() error) *tableManager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &tableManager{
-		log: log, rows: rows, procs: procs, barrier: barrier,
+		log: log, procRoot: procRoot, rows: rows, procs: procs, barrier: barrier,
 		reqs:     make(chan tableReq, tableQueue),
 		cancel:   cancel,
 		done:     make(chan struct{}),
@@ -284,7 +285,7 @@ func (m *tableManager) handle(r tableReq) {
 // sweep drops processes that died without an exit event.
 func (m *tableManager) sweep() {
 	for pid := range m.pids {
-		if _, err := os.Stat("/proc/" + strconv.FormatUint(uint64(pid), 10)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(m.procDir(pid)); errors.Is(err, os.ErrNotExist) {
 			m.drop(pid)
 		}
 	}
@@ -352,7 +353,7 @@ func (m *tableManager) publish() {
 // scan reads the executable mappings of pid, loads the tables of their
 // files and writes the process's unwind_procs entry.
 func (m *tableManager) scan(pid uint32) error {
-	maps, err := readExecMappings(pid)
+	maps, err := readExecMappings(m.procDir(pid))
 	if err != nil {
 		return err
 	}
@@ -439,7 +440,7 @@ func loadBias(loads []elf.ProgHeader, mp execMapping) (uint64, bool) {
 // file returns the table of the file mapped by mp, building and loading it
 // when it is not loaded yet; nil when the file cannot be read.
 func (m *tableManager) file(pid uint32, mp execMapping) *tableFile {
-	r, err := openMapped(pid, mp)
+	r, err := openMapped(m.procDir(pid), mp)
 	if err != nil {
 		m.log.Debug("unwind tables: open mapped file", "pid", pid, "path", mp.path, "err", err)
 		return nil
@@ -480,7 +481,7 @@ func (m *tableManager) vdsoFile(mp execMapping) *tableFile {
 	}
 	f := &tableFile{key: "vdso", refs: 1} // never released
 	m.files["vdso"] = f
-	own, err := readExecMappings(uint32(os.Getpid()))
+	own, err := readExecMappings("/proc/self") // ours, whatever the PID namespace
 	if err != nil {
 		return f
 	}
@@ -597,15 +598,21 @@ func (m *tableManager) writeRows(first uint32, b []byte) error {
 	return nil
 }
 
-// openMapped opens the file behind a mapping: through map_files (the very
-// file mapped, even if deleted or in another mount namespace), else through
-// the process's root.
-func openMapped(pid uint32, mp execMapping) (*os.File, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, mp.start, mp.end))
+// procDir is the /proc directory of pid (a pid of the PID namespace of the
+// proc root, which must be the initial one: the BPF program reports those).
+func (m *tableManager) procDir(pid uint32) string {
+	return m.procRoot + "/" + strconv.FormatUint(uint64(pid), 10)
+}
+
+// openMapped opens the file behind a mapping of the process whose /proc
+// directory is dir: through map_files (the very file mapped, even if
+// deleted or in another mount namespace), else through the process's root.
+func openMapped(dir string, mp execMapping) (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("%s/map_files/%x-%x", dir, mp.start, mp.end))
 	if err == nil {
 		return f, nil
 	}
-	return os.Open(fmt.Sprintf("/proc/%d/root%s", pid, mp.path))
+	return os.Open(dir + "/root" + mp.path)
 }
 
 // fileKey identifies a file's contents: its GNU build id, else device,
@@ -649,9 +656,10 @@ func buildID(ef *elf.File) string {
 	return ""
 }
 
-// readExecMappings parses the executable mappings of /proc/PID/maps.
-func readExecMappings(pid uint32) ([]execMapping, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+// readExecMappings parses the executable mappings of dir/maps, dir being a
+// process's /proc directory.
+func readExecMappings(dir string) ([]execMapping, error) {
+	f, err := os.Open(dir + "/maps")
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type symMapping struct {
 // function symbols (symtab and dynsym; stripped libc has only the latter).
 func symbolTable(t *testing.T, pid uint32) []symMapping {
 	t.Helper()
-	maps, err := readExecMappings(pid)
+	maps, err := readExecMappings(fmt.Sprintf("/proc/%d", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func symbolTable(t *testing.T, pid uint32) []symMapping {
 		if mp.path == "" {
 			continue
 		}
-		f, err := openMapped(pid, mp)
+		f, err := openMapped(fmt.Sprintf("/proc/%d", pid), mp)
 		if err != nil {
 			t.Fatalf("open %s: %v", mp.path, err)
 		}
