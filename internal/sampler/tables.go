@@ -100,9 +100,9 @@ type procTables struct {
 // requests and read the atomic stats and the mapping snapshot.
 type tableManager struct {
 	log      *slog.Logger
-	procRoot string // "/proc", or the host's /proc mounted elsewhere
-	rows  *ebpf.Map // unwind_rows
-	procs *ebpf.Map // unwind_procs
+	procRoot string    // "/proc", or the host's /proc mounted elsewhere
+	rows     *ebpf.Map // unwind_rows
+	procs    *ebpf.Map // unwind_procs
 	// barrier is updated before freed rows are reused, so that no program
 	// still walks the old table (see Sampler.Drain).
 	barrier func() error
