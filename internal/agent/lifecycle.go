@@ -177,14 +177,12 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, "scorch.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Held open read-only: a descriptor open for writing would keep the
+	// file system from being remounted read-only under us.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
 	if errors.Is(err, unix.EROFS) || errors.Is(err, fs.ErrPermission) {
-		// A read-only data dir: the store reports its own errors; reading
-		// an existing lock still detects another agent.
-		f, err = os.Open(path)
-		if err != nil {
-			return nil, nil
-		}
+		// A read-only data dir: the store reports its own errors.
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
@@ -198,9 +196,8 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	// The holder's pid, for the message above (best effort).
+	os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	return &dataDirLock{f: f}, nil
 }
 

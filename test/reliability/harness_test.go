@@ -49,6 +49,12 @@ func TestMain(m *testing.M) {
 	// A binary of our own (not bin/scorch, which others may be rebuilding),
 	// static like the release build so that capabilities can be dropped.
 	scorchBin = filepath.Join(dir, "scorch")
+	if bin := os.Getenv("SCORCH_TEST_BIN"); bin != "" {
+		// A binary built elsewhere (e.g. from a clean checkout while the
+		// working tree is mid-change).
+		scorchBin = bin
+		os.Exit(m.Run())
+	}
 	cmd := exec.Command("go", "build", "-o", scorchBin, "./cmd/scorch")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

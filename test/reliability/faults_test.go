@@ -1,0 +1,234 @@
+package reliability
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scorch-profiler/scorch/internal/store"
+)
+
+// selfSigned is a certificate no client trusts.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"127.0.0.1"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestExportFaults pushes over TLS to a receiver that, one fault after
+// another, answers 503, answers 429 with Retry-After, stalls past the push
+// timeout, and presents a certificate the agent does not trust; then it
+// recovers. Sampling never stops, each cause is logged once, and every
+// window closed during the faults arrives exactly once afterwards.
+func TestExportFaults(t *testing.T) {
+	requireRoot(t)
+	burner := workload(t, "cpuburn-c")
+	b := run(t, burner)
+	rcv := newReceiver()
+	srv := httptest.NewUnstartedServer(rcv.handler())
+	srv.StartTLS()
+	good := srv.TLS.Certificates[0]
+	bad := selfSigned(t)
+	var untrusted atomic.Bool
+	srv.TLS.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if untrusted.Load() {
+			return &bad, nil
+		}
+		return &good, nil
+	}
+	srv.TLS.Certificates = nil
+	t.Cleanup(func() { close(rcv.stallCh); srv.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+
+	a := startAgent(t, "--interval", "1s", "--frequency", "99", "--data-dir", "", "--pyroscope-url", srv.URL,
+		"--pyroscope-ca-file", ca, "--pyroscope-timeout", "1s", "--queue-size", "8MiB",
+		"--include", "comm:^cpuburn-c$", "--service-name", "burner=comm:^cpuburn-c$")
+	time.Sleep(2 * time.Second)
+	for _, fault := range []string{"503", "429", "stall", "tls"} {
+		d0 := a.metrics()["scorch_drains_total"]
+		if fault == "tls" {
+			untrusted.Store(true)
+			srv.CloseClientConnections() // the next push must handshake
+		} else {
+			rcv.mode.Store(fault)
+		}
+		time.Sleep(3 * time.Second)
+		untrusted.Store(false)
+		rcv.mode.Store("ok")
+		time.Sleep(2 * time.Second) // a success resets the backoff
+		mm := a.metrics()
+		t.Logf("after fault %s: %d requests, %d refused, attempts %.0f, failures %v", fault, rcv.requests.Load(), rcv.refused.Load(), mm["scorch_upload_attempts_total"], pick(mm, "scorch_upload_failures_total"))
+		if d := a.metrics()["scorch_drains_total"] - d0; d < 4 {
+			t.Errorf("fault %s: %.0f drains in 5s: sampling waited for the network", fault, d)
+		}
+	}
+	// Recovery: the backlog drains.
+	time.Sleep(6 * time.Second)
+	m := a.metrics()
+	if err := a.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.logs)
+	}
+	var failLogs []string
+	for _, r := range a.logs.find("pyroscope upload failed") {
+		c, _ := r["cause"].(string)
+		failLogs = append(failLogs, c)
+	}
+	t.Logf("refused %d requests; failures %v; upload failure logs by cause %v", rcv.refused.Load(), pick(m, "scorch_upload_failures_total"), failLogs)
+	seen := map[string]bool{}
+	for _, c := range failLogs {
+		if seen[c] {
+			t.Errorf("upload failure of cause %q logged more than once: %v", c, failLogs)
+		}
+		seen[c] = true
+	}
+	if len(failLogs) < 4 {
+		t.Errorf("want a log line for each distinct fault cause, got %v", failLogs)
+	}
+
+	ws := rcv.windows(func(l map[string]string) bool { return l["service_name"] == "burner" && l["pid"] != "" })
+	at := map[int64]int{}
+	for _, w := range ws {
+		at[w.prof.TimeNanos]++
+	}
+	for i := 1; i < len(ws); i++ {
+		p, c := ws[i-1].prof, ws[i].prof
+		if p.TimeNanos == c.TimeNanos {
+			t.Errorf("window at %d arrived twice", c.TimeNanos)
+		} else if p.TimeNanos+p.DurationNanos != c.TimeNanos {
+			t.Errorf("windows missing between %s and %s", time.Unix(0, p.TimeNanos), time.Unix(0, c.TimeNanos))
+		}
+	}
+	t.Logf("pid %d: %d windows arrived, dropped %v", b.Process.Pid, len(ws), pick(m, "scorch_upload_dropped_windows_total"))
+	if len(ws) < 25 {
+		t.Errorf("%d windows arrived, want every one of the ~28 closed", len(ws))
+	}
+}
+
+func pick(m map[string]float64, prefix string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func mount(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+		t.Fatalf("mount %v: %v\n%s", args, err, out)
+	}
+}
+
+// TestDataDirFaults fills the local store's file system (a 64 KiB tmpfs)
+// and then makes it read-only: the agent logs once per cause, keeps
+// sampling and pushing, and stores windows again when the fault ends.
+func TestDataDirFaults(t *testing.T) {
+	requireRoot(t)
+	run(t, workload(t, "cpuburn-c"))
+	dir := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(dir, 0o750)
+	mount(t, "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir)
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	rcv := newReceiver()
+	srv := startReceiver(t, rcv)
+	a := startAgent(t, "--interval", "1s", "--frequency", "99", "--data-dir", dir, "--pyroscope-url", srv.URL,
+		"--include", "comm:^cpuburn-c$")
+
+	stored := func() int {
+		st, err := store.Open(dir, store.Options{})
+		if err != nil {
+			return -1
+		}
+		defer st.Close()
+		ws, _ := st.Windows(context.Background(), time.Unix(0, 0), time.Now().Add(time.Hour))
+		return len(ws)
+	}
+	_ = stored
+	time.Sleep(2 * time.Second)
+
+	// Full: a file takes the space left.
+	filler := filepath.Join(dir, "filler")
+	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k", "count=64").Run()
+	e0 := a.metrics()["scorch_store_errors_total"]
+	p0 := rcv.count()
+	time.Sleep(4 * time.Second)
+	m := a.metrics()
+	if m["scorch_store_errors_total"]-e0 < 2 {
+		t.Errorf("disk full: %.0f store errors in 4 windows", m["scorch_store_errors_total"]-e0)
+	}
+	if rcv.count()-p0 < 2 {
+		t.Errorf("disk full: pushing stopped too (%d windows in 4s)", rcv.count()-p0)
+	}
+	os.Remove(filler)
+	// Retention frees space too; wait for a window to be stored again.
+	resumed := waitFor(6*time.Second, func() bool {
+		e := a.metrics()["scorch_store_errors_total"]
+		time.Sleep(1500 * time.Millisecond)
+		return a.metrics()["scorch_store_errors_total"] == e
+	})
+	if !resumed {
+		t.Errorf("store errors continue after the disk has room again")
+	}
+
+	// Read-only.
+	mount(t, "-o", "remount,ro", dir)
+	e1 := a.metrics()["scorch_store_errors_total"]
+	time.Sleep(3 * time.Second)
+	if a.metrics()["scorch_store_errors_total"]-e1 < 2 {
+		t.Errorf("read-only: no store errors counted")
+	}
+	mount(t, "-o", "remount,rw", dir)
+	resumed = waitFor(6*time.Second, func() bool {
+		e := a.metrics()["scorch_store_errors_total"]
+		time.Sleep(1500 * time.Millisecond)
+		return a.metrics()["scorch_store_errors_total"] == e
+	})
+	if !resumed {
+		t.Errorf("store errors continue after the file system is writable again")
+	}
+	if !a.alive() {
+		t.Fatalf("agent died:\n%s", a.logs)
+	}
+	if err := a.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.logs)
+	}
+	var causes []string
+	for _, r := range a.logs.find("store: write failed") {
+		c, _ := r["cause"].(string)
+		causes = append(causes, c)
+	}
+	t.Logf("store failure logs by cause: %v; %d windows pushed", causes, rcv.count())
+	seen := map[string]bool{}
+	for _, c := range causes {
+		if seen[c] {
+			t.Errorf("store failure cause %q logged more than once: %v", c, causes)
+		}
+		seen[c] = true
+	}
+	if len(causes) < 2 {
+		t.Errorf("want one log line each for the full and the read-only file system, got %v", causes)
+	}
+}

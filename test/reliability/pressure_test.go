@@ -1,0 +1,95 @@
+package reliability
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildStacks compiles testdata/stacks.c, a workload with a huge number of
+// distinct call stacks.
+func buildStacks(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "stacks")
+	cmd := exec.Command("cc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", out, "testdata/stacks.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cc testdata/stacks.c: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestMapPressure samples a workload with millions of distinct stacks at
+// a high frequency so that the kernel maps fill between drains: the loss
+// is counted by reason in scorch_lost_total, the agent keeps going, and
+// once the pressure ends the next windows lose nothing and measure a
+// known workload right.
+func TestMapPressure(t *testing.T) {
+	requireRoot(t)
+	stacks := buildStacks(t)
+	burner := workload(t, "cpuburn-c")
+	rcv := newReceiver()
+	srv := startReceiver(t, rcv)
+	a := startAgent(t, "--interval", "2s", "--frequency", "9999", "--data-dir", "", "--pyroscope-url", srv.URL)
+
+	m0 := a.metrics()
+	st := run(t, stacks, "6", "4")
+	st.Wait()
+	m1 := a.metrics()
+	lost := map[string]float64{}
+	var total float64
+	for _, reason := range []string{"counts_map_full", "user_stack_collision", "kernel_stack_collision", "unwound_stack_map_full", "pid_event_ring_full"} {
+		k := fmt.Sprintf("scorch_lost_total{reason=%q}", reason)
+		lost[reason] = m1[k] - m0[k]
+		total += lost[reason]
+	}
+	taken := m1[`scorch_bpf_samples_total{outcome="taken"}`] - m0[`scorch_bpf_samples_total{outcome="taken"}`]
+	t.Logf("under pressure: %.0f samples taken, lost by reason %v", taken, lost)
+	if total == 0 {
+		t.Errorf("nothing counted as lost at 9999 Hz over millions of distinct stacks: is the loss counted? %v", lost)
+	}
+	if !a.alive() {
+		t.Fatalf("agent died under map pressure:\n%s", a.logs)
+	}
+
+	// Pressure over: a known workload, measured over whole windows.
+	b := run(t, burner)
+	time.Sleep(2500 * time.Millisecond) // let the window holding the pressure close
+	m2 := a.metrics()
+	t0 := time.Now()
+	time.Sleep(4500 * time.Millisecond)
+	m3 := a.metrics()
+	var after float64
+	lostAfter := map[string]float64{}
+	for k, v := range m3 {
+		if strings.HasPrefix(k, "scorch_lost_total") && v > m2[k] {
+			after += v - m2[k]
+			lostAfter[k] = v - m2[k]
+		}
+	}
+	if err := a.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.logs)
+	}
+	var ws []pushed
+	for _, w := range rcv.windows(func(l map[string]string) bool { return l["pid"] == fmt.Sprint(b.Process.Pid) }) {
+		if w.prof.TimeNanos >= t0.UnixNano() {
+			ws = append(ws, w)
+		}
+	}
+	hit, all := frameShare(ws, nil, "hot_a")
+	t.Logf("after pressure: %d windows of cpuburn-c, %d samples, hot_a %.1f%%, %.0f lost %v", len(ws), all, 100*float64(hit)/float64(max(all, 1)), after, lostAfter)
+	if len(ws) == 0 || all < 1000 {
+		t.Fatalf("after the pressure: %d windows, %d samples of cpuburn-c", len(ws), all)
+	}
+	if share := float64(hit) / float64(all); share < 0.70 || share > 0.80 {
+		t.Errorf("after the pressure hot_a has %.1f%%, want 75%% ± 5", 100*share)
+	}
+	// What remains are stack-map bucket collisions of the host's other
+	// processes at 10 kHz (a fraction of a percent), not the pressure.
+	takenAfter := m3[`scorch_bpf_samples_total{outcome="taken"}`] - m2[`scorch_bpf_samples_total{outcome="taken"}`]
+	if after > 0.05*takenAfter {
+		t.Errorf("%.0f of %.0f samples lost after the pressure ended: %v", after, takenAfter, lostAfter)
+	}
+}
