@@ -130,7 +130,7 @@ func TestAgentNamespacedProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		pid           int
+		pid          int
 		service, cid string
 	}{
 		{pid: plain, service: plainName},
