@@ -3,9 +3,11 @@
 // (forever when absent or 0).
 //
 // Hot functions and their call chains (innermost first):
-//   c_leaf <- c_recurse x 20 <- c_entry <- _cgo_..._Cfunc_c_entry
-//       <- runtime.asmcgocall (switches to the system stack) ... main.burn
-//       <- main.main <- runtime.main <- runtime.goexit
+//
+//	c_leaf <- c_recurse x 20 <- c_entry <- _cgo_..._Cfunc_c_entry
+//	    <- runtime.asmcgocall (switches to the system stack) ... main.burn
+//	    <- main.main <- runtime.main <- runtime.goexit
+//
 // On the system stack the C frames end at runtime.asmcgocall's frame; a
 // table unwinder continues through the cgo trampoline into the goroutine
 // stack only if it follows asmcgocall's saved SP.
