@@ -185,3 +185,7 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 
 // Close stops sampling and frees the kernel objects.
 func (p *Profiler) Close() error { return p.sampler.Close() }
+
+// SetFilter changes which processes the BPF program records; it may be
+// called from any goroutine while Run runs.
+func (p *Profiler) SetFilter(f sampler.Filter) error { return p.sampler.SetFilter(f) }
