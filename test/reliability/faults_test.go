@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/http/httptest"
 	"os"
@@ -63,7 +64,7 @@ func TestExportFaults(t *testing.T) {
 
 	a := startAgent(t, "--interval", "1s", "--frequency", "99", "--data-dir", "", "--pyroscope-url", srv.URL,
 		"--pyroscope-ca-file", ca, "--pyroscope-timeout", "1s", "--queue-size", "8MiB",
-		"--include", "comm:^cpuburn-c$", "--service-name", "burner=comm:^cpuburn-c$")
+		"--include", fmt.Sprintf("pid:%d", b.Process.Pid), "--service-name", fmt.Sprintf("burner=pid:%d", b.Process.Pid))
 	time.Sleep(2 * time.Second)
 	for _, fault := range []string{"503", "429", "stall", "tls"} {
 		d0 := a.metrics()["scorch_drains_total"]
@@ -147,7 +148,7 @@ func mount(t *testing.T, args ...string) {
 // sampling and pushing, and stores windows again when the fault ends.
 func TestDataDirFaults(t *testing.T) {
 	requireRoot(t)
-	run(t, workload(t, "cpuburn-c"))
+	b := run(t, workload(t, "cpuburn-c"))
 	dir := filepath.Join(t.TempDir(), "data")
 	os.MkdirAll(dir, 0o750)
 	mount(t, "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir)
@@ -155,7 +156,7 @@ func TestDataDirFaults(t *testing.T) {
 	rcv := newReceiver()
 	srv := startReceiver(t, rcv)
 	a := startAgent(t, "--interval", "1s", "--frequency", "99", "--data-dir", dir, "--pyroscope-url", srv.URL,
-		"--include", "comm:^cpuburn-c$")
+		"--include", fmt.Sprintf("pid:%d", b.Process.Pid))
 
 	stored := func() int {
 		st, err := store.Open(dir, store.Options{})

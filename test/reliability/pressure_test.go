@@ -22,7 +22,10 @@ func buildStacks(t *testing.T) string {
 }
 
 // TestMapPressure samples a workload with millions of distinct stacks at
-// a high frequency so that the kernel maps fill between drains: the loss
+// a high frequency so that the stack maps overflow between drains (the
+// counts map, 16384 keys, only fills past 16k distinct samples a second:
+// --frequency 9999 on this 2-CPU host, where a CPU-starved drain then falls
+// behind; see bench/RELIABILITY.md): the loss
 // is counted by reason in scorch_lost_total, the agent keeps going, and
 // once the pressure ends the next windows lose nothing and measure a
 // known workload right.
@@ -32,7 +35,7 @@ func TestMapPressure(t *testing.T) {
 	burner := workload(t, "cpuburn-c")
 	rcv := newReceiver()
 	srv := startReceiver(t, rcv)
-	a := startAgent(t, "--interval", "2s", "--frequency", "9999", "--data-dir", "", "--pyroscope-url", srv.URL)
+	a := startAgent(t, "--interval", "2s", "--frequency", "999", "--data-dir", "", "--pyroscope-url", srv.URL)
 
 	m0 := a.metrics()
 	st := run(t, stacks, "6", "4")
@@ -48,7 +51,7 @@ func TestMapPressure(t *testing.T) {
 	taken := m1[`scorch_bpf_samples_total{outcome="taken"}`] - m0[`scorch_bpf_samples_total{outcome="taken"}`]
 	t.Logf("under pressure: %.0f samples taken, lost by reason %v", taken, lost)
 	if total == 0 {
-		t.Errorf("nothing counted as lost at 9999 Hz over millions of distinct stacks: is the loss counted? %v", lost)
+		t.Errorf("nothing counted as lost at 999 Hz over millions of distinct stacks: is the loss counted? %v", lost)
 	}
 	if !a.alive() {
 		t.Fatalf("agent died under map pressure:\n%s", a.logs)
@@ -80,16 +83,16 @@ func TestMapPressure(t *testing.T) {
 	}
 	hit, all := frameShare(ws, nil, "hot_a")
 	t.Logf("after pressure: %d windows of cpuburn-c, %d samples, hot_a %.1f%%, %.0f lost %v", len(ws), all, 100*float64(hit)/float64(max(all, 1)), after, lostAfter)
+	// What remains are stack-map bucket collisions of the host's other
+	// processes (a fraction of a percent), not the pressure.
+	takenAfter := m3[`scorch_bpf_samples_total{outcome="taken"}`] - m2[`scorch_bpf_samples_total{outcome="taken"}`]
+	if after/takenAfter > 0.2*total/taken {
+		t.Errorf("%.0f of %.0f samples lost after the pressure ended (%v), %.0f of %.0f under it", after, takenAfter, lostAfter, total, taken)
+	}
 	if len(ws) == 0 || all < 1000 {
 		t.Fatalf("after the pressure: %d windows, %d samples of cpuburn-c", len(ws), all)
 	}
 	if share := float64(hit) / float64(all); share < 0.70 || share > 0.80 {
 		t.Errorf("after the pressure hot_a has %.1f%%, want 75%% ± 5", 100*share)
-	}
-	// What remains are stack-map bucket collisions of the host's other
-	// processes at 10 kHz (a fraction of a percent), not the pressure.
-	takenAfter := m3[`scorch_bpf_samples_total{outcome="taken"}`] - m2[`scorch_bpf_samples_total{outcome="taken"}`]
-	if after > 0.05*takenAfter {
-		t.Errorf("%.0f of %.0f samples lost after the pressure ended: %v", after, takenAfter, lostAfter)
 	}
 }

@@ -24,7 +24,7 @@ func soakDuration(t *testing.T) time.Duration {
 }
 
 // TestSoak runs the agent at 99 Hz with process churn for SCORCH_SOAK:
-// after a warm-up (the first quarter), resident memory and the goroutine
+// after a warm-up (the first third), resident memory and the goroutine
 // count stay flat, and every window closed is exported to the receiver.
 func TestSoak(t *testing.T) {
 	requireRoot(t)
@@ -33,7 +33,7 @@ func TestSoak(t *testing.T) {
 	rcv := newReceiver()
 	srv := startReceiver(t, rcv)
 	a := startAgent(t, "--interval", "5s", "--frequency", "99", "--data-dir", t.TempDir(), "--pyroscope-url", srv.URL,
-		"--retention", "10m")
+		"--retention", "10m", "--symbol-cache-size", "32MiB")
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	started, wait := churn(ctx, t, burner, 1)
@@ -64,10 +64,10 @@ loop:
 	if err := a.stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, a.logs)
 	}
-	warm := pts[len(pts)/4]
+	warm := pts[len(pts)/3]
 	var maxRSS int64
 	var maxG float64
-	for _, p := range pts[len(pts)/4:] {
+	for _, p := range pts[len(pts)/3:] {
 		maxRSS = max(maxRSS, p.rss)
 		maxG = max(maxG, p.goroutines)
 	}
