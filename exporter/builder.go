@@ -106,8 +106,11 @@ func (b *Builder) Add(s sampler.Sample) {
 		return
 	}
 	locs := b.locBuf[:0]
-	// Only the first address of a sample is where the CPU was; every other
-	// one is a return address, named by the call instruction before it.
+	// The first address of each stack is where the CPU was (the user
+	// stack's first address is the interrupted or syscall-returning user
+	// instruction, exact even when kernel frames sit above it); every
+	// other one is a return address, named by the call instruction before
+	// it.
 	leaf := true
 	lookup := func(k locKey) uint64 {
 		if k.call {
@@ -126,6 +129,7 @@ func (b *Builder) Add(s sampler.Sample) {
 	if s.UserLost {
 		locs = append(locs, b.pseudo(FrameUserStackLost))
 	}
+	leaf = true
 	for _, a := range s.User {
 		k := locKey{pid: s.Pid, addr: a, call: !leaf}
 		locs = append(locs, b.location(k, func() symbolizer.Frame { return b.res.ResolveUser(s.Pid, lookup(k)) }))

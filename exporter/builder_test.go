@@ -70,9 +70,9 @@ func TestBuilder(t *testing.T) {
 	for _, l := range s.Location {
 		names = append(names, l.Line[0].Function.Name)
 	}
-	// Kernel frames first (leaf side), then user; only the leaf address is
-	// looked up as is, return addresses minus one.
-	if got := strings.Join(names, ","); got != "ka0,kaf,u1fff,inlined" {
+	// Kernel frames first (leaf side), then user; the first address of
+	// each stack is looked up as is, return addresses minus one.
+	if got := strings.Join(names, ","); got != "ka0,kaf,u2000,inlined" {
 		t.Errorf("stack %s", got)
 	}
 	if s.Label["comm"][0] != "app" || s.NumLabel["pid"][0] != 7 {
@@ -113,7 +113,7 @@ func TestBuilder(t *testing.T) {
 	if err := WriteFolded(&folded, back); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(folded.String(), "app;u2fff;inlined;u1fff;kaf;ka0 5\n") {
+	if !strings.Contains(folded.String(), "app;u2fff;inlined;u2000;kaf;ka0 5\n") {
 		t.Errorf("folded:\n%s", folded.String())
 	}
 }
