@@ -55,6 +55,11 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// Catch Ctrl-C before loading anything: an interrupt while the BPF
+	// program loads then still ends with a (short) profile written.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	sym := symbolizer.New(symbolizer.Options{Demangle: dm, Logger: logger})
 	defer sym.Close()
 	prof, err := profiler.Open(profiler.Config{
@@ -67,11 +72,9 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	}
 	defer prof.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
-
 	start := time.Now()
 	fmt.Fprintf(stderr, "scorch: sampling %d CPUs at %d Hz for %s (Ctrl-C to stop early)\n", prof.CPUs(), *frequency, *duration)
 	b := exporter.NewBuilder(sym, *frequency, start)

@@ -116,7 +116,7 @@ func noClones(s string) string { return clones.ReplaceAllString(s, "") }
 func chain(loc *profile.Location) string {
 	var parts []string
 	for _, ln := range loc.Line {
-		parts = append(parts, fmt.Sprintf("%s %s:%d", ln.Function.Name, filepath.Base(ln.Function.Filename), ln.Line))
+		parts = append(parts, frameString(ln.Function.Name, ln.Function.Filename, fmt.Sprint(ln.Line)))
 	}
 	return strings.Join(parts, " | ")
 }
@@ -165,7 +165,7 @@ func symbolizeWith(t *testing.T, addrs []uint64, tool string, args ...string) ma
 			}
 			file, rest, _ := strings.Cut(fileLine, ":")
 			line, _, _ := strings.Cut(rest, ":")
-			parts = append(parts, fmt.Sprintf("%s %s:%s", fn, filepath.Base(file), line))
+			parts = append(parts, frameString(fn, file, line))
 			if gnu && fn == "??" {
 				i += 2 // an unnamed address, then the sentinel's answer
 				break
@@ -174,6 +174,20 @@ func symbolizeWith(t *testing.T, addrs []uint64, tool string, args ...string) ma
 		res[a] = strings.Join(parts, " | ")
 	}
 	return res
+}
+
+// frameString renders one level; an unknown file or line ("" and 0 for us,
+// "??" and "?" or "0" for the tools) renders the same for all.
+func frameString(fn, file, line string) string {
+	if file == "" || file == "??" {
+		file = "??"
+	} else {
+		file = filepath.Base(file)
+	}
+	if line == "" || line == "?" || file == "??" {
+		line = "0"
+	}
+	return fmt.Sprintf("%s %s:%s", fn, file, line)
 }
 
 // fileVaddr turns a file offset into the ELF virtual address that maps it.
