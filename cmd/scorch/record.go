@@ -72,7 +72,6 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	}
 	defer prof.Close()
 
-
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
 	start := time.Now()
