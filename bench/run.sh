@@ -70,7 +70,7 @@ cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13)
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 # metric NAME_AND_LABELS: the value of one sample of the agent's /metrics.
 metric() {
-	curl -sf "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" 'index($0, m" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
+	curl -sf -m 10 --retry 3 --retry-all-errors "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" 'index($0, m" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
 }
 # sample_progs: "id run_time_ns run_cnt" of every loaded scorch_sample program.
 sample_progs() {
@@ -80,15 +80,21 @@ sample_progs() {
 			if (name == "scorch_sample") print id, rt, rc }'
 }
 prog_stat() { sample_progs | awk -v id="$1" '$1 == id { print $2, $3 }'; }
+# agent_prog PID: the id of the scorch_sample program PID holds open (from
+# the prog_id of its BPF file descriptors), "" if none.
+agent_prog() {
+	local ids
+	ids=$(cat /proc/"$1"/fdinfo/* 2>/dev/null | awk '$1 == "prog_id:" { print $2 }' | sort -u)
+	sample_progs | awk '{ print $1 }' | sort | comm -12 - <(echo "$ids") | head -1
+}
 
 # start_agent HZ: starts the agent, waits until it is profiling, and sets
-# AGENT_PID and AGENT_PROG (the id of its scorch_sample program, found as
-# the one that was not loaded before; "" if unknown).
+# AGENT_PID and AGENT_PROG (the id of its scorch_sample program; "" if
+# unknown).
 start_agent() {
-	local hz=$1 before
-	before=$(sample_progs | awk '{ print $1 }' | sort)
+	local hz=$1
 	rm -rf "$OUT/data"
-	"$SCORCH" agent --data-dir "$OUT/data" --listen "127.0.0.1:$PORT" --frequency "$hz" --interval 15s \
+	env ${AGENT_ENV:-} "$SCORCH" agent --data-dir "$OUT/data" --listen "127.0.0.1:$PORT" --frequency "$hz" --interval 15s \
 		--log-level warn >>"$OUT/agent.log" 2>&1 &
 	AGENT_PID=$!
 	for _ in $(seq 100); do
@@ -97,7 +103,7 @@ start_agent() {
 		sleep 0.1
 	done
 	curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || die "agent not ready after 10 s: see $OUT/agent.log"
-	AGENT_PROG=$(comm -13 <(echo "$before") <(sample_progs | awk '{ print $1 }' | sort) | head -1)
+	AGENT_PROG=$(agent_prog "$AGENT_PID")
 }
 stop_agent() {
 	if [ -n "$AGENT_PID" ]; then
@@ -185,8 +191,13 @@ make_copies() {
 	done
 }
 run_memory() {
-	local distinct
-	for distinct in 1 5 20; do
+	local distinct run
+	# The last run repeats 20 binaries with a soft memory limit for the Go
+	# runtime (what runtime/debug.SetMemoryLimit in the agent would do).
+	for run in 1 5 20 20:GOMEMLIMIT=48MiB; do
+		distinct=${run%%:*}
+		AGENT_ENV=
+		if [ "$run" != "$distinct" ]; then AGENT_ENV=${run#*:}; fi
 		make_copies "$distinct"
 		local bins=("$OUT"/copies/*)
 		start_agent 99
@@ -219,12 +230,13 @@ run_memory() {
 		heap=$(metric go_memstats_heap_inuse_bytes)
 		cache=$(metric scorch_symbolizer_cache_bytes)
 		procs=$(pgrep -c -f "$OUT/copies/" || true)
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$distinct" "$procs" "$rss0" "$r" "$peak_rss" "$hwm" "$anon" "$file" \
-			"$heap" "$cache" "$(echo "$c1 - $c0" | bc -l)" "$(echo "$s1 - $s0" | bc -l)" >>"$MEMORY_ROWS"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$distinct" "$procs" "$rss0" "$r" "$peak_rss" "$hwm" "$anon" "$file" \
+			"$heap" "$cache" "$(echo "$c1 - $c0" | bc -l)" "$(echo "$s1 - $s0" | bc -l)" "${AGENT_ENV:-}" >>"$MEMORY_ROWS"
 		log "memory: $distinct binaries, $procs processes: RSS ${r} kB (peak $hwm kB, anon $anon, file $file), heap $heap, cache $cache"
 		for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
 		wait "${pids[@]}" 2>/dev/null || true
 		stop_agent
+		AGENT_ENV=
 	done
 }
 

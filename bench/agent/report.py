@@ -50,6 +50,8 @@ def git_rev():
 
 
 def verdict(ok):
+    if ok is None:
+        return "inconclusive: noise larger than the target"
     return "met" if ok else "**missed**"
 
 
@@ -95,7 +97,7 @@ if ov:
         runs = [int(r[4].split()[1]) for r in rs if len(r) > 4 and r[4].strip()]
         cmd = cmds[c] if c in cmds else f"`scorch agent --frequency {c.split('-')[-1]} --interval 15s --data-dir DIR`"
         med = statistics.median(ratios) if ratios else None
-        summary[c] = (med, statistics.median(cpus) if cpus else None)
+        summary[c] = (med, statistics.median(cpus) if cpus else None, (max(ratios) - min(ratios)) if ratios else None)
         cells = [c, cmd, f"{statistics.median(walls):.3f}" if walls else "—"]
         if c == "none":
             cells += ["1", "—"]
@@ -108,10 +110,14 @@ if ov:
         cells.append(str(int(statistics.median(runs))) if runs else "—")
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
-    if "scorch-99" in summary and summary["scorch-99"][0]:
-        targets.append(("workload slowdown at 99 Hz", "≤ 1%", f"{(summary['scorch-99'][0] - 1) * 100:+.1f}% (median)", summary["scorch-99"][0] <= 1.01))
-    if "scorch-999" in summary and summary["scorch-999"][0]:
-        targets.append(("workload slowdown at 999 Hz (peer figures: 1.025–1.058)", "≤ 3.5%", f"{(summary['scorch-999'][0] - 1) * 100:+.1f}% (median)", summary["scorch-999"][0] <= 1.035))
+    for c, what, goal, limit in (("scorch-99", "workload slowdown at 99 Hz", "≤ 1%", 1.01),
+                                 ("scorch-999", "workload slowdown at 999 Hz (peers: +2.5% to +5.8%)", "≤ 3.5%", 1.035)):
+        if c in summary and summary[c][0]:
+            med, _, spread = summary[c]
+            got = f"{(med - 1) * 100:+.1f}% (median; runs spread over {spread * 100:.0f} points)"
+            # A spread wider than the margin makes the median meaningless.
+            ok = None if spread > 0.1 else med <= limit
+            targets.append((what, goal, got, ok))
 
 # ------------------------------------------------------------------ memory
 mem = rows("memory.tsv")
@@ -122,14 +128,17 @@ if mem:
              "alternately, each given its own GNU and Go build ids by `bench/agent/relabel.py` so the symbolizer treats "
              "them as different files. RSS before = 3 s after start, before the processes; steady = after 15 s + 20 s of them; "
              "peak = VmHWM (the whole run, start-up included). Agent CPU = over the 20 s steady window.\n")
-    L.append("| distinct binaries | processes | RSS before MB | RSS steady MB | peak RSS MB | anon MB | file-backed MB | Go heap in use MB | symbol cache MB | agent CPU % of one core | samples/s |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| distinct binaries | processes | agent environment | RSS before MB | RSS steady MB | peak RSS MB | anon MB | file-backed MB | Go heap in use MB | symbol cache MB | agent CPU % of one core | samples/s |")
+    L.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     mb = lambda kb: f"{num(kb) / 1024:.1f}" if num(kb) is not None else "—"
     for r in mem:
-        d, procs, rss0, rss, peak, hwm, anon, file, heap, cache, cpu, samples = r
-        L.append(f"| {d} | {procs} | {mb(rss0)} | {mb(rss)} | {mb(hwm)} | {mb(anon)} | {mb(file)} | "
+        d, procs, rss0, rss, peak, hwm, anon, file, heap, cache, cpu, samples = r[:12]
+        env = r[12] if len(r) > 12 and r[12] else "default"
+        L.append(f"| {d} | {procs} | {env} | {mb(rss0)} | {mb(rss)} | {mb(hwm)} | {mb(anon)} | {mb(file)} | "
                  f"{num(heap) / 2**20:.1f} | {num(cache) / 2**20:.1f} | {100 * num(cpu) / 20:.2f} | {num(samples) / 20:.0f} |")
     L.append("")
+    limited = [r for r in mem if len(r) > 12 and r[12]]
+    mem = [r for r in mem if not (len(r) > 12 and r[12])]
     if len(mem) >= 2:
         d0, d1 = num(mem[0][0]), num(mem[-1][0])
         r0, r1 = num(mem[0][3]), num(mem[-1][3])
@@ -141,6 +150,8 @@ if mem:
     steady_cpu = [100 * num(r[10]) / 20 for r in mem]
     targets.append(("agent RSS at steady state", "≤ 60 MB", f"{worst / 1024:.0f} MB (worst of the memory runs)", worst / 1024 <= 60))
     targets.append(("agent peak RSS", "≤ 60 MB", f"{worst_peak / 1024:.0f} MB (VmHWM, start-up included)", worst_peak / 1024 <= 60))
+    for r in limited:
+        targets.append((f"agent RSS at steady state with {r[12]}", "≤ 60 MB", f"{num(r[3]) / 1024:.0f} MB (peak {num(r[5]) / 1024:.0f} MB)", num(r[3]) / 1024 <= 60))
     targets.append(("agent CPU at 99 Hz, steady", "≤ 0.5% of one core", f"{statistics.median(steady_cpu):.2f}% (median of the memory runs)", statistics.median(steady_cpu) <= 0.5))
 
 # ------------------------------------------------------------------ scale
