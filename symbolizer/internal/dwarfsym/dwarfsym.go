@@ -51,6 +51,7 @@ package dwarfsym
 import (
 	"debug/dwarf"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -97,7 +98,12 @@ var catchPanics = true
 // Table resolves addresses of one ELF file. It is safe for concurrent use.
 type Table struct {
 	path string // for log and error messages
-	data *dwarf.Data
+	data *dwarf.Data // nil in split mode
+
+	// Split mode (see openDWARF): sec holds the debug sections and each
+	// unit gets a dwarf.Data of its own bytes of .debug_info while it
+	// loads, so that the abbreviation tables of every unit are not held.
+	sec map[string][]byte
 
 	units    []unit
 	unitRngs []unitRange // sorted, disjoint
@@ -118,8 +124,18 @@ type unitRange struct {
 }
 
 type unit struct {
-	off    dwarf.Offset // of the DW_TAG_compile_unit entry
-	loaded atomic.Pointer[loadedUnit]
+	off        dwarf.Offset // of the DW_TAG_compile_unit entry (in split mode, relative to start)
+	start, end uint64       // the unit's bytes of .debug_info (split mode)
+	loaded     atomic.Pointer[loadedUnit]
+}
+
+// unitData returns the dwarf.Data to read unit u with.
+func (t *Table) unitData(u int32) (*dwarf.Data, error) {
+	if t.sec == nil {
+		return t.data, nil
+	}
+	un := &t.units[u]
+	return newData(t.sec, t.sec["info"][un.start:un.end])
 }
 
 // Open reads the DWARF of f (following separate debug files found by build
@@ -210,40 +226,93 @@ func (t *Table) validCode(lo, hi uint64) bool {
 // openDWARF builds the unit table of the DWARF in df (which may be a
 // separate debug file); exec comes from the original file.
 func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Table, error) {
-	d, regions, held, err := loadDWARF(df, r)
+	sec, regions, held, err := loadDWARF(df, r)
 	if err != nil {
 		for _, reg := range regions {
 			reg.Close()
 		}
 		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
 	}
-	t := &Table{path: path, data: d, exec: exec}
+	t := &Table{path: path, exec: exec}
 	for _, reg := range regions {
 		mapped.Attach(t, reg)
 	}
 	t.size.Store(int64(held))
 
+	// debug/dwarf parses the abbreviation table of every unit up front
+	// and keeps them: for a file whose units each have their own (glibc's
+	// debug file: 2,000 units, 14 MB of parsed tables) that is most of
+	// the memory. Such files are read one unit at a time instead, which
+	// is exact as long as no entry refers into another unit.
+	var bounds [][2]uint64
+	if df.ByteOrder == binary.LittleEndian {
+		bounds = unitBounds(sec["info"], sec["abbrev"])
+	}
+	type cuEntry struct {
+		d          *dwarf.Data
+		e          *dwarf.Entry
+		start, end uint64
+	}
+	var next func() (*cuEntry, error)
+	if bounds != nil {
+		t.sec = sec
+		i := 0
+		next = func() (*cuEntry, error) {
+			for ; i < len(bounds); i++ {
+				b := bounds[i]
+				d, err := newData(sec, sec["info"][b[0]:b[1]])
+				if err != nil {
+					return nil, err
+				}
+				e, err := d.Reader().Next()
+				if err != nil {
+					return nil, err
+				}
+				if e == nil || (e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit) {
+					continue // type units, skeleton units: no code
+				}
+				i++
+				return &cuEntry{d, e, b[0], b[1]}, nil
+			}
+			return nil, nil
+		}
+	} else {
+		if t.data, err = newData(sec, sec["info"]); err != nil {
+			return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
+		}
+		rd := t.data.Reader()
+		next = func() (*cuEntry, error) {
+			for {
+				e, err := rd.Next()
+				if err != nil || e == nil {
+					return nil, err
+				}
+				if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
+					// Type units, skeleton units: no code.
+					rd.SkipChildren()
+					continue
+				}
+				rd.SkipChildren()
+				return &cuEntry{d: t.data, e: e}, nil
+			}
+		}
+	}
+
 	var rngs []unitRange
-	rd := d.Reader()
 	for {
-		e, err := rd.Next()
+		cu, err := next()
 		if err != nil {
 			return nil, fmt.Errorf("dwarfsym: %s: reading unit %d: %w", path, len(t.units), err)
 		}
-		if e == nil {
+		if cu == nil {
 			break
-		}
-		if e.Tag != dwarf.TagCompileUnit && e.Tag != dwarf.TagPartialUnit {
-			// Type units, skeleton units: no code.
-			rd.SkipChildren()
-			continue
 		}
 		if len(t.units) >= maxUnits {
 			return nil, fmt.Errorf("dwarfsym: %s: more than %d compilation units", path, maxUnits)
 		}
 		idx := int32(len(t.units))
-		t.units = append(t.units, unit{off: e.Offset})
-		rs, rerr := d.Ranges(e)
+		t.units = append(t.units, unit{off: cu.e.Offset, start: cu.start, end: cu.end})
+		rs, rerr := cu.d.Ranges(cu.e)
 		if rerr != nil || len(rs) == 0 {
 			// No usable unit ranges: load the unit now and take the ranges
 			// of its functions.
@@ -255,14 +324,144 @@ func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Tab
 				rngs = append(rngs, unitRange{x[0], x[1], idx})
 			}
 		}
-		rd.SkipChildren()
 	}
 	if len(t.units) == 0 {
 		return nil, fmt.Errorf("dwarfsym: %s: %w (no compilation units)", path, ErrNoDWARF)
 	}
 	t.unitRngs = disjointUnitRanges(rngs)
-	t.size.Add(int64(len(t.units))*24 + int64(len(t.unitRngs))*24)
+	t.size.Add(int64(len(t.units))*40 + int64(len(t.unitRngs))*24)
 	return t, nil
+}
+
+// minSplitAbbrevs is the number of distinct abbreviation tables from which
+// a file is read one unit at a time. Below it (Go, Rust and most C++
+// binaries share a few tables) holding them costs little, and reading
+// units separately would parse a shared table again for every unit.
+var minSplitAbbrevs = 64
+
+// unitBounds returns the [start, end) of every unit of .debug_info when
+// the file should be read one unit at a time: it has at least
+// minSplitAbbrevs abbreviation tables and none of them has a form that
+// refers outside its unit (DW_FORM_ref_addr, supplementary or alternate
+// files) or hides its form (DW_FORM_indirect). Otherwise, or if a header
+// is malformed (the whole-file reader then reports it), it returns nil.
+func unitBounds(info, abbrev []byte) [][2]uint64 {
+	var bounds [][2]uint64
+	abbrevs := map[uint64]bool{}
+	for off := uint64(0); off < uint64(len(info)); {
+		if uint64(len(info))-off < 4 {
+			return nil
+		}
+		length, hdr, offSize := uint64(binary.LittleEndian.Uint32(info[off:])), uint64(4), uint64(4)
+		if length == 0xffffffff {
+			if uint64(len(info))-off < 12 {
+				return nil
+			}
+			length, hdr, offSize = binary.LittleEndian.Uint64(info[off+4:]), 12, 8
+		} else if length >= 0xfffffff0 {
+			return nil
+		}
+		end := off + hdr + length
+		if length > uint64(len(info)) || end > uint64(len(info)) || length < 2+offSize+2 {
+			return nil
+		}
+		version := binary.LittleEndian.Uint16(info[off+hdr:])
+		at := off + hdr + 2 // abbrev offset (DWARF 2-4)
+		switch {
+		case version >= 2 && version <= 4:
+		case version == 5:
+			at += 2 // unit_type, address_size come first
+		default:
+			return nil
+		}
+		if at+offSize > end {
+			return nil
+		}
+		var ab uint64
+		if offSize == 4 {
+			ab = uint64(binary.LittleEndian.Uint32(info[at:]))
+		} else {
+			ab = binary.LittleEndian.Uint64(info[at:])
+		}
+		abbrevs[ab] = true
+		bounds = append(bounds, [2]uint64{off, end})
+		off = end
+	}
+	if len(abbrevs) < minSplitAbbrevs {
+		return nil
+	}
+	for ab := range abbrevs {
+		if ab >= uint64(len(abbrev)) || !unitLocalForms(abbrev[ab:]) {
+			return nil
+		}
+	}
+	return bounds
+}
+
+// unitLocalForms reports whether the abbreviation table at the start of b
+// is well formed and uses no form that refers outside the unit.
+func unitLocalForms(b []byte) bool {
+	uleb := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	for {
+		code, ok := uleb()
+		if !ok {
+			return false
+		}
+		if code == 0 {
+			return true
+		}
+		if _, ok := uleb(); !ok { // tag
+			return false
+		}
+		if len(b) < 1 {
+			return false
+		}
+		b = b[1:] // children
+		for {
+			attr, ok1 := uleb()
+			form, ok2 := uleb()
+			if !ok1 || !ok2 {
+				return false
+			}
+			if attr == 0 && form == 0 {
+				break
+			}
+			switch form {
+			case 0x10, 0x16, 0x1c, 0x24, 0x1f20, 0x1f21: // ref_addr, indirect, ref_sup4, ref_sup8, GNU_ref_alt, GNU_strp_alt
+				return false
+			case 0x21: // implicit_const: a signed LEB128 value follows
+				if _, n := binary.Varint(b); n <= 0 {
+					return false
+				}
+				_, n := binary.Uvarint(b) // same length as the SLEB128 encoding
+				b = b[n:]
+			}
+		}
+	}
+}
+
+// newData makes a dwarf.Data of the sections in sec, with info as its
+// .debug_info.
+func newData(sec map[string][]byte, info []byte) (*dwarf.Data, error) {
+	d, err := dwarf.New(sec["abbrev"], nil, nil, info, sec["line"], nil, sec["ranges"], sec["str"])
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"addr", "line_str", "str_offsets", "rnglists"} {
+		if b := sec[name]; b != nil {
+			if err := d.AddSection(".debug_"+name, b); err != nil {
+				return nil, fmt.Errorf("section .debug_%s: %w", name, err)
+			}
+		}
+	}
+	return d, nil
 }
 
 // loadDWARF reads the debug sections of f that line and inline lookups
@@ -274,7 +473,7 @@ func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Tab
 // when it is a file; the regions returned must live as long as the Data.
 // It returns the bytes held, mapped bytes counting for a sixteenth (page
 // cache, resident only where read).
-func loadDWARF(f *elf.File, r io.ReaderAt) (_ *dwarf.Data, regions []*mapped.Region, held uint64, _ error) {
+func loadDWARF(f *elf.File, r io.ReaderAt) (sec map[string][]byte, regions []*mapped.Region, held uint64, _ error) {
 	if f.Type == elf.ET_REL {
 		// Relocatable objects need relocations applied, which
 		// elf.File.DWARF does; they are not what processes map.
@@ -282,7 +481,7 @@ func loadDWARF(f *elf.File, r io.ReaderAt) (_ *dwarf.Data, regions []*mapped.Reg
 	}
 	want := map[string]bool{"abbrev": true, "info": true, "line": true, "ranges": true, "str": true,
 		"addr": true, "line_str": true, "str_offsets": true, "rnglists": true}
-	sec := map[string][]byte{}
+	sec = map[string][]byte{}
 	budget := uint64(maxDebugBytes)
 	for _, s := range f.Sections {
 		var name string
@@ -327,18 +526,7 @@ func loadDWARF(f *elf.File, r io.ReaderAt) (_ *dwarf.Data, regions []*mapped.Reg
 	if len(sec["info"]) == 0 {
 		return nil, regions, 0, ErrNoDWARF
 	}
-	d, err := dwarf.New(sec["abbrev"], nil, nil, sec["info"], sec["line"], nil, sec["ranges"], sec["str"])
-	if err != nil {
-		return nil, regions, 0, err
-	}
-	for _, name := range []string{"addr", "line_str", "str_offsets", "rnglists"} {
-		if b := sec[name]; b != nil {
-			if err := d.AddSection(".debug_"+name, b); err != nil {
-				return nil, regions, 0, fmt.Errorf("section .debug_%s: %w", name, err)
-			}
-		}
-	}
-	return d, regions, held, nil
+	return sec, regions, held, nil
 }
 
 // disjointUnitRanges sorts rs and trims overlaps (the first unit wins).
@@ -410,7 +598,7 @@ func (t *Table) loadUnit(u int32) *loadedUnit {
 	if lu := un.loaded.Load(); lu != nil {
 		return lu
 	}
-	lu, err := t.parseUnit(un.off)
+	lu, err := t.parseUnit(u)
 	if err != nil {
 		slog.Warn("dwarfsym: skipping malformed compilation unit", "file", t.path, "unit_offset", uint64(un.off), "err", err)
 		lu = &loadedUnit{}

@@ -183,6 +183,7 @@ type interval struct {
 // unitParser holds the state of loading one unit.
 type unitParser struct {
 	t      *Table
+	d      *dwarf.Data
 	off    dwarf.Offset
 	info   map[dwarf.Offset]*dieInfo
 	own    []*dieInfo // per node: the naming attributes of its own entry
@@ -194,8 +195,12 @@ type unitParser struct {
 	callFiles []int32
 }
 
-// parseUnit loads the unit whose DW_TAG_compile_unit entry is at off.
-func (t *Table) parseUnit(off dwarf.Offset) (lu *loadedUnit, err error) {
+// parseUnit loads unit u.
+func (t *Table) parseUnit(u int32) (lu *loadedUnit, err error) {
+	off := t.units[u].off
+	if t.sec != nil {
+		off += dwarf.Offset(t.units[u].start) // for messages
+	}
 	defer func() {
 		if !catchPanics {
 			return
@@ -204,15 +209,20 @@ func (t *Table) parseUnit(off dwarf.Offset) (lu *loadedUnit, err error) {
 			lu, err = nil, fmt.Errorf("unit at 0x%x: malformed DWARF: %v", off, r)
 		}
 	}()
+	d, err := t.unitData(u)
+	if err != nil {
+		return nil, fmt.Errorf("unit at 0x%x: %w", off, err)
+	}
 	p := &unitParser{
 		t:     t,
+		d:     d,
 		off:   off,
 		info:  make(map[dwarf.Offset]*dieInfo),
 		lu:    &loadedUnit{},
 		names: make(map[string]string),
 	}
-	r := t.data.Reader()
-	r.Seek(off)
+	r := d.Reader()
+	r.Seek(t.units[u].off)
 	cu, err := r.Next()
 	if err != nil {
 		return nil, fmt.Errorf("unit at 0x%x: %w", off, err)
@@ -238,7 +248,7 @@ func (t *Table) parseUnit(off dwarf.Offset) (lu *loadedUnit, err error) {
 // readLines reads the unit's line table into sorted rows, and maps the
 // table's file indexes (used by DW_AT_call_file) to indexes in lu.files.
 func (p *unitParser) readLines(cu *dwarf.Entry) error {
-	lr, err := p.t.data.LineReader(cu)
+	lr, err := p.d.LineReader(cu)
 	if err != nil {
 		return fmt.Errorf("unit at 0x%x: line table: %w", p.off, err)
 	}
@@ -396,7 +406,7 @@ func (p *unitParser) addNode(e *dwarf.Entry, parent int32, depth int) (int32, er
 	if e.AttrField(dwarf.AttrLowpc) == nil && e.AttrField(dwarf.AttrRanges) == nil {
 		return -1, nil
 	}
-	rs, err := p.t.data.Ranges(e)
+	rs, err := p.d.Ranges(e)
 	if err != nil {
 		// Bad ranges of one function: drop the function, keep the unit.
 		return -1, nil
@@ -485,7 +495,7 @@ func (p *unitParser) lookup(off dwarf.Offset) *dieInfo {
 		return di
 	}
 	if p.seeker == nil {
-		p.seeker = p.t.data.Reader()
+		p.seeker = p.d.Reader()
 	}
 	p.seeker.Seek(off)
 	e, err := p.seeker.Next()
