@@ -97,7 +97,7 @@ var catchPanics = true
 
 // Table resolves addresses of one ELF file. It is safe for concurrent use.
 type Table struct {
-	path string // for log and error messages
+	path string      // for log and error messages
 	data *dwarf.Data // nil in split mode
 
 	// Split mode (see openDWARF): sec holds the debug sections and each
