@@ -34,6 +34,11 @@ const (
 	ScorchFilterFlagFILTER_EXCLUDE ScorchFilterFlag = 2
 )
 
+type ScorchRawStack struct {
+	_   structs.HostLayout
+	Pcs [127]uint64
+}
+
 type ScorchSampleKey struct {
 	_             structs.HostLayout
 	Pid           uint32
@@ -42,6 +47,7 @@ type ScorchSampleKey struct {
 	UserStackId   int32
 	Comm          [16]int8
 	UserStackHash uint64
+	KernStackHash uint64
 }
 
 type ScorchScorchConfig struct {
@@ -145,6 +151,7 @@ const (
 	ScorchMapEvents            = "events"
 	ScorchMapPidFilter         = "pid_filter"
 	ScorchMapSeenPids          = "seen_pids"
+	ScorchMapStackScratch      = "stack_scratch"
 	ScorchMapStacksKern0       = "stacks_kern0"
 	ScorchMapStacksKern1       = "stacks_kern1"
 	ScorchMapStacksUnwound0    = "stacks_unwound0"
@@ -162,6 +169,7 @@ const (
 	ScorchVarUnusedEvent       = "unused_event"
 	ScorchVarUnusedEventType   = "unused_event_type"
 	ScorchVarUnusedFilterFlag  = "unused_filter_flag"
+	ScorchVarUnusedRawStack    = "unused_raw_stack"
 	ScorchVarUnusedStatKey     = "unused_stat_key"
 	ScorchVarUnusedUnwindProc  = "unused_unwind_proc"
 	ScorchVarUnusedUnwindStack = "unused_unwind_stack"
@@ -227,6 +235,7 @@ type ScorchMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
+	StackScratch   *ebpf.MapSpec `ebpf:"stack_scratch"`
 	StacksKern0    *ebpf.MapSpec `ebpf:"stacks_kern0"`
 	StacksKern1    *ebpf.MapSpec `ebpf:"stacks_kern1"`
 	StacksUnwound0 *ebpf.MapSpec `ebpf:"stacks_unwound0"`
@@ -247,6 +256,7 @@ type ScorchVariableSpecs struct {
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedFilterFlag  *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
+	UnusedRawStack    *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
 	UnusedStatKey     *ebpf.VariableSpec `ebpf:"unused_stat_key"`
 	UnusedUnwindProc  *ebpf.VariableSpec `ebpf:"unused_unwind_proc"`
 	UnusedUnwindStack *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
@@ -281,6 +291,7 @@ type ScorchMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
+	StackScratch   *ebpf.Map `ebpf:"stack_scratch"`
 	StacksKern0    *ebpf.Map `ebpf:"stacks_kern0"`
 	StacksKern1    *ebpf.Map `ebpf:"stacks_kern1"`
 	StacksUnwound0 *ebpf.Map `ebpf:"stacks_unwound0"`
@@ -304,6 +315,7 @@ func (m *ScorchMaps) Close() error {
 		m.Events,
 		m.PidFilter,
 		m.SeenPids,
+		m.StackScratch,
 		m.StacksKern0,
 		m.StacksKern1,
 		m.StacksUnwound0,
@@ -325,6 +337,7 @@ type ScorchVariables struct {
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedFilterFlag  *ebpf.Variable `ebpf:"unused_filter_flag"`
+	UnusedRawStack    *ebpf.Variable `ebpf:"unused_raw_stack"`
 	UnusedStatKey     *ebpf.Variable `ebpf:"unused_stat_key"`
 	UnusedUnwindProc  *ebpf.Variable `ebpf:"unused_unwind_proc"`
 	UnusedUnwindStack *ebpf.Variable `ebpf:"unused_unwind_stack"`

@@ -72,7 +72,7 @@
 // pair is read with one access. Steps
 // run under bpf_loop with the state in a per-CPU array, so stacks of 128
 // frames (UNWIND_MAX_FRAMES; raise it freely) do not need an unrolled loop
-// and do not hit the 127-frame limit of bpf_get_stackid; no tail calls are
+// and do not hit the 127-frame limit of bpf_get_stack; no tail calls are
 // needed. The program passes the user registers of the interrupted task:
 // from the perf event context when the sample hit user mode, otherwise from
 // bpf_task_pt_regs(bpf_get_current_task_btf()).

@@ -2,8 +2,16 @@
 //
 // Scorch's sampling program. A software cpu-clock perf event fires on every
 // CPU at a fixed frequency and runs scorch_sample, which records the kernel
-// and user stacks of whatever was running into stack-trace maps and counts
-// (process, thread, comm, stacks) in a hash map.
+// and user stacks of whatever was running and counts (process, thread, comm,
+// stacks) in a hash map.
+//
+// Stacks are stored in hash maps keyed by a 64-bit hash of their addresses
+// (stacks_kern{0,1}, stacks_user{0,1}, stacks_unwound{0,1}), not in
+// BPF_MAP_TYPE_STACK_TRACE maps: a stack-trace map is a table of single
+// buckets indexed by a 32-bit hash, where two distinct stacks that land in
+// one bucket lose the second (bpf_get_stackid's -EEXIST), so it loses
+// samples long before it is full. A hash map only refuses a stack when it
+// is full.
 //
 // Maps come in two sets (0 and 1). The program writes to the set named by
 // config.active_set; user space flips it, waits until no program still runs
@@ -14,7 +22,7 @@
 // (unwind_procs, see unwinder/bpf/unwind.h) are walked with those tables, so
 // code built without frame pointers unwinds to its outermost frame; they go
 // to stacks_unwound{0,1}, keyed by a hash of the addresses. Other processes
-// keep bpf_get_stackid's frame-pointer walk.
+// keep bpf_get_stack's frame-pointer walk.
 //
 // Samples can be filtered before anything is recorded (see sample_filter):
 // by process (pid_filter) and by cgroup v2 id (cgroup_filter), each with an
@@ -36,22 +44,25 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define MAX_STACK_DEPTH 127
 #define TASK_COMM_LEN 16
 
-// Stack ids below zero in a sample_key: no stack of that kind was taken
-// (STACK_NONE: e.g. the kernel stack of a sample taken in user mode) or it
-// could not be stored (STACK_LOST: the stack map bucket held another stack).
-// STACK_UNWOUND: the user stack was walked with unwind tables and is in
-// stacks_unwound{0,1} under sample_key.user_stack_hash.
+// Stack ids in a sample_key: no stack of that kind was taken (STACK_NONE:
+// e.g. the kernel stack of a sample taken in user mode) or it could not be
+// stored (STACK_LOST: the stack map was full). STACK_UNWOUND: the user stack
+// was walked with unwind tables and is in stacks_unwound{0,1} under
+// sample_key.user_stack_hash. STACK_HASHED: the stack was walked through
+// frame pointers (bpf_get_stack) and is in stacks_user{0,1} (or
+// stacks_kern{0,1}) under the key's user (or kernel) stack hash.
 #define STACK_NONE -1
 #define STACK_LOST -2
 #define STACK_UNWOUND -3
+#define STACK_HASHED -4
 
 // Keys of the per-CPU `stats` array. Keep in sync with internal/sampler.
 enum stat_key {
 	STAT_SAMPLES = 0,            // every time the program ran
 	STAT_IDLE_DROPPED = 1,       // idle samples dropped on request (not a loss)
 	STAT_FILTERED = 2,           // samples outside the include sets (not a loss)
-	STAT_LOST_USER_STACK = 3,    // user stack not stored: stack map bucket collision/full
-	STAT_LOST_KERNEL_STACK = 4,  // kernel stack not stored: stack map bucket collision/full
+	STAT_LOST_USER_STACK = 3,    // user stack not stored: stacks_user map full
+	STAT_LOST_KERNEL_STACK = 4,  // kernel stack not stored: stacks_kern map full
 	STAT_LOST_COUNTS_FULL = 5,   // sample dropped: counts map full
 	STAT_LOST_PID_EVENT = 6,     // new-process notification dropped: ring buffer full
 	STAT_UNWOUND = 7,            // user stacks walked with unwind tables
@@ -67,10 +78,11 @@ enum stat_key {
 struct sample_key {
 	__u32 pid;            // thread group id (what user space calls the pid)
 	__u32 tid;            // thread id
-	__s32 kern_stack_id;  // id in stacks_kern{0,1}, or STACK_NONE/STACK_LOST
-	__s32 user_stack_id;  // id in stacks_user{0,1}, or STACK_NONE/STACK_LOST/STACK_UNWOUND
+	__s32 kern_stack_id;  // STACK_HASHED, STACK_NONE or STACK_LOST
+	__s32 user_stack_id;  // STACK_HASHED, STACK_UNWOUND, STACK_NONE or STACK_LOST
 	char comm[TASK_COMM_LEN];
-	__u64 user_stack_hash; // key in stacks_unwound{0,1} when user_stack_id is STACK_UNWOUND
+	__u64 user_stack_hash; // key in stacks_user{0,1} (STACK_HASHED) or stacks_unwound{0,1} (STACK_UNWOUND)
+	__u64 kern_stack_hash; // key in stacks_kern{0,1} when kern_stack_id is STACK_HASHED
 };
 
 struct scorch_config {
@@ -115,21 +127,37 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+// Map sizes are defaults: user space resizes them before loading
+// (internal/sampler, Options.StackMapEntries).
 #define COUNTS_MAP(name)                          \
 	struct {                                  \
 		__uint(type, BPF_MAP_TYPE_HASH);  \
-		__uint(max_entries, 16384);       \
+		__uint(max_entries, 32768);       \
 		__type(key, struct sample_key);   \
 		__type(value, __u64);             \
 	} name SEC(".maps")
 
-#define STACK_MAP(name, entries)                                  \
-	struct {                                                  \
-		__uint(type, BPF_MAP_TYPE_STACK_TRACE);           \
-		__uint(max_entries, entries);                     \
-		__uint(key_size, sizeof(__u32));                  \
-		__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64)); \
+// A stack walked through frame pointers: addresses innermost first, the
+// unused tail zeroed (bpf_get_stack zero-fills it).
+struct raw_stack {
+	__u64 pcs[MAX_STACK_DEPTH];
+};
+
+#define STACK_MAP(name, entries)                          \
+	struct {                                          \
+		__uint(type, BPF_MAP_TYPE_HASH);          \
+		__uint(max_entries, entries);             \
+		__type(key, __u64);                       \
+		__type(value, struct raw_stack);          \
 	} name SEC(".maps")
+
+// Per-CPU scratch space for bpf_get_stack (too big for the BPF stack).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct raw_stack);
+} stack_scratch SEC(".maps");
 
 // Unwound user stacks, keyed by unwind_hash. The value is the unwinder's
 // struct unwind_stack (frame count, stop reason, addresses); user space
@@ -137,7 +165,7 @@ struct {
 #define UNWOUND_MAP(name)                             \
 	struct {                                      \
 		__uint(type, BPF_MAP_TYPE_HASH);      \
-		__uint(max_entries, 8192);            \
+		__uint(max_entries, 16384);           \
 		__type(key, __u64);                   \
 		__type(value, struct unwind_stack);   \
 	} name SEC(".maps")
@@ -146,8 +174,8 @@ COUNTS_MAP(counts0);
 COUNTS_MAP(counts1);
 STACK_MAP(stacks_user0, 16384);
 STACK_MAP(stacks_user1, 16384);
-STACK_MAP(stacks_kern0, 8192);
-STACK_MAP(stacks_kern1, 8192);
+STACK_MAP(stacks_kern0, 16384);
+STACK_MAP(stacks_kern1, 16384);
 UNWOUND_MAP(stacks_unwound0);
 UNWOUND_MAP(stacks_unwound1);
 
@@ -215,6 +243,7 @@ const struct unwind_stack *unused_unwind_stack __attribute__((unused));
 const struct unwind_proc *unused_unwind_proc __attribute__((unused));
 const enum unwind_stop *unused_unwind_stop __attribute__((unused));
 const enum filter_flag *unused_filter_flag __attribute__((unused));
+const struct raw_stack *unused_raw_stack __attribute__((unused));
 
 static __always_inline void stat_inc(__u32 key)
 {
@@ -235,16 +264,45 @@ static __always_inline void emit_event(__u32 type, __u32 pid)
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline __s32 stack_id(__s64 ret, __u32 lost_stat)
+// hashed_stack takes the kernel stack (flags 0) or the frame-pointer user
+// stack (BPF_F_USER_STACK) of the sample, stores it in stacks under a 64-bit
+// hash of its addresses and returns STACK_HASHED with *hash set, STACK_NONE
+// when there is no such stack, or STACK_LOST (counted as lost_stat) when the
+// map is full.
+static __always_inline __s32 hashed_stack(struct bpf_perf_event_data *ctx, void *stacks, __u64 flags,
+					  __u32 lost_stat, __u64 *hash)
 {
-	if (ret >= 0)
-		return (__s32)ret;
-	if (ret == -17 /* EEXIST: bucket holds another stack */ ||
-	    ret == -12 /* ENOMEM */) {
-		stat_inc(lost_stat);
-		return STACK_LOST;
+	__u32 zero = 0;
+	struct raw_stack *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return STACK_NONE;
+	long len = bpf_get_stack(ctx, st->pcs, sizeof(st->pcs), flags);
+	if (len <= 0)
+		return STACK_NONE; // EFAULT or empty: no stack of that kind here
+	__u32 n = (__u32)len / sizeof(__u64);
+	// FNV-1a over the addresses, finished with murmur3's fmix64 (as
+	// unwind_hash does for unwound stacks).
+	__u64 h = 0xcbf29ce484222325ull;
+	for (__u32 i = 0; i < MAX_STACK_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ st->pcs[i]) * 0x100000001b3ull;
 	}
-	return STACK_NONE; // EFAULT: no stack of that kind here
+	h ^= n;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	if (!bpf_map_lookup_elem(stacks, &h)) {
+		long err = bpf_map_update_elem(stacks, &h, st, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU stored it first */) {
+			stat_inc(lost_stat);
+			return STACK_LOST;
+		}
+	}
+	*hash = h;
+	return STACK_HASHED;
 }
 
 // The user registers as the uapi lays them out (bpf_user_pt_regs_t): the
@@ -397,19 +455,15 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 
 	__u32 set = cfg->active_set;
 	int tables = user && cfg->unwind && bpf_map_lookup_elem(&unwind_procs, &pid);
-	if (tables) {
-		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0),
-					     STAT_LOST_KERNEL_STACK);
+	key.kern_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0,
+					 STAT_LOST_KERNEL_STACK, &key.kern_stack_hash);
+	if (tables)
 		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash);
-	} else if (set == 0) {
-		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, &stacks_kern0, 0), STAT_LOST_KERNEL_STACK);
-		key.user_stack_id = user ? stack_id(bpf_get_stackid(ctx, &stacks_user0, BPF_F_USER_STACK),
-						    STAT_LOST_USER_STACK) : STACK_NONE;
-	} else {
-		key.kern_stack_id = stack_id(bpf_get_stackid(ctx, &stacks_kern1, 0), STAT_LOST_KERNEL_STACK);
-		key.user_stack_id = user ? stack_id(bpf_get_stackid(ctx, &stacks_user1, BPF_F_USER_STACK),
-						    STAT_LOST_USER_STACK) : STACK_NONE;
-	}
+	else if (user)
+		key.user_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_user0 : (void *)&stacks_user1,
+						 BPF_F_USER_STACK, STAT_LOST_USER_STACK, &key.user_stack_hash);
+	else
+		key.user_stack_id = STACK_NONE;
 
 	void *counts = set == 0 ? (void *)&counts0 : (void *)&counts1;
 	__u64 *val = bpf_map_lookup_elem(counts, &key);

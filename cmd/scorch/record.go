@@ -28,6 +28,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	demangle := fs.String("demangle", "full", "C++/Rust names: full, simplified (no parameters or template arguments) or none")
 	top := fs.Int("top", 10, "print this many top functions when done (0: none)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	stackMapSize := fs.Int("stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains; more are counted as lost")
 	unwindTables := fs.Bool("unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -37,6 +38,9 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := checkFrequency(*frequency); err != nil {
 		return err
+	}
+	if *stackMapSize < 64 || *stackMapSize > 1<<20 {
+		return usageError{fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", *stackMapSize)}
 	}
 	if *duration <= 0 {
 		return usageError{fmt.Errorf("--duration must be positive")}
@@ -63,7 +67,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	sym := symbolizer.New(symbolizer.Options{Demangle: dm, Logger: logger})
 	defer sym.Close()
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: *frequency, Pids: pids, DropIdle: *dropIdle, FramePointersOnly: !*unwindTables},
+		Sampler:    sampler.Options{Frequency: *frequency, Pids: pids, DropIdle: *dropIdle, FramePointersOnly: !*unwindTables, StackMapEntries: *stackMapSize},
 		Symbolizer: sym,
 		Logger:     logger,
 	})
@@ -101,7 +105,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, ", %d samples lost (counts map full)", lost)
 	}
 	if n := last.LostUserStack + last.LostKernelStack; n > 0 {
-		fmt.Fprintf(stderr, ", %d stacks not stored (stack map collisions; kept as %q frames)", n, exporter.FrameUserStackLost)
+		fmt.Fprintf(stderr, ", %d stacks not stored (stack maps full: raise --stack-map-size; kept as %q frames)", n, exporter.FrameUserStackLost)
 	}
 	fmt.Fprintln(stderr)
 	if *top > 0 {

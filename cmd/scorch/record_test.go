@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -247,12 +248,21 @@ func TestRecordInterrupt(t *testing.T) {
 	}
 	out := filepath.Join(dir, "i.pb.gz")
 	cmd := exec.Command(bin, "record", "--duration", "1h", "-o", out)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Interrupt a second after sampling started (loading takes longer on
+	// a busy host).
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stderr.String(), "scorch: sampling"); {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("record did not start sampling:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -301,4 +311,23 @@ func TestRecordNotPrivileged(t *testing.T) {
 	if !strings.Contains(string(out), "not running as root") || !strings.Contains(string(out), "CAP_BPF") || strings.Contains(string(out), "goroutine ") {
 		t.Errorf("unclear message:\n%s", out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes to while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -151,7 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle},
+		Sampler:    sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle, StackMapEntries: a.cfg.StackMapSize},
 		NextDrain:  a.nextDrain,
 		Symbolizer: a.procs,
 		Logger:     a.log,

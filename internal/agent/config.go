@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
 // Config is everything `scorch agent` can be told. Each field is one flag;
@@ -20,6 +22,7 @@ import (
 // then file, then the default.
 type Config struct {
 	Frequency     int
+	StackMapSize  int
 	Interval      time.Duration
 	DataDir       string
 	Retention     time.Duration
@@ -173,6 +176,7 @@ func ParseBytes(s string) (int64, error) {
 func (c *Config) Flags(fs *flag.FlagSet) {
 	c.Labels = map[string]string{}
 	fs.IntVar(&c.Frequency, "frequency", 99, "samples per second on each CPU")
+	fs.IntVar(&c.StackMapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (about 1 KiB of kernel memory each, per kind, twice); more are counted as lost")
 	fs.DurationVar(&c.Interval, "interval", 15*time.Second, "length of a profile window; windows align to wall-clock multiples of it")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/scorch", "local store of windows, read by the viewer (empty: keep nothing on disk)")
 	fs.DurationVar(&c.Retention, "retention", 72*time.Hour, "delete stored windows older than this")
@@ -185,8 +189,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Var((*serviceRuleList)(&c.ServiceRules), "service-name", "SERVICE=FIELD:REGEX: name the service of matching processes (repeatable; first match wins; default: container, then executable name)")
 	fs.BoolVar(&c.DropIdle, "drop-idle", true, "do not record the idle task")
 	fs.StringVar(&c.Demangle, "demangle", "full", "C++/Rust names: full, simplified or none")
-	c.SymbolCache = 256 << 20
-	fs.Var(bytesValue{&c.SymbolCache}, "symbol-cache-size", "bound of the symbol table cache (e.g. 256MiB)")
+	c.SymbolCache = 64 << 20
+	fs.Var(bytesValue{&c.SymbolCache}, "symbol-cache-size", "bound of the symbol table cache (e.g. 64MiB)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.DropPrivileges, "drop-privileges", true, "once sampling runs, keep only CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG and CAP_CHECKPOINT_RESTORE (all threads; needs a CGO_ENABLED=0 build)")
@@ -306,6 +310,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.Frequency < 1 || c.Frequency > 100000:
 		return fmt.Errorf("--frequency %d is out of range (1 to 100000 Hz)", c.Frequency)
+	case c.StackMapSize < 64 || c.StackMapSize > 1<<20:
+		return fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", c.StackMapSize)
 	case c.Interval < time.Second:
 		return fmt.Errorf("--interval %s is too short (at least 1s)", c.Interval)
 	case c.Retention <= 0:

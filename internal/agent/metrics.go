@@ -58,8 +58,8 @@ func newMetrics(a *Agent) *metrics {
 	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "idle_dropped"}, func(s sampler.Stats) uint64 { return s.IdleDropped })
 	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "filtered"}, func(s sampler.Stats) uint64 { return s.Filtered })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "counts_map_full"}, func(s sampler.Stats) uint64 { return s.LostCountsFull })
-	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "user_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostUserStack })
-	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_collision"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "user_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostUserStack })
+	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "pid_event_ring_full"}, func(s sampler.Stats) uint64 { return s.LostPidEvents })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "unwound_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostUnwoundStacks })
 

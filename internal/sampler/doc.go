@@ -6,10 +6,17 @@
 // # How samples flow
 //
 // On every tick of a CPU's cpu-clock event the kernel runs the BPF program
-// in interrupt context on that CPU. The program stores the kernel and user
-// call stacks of the interrupted task in stack-trace maps (an id per distinct
-// stack) and increments a counter keyed by (pid, tid, comm, kernel stack id,
-// user stack id) in a hash map.
+// in interrupt context on that CPU. The program takes the kernel and user
+// call stacks of the interrupted task (bpf_get_stack), stores each in a hash
+// map under a 64-bit hash of its addresses, and increments a counter keyed by
+// (pid, tid, comm, kernel stack hash, user stack hash) in a hash map.
+//
+// Stacks are not kept in BPF_MAP_TYPE_STACK_TRACE maps (bpf_get_stackid):
+// those are tables of single buckets indexed by a 32-bit hash, and a second
+// distinct stack landing in an occupied bucket is refused, so they lose
+// samples long before they are full (about n²/2m of n distinct stacks in m
+// buckets). A hash map keyed by a 64-bit hash refuses a stack only when it
+// holds Options.StackMapEntries stacks since the last drain.
 //
 // # Draining without losing samples
 //
@@ -19,13 +26,15 @@
 // be running has finished (synchronize_rcu). From then on the old set is
 // quiescent: Drain reads it whole and clears it, while new samples go to the
 // other set. Batch lookup-and-delete on a single set was the alternative; it
-// was not chosen because stack-trace maps support no batch operations, and a
-// stack id read from the counts map may be reused by a new sample before we
-// read the stack, so the pairing of count and stack would race.
+// was not chosen because a stack read after its count may already have been
+// replaced or deleted by a new sample, so the pairing of count and stack
+// would race. Within the quiescent set Drain does use batch operations
+// (BPF_MAP_LOOKUP_AND_DELETE_BATCH): each map is read and emptied a few
+// hundred entries per system call, stacks first.
 //
 // # Stacks without frame pointers
 //
-// bpf_get_stackid follows the frame-pointer chain, which stops at the first
+// bpf_get_stack follows the frame-pointer chain, which stops at the first
 // function built without one (Debian's libc, most C, C++ and Rust release
 // builds). So, unless Options.FramePointersOnly is set, the sampler loads
 // unwind tables (package unwinder) into the kernel and the program walks
@@ -33,7 +42,7 @@
 // of unwinder/bpf/unwind.h, under bpf_loop, up to 128 frames. Those stacks
 // go to a hash map per set keyed by a 64-bit hash of the addresses (the
 // sample key says STACK_UNWOUND and carries the hash); other processes keep
-// the bpf_get_stackid path. Why a walk stopped early is counted in Stats.
+// the frame-pointer path (STACK_HASHED). Why a walk stopped early is counted in Stats.
 //
 // Tables are managed by one worker goroutine (tables.go), so neither
 // sampling nor Drain ever waits for them. ReadEvents passes it the

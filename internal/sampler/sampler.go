@@ -57,8 +57,19 @@ type Options struct {
 	// DefaultUnwindTableBytes, 16 MiB; libc needs about 190 KB). Files that
 	// do not fit are unwound with frame pointers.
 	UnwindTableBytes int
-	Logger           *slog.Logger
+	// StackMapEntries is the number of distinct stacks of each kind
+	// (kernel, frame-pointer user, unwound user) the program can hold
+	// between two drains (default DefaultStackMapEntries); the counts map
+	// holds twice as many keys. A stack that does not fit is counted as
+	// lost by reason; the sample is kept without it.
+	StackMapEntries int
+	Logger          *slog.Logger
 }
+
+// DefaultStackMapEntries is the default of Options.StackMapEntries: room
+// for every sample of 8 CPUs at 999 Hz, each with a distinct stack, between
+// drains a second apart (about 17 MB of kernel memory per kind and set).
+const DefaultStackMapEntries = 16384
 
 // Sample is one distinct (process, thread, stacks) tuple and how many times
 // it was sampled since the previous drain.
@@ -69,7 +80,7 @@ type Sample struct {
 	// first address of each are return addresses.
 	Kernel, User []uint64
 	// KernelLost and UserLost are set when the stack of that kind was taken
-	// but could not be stored (stack map bucket collision).
+	// but could not be stored (its stack map was full).
 	KernelLost, UserLost bool
 	// UserTruncated is set when the user stack was walked with unwind
 	// tables and the walk stopped before the outermost frame (see the
@@ -133,6 +144,8 @@ type Sampler struct {
 	CPUs      int
 	Frequency int
 	lifecycle bool // exec/exit hooks attached
+	noBatch   bool // the kernel has no batch operations on hash maps
+	buf       *drainBuffers
 }
 
 // Open loads the program, opens the perf events and starts sampling.
@@ -171,6 +184,15 @@ func Open(opts Options) (_ *Sampler, err error) {
 	spec, err := bpf.LoadScorch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	if opts.StackMapEntries <= 0 {
+		opts.StackMapEntries = DefaultStackMapEntries
+	}
+	for _, name := range []string{"stacks_kern0", "stacks_kern1", "stacks_user0", "stacks_user1", "stacks_unwound0", "stacks_unwound1"} {
+		spec.Maps[name].MaxEntries = uint32(opts.StackMapEntries)
+	}
+	for _, name := range []string{"counts0", "counts1"} {
+		spec.Maps[name].MaxEntries = uint32(2 * opts.StackMapEntries)
 	}
 	if opts.FramePointersOnly {
 		// The maps stay (the program references them) but take no memory.
@@ -388,10 +410,7 @@ func (s *Sampler) Drain() ([]Sample, Stats, error) {
 	}
 
 	ms := s.set(old)
-	samples, err := s.readSet(ms)
-	if cerr := clearSet(ms); cerr != nil && err == nil {
-		err = cerr
-	}
+	samples, err := s.drainSet(ms)
 	st, serr := s.Stats()
 	if err == nil {
 		err = serr
@@ -414,14 +433,146 @@ func (s *Sampler) flip(next uint32) error {
 	return nil
 }
 
+// drainSet reads every sample of map set ms and leaves the set empty. It
+// reads and deletes the maps a batch of entries per system call
+// (BPF_MAP_LOOKUP_AND_DELETE_BATCH); kernels without batch operations on
+// hash maps get one call per key (readSet, then clearSet).
+func (s *Sampler) drainSet(ms mapSet) ([]Sample, error) {
+	if !s.noBatch {
+		samples, err := s.drainSetBatch(ms)
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return samples, err
+		}
+		s.noBatch = true
+		s.log.Debug("batch map operations unsupported; draining one key at a time", "err", err)
+	}
+	samples, err := s.readSet(ms)
+	if cerr := clearSet(ms); cerr != nil && err == nil {
+		err = cerr
+	}
+	return samples, err
+}
+
+// drainBatch is how many entries one batch system call moves.
+const drainBatch = 256
+
+// drainMap reads and deletes every entry of m in batches, calling fn for
+// each. keys and vals are the buffers, of one length.
+func drainMap[K, V any](m *ebpf.Map, keys []K, vals []V, fn func(*K, *V)) error {
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for i := range min(n, len(keys)) {
+			fn(&keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("drain %s: %w", m, err)
+		}
+	}
+}
+
+func (s *Sampler) drainSetBatch(ms mapSet) ([]Sample, error) {
+	if s.buf == nil {
+		s.buf = &drainBuffers{}
+	}
+	b := s.buf
+	// Stacks first: no sample can refer to one the drain has not read.
+	kstacks := map[uint64][]uint64{}
+	ustacks := map[uint64][]uint64{}
+	copyRaw := func(raw *bpf.ScorchRawStack) []uint64 {
+		n := 0
+		for n < len(raw.Pcs) && raw.Pcs[n] != 0 {
+			n++
+		}
+		return append([]uint64(nil), raw.Pcs[:n]...)
+	}
+	if err := drainMap(ms.kern, b.hashes[:], b.raw[:], func(h *uint64, v *bpf.ScorchRawStack) { kstacks[*h] = copyRaw(v) }); err != nil {
+		return nil, err
+	}
+	if err := drainMap(ms.user, b.hashes[:], b.raw[:], func(h *uint64, v *bpf.ScorchRawStack) { ustacks[*h] = copyRaw(v) }); err != nil {
+		return nil, err
+	}
+	unwound := map[uint64]unwoundStack{}
+	if err := drainMap(ms.unwound, b.hashes[:], b.unwound[:], func(h *uint64, v *bpf.ScorchUnwindStack) { unwound[*h] = unwoundOf(v) }); err != nil {
+		return nil, err
+	}
+
+	var samples []Sample
+	hinted := map[uint64]bool{}
+	now := time.Now()
+	err := drainMap(ms.counts, b.keys[:], b.counts[:], func(key *bpf.ScorchSampleKey, count *uint64) {
+		smp := Sample{
+			Pid:   key.Pid,
+			Tid:   key.Tid,
+			Comm:  commString(key.Comm),
+			Count: *count,
+		}
+		smp.Kernel, smp.KernelLost = drainedStack(kstacks, key.KernStackId, key.KernStackHash)
+		if key.UserStackId == stackUnwound {
+			st, ok := unwound[key.UserStackHash]
+			if !ok {
+				st.lost = true
+			} else if s.tables != nil && !hinted[key.UserStackHash] {
+				hinted[key.UserStackHash] = true
+				s.tables.hint(key.Pid, hintPCs(st), now)
+			}
+			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
+		} else {
+			smp.User, smp.UserLost = drainedStack(ustacks, key.UserStackId, key.UserStackHash)
+		}
+		samples = append(samples, smp)
+	})
+	return samples, err
+}
+
+// drainBuffers are the batch buffers of drainSetBatch, kept between drains
+// (about 300 KiB).
+type drainBuffers struct {
+	hashes  [drainBatch]uint64
+	raw     [drainBatch]bpf.ScorchRawStack
+	unwound [drainBatch]bpf.ScorchUnwindStack
+	keys    [drainBatch]bpf.ScorchSampleKey
+	counts  [drainBatch]uint64
+}
+
+// drainedStack returns the stack a sample key names from the stacks
+// drained from its map.
+func drainedStack(stacks map[uint64][]uint64, id int32, hash uint64) ([]uint64, bool) {
+	switch id {
+	case stackLost:
+		return nil, true
+	case stackHashed:
+		st, ok := stacks[hash]
+		return st, !ok
+	}
+	return nil, false // STACK_NONE
+}
+
+// hintPCs are the addresses of an unwound stack worth telling the table
+// manager about.
+func hintPCs(st unwoundStack) []uint64 {
+	pcs := st.pcs
+	if st.truncated && len(pcs) > 1 {
+		// The walk stopped at this address: it may be garbage, not new
+		// code. (The first one is the sampled instruction pointer: always
+		// real.)
+		pcs = pcs[:len(pcs)-1]
+	}
+	return pcs
+}
+
+// readSet reads every sample of map set ms one key at a time.
 func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 	var (
 		key     bpf.ScorchSampleKey
 		count   uint64
 		samples []Sample
 	)
-	kstacks := map[int32][]uint64{}
-	ustacks := map[int32][]uint64{}
+	kstacks := map[uint64][]uint64{}
+	ustacks := map[uint64][]uint64{}
 	unwound := map[uint64]unwoundStack{}
 	now := time.Now()
 	it := ms.counts.Iterate()
@@ -432,26 +583,19 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 			Comm:  commString(key.Comm),
 			Count: count,
 		}
-		smp.Kernel, smp.KernelLost = stackOf(ms.kern, key.KernStackId, kstacks)
+		smp.Kernel, smp.KernelLost = stackOf(ms.kern, key.KernStackId, key.KernStackHash, kstacks)
 		if key.UserStackId == stackUnwound {
 			st, ok := unwound[key.UserStackHash]
 			if !ok {
 				st = readUnwound(ms.unwound, key.UserStackHash)
 				unwound[key.UserStackHash] = st
 				if s.tables != nil && !st.lost {
-					pcs := st.pcs
-					if st.truncated && len(pcs) > 1 {
-						// The walk stopped at this address: it may be
-						// garbage, not new code. (The first one is the
-						// sampled instruction pointer: always real.)
-						pcs = pcs[:len(pcs)-1]
-					}
-					s.tables.hint(key.Pid, pcs, now)
+					s.tables.hint(key.Pid, hintPCs(st), now)
 				}
 			}
 			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
 		} else {
-			smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, ustacks)
+			smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, key.UserStackHash, ustacks)
 		}
 		samples = append(samples, smp)
 	}
@@ -461,34 +605,39 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 	return samples, nil
 }
 
-// stackOf returns the addresses of stack id, from cache or the map. A
-// negative id is STACK_NONE (-1) or STACK_LOST (-2).
-func stackOf(m *ebpf.Map, id int32, cache map[int32][]uint64) ([]uint64, bool) {
-	if id == -2 {
+// stackOf returns the addresses of the stack with id and hash, from cache
+// or the map, and whether it was lost.
+func stackOf(m *ebpf.Map, id int32, hash uint64, cache map[uint64][]uint64) ([]uint64, bool) {
+	switch id {
+	case stackLost:
 		return nil, true
+	case stackHashed:
+	default:
+		return nil, false // STACK_NONE
 	}
-	if id < 0 {
-		return nil, false
+	if st, ok := cache[hash]; ok {
+		return st, st == nil
 	}
-	if st, ok := cache[id]; ok {
-		return st, false
-	}
-	var raw [maxStackDepth]uint64
-	if err := m.Lookup(uint32(id), &raw); err != nil {
-		cache[id] = nil
+	var raw bpf.ScorchRawStack
+	if err := m.Lookup(hash, &raw); err != nil {
+		cache[hash] = nil
 		return nil, true
 	}
 	n := 0
-	for n < len(raw) && raw[n] != 0 {
+	for n < len(raw.Pcs) && raw.Pcs[n] != 0 {
 		n++
 	}
-	st := append([]uint64(nil), raw[:n]...)
-	cache[id] = st
+	st := append([]uint64(nil), raw.Pcs[:n]...)
+	cache[hash] = st
 	return st, false
 }
 
-// stackUnwound is STACK_UNWOUND: the user stack is in stacks_unwound.
-const stackUnwound = -3
+// Stack ids of a sample key (STACK_* in scorch.bpf.c).
+const (
+	stackLost    = -2 // the stack's map was full
+	stackUnwound = -3 // the user stack is in stacks_unwound
+	stackHashed  = -4 // the stack is in stacks_kern or stacks_user
+)
 
 type unwoundStack struct {
 	pcs             []uint64
@@ -500,6 +649,10 @@ func readUnwound(m *ebpf.Map, hash uint64) unwoundStack {
 	if err := m.Lookup(hash, &v); err != nil {
 		return unwoundStack{lost: true}
 	}
+	return unwoundOf(&v)
+}
+
+func unwoundOf(v *bpf.ScorchUnwindStack) unwoundStack {
 	n := min(int(v.N), len(v.Pcs))
 	return unwoundStack{
 		pcs:       append([]uint64(nil), v.Pcs[:n]...),
