@@ -21,11 +21,17 @@
 //
 // # Durability
 //
-// Each file is written to a temporary name, synced, and renamed into
-// place, and the directory is synced after each rename. The profile is
-// renamed first and the sidecar last, so a sidecar is the commit record of
-// its window: a crash leaves either a complete window or files that are
-// recognisably partial (temporary files, or a profile without sidecar).
+// Each file is written to a temporary name and renamed into place. The
+// profile is renamed first and the sidecar last, so a sidecar is the commit
+// record of its window: a crash of the agent leaves either a complete window
+// or files that are recognisably partial (temporary files, or a profile
+// without sidecar). Files are not fsynced: on a host with process churn a
+// window holds hundreds of targets, and two fsyncs per file plus two of the
+// directory cost the agent more CPU than sampling (measured: half of its
+// time). So a power loss may lose the windows of the last half minute or so
+// (the kernel's writeback delay), or leave a sidecar whose profile is empty
+// or torn: Open finds a profile of the wrong size, and reading one checks
+// its CRC, so such a window is dropped, never served wrong.
 // Open rebuilds its in-memory index by scanning the directory, removes
 // partial and corrupt files (sidecar that does not parse, profile missing or
 // of the wrong size) and counts them; a sidecar of an unknown future version

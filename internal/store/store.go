@@ -355,18 +355,13 @@ func (s *Store) put(start time.Time, dur time.Duration, labels map[string]string
 	if err := s.mkHourDir(hdir); err != nil {
 		return err
 	}
-	// Profile first, sidecar last: the sidecar commits the window.
+	// Profile first, sidecar last: the sidecar commits the window. No
+	// fsync (see Durability in the package doc).
 	if err := writeAtomic(hdir, id+".pb.gz", pb.Bytes()); err != nil {
-		return err
-	}
-	if err := syncDir(hdir); err != nil {
 		return err
 	}
 	if err := writeAtomic(hdir, id+".json", mj); err != nil {
 		os.Remove(filepath.Join(hdir, id+".pb.gz"))
-		return err
-	}
-	if err := syncDir(hdir); err != nil {
 		return err
 	}
 
@@ -397,7 +392,9 @@ func (s *Store) mkHourDir(hdir string) error {
 	return syncDir(s.dir)
 }
 
-// writeAtomic writes data to dir/name through a synced temporary file.
+// writeAtomic writes data to dir/name through a temporary file renamed into
+// place, so readers never see part of it. It does not sync: see Durability
+// in the package doc.
 func writeAtomic(dir, name string, data []byte) (err error) {
 	f, err := os.CreateTemp(dir, ".tmp-"+name+"-*")
 	if err != nil {
@@ -412,10 +409,6 @@ func writeAtomic(dir, name string, data []byte) (err error) {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("store: writing %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("store: syncing %s: %w", tmp, err)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("store: closing %s: %w", tmp, err)
