@@ -47,6 +47,13 @@ const (
 	maxFailed = 4096
 )
 
+// tableLinger is how long a file's table stays loaded after the last
+// process mapping it went away (a variable for tests). On a host where a
+// program is started again and again (shell loops, cron, CI jobs) each run
+// would otherwise rebuild the tables of the program and of libc; idle
+// tables also go as soon as the row array needs their space.
+var tableLinger = time.Minute
+
 // TableStats describe the unwind tables the sampler keeps in the kernel.
 type TableStats struct {
 	Files         int           // ELF files with a table loaded
@@ -71,11 +78,15 @@ type tableReq struct {
 // was mapped since the last read).
 const evRescan EventType = 100
 
+// evExpireAll frees every table no process maps (tests).
+const evExpireAll EventType = 101
+
 // tableFile is one ELF file's table in unwind_rows, shared by every process
 // mapping the file.
 type tableFile struct {
 	key         string
 	first, rows uint32           // slice of unwind_rows; rows == 0: no table
+	idleSince   time.Time        // when refs dropped to 0 (the table lingers)
 	loads       []elf.ProgHeader // executable PT_LOAD segments
 	refs        int
 	size        uint64 // of the vDSO image
@@ -257,6 +268,7 @@ func (m *tableManager) run(ctx context.Context) {
 			}
 		case <-sweep.C:
 			m.sweep()
+			m.expireIdle(time.Now(), false)
 		}
 		m.publish()
 	}
@@ -279,6 +291,8 @@ func (m *tableManager) handle(r tableReq) {
 		// After exec the old mappings are gone; the next sample announces
 		// the process again (EventNewPid).
 		m.drop(r.pid)
+	case evExpireAll:
+		m.expireIdle(time.Now(), true)
 	}
 }
 
@@ -308,14 +322,34 @@ func (m *tableManager) drop(pid uint32) {
 }
 
 func (m *tableManager) unref(files []*tableFile) {
+	now := time.Now()
 	for _, f := range files {
 		f.refs--
 		if f.refs > 0 {
 			continue
 		}
-		delete(m.files, f.key)
-		if f.rows > 0 {
-			m.pending = append(m.pending, f)
+		if tableLinger > 0 {
+			f.idleSince = now // kept for a process that maps it again
+			continue
+		}
+		m.free(f)
+	}
+}
+
+// free forgets f; its rows return to the allocator at the next reclaim.
+func (m *tableManager) free(f *tableFile) {
+	delete(m.files, f.key)
+	if f.rows > 0 {
+		m.pending = append(m.pending, f)
+	}
+}
+
+// expireIdle frees the tables no process has mapped for tableLinger, or
+// every unmapped one when all is set (the row array is full).
+func (m *tableManager) expireIdle(now time.Time, all bool) {
+	for _, f := range m.files {
+		if f.refs == 0 && (all || now.Sub(f.idleSince) >= tableLinger) {
+			m.free(f)
 		}
 	}
 }
@@ -538,6 +572,7 @@ func (m *tableManager) loadTable(f *tableFile, ef *elf.File, path string) {
 	n := uint32(len(b) / unwinder.RowSize)
 	first, ok := m.alloc.alloc(n)
 	if !ok {
+		m.expireIdle(time.Now(), true)
 		m.reclaim()
 		first, ok = m.alloc.alloc(n)
 	}

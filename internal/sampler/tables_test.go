@@ -106,6 +106,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // mapping them exits.
 func TestTableLifecycle(t *testing.T) {
 	requireRoot(t)
+	defer func(d time.Duration) { tableLinger = d }(tableLinger)
+	tableLinger = 0 // freed at once
 	a := startWorkload(t, "nofp-c", "60")
 	b := startWorkload(t, "nofp-c", "60")
 	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(a.Process.Pid), uint32(b.Process.Pid)}})
@@ -131,12 +133,54 @@ func TestTableLifecycle(t *testing.T) {
 	b.Process.Kill()
 	b.Wait()
 	waitFor(t, "the second exit", func() bool { return s.TableStats().Processes == 0 })
-	waitFor(t, "rows to be freed", func() bool { return s.TableStats().Files <= 1 })
+	// Rows return to the allocator at the end of a burst of requests.
+	waitFor(t, "rows to be freed", func() bool { ts := s.TableStats(); return ts.Files <= 1 && ts.Rows < both.Rows/4 })
 	none := s.TableStats()
 	t.Logf("no process: %+v", none)
 	if none.Rows >= both.Rows/4 {
 		t.Errorf("rows not freed: %d in use, %d with the processes", none.Rows, both.Rows)
 	}
+}
+
+// TestTableLinger checks that a table outlives the last process mapping its
+// file for a while, so that the next run of the same program is not built
+// again, and that lingering tables make room when the row array is full.
+func TestTableLinger(t *testing.T) {
+	requireRoot(t)
+	a := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(a.Process.Pid)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+	first := s.TableStats()
+	a.Process.Kill()
+	a.Wait()
+	waitFor(t, "the exit", func() bool { return s.TableStats().Processes == 0 })
+	if idle := s.TableStats(); idle.Rows != first.Rows {
+		t.Errorf("rows changed as the process exited: %+v, before %+v", idle, first)
+	}
+
+	b := startWorkload(t, "nofp-c", "60")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.tables.load(ctx, []uint32{uint32(b.Process.Pid)})
+	again := s.TableStats()
+	t.Logf("first run: %+v; second run: %+v", first, again)
+	if again.Processes != 1 || again.Builds != first.Builds || again.Rows != first.Rows {
+		t.Errorf("the second run of the program built tables again: %+v, first run %+v", again, first)
+	}
+
+	// Expired (or needed for room), an unmapped table is freed.
+	b.Process.Kill()
+	b.Wait()
+	waitFor(t, "the second exit", func() bool { return s.TableStats().Processes == 0 })
+	done := make(chan struct{})
+	s.tables.reqs <- tableReq{kind: evExpireAll, done: done}
+	<-done
+	waitFor(t, "rows to be freed", func() bool { return s.TableStats().Rows < first.Rows/4 })
 }
 
 // TestTableMemoryBound checks that tables stay within UnwindTableBytes:
