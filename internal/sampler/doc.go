@@ -53,9 +53,10 @@
 // the shared row array (first fit; Options.UnwindTableBytes bounds it, 16
 // MiB by default: files that do not fit use frame pointers), then writes
 // the process's mappings with their load bias and table slice. On exec and
-// exit it drops the process, and a file's rows are freed when no process
-// maps it any more, after the same barrier Drain uses, so that no program
-// still reads them. When Drain sees an unwound address outside every
+// exit it drops the process; a file's rows are freed a minute after no
+// process maps it any more (at once when the row array needs the room: a
+// program started again and again keeps its table), after the same barrier
+// Drain uses, so that no program still reads them. When Drain sees an unwound address outside every
 // mapping of the last scan (a library loaded later), it asks the worker
 // to read the mappings again. The vDSO's table is built once from the
 // sampler's own vDSO, which is the same in every process.
