@@ -117,3 +117,36 @@ func TestBuilder(t *testing.T) {
 		t.Errorf("folded:\n%s", folded.String())
 	}
 }
+
+func TestMarshalRoundTrip(t *testing.T) {
+	for i := range 3 { // reused compressors must start clean
+		p := &profile.Profile{
+			SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}},
+			Sample:     []*profile.Sample{{Value: []int64{int64(i + 1)}}},
+		}
+		b, err := Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := profile.ParseData(b)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if len(q.Sample) != 1 || q.Sample[0].Value[0] != int64(i+1) {
+			t.Errorf("round %d: got %v", i, q.Sample)
+		}
+	}
+}
+
+func BenchmarkMarshal(b *testing.B) {
+	p := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}}}
+	for i := range 200 {
+		p.Sample = append(p.Sample, &profile.Sample{Value: []int64{int64(i)}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Marshal(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,8 +1,6 @@
 package pyroscope
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -19,6 +17,8 @@ import (
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
+
+	"github.com/scorch-profiler/scorch/exporter"
 )
 
 // Window is one profile of one target (a service plus labels) over one time
@@ -476,7 +476,7 @@ func prepare(w Window) (*item, error) {
 		if err := checkProfile(p); err != nil {
 			return nil, err
 		}
-		raw, err = gzipProfile(p)
+		raw, err = exporter.Marshal(p)
 		if err != nil {
 			return nil, fmt.Errorf("pyroscope: serializing profile: %w", err)
 		}
@@ -507,24 +507,6 @@ func prepare(w Window) (*item, error) {
 		raw:  int64(len(raw)),
 		size: size,
 	}, nil
-}
-
-// gzipProfile serializes p like p.Write, but with gzip's fastest level:
-// deflate dominates the cost of a window, and level 1 cut it by about a
-// third in our benchmark for a 10% larger upload.
-func gzipProfile(p *profile.Profile) ([]byte, error) {
-	var pb bytes.Buffer
-	if err := p.WriteUncompressed(&pb); err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	out.Grow(pb.Len() / 4)
-	zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
-	zw.Write(pb.Bytes())
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
 }
 
 func checkProfile(p *profile.Profile) error {
