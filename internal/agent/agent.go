@@ -233,6 +233,7 @@ func (a *Agent) onBatch(b profiler.Batch) {
 
 func (a *Agent) closeWindow(end time.Time) {
 	start := a.winStart
+	items := make([]store.Item, 0, len(a.windows))
 	for _, w := range a.windows {
 		p, err := w.builder.Build(end)
 		if err != nil {
@@ -241,16 +242,22 @@ func (a *Agent) closeWindow(end time.Time) {
 			continue
 		}
 		a.m.windows.Inc()
-		if a.store != nil {
-			// Put logs the first failure of each cause itself.
-			if err := a.store.Put(start, end.Sub(start), w.labels, p); err != nil {
-				a.m.storeErrors.Inc()
-			}
+		items = append(items, store.Item{Labels: w.labels, Profile: p})
+	}
+	// One pack for all targets of the window: a few files per window, not
+	// two per target (whose creation cost the agent more CPU in the file
+	// system than sampling on hosts with process churn).
+	if a.store != nil && len(items) > 0 {
+		// PutWindow logs the first failure of each cause itself.
+		if err := a.store.PutWindow(start, end.Sub(start), items); err != nil {
+			a.m.storeErrors.Inc()
 		}
-		if a.exp != nil {
+	}
+	if a.exp != nil {
+		for _, it := range items {
 			// The exporter serializes the profile during Enqueue; nothing
-			// else uses p afterwards.
-			if err := a.exp.Enqueue(pyroscope.Window{Labels: withName(w.labels), Start: start, Duration: end.Sub(start), Profile: p}); err != nil {
+			// else uses it afterwards.
+			if err := a.exp.Enqueue(pyroscope.Window{Labels: withName(it.Labels), Start: start, Duration: end.Sub(start), Profile: it.Profile}); err != nil {
 				a.log.Debug("window not queued", "err", err)
 			}
 		}

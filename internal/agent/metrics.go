@@ -42,7 +42,7 @@ func newMetrics(a *Agent) *metrics {
 	m.excluded = counter("samples_excluded_total", "Samples of processes left out by --include/--exclude.")
 	m.windows = counter("windows_total", "Target windows closed (one profile each).")
 	m.windowErrors = counter("window_errors_total", "Target windows dropped because their profile was invalid.")
-	m.storeErrors = counter("store_errors_total", "Windows the local store failed to keep.")
+	m.storeErrors = counter("store_errors_total", "Windows the local store failed to keep (one per interval, whatever its number of targets).")
 	m.drains = counter("drains_total", "Drains of the kernel maps.")
 	m.samples = counter("samples_drained_total", "Samples read from the kernel maps.")
 

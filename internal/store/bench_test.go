@@ -32,8 +32,8 @@ func benchProfile() *profile.Profile {
 	return p
 }
 
-// BenchmarkPut measures writing one window: serialization, two synced
-// files, directory syncs.
+// BenchmarkPut measures writing one window of one target: serialization,
+// a pack and its index.
 func BenchmarkPut(b *testing.B) {
 	s, err := Open(b.TempDir(), Options{MaxAge: 100 * 365 * 24 * time.Hour, MaxBytes: 1 << 40})
 	if err != nil {
@@ -52,6 +52,29 @@ func BenchmarkPut(b *testing.B) {
 	b.ReportMetric(float64(s.Stats().Bytes)/float64(i), "disk-bytes/window")
 }
 
+// BenchmarkPutWindow measures writing a window of 200 targets into one
+// pack and index.
+func BenchmarkPutWindow(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{MaxAge: 100 * 365 * 24 * time.Hour, MaxBytes: 1 << 40})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := benchProfile()
+	items := make([]Item, 200)
+	for i := range items {
+		items[i] = Item{Labels: map[string]string{"service_name": "svc", "pid": strconv.Itoa(i)}, Profile: p}
+	}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.PutWindow(t0.Add(time.Duration(i)*time.Second), time.Second, items); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(s.Stats().Bytes)/float64(i), "disk-bytes/window")
+}
+
 // BenchmarkWindows lists one minute out of a day of windows of 100 targets
 // every 10s (864,000 windows in the index), and reports the index's memory.
 func BenchmarkWindows(b *testing.B) {
@@ -62,9 +85,10 @@ func BenchmarkWindows(b *testing.B) {
 	const targets, windows = 100, 8640
 	for w := range windows {
 		start := t0.Add(time.Duration(w) * 10 * time.Second)
+		fl := &files{hour: start.Format(hourLayout), data: packName(start, 0) + packExt, index: packName(start, 0) + indexExt, size: 1}
 		for tg := range targets {
 			labels := map[string]string{"service_name": "svc" + strconv.Itoa(tg%10), "pid": strconv.Itoa(tg)}
-			s.addLocked(&entry{id: windowID(start, labels), start: start.UnixNano(), dur: int64(10 * time.Second), size: 1}, labels)
+			s.addLocked(&entry{id: windowID(start, labels), start: start.UnixNano(), dur: int64(10 * time.Second), files: fl}, labels)
 		}
 	}
 	runtime.GC()

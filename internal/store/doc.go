@@ -6,48 +6,78 @@
 //
 // The agent closes a window every interval and produces one CPU profile per
 // target (a service plus labels such as pid or container_id). The store
-// keeps each such window as two files in a directory per UTC hour of the
-// window's start:
+// keeps all targets of such a window in two files, whatever their number,
+// in a directory per UTC hour of the window's start:
+//
+//	<dir>/20260102T15/20260102T150405.000000000Z-0.pack
+//	<dir>/20260102T15/20260102T150405.000000000Z-0.index
+//
+// The pack holds the gzipped pprof profile of each target (exactly as
+// Pyroscope receives it) back to back. The index, JSON, lists for each
+// target what is needed to list windows without reading profiles and to
+// find its profile: its ID, labels and sample count, and the offset, size
+// and CRC-32 of its bytes in the pack; targets lie back to back from offset
+// 0, so the pack's size follows from the index. `tail -c +$((offset+1))
+// PACK | head -c SIZE` gives a file usable with `go tool pprof`.
+//
+// A target's window keeps the ID of earlier versions: its start time and a
+// hash of its labels, so IDs sort by time and one target has one window per
+// start. The number after the start is a sequence number: windows written
+// with the same start (an agent restarted within an interval, or Put)
+// get the next one, and a target in a later pack replaces the window of the
+// same ID in earlier ones (a pack left with no target is deleted).
+//
+// One file per target cost too much: on a host with process churn a
+// window has hundreds of targets, and creating some 1,700 files a window
+// (and deleting as many, by retention) put 40% of the agent's CPU in the
+// file system's inode allocation.
+//
+// Earlier versions stored each target's window as two files,
 //
 //	<dir>/20260102T15/20260102T150405.000000000Z-<hash>.pb.gz
 //	<dir>/20260102T15/20260102T150405.000000000Z-<hash>.json
 //
-// The .pb.gz is the gzipped pprof profile exactly as Pyroscope receives it
-// (usable directly with `go tool pprof`). The .json sidecar holds what is
-// needed to list windows without reading profiles: the window's labels,
-// start, duration, sample count, and the size and CRC-32 of the .pb.gz. The
-// file name is the window's ID: its start time and a hash of its labels, so
-// IDs sort by time and one target has one window per start.
+// the profile and a JSON sidecar with the fields of an index entry (but
+// the offset) plus the start and duration. Open still reads them, and retention deletes
+// them, so an upgraded agent finds its windows; PutWindow no longer writes
+// them. The index is not named .json so that such a version, if the agent
+// is downgraded, ignores packs rather than removing them as corrupt
+// sidecars.
 //
 // # Durability
 //
 // Each file is written to a temporary name and renamed into place. The
-// profile is renamed first and the sidecar last, so a sidecar is the commit
+// pack is renamed first and the index last, so an index is the commit
 // record of its window: a crash of the agent leaves either a complete window
-// or files that are recognisably partial (temporary files, or a profile
-// without sidecar). Files are not fsynced: on a host with process churn a
-// window holds hundreds of targets, and two fsyncs per file plus two of the
-// directory cost the agent more CPU than sampling (measured: half of its
-// time). So a power loss may lose the windows of the last half minute or so
-// (the kernel's writeback delay), or leave a sidecar whose profile is empty
-// or torn: Open finds a profile of the wrong size, and reading one checks
-// its CRC, so such a window is dropped, never served wrong.
+// or files that are recognisably partial (temporary files, or a pack
+// without index). Files are not fsynced. That was decided when the store
+// wrote two files per target: two fsyncs per file plus two of the directory
+// cost the agent more CPU than sampling (measured: half of its time). With
+// packs, syncing would cost a few fsyncs per window (each waits for the
+// device); the store keeps the guarantee it had instead. So a power loss
+// may lose the windows of the last half minute or so (the kernel's
+// writeback delay), or leave an index whose pack is empty or torn: Open finds a pack of the wrong size, and reading a target checks
+// its size and CRC, so such a window is dropped, never served wrong.
 // Open rebuilds its in-memory index by scanning the directory, removes
-// partial and corrupt files (sidecar that does not parse, profile missing or
-// of the wrong size) and counts them; a sidecar of an unknown future version
-// is skipped but kept. Open verifies the CRC before parsing a profile.
+// partial and corrupt files (index or sidecar that does not parse, pack or
+// profile missing or of the wrong size, pack without index, profile without
+// sidecar) and counts them; an index or sidecar of an unknown future
+// version is skipped but kept, with its pack or profile. Open verifies the
+// CRC of a target's bytes before parsing its profile.
 //
 // # Retention
 //
 // Windows older than Options.MaxAge (by their end) are deleted, and while the
-// store holds more than Options.MaxBytes the oldest windows are deleted. Put
-// applies both after each write; Prune applies them on demand (call it
-// periodically when nothing is being written).
+// store holds more than Options.MaxBytes (counting packs, indexes and the
+// files of earlier versions) the oldest windows are deleted. All targets of
+// a start go together, with their packs. PutWindow applies both after each
+// write; Prune applies them on demand (call it periodically when nothing is
+// being written).
 //
 // # Failures
 //
-// A full disk, a read-only file system or missing permissions make Put
-// return an error; the error is counted by cause in Stats and logged at most
-// once per cause every ten minutes, and the store keeps serving what it
-// has. The caller (the agent) keeps sampling and exporting.
+// A full disk, a read-only file system or missing permissions make
+// PutWindow return an error, and nothing of the window is kept; the error
+// is counted by cause in Stats and logged at most once per cause every ten
+// minutes, and the store keeps serving what it has. The caller (the agent) keeps sampling and exporting.
 package store

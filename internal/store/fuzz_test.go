@@ -29,6 +29,64 @@ func FuzzParseMeta(f *testing.F) {
 	})
 }
 
+// FuzzParseIndex feeds pack indexes as found in a data directory.
+// parseIndex must not panic, and what it accepts must be self-consistent:
+// targets of the window's start and their own labels, back to back.
+func FuzzParseIndex(f *testing.F) {
+	start := time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC)
+	name := packName(start, 0)
+	a := windowID(start, map[string]string{"service_name": "a"})
+	b := windowID(start, map[string]string{"service_name": "b", "pid": "7"})
+	f.Add([]byte(`{"version":1,"start":"2026-03-04T05:06:07.000000008Z","duration_ns":15000000000,"targets":[`+
+		`{"id":"`+a+`","labels":{"service_name":"a"},"samples":3,"offset":0,"size":120,"crc32":1},`+
+		`{"id":"`+b+`","labels":{"pid":"7","service_name":"b"},"samples":0,"offset":120,"size":80,"crc32":4294967295}]}`), name)
+	f.Add([]byte(`{"version":1,"start":"2026-03-04T05:06:07.000000008Z","duration_ns":0,"targets":[{"id":"`+a+`","labels":{"service_name":"a"},"samples":1,"offset":5,"size":1,"crc32":0}]}`), name)
+	f.Add([]byte(`{"version":1,"start":"2026-03-04T05:06:07.000000008Z","targets":[]}`), name)
+	f.Add([]byte(`{"version":2}`), name)
+	f.Add([]byte(`{"version":1`), packName(start, 12))
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		x, size, err := parseIndex(data, name)
+		if err != nil {
+			return
+		}
+		start, _, err := parsePackName(name)
+		if err != nil || !x.Start.Equal(start) || x.DurationNS < 0 || len(x.Targets) == 0 || len(x.Targets) > maxTargets {
+			t.Fatalf("accepted inconsistent index %s: %+v (%v)", name, x, err)
+		}
+		seen := map[string]bool{}
+		var off int64
+		for _, tg := range x.Targets {
+			if tg.Labels == nil || tg.ID != windowID(start, tg.Labels) || seen[tg.ID] || tg.Offset != off || tg.Size <= 0 || tg.Samples < 0 {
+				t.Fatalf("accepted inconsistent target %+v at offset %d", tg, off)
+			}
+			got, err := parseID(tg.ID)
+			if err != nil || !got.Equal(start) {
+				t.Fatalf("accepted ID %q of index %s", tg.ID, name)
+			}
+			seen[tg.ID] = true
+			off += tg.Size
+		}
+		if off != size {
+			t.Fatalf("pack size %d, targets end at %d", size, off)
+		}
+	})
+}
+
+func TestPackNameRoundTrip(t *testing.T) {
+	start := time.Date(2026, 3, 4, 5, 6, 7, 8, time.FixedZone("x", 3600))
+	for _, seq := range []int{0, 1, 10, maxSeq} {
+		got, gotSeq, err := parsePackName(packName(start, seq))
+		if err != nil || !got.Equal(start) || gotSeq != seq {
+			t.Errorf("parsePackName(%s) = %v, %d, %v", packName(start, seq), got, gotSeq, err)
+		}
+	}
+	for _, bad := range []string{"", "20260304T040607.000000008Z", "20260304T040607.000000008Z-", "20260304T040607.000000008Z-01", "20260304T040607.000000008Z--1", "20260304T040607.000000008Z-+1", "20260304T040607.8Z-0", "20260304T040607.000000008Z-0123456789abcdef", "20260304T040607.000000008Z-99999999"} {
+		if _, _, err := parsePackName(bad); err == nil {
+			t.Errorf("parsePackName(%q) succeeded", bad)
+		}
+	}
+}
+
 func TestWindowIDRoundTrip(t *testing.T) {
 	for _, start := range []time.Time{
 		time.Date(2026, 3, 4, 5, 6, 7, 8, time.UTC),

@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// metaVersion is the sidecar format this package writes and reads.
+// metaVersion is the sidecar format of the per-target layout, which this
+// package reads.
 const metaVersion = 1
 
 // Limits on sidecar content: the data directory is outside input.
@@ -20,7 +21,8 @@ const (
 	maxLabelBytes = 64 << 10
 )
 
-// meta is the content of a window's .json sidecar.
+// meta is the content of a window's .json sidecar, in the per-target
+// layout written before packs (read, no longer written).
 type meta struct {
 	Version    int               `json:"version"`
 	ID         string            `json:"id"`
@@ -32,8 +34,8 @@ type meta struct {
 	CRC32      uint32            `json:"crc32"` // IEEE CRC-32 of the .pb.gz
 }
 
-// errFutureVersion marks a sidecar written by a newer format.
-var errFutureVersion = errors.New("unknown sidecar version")
+// errFutureVersion marks a sidecar or index written by a newer format.
+var errFutureVersion = errors.New("unknown format version")
 
 // idTimeLayout formats a window start in its ID; it sorts lexically by time.
 const idTimeLayout = "20060102T150405.000000000Z"
@@ -92,7 +94,7 @@ func parseMeta(data []byte, name string) (*meta, error) {
 	}
 	if probe.Version != metaVersion {
 		if probe.Version > metaVersion {
-			return nil, fmt.Errorf("%w %d", errFutureVersion, probe.Version)
+			return nil, fmt.Errorf("sidecar: %w %d", errFutureVersion, probe.Version)
 		}
 		return nil, fmt.Errorf("sidecar version %d is invalid", probe.Version)
 	}
@@ -118,15 +120,9 @@ func parseMeta(data []byte, name string) (*meta, error) {
 		return nil, fmt.Errorf("sidecar %s: negative sample count %d", name, m.Samples)
 	case m.Size <= 0:
 		return nil, fmt.Errorf("sidecar %s: profile size %d", name, m.Size)
-	case len(m.Labels) > maxLabels:
-		return nil, fmt.Errorf("sidecar %s: %d labels exceed %d", name, len(m.Labels), maxLabels)
 	}
-	n := 0
-	for k, v := range m.Labels {
-		n += len(k) + len(v)
-	}
-	if n > maxLabelBytes {
-		return nil, fmt.Errorf("sidecar %s: labels of %d bytes exceed %d", name, n, maxLabelBytes)
+	if err := checkLabels(m.Labels); err != nil {
+		return nil, fmt.Errorf("sidecar %s: %w", name, err)
 	}
 	if m.Labels == nil {
 		m.Labels = map[string]string{}

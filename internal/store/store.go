@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -12,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,15 +47,15 @@ type Options struct {
 
 // Stats counts what a Store holds and did since Open.
 type Stats struct {
-	Windows int   // windows held
+	Windows int   // windows held, one per target
 	Bytes   int64 // bytes of their files
 
-	Puts      uint64            // windows written
-	PutBytes  uint64            // bytes written (profiles and sidecars)
-	PutErrors map[string]uint64 // failed Puts by cause: "disk_full", "read_only", "permission", "io", "invalid", "closed"
-	Pruned    uint64            // windows deleted by retention
+	Puts      uint64            // windows written, one per target
+	PutBytes  uint64            // bytes written (packs and indexes)
+	PutErrors map[string]uint64 // failed Puts and PutWindows by cause: "disk_full", "read_only", "permission", "io", "invalid", "closed"
+	Pruned    uint64            // windows deleted by retention, one per target
 	Corrupt   uint64            // corrupt or partial files found by Open (and removed)
-	Skipped   uint64            // windows of an unknown format version, left alone
+	Skipped   uint64            // indexes or sidecars of an unknown format version, left alone
 	ReadErrs  uint64            // Open calls that failed to read a stored window
 }
 
@@ -69,7 +72,7 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	// wmu serializes changes to the directory (Put, Prune), so that
+	// wmu serializes changes to the directory (PutWindow, Prune), so that
 	// deleting an empty hour directory cannot race with writing into it.
 	wmu sync.Mutex
 
@@ -77,29 +80,48 @@ type Store struct {
 	windows []*entry // sorted by start, then ID
 	byID    map[string]*entry
 	labels  map[string]*labelSet // interned label sets by labelKey
-	bytes   int64
-	maxDur  int64 // longest duration held, bounds the search in Windows
+	bytes   int64                // of the files referenced by windows
+	maxDur  int64                // longest duration held, bounds the search in Windows
 	closed  bool
 	st      Stats
 	lastLog map[string]time.Time
 }
 
-// entry is one window in the index.
+// entry is one target's window in the index.
 type entry struct {
 	id      string
 	start   int64 // Unix ns
 	dur     int64 // ns
 	samples int64
-	pbSize  int64 // bytes of the .pb.gz
-	size    int64 // bytes of both files
+	off     int64 // offset of the gzipped profile in files.data
+	pbSize  int64 // bytes of the gzipped profile
 	crc     uint32
 	labels  *labelSet
+	files   *files
+}
+
+// files are the files that hold stored windows and are deleted together:
+// a pack and its index, shared by the targets of a window, or in the
+// per-target layout one target's .pb.gz and .json sidecar.
+type files struct {
+	hour  string // directory
+	data  string // name of the pack or .pb.gz
+	index string // name of the index or sidecar, the commit record
+	seq   int    // of a pack; -1 in the per-target layout
+	size  int64  // bytes of both
+	refs  int    // entries that point here
 }
 
 type labelSet struct {
 	key  string
 	m    map[string]string // never modified
 	refs int
+}
+
+// Item is one target's profile of a window.
+type Item struct {
+	Labels  map[string]string
+	Profile *profile.Profile
 }
 
 // Open opens the store in dir, creating the directory if needed, and
@@ -163,27 +185,37 @@ func (s *Store) scan() error {
 	return nil
 }
 
+// scanHour indexes the windows of one hour directory: those of the
+// per-target layout first, then packs by start and sequence number, so
+// that a later write of a target replaces an earlier one.
 func (s *Store) scanHour(hour string) {
 	hdir := filepath.Join(s.dir, hour)
-	files, err := os.ReadDir(hdir)
+	dirents, err := os.ReadDir(hdir)
 	if err != nil {
 		s.log.Warn("store: reading directory", "err", err)
 		return
 	}
 	profiles := make(map[string]int64) // ID -> size of .pb.gz
-	var sidecars []string
-	for _, f := range files {
+	packs := make(map[string]int64)    // base name -> size of .pack
+	var sidecars, indexes []string
+	for _, f := range dirents {
 		name := f.Name()
 		switch {
 		case !f.Type().IsRegular():
 		case strings.HasPrefix(name, ".tmp-"):
 			s.removeCorrupt(filepath.Join(hdir, name))
-		case strings.HasSuffix(name, ".pb.gz"):
+		case strings.HasSuffix(name, profileExt):
 			if info, err := f.Info(); err == nil {
-				profiles[strings.TrimSuffix(name, ".pb.gz")] = info.Size()
+				profiles[strings.TrimSuffix(name, profileExt)] = info.Size()
 			}
-		case strings.HasSuffix(name, ".json"):
-			sidecars = append(sidecars, strings.TrimSuffix(name, ".json"))
+		case strings.HasSuffix(name, sidecarExt):
+			sidecars = append(sidecars, strings.TrimSuffix(name, sidecarExt))
+		case strings.HasSuffix(name, packExt):
+			if info, err := f.Info(); err == nil {
+				packs[strings.TrimSuffix(name, packExt)] = info.Size()
+			}
+		case strings.HasSuffix(name, indexExt):
+			indexes = append(indexes, strings.TrimSuffix(name, indexExt))
 		}
 	}
 	for _, id := range sidecars {
@@ -202,40 +234,118 @@ func (s *Store) scanHour(hour string) {
 		}
 		if err != nil {
 			s.log.Debug("store: corrupt window", "err", err)
-			s.removeCorrupt(filepath.Join(hdir, id+".json"))
+			s.removeCorrupt(filepath.Join(hdir, id+sidecarExt))
 			if hasProfile {
-				s.removeCorrupt(filepath.Join(hdir, id+".pb.gz"))
+				s.removeCorrupt(filepath.Join(hdir, id+profileExt))
 			}
 			continue
 		}
-		if _, dup := s.byID[m.ID]; dup {
-			continue // cannot happen: one directory per hour
-		}
 		jsonSize := int64(0)
-		if info, err := os.Stat(filepath.Join(hdir, id+".json")); err == nil {
+		if info, err := os.Stat(filepath.Join(hdir, id+sidecarExt)); err == nil {
 			jsonSize = info.Size()
 		}
-		s.addLocked(&entry{
+		fl := &files{hour: hour, data: id + profileExt, index: id + sidecarExt, seq: -1, size: m.Size + jsonSize}
+		s.addScanned(&entry{
 			id: m.ID, start: m.Start.UnixNano(), dur: m.DurationNS, samples: m.Samples,
-			pbSize: m.Size, size: m.Size + jsonSize, crc: m.CRC32,
+			pbSize: m.Size, crc: m.CRC32, files: fl,
 		}, m.Labels)
 	}
 	for id := range profiles { // profiles without a sidecar: a Put that did not finish
-		s.removeCorrupt(filepath.Join(hdir, id+".pb.gz"))
+		s.removeCorrupt(filepath.Join(hdir, id+profileExt))
+	}
+
+	type named struct {
+		name  string
+		start time.Time
+		seq   int
+	}
+	var order []named
+	for _, name := range indexes {
+		start, seq, err := parsePackName(name)
+		if err != nil { // parseIndex reports it below
+			start, seq = time.Time{}, -1
+		}
+		order = append(order, named{name, start, seq})
+	}
+	slices.SortFunc(order, func(a, b named) int {
+		if c := a.start.Compare(b.start); c != 0 {
+			return c
+		}
+		return a.seq - b.seq
+	})
+	for _, n := range order {
+		packSize, hasPack := packs[n.name]
+		delete(packs, n.name)
+		x, want, err := s.readIndex(hdir, n.name)
+		if errors.Is(err, errFutureVersion) {
+			s.st.Skipped++
+			continue
+		}
+		if err == nil && (!hasPack || packSize != want) {
+			err = fmt.Errorf("pack %s is missing or not %d bytes", n.name, want)
+		}
+		if err == nil && x.Start.UTC().Format(hourLayout) != hour {
+			err = fmt.Errorf("pack %s is in directory %s", n.name, hour)
+		}
+		if err != nil {
+			s.log.Debug("store: corrupt window", "err", err)
+			s.removeCorrupt(filepath.Join(hdir, n.name+indexExt))
+			if hasPack {
+				s.removeCorrupt(filepath.Join(hdir, n.name+packExt))
+			}
+			continue
+		}
+		indexSize := int64(0)
+		if info, err := os.Stat(filepath.Join(hdir, n.name+indexExt)); err == nil {
+			indexSize = info.Size()
+		}
+		fl := &files{hour: hour, data: n.name + packExt, index: n.name + indexExt, seq: n.seq, size: packSize + indexSize}
+		for _, t := range x.Targets {
+			s.addScanned(&entry{
+				id: t.ID, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
+				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl,
+			}, t.Labels)
+		}
+	}
+	for name := range packs { // packs without an index: a PutWindow that did not finish
+		s.removeCorrupt(filepath.Join(hdir, name+packExt))
+	}
+}
+
+// addScanned indexes e during scan, and removes the files of a window it
+// replaces if no other window is left in them: the agent stopped between
+// writing a window and deleting what it replaced.
+func (s *Store) addScanned(e *entry, labels map[string]string) {
+	if freed := s.addLocked(e, labels); freed != nil {
+		os.Remove(filepath.Join(s.dir, freed.hour, freed.index))
+		os.Remove(filepath.Join(s.dir, freed.hour, freed.data))
 	}
 }
 
 func (s *Store) readMeta(hdir, id string) (*meta, error) {
-	f, err := os.Open(filepath.Join(hdir, id+".json"))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxMetaSize+1))
+	data, err := readLimited(filepath.Join(hdir, id+sidecarExt), maxMetaSize)
 	if err != nil {
 		return nil, err
 	}
 	return parseMeta(data, id)
+}
+
+func (s *Store) readIndex(hdir, name string) (*packIndex, int64, error) {
+	data, err := readLimited(filepath.Join(hdir, name+indexExt), maxIndexSize)
+	if err != nil {
+		return nil, 0, err
+	}
+	return parseIndex(data, name)
+}
+
+// readLimited reads a file, or its first limit+1 bytes if it is larger.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
 
 // removeCorrupt counts and removes a corrupt or partial file. On a
@@ -255,8 +365,15 @@ func compareEntries(a, b *entry) int {
 	return strings.Compare(a.id, b.id)
 }
 
-// addLocked indexes e with the given labels, which it interns.
-func (s *Store) addLocked(e *entry, labels map[string]string) {
+// addLocked indexes e with the given labels, which it interns. A window
+// with the same ID is replaced; if that leaves its files holding no window,
+// addLocked returns them for the caller to delete.
+func (s *Store) addLocked(e *entry, labels map[string]string) (freed *files) {
+	if old := s.byID[e.id]; old != nil {
+		if s.removeLocked(old) {
+			freed = old.files
+		}
+	}
 	key := labelKey(labels)
 	ls := s.labels[key]
 	if ls == nil {
@@ -265,31 +382,56 @@ func (s *Store) addLocked(e *entry, labels map[string]string) {
 	}
 	ls.refs++
 	e.labels = ls
+	if e.files.refs++; e.files.refs == 1 {
+		s.bytes += e.files.size
+	}
 	i, _ := slices.BinarySearchFunc(s.windows, e, compareEntries) // usually the end
 	s.windows = slices.Insert(s.windows, i, e)
 	s.byID[e.id] = e
-	s.bytes += e.size
 	s.maxDur = max(s.maxDur, e.dur)
+	return freed
 }
 
-// removeLocked drops e from the index (not from disk).
-func (s *Store) removeLocked(e *entry) {
+// removeLocked drops e from the index (not from disk) and reports whether
+// its files hold no other window.
+func (s *Store) removeLocked(e *entry) bool {
 	i, found := slices.BinarySearchFunc(s.windows, e, compareEntries)
 	if found {
 		s.windows = slices.Delete(s.windows, i, i+1)
 	}
+	return s.dropLocked(e)
+}
+
+// dropLocked is removeLocked but leaves s.windows to the caller.
+func (s *Store) dropLocked(e *entry) bool {
 	delete(s.byID, e.id)
-	s.bytes -= e.size
 	if e.labels.refs--; e.labels.refs == 0 {
 		delete(s.labels, e.labels.key)
 	}
+	if e.files.refs--; e.files.refs == 0 {
+		s.bytes -= e.files.size
+		return true
+	}
+	return false
 }
 
 // Put stores the profile of the window of labels that starts at start and
-// lasts dur. It serializes p, so nothing else may use p during the call. A
-// window with the same start and labels as a stored one replaces it.
+// lasts dur: PutWindow with one item.
 func (s *Store) Put(start time.Time, dur time.Duration, labels map[string]string, p *profile.Profile) error {
-	err := s.put(start, dur, labels, p)
+	return s.PutWindow(start, dur, []Item{{Labels: labels, Profile: p}})
+}
+
+// PutWindow stores the profiles of the targets of the window that starts
+// at start and lasts dur, in one pack and one index whatever the number of
+// targets. It serializes the profiles, so nothing else may use them during
+// the call. A target with the same start and labels as a stored window
+// replaces it. If any item is invalid, nothing is stored. An empty window
+// stores nothing.
+func (s *Store) PutWindow(start time.Time, dur time.Duration, items []Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	err := s.putWindow(start, dur, items)
 	if err != nil {
 		cause := errCause(err)
 		s.mu.Lock()
@@ -304,48 +446,61 @@ type invalidError struct{ error }
 
 func (e invalidError) Unwrap() error { return e.error }
 
-func (s *Store) put(start time.Time, dur time.Duration, labels map[string]string, p *profile.Profile) error {
+// checkWindow checks a window before anything is written, and returns the
+// index to write, without offsets, sizes and CRCs, in the order of items.
+func checkWindow(start time.Time, dur time.Duration, items []Item) (*packIndex, error) {
 	switch {
-	case p == nil:
-		return invalidError{errors.New("store: nil profile")}
 	case start.IsZero() || start.UnixNano() <= 0:
-		return invalidError{fmt.Errorf("store: window start %v is not a valid time", start)}
+		return nil, invalidError{fmt.Errorf("store: window start %v is not a valid time", start)}
 	case dur < 0:
-		return invalidError{fmt.Errorf("store: negative window duration %v", dur)}
-	case len(labels) > maxLabels:
-		return invalidError{fmt.Errorf("store: %d labels exceed %d", len(labels), maxLabels)}
-	}
-	if err := p.CheckValid(); err != nil {
-		return invalidError{fmt.Errorf("store: invalid profile: %w", err)}
-	}
-	labels = maps.Clone(labels)
-	if labels == nil {
-		labels = map[string]string{}
+		return nil, invalidError{fmt.Errorf("store: negative window duration %v", dur)}
+	case len(items) > maxTargets:
+		return nil, invalidError{fmt.Errorf("store: %d targets in a window exceed %d", len(items), maxTargets)}
 	}
 	start = start.UTC()
-	vi := valueIndex(p)
-	var samples int64
-	for _, smp := range p.Sample {
-		samples += smp.Value[vi]
+	x := &packIndex{Version: indexVersion, Start: start, DurationNS: int64(dur), Targets: make([]indexTarget, len(items))}
+	seen := make(map[string]int, len(items))
+	for i, it := range items {
+		if it.Profile == nil {
+			return nil, invalidError{fmt.Errorf("store: target %d %v: nil profile", i, it.Labels)}
+		}
+		if err := checkLabels(it.Labels); err != nil {
+			return nil, invalidError{fmt.Errorf("store: target %d: %w", i, err)}
+		}
+		if err := it.Profile.CheckValid(); err != nil {
+			return nil, invalidError{fmt.Errorf("store: target %d %v: invalid profile: %w", i, it.Labels, err)}
+		}
+		labels := maps.Clone(it.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		id := windowID(start, labels)
+		if j, dup := seen[id]; dup {
+			return nil, invalidError{fmt.Errorf("store: targets %d and %d have the same labels %v", j, i, labels)}
+		}
+		seen[id] = i
+		vi := valueIndex(it.Profile)
+		var samples int64
+		for _, smp := range it.Profile.Sample {
+			samples += smp.Value[vi]
+		}
+		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples}
 	}
-	pb, err := gzipProfile(p)
+	return x, nil
+}
+
+func (s *Store) putWindow(start time.Time, dur time.Duration, items []Item) error {
+	x, err := checkWindow(start, dur, items)
 	if err != nil {
-		return invalidError{fmt.Errorf("store: serializing profile: %w", err)}
+		return err
 	}
-	id := windowID(start, labels)
-	m := meta{
-		Version: metaVersion, ID: id, Start: start, DurationNS: int64(dur),
-		Labels: labels, Samples: samples, Size: int64(pb.Len()), CRC32: crc32.ChecksumIEEE(pb.Bytes()),
-	}
-	mj, err := json.Marshal(&m)
-	if err != nil {
-		return fmt.Errorf("store: encoding sidecar: %w", err)
-	}
+	start = x.Start
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.RLock()
 	closed := s.closed
+	seq := s.nextSeqLocked(start.UnixNano())
 	s.mu.RUnlock()
 	if closed {
 		return ErrClosed
@@ -355,30 +510,113 @@ func (s *Store) put(start time.Time, dur time.Duration, labels map[string]string
 	if err := s.mkHourDir(hdir); err != nil {
 		return err
 	}
-	// Profile first, sidecar last: the sidecar commits the window. No
-	// fsync (see Durability in the package doc).
-	if err := writeAtomic(hdir, id+".pb.gz", pb.Bytes()); err != nil {
+	for ; seq <= maxSeq; seq++ { // not over a file this store did not index
+		_, err1 := os.Lstat(filepath.Join(hdir, packName(start, seq)+indexExt))
+		_, err2 := os.Lstat(filepath.Join(hdir, packName(start, seq)+packExt))
+		if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
+			break
+		}
+	}
+	if seq > maxSeq {
+		return fmt.Errorf("store: %d windows written with start %v", maxSeq, start)
+	}
+	name := packName(start, seq)
+
+	// Pack first, index last: the index commits the window. No fsync (see
+	// Durability in the package doc).
+	packSize, err := writePack(hdir, name+packExt, items, x)
+	if err != nil {
 		return err
 	}
-	if err := writeAtomic(hdir, id+".json", mj); err != nil {
-		os.Remove(filepath.Join(hdir, id+".pb.gz"))
+	xj, err := json.Marshal(x)
+	if err == nil && len(xj) > maxIndexSize {
+		err = invalidError{fmt.Errorf("store: index of %d bytes exceeds %d", len(xj), maxIndexSize)}
+	}
+	if err == nil {
+		err = writeAtomic(hdir, name+indexExt, xj)
+	}
+	if err != nil {
+		os.Remove(filepath.Join(hdir, name+packExt))
 		return err
 	}
 
-	e := &entry{
-		id: id, start: start.UnixNano(), dur: int64(dur), samples: samples,
-		pbSize: int64(pb.Len()), size: int64(pb.Len() + len(mj)), crc: m.CRC32,
-	}
+	fl := &files{hour: hour, data: name + packExt, index: name + indexExt, seq: seq, size: packSize + int64(len(xj))}
+	var freed []*files
 	s.mu.Lock()
-	if old := s.byID[id]; old != nil {
-		s.removeLocked(old)
+	for _, t := range x.Targets {
+		e := &entry{
+			id: t.ID, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
+			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl,
+		}
+		if f := s.addLocked(e, t.Labels); f != nil {
+			freed = append(freed, f)
+		}
 	}
-	s.addLocked(e, labels)
-	s.st.Puts++
-	s.st.PutBytes += uint64(e.size)
-	victims := s.victimsLocked()
+	s.st.Puts += uint64(len(x.Targets))
+	s.st.PutBytes += uint64(fl.size)
+	freed = append(freed, s.victimsLocked()...)
 	s.mu.Unlock()
-	return s.deleteFiles(victims)
+	return s.deleteFiles(freed)
+}
+
+// nextSeqLocked returns the sequence number after those of the packs held
+// with the given start.
+func (s *Store) nextSeqLocked(start int64) int {
+	i, _ := slices.BinarySearchFunc(s.windows, start, func(e *entry, start int64) int {
+		return cmp.Compare(e.start, start)
+	})
+	seq := 0
+	for _, e := range s.windows[i:] {
+		if e.start != start {
+			break
+		}
+		seq = max(seq, e.files.seq+1)
+	}
+	return seq
+}
+
+// writePack serializes the profiles of items back to back into dir/name,
+// through a temporary file renamed into place, and fills in the offsets,
+// sizes and CRCs of x. It returns the size of the pack. It does not sync:
+// see Durability in the package doc.
+func writePack(dir, name string, items []Item, x *packIndex) (size int64, err error) {
+	f, err := os.CreateTemp(dir, ".tmp-"+name+"-*")
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 256<<10)
+	var raw, gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	for i, it := range items {
+		raw.Reset()
+		gz.Reset()
+		if err := gzipProfile(it.Profile, &raw, &gz, zw); err != nil {
+			return 0, invalidError{fmt.Errorf("store: target %d %v: serializing profile: %w", i, it.Labels, err)}
+		}
+		t := &x.Targets[i]
+		t.Offset, t.Size, t.CRC32 = size, int64(gz.Len()), crc32.ChecksumIEEE(gz.Bytes())
+		if _, err := bw.Write(gz.Bytes()); err != nil {
+			return 0, fmt.Errorf("store: writing %s: %w", tmp, err)
+		}
+		size += int64(gz.Len())
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, fmt.Errorf("store: writing %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("store: closing %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	return size, nil
 }
 
 // mkHourDir creates an hour directory and makes its entry durable.
@@ -443,40 +681,47 @@ func (s *Store) Prune() error {
 }
 
 // victimsLocked removes from the index the windows retention deletes and
-// returns them.
-func (s *Store) victimsLocked() []*entry {
+// returns their files. It deletes all targets of a start together: they
+// share a pack.
+func (s *Store) victimsLocked() []*files {
 	cutoff := s.now().Add(-s.opts.MaxAge).UnixNano()
+	var victims []*files
 	n := 0
-	var bytes int64
-	for _, e := range s.windows {
-		if e.start+e.dur >= cutoff && s.bytes-bytes <= s.opts.MaxBytes {
+	for n < len(s.windows) {
+		start, end := s.windows[n].start, int64(math.MinInt64)
+		j := n
+		for ; j < len(s.windows) && s.windows[j].start == start; j++ {
+			end = max(end, start+s.windows[j].dur)
+		}
+		// Windows are ordered by start, not end: a long window can end
+		// after a later short one. Retention by age checks the
+		// start-ordered prefix only, which deletes oldest first and errs
+		// towards keeping data.
+		if end >= cutoff && s.bytes <= s.opts.MaxBytes {
 			break
 		}
-		bytes += e.size
-		n++
+		for _, e := range s.windows[n:j] {
+			if s.dropLocked(e) {
+				victims = append(victims, e.files)
+			}
+		}
+		n = j
 	}
-	// Windows are ordered by start, not end: a long window can end after
-	// a later short one. Retention by age checks the start-ordered prefix
-	// only, which deletes oldest first and errs towards keeping data.
-	victims := slices.Clone(s.windows[:n])
-	for _, e := range victims {
-		s.removeLocked(e)
-	}
+	s.windows = slices.Delete(s.windows, 0, n)
 	s.st.Pruned += uint64(n)
 	return victims
 }
 
-// deleteFiles removes the files of pruned windows, sidecar first, and hour
-// directories left empty. It returns the first error.
-func (s *Store) deleteFiles(victims []*entry) error {
+// deleteFiles removes files of windows no longer indexed, index or sidecar
+// first, and hour directories left empty. It returns the first error.
+func (s *Store) deleteFiles(victims []*files) error {
 	var first error
 	hours := make(map[string]bool)
-	for _, e := range victims {
-		hour := time.Unix(0, e.start).UTC().Format(hourLayout)
-		hours[hour] = true
-		base := filepath.Join(s.dir, hour, e.id)
-		for _, p := range []string{base + ".json", base + ".pb.gz"} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+	for _, f := range victims {
+		hours[f.hour] = true
+		for _, name := range []string{f.index, f.data} {
+			err := os.Remove(filepath.Join(s.dir, f.hour, name))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 				first = fmt.Errorf("store: pruning: %w", err)
 			}
 		}
@@ -562,21 +807,21 @@ func (s *Store) Open(ctx context.Context, id string) (*profile.Profile, error) {
 }
 
 func (s *Store) read(e *entry) (*profile.Profile, error) {
-	path := filepath.Join(s.dir, time.Unix(0, e.start).UTC().Format(hourLayout), e.id+".pb.gz")
+	path := filepath.Join(s.dir, e.files.hour, e.files.data)
 	if e.pbSize > s.opts.MaxProfileBytes {
-		return nil, fmt.Errorf("store: %s: %d bytes exceed the limit of %d", path, e.pbSize, s.opts.MaxProfileBytes)
+		return nil, fmt.Errorf("store: %s: profile %s of %d bytes exceeds the limit of %d", path, e.id, e.pbSize, s.opts.MaxProfileBytes)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
-	gz, err := io.ReadAll(io.LimitReader(f, e.pbSize+1))
+	gz, err := io.ReadAll(io.NewSectionReader(f, e.off, e.pbSize))
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if int64(len(gz)) != e.pbSize || crc32.ChecksumIEEE(gz) != e.crc {
-		return nil, fmt.Errorf("store: %s: size or CRC does not match its sidecar", path)
+		return nil, fmt.Errorf("store: %s: the %d bytes at offset %d (profile %s) are short or fail their CRC", path, e.pbSize, e.off, e.id)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
@@ -657,20 +902,15 @@ func (s *Store) logCause(cause string, err error) {
 }
 
 // gzipProfile serializes p like p.Write, but with gzip's fastest level,
-// about a third cheaper than the default for 10% more bytes.
-func gzipProfile(p *profile.Profile) (*bytes.Buffer, error) {
-	var pb bytes.Buffer
-	if err := p.WriteUncompressed(&pb); err != nil {
-		return nil, err
+// about a third cheaper than the default for 10% more bytes. It encodes
+// into raw, then compresses into gz through zw; all three are reused.
+func gzipProfile(p *profile.Profile, raw, gz *bytes.Buffer, zw *gzip.Writer) error {
+	if err := p.WriteUncompressed(raw); err != nil {
+		return err
 	}
-	out := new(bytes.Buffer)
-	out.Grow(pb.Len() / 4)
-	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
-	zw.Write(pb.Bytes())
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	zw.Reset(gz)
+	zw.Write(raw.Bytes())
+	return zw.Close()
 }
 
 // valueIndex picks the sample value that counts samples, as the viewer does.

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -53,6 +56,54 @@ func open(t *testing.T, dir string, opts Options) *Store {
 func put(t *testing.T, s *Store, start time.Time, labels map[string]string, fn string, n int64) {
 	t.Helper()
 	if err := s.Put(start, 10*time.Second, labels, cpuProfile(fn, n, start)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedBytes returns the stored gzipped profile of window id, and checks
+// that it is in the directory of hour.
+func storedBytes(t *testing.T, s *Store, id, hour string) []byte {
+	t.Helper()
+	s.mu.RLock()
+	e := s.byID[id]
+	s.mu.RUnlock()
+	if e == nil {
+		t.Fatalf("no window %s", id)
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, hour, e.files.data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.off+e.pbSize > int64(len(data)) {
+		t.Fatalf("window %s: %d bytes at %d, file of %d", id, e.pbSize, e.off, len(data))
+	}
+	return data[e.off : e.off+e.pbSize]
+}
+
+// putLegacy writes a window in the per-target layout of earlier versions:
+// <start>-<hash>.pb.gz and a .json sidecar.
+func putLegacy(t *testing.T, dir string, start time.Time, labels map[string]string, p *profile.Profile) {
+	t.Helper()
+	var pb bytes.Buffer
+	if err := p.Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	start = start.UTC()
+	id := windowID(start, labels)
+	m := meta{
+		Version: metaVersion, ID: id, Start: start, DurationNS: int64(10 * time.Second),
+		Labels: labels, Samples: p.Sample[0].Value[1], Size: int64(pb.Len()), CRC32: crc32.ChecksumIEEE(pb.Bytes()),
+	}
+	mj, err := json.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdir := filepath.Join(dir, start.Format(hourLayout))
+	os.MkdirAll(hdir, 0o750)
+	if err := os.WriteFile(filepath.Join(hdir, id+".pb.gz"), pb.Bytes(), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hdir, id+".json"), mj, 0o640); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -111,14 +162,10 @@ func TestPutWindowsOpen(t *testing.T) {
 		t.Errorf("opened profile: %v", p)
 	}
 
-	// The stored file is a plain gzipped pprof, in the hour of its start.
-	f, err := os.Open(filepath.Join(dir, "20260304T06", w.ID+".pb.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if p, err := profile.Parse(f); err != nil || p.Sample[0].Value[1] != 7 {
-		t.Errorf("parsing the stored file: %v", err)
+	// The stored bytes are a plain gzipped pprof, in a pack in the hour of
+	// its start.
+	if p, err := profile.Parse(bytes.NewReader(storedBytes(t, s, w.ID, "20260304T06"))); err != nil || p.Sample[0].Value[1] != 7 {
+		t.Errorf("parsing the stored bytes: %v", err)
 	}
 
 	// Same start and labels: the window is replaced.
@@ -275,14 +322,18 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
 
+// TestCorruptFilesSkipped checks the per-target layout written before packs.
 func TestCorruptFilesSkipped(t *testing.T) {
 	dir := t.TempDir()
-	s := open(t, dir, Options{})
-	s.now = func() time.Time { return t0 }
 	for i := range 6 {
-		put(t, s, t0.Add(time.Duration(i)*time.Second), map[string]string{"service_name": "svc", "i": strconv.Itoa(i)}, "f", 1)
+		start := t0.Add(time.Duration(i) * time.Second)
+		putLegacy(t, dir, start, map[string]string{"service_name": "svc", "i": strconv.Itoa(i)}, cpuProfile("f", 1, start))
 	}
+	s := open(t, dir, Options{})
 	ws, _ := s.Windows(context.Background(), t0, t0.Add(time.Hour))
+	if len(ws) != 6 || s.Stats().Corrupt != 0 {
+		t.Fatalf("per-target layout: %d windows, stats %+v", len(ws), s.Stats())
+	}
 	s.Close()
 	path := func(i int, ext string) string {
 		return filepath.Join(dir, "20260304T05", ws[i].ID+ext)
@@ -436,9 +487,10 @@ func TestDiskFull(t *testing.T) {
 	logs.mu.Unlock()
 	// No temporary file is left behind, and the index matches the disk.
 	tmps, _ := filepath.Glob(filepath.Join(dir, "*", ".tmp-*"))
-	sidecars, _ := filepath.Glob(filepath.Join(dir, "*", "*.json"))
-	if len(tmps) != 0 || len(sidecars) != st.Windows {
-		t.Errorf("%d temporary files, %d sidecars for %d windows", len(tmps), len(sidecars), st.Windows)
+	indexes, _ := filepath.Glob(filepath.Join(dir, "*", "*.index"))
+	packs, _ := filepath.Glob(filepath.Join(dir, "*", "*.pack"))
+	if len(tmps) != 0 || len(indexes) != st.Windows || len(packs) != st.Windows {
+		t.Errorf("%d temporary files, %d indexes and %d packs for %d windows", len(tmps), len(indexes), len(packs), st.Windows)
 	}
 	// Freeing space lets Put work again.
 	s.opts.MaxBytes = st.Bytes / 2
