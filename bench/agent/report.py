@@ -118,6 +118,10 @@ if ov:
             # A spread wider than the margin makes the median meaningless.
             ok = None if spread > 0.1 else med <= limit
             targets.append((what, goal, got, ok))
+    if "scorch-99" in summary and summary["scorch-99"][1] is not None:
+        cpu = summary["scorch-99"][1]
+        targets.append(("agent CPU at 99 Hz (overhead runs: one busy process per CPU)", "≤ 0.5% of one core",
+                        f"{cpu:.2f}% (median)", cpu <= 0.5))
 
 # ------------------------------------------------------------------ memory
 mem = rows("memory.tsv")
@@ -152,7 +156,7 @@ if mem:
     targets.append(("agent peak RSS", "≤ 60 MB", f"{worst_peak / 1024:.0f} MB (VmHWM, start-up included)", worst_peak / 1024 <= 60))
     for r in limited:
         targets.append((f"agent RSS at steady state with {r[12]}", "≤ 60 MB", f"{num(r[3]) / 1024:.0f} MB (peak {num(r[5]) / 1024:.0f} MB)", num(r[3]) / 1024 <= 60))
-    targets.append(("agent CPU at 99 Hz, steady", "≤ 0.5% of one core", f"{statistics.median(steady_cpu):.2f}% (median of the memory runs)", statistics.median(steady_cpu) <= 0.5))
+    targets.append(("agent CPU at 99 Hz with 200 extra processes", "≤ 0.5% of one core", f"{statistics.median(steady_cpu):.2f}% (median of the memory runs)", statistics.median(steady_cpu) <= 0.5))
 
 # ------------------------------------------------------------------ scale
 sc = rows("scale.tsv")
@@ -201,9 +205,10 @@ if targets:
         L.append(open(notes).read().strip() + "\n")
 
 # ------------------------------------------------------------------ other tables
-for sub, title in (("unwinder", "Unwind tables (copied from bench/unwinder/RESULTS.md)"),
-                   ("symbolizer", "DWARF symbolizer (copied from bench/symbolizer/RESULTS.md)")):
-    path = os.path.join(root, "bench", sub, "RESULTS.md")
+for rel, title in (("unwinder/RESULTS.md", "Unwind tables (copied from bench/unwinder/RESULTS.md)"),
+                   ("symbolizer/RESULTS.md", "DWARF symbolizer (copied from bench/symbolizer/RESULTS.md)"),
+                   ("RELIABILITY.md", "Reliability and the 1-hour soak (copied from bench/RELIABILITY.md)")):
+    path = os.path.join(root, "bench", rel)
     if not os.path.exists(path):
         continue
     text = open(path).read()
