@@ -3,14 +3,26 @@ package symbolizer
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
+
+// objectLinger is how long an object no process maps any more stays open
+// (a variable for tests). Within it a process that runs the same file again,
+// or a window still naming an exited process's addresses, finds the tables
+// loaded; after it the file is closed and its mapped sections unmapped. The
+// byte bound alone would not do: mapped sections count for a fraction of
+// their size (most pages are never touched), so on a host that runs many
+// distinct short-lived binaries (builds, tests, CI jobs) hundreds of MB of
+// them stayed mapped and resident.
+var objectLinger = time.Minute
 
 // fileCache holds the objects in use, keyed by build id (or by
 // device, inode, mtime and size for files without one), and bounds the
 // bytes of their loaded tables with an LRU: when over the bound, the least
 // recently used tables are dropped (their object keeps its open file and
 // reloads them if needed again). An object no process maps any more is
-// closed when its tables are evicted.
+// closed when its tables are evicted, or objectLinger after its last
+// process went away, whichever comes first.
 type fileCache struct {
 	limit int64
 
@@ -23,6 +35,12 @@ type fileCache struct {
 	loaded   int
 	evicted  atomic.Uint64
 	openObjs int
+	idle     []idleObject // objects whose refs dropped to 0, oldest first
+}
+
+type idleObject struct {
+	o     *object
+	since time.Time
 }
 
 func newFileCache(limit int64) *fileCache {
@@ -47,6 +65,7 @@ func (c *fileCache) lookupFile(fkey string) *object {
 func (c *fileCache) add(o *object, fkey string) *object {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expireLocked(time.Now())
 	if o.buildID != "" {
 		o.key = "b:" + o.buildID
 	} else {
@@ -82,8 +101,37 @@ func (c *fileCache) release(o *object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.refs--
-	if o.refs <= 0 && o.tabs.Load() == nil {
-		c.remove(o)
+	now := time.Now()
+	if o.refs <= 0 {
+		if o.tabs.Load() == nil {
+			c.remove(o)
+		} else {
+			o.idleSince = now
+			c.idle = append(c.idle, idleObject{o, now})
+		}
+	}
+	c.expireLocked(now)
+}
+
+// expireLocked closes the objects no process has mapped for objectLinger.
+// It runs whenever a process is forgotten or a file opened, which is as
+// often as anything could have become idle.
+func (c *fileCache) expireLocked(now time.Time) {
+	n := 0
+	for _, e := range c.idle {
+		if e.o.refs > 0 || !e.o.idleSince.Equal(e.since) {
+			n++ // in use again, or idle again since: a later entry stands
+			continue
+		}
+		if now.Sub(e.since) < objectLinger {
+			break
+		}
+		n++
+		c.remove(e.o)
+		e.o.tabs.Store(nil)
+	}
+	if n > 0 {
+		c.idle = append(c.idle[:0], c.idle[n:]...)
 	}
 }
 

@@ -283,3 +283,46 @@ func TestCacheBound(t *testing.T) {
 		t.Errorf("after Forget: %+v", st)
 	}
 }
+
+// TestObjectLinger checks that a file no process maps any more stays open
+// for objectLinger, then is closed (its mapped sections with it) the next
+// time the cache changes.
+func TestObjectLinger(t *testing.T) {
+	bin := workload(t, "symtest-c")
+	a := start(t, bin)
+	s := New(Options{})
+	defer s.Close()
+	ra := hotAddr(t, a.Process.Pid, bin, "round_all")
+	if fr := s.ResolveUser(uint32(a.Process.Pid), ra); len(fr.Lines) == 0 || fr.Lines[0].Function != "round_all" {
+		t.Fatalf("before: %+v", fr.Lines)
+	}
+	open := func() bool {
+		s.files.mu.Lock()
+		defer s.files.mu.Unlock()
+		for _, o := range s.files.byKey {
+			if o.path == bin || strings.HasSuffix(o.path, "/symtest-c") {
+				return true
+			}
+		}
+		return false
+	}
+	s.Forget(uint32(a.Process.Pid))
+	if !open() {
+		t.Fatal("the file was closed as soon as its last process was forgotten")
+	}
+
+	defer func(d time.Duration) { objectLinger = d }(objectLinger)
+	objectLinger = 0
+	// Any change of the cache expires what lingered too long: another
+	// process, of another binary, forgotten.
+	gobin := workload(t, "symtest-go-stripped")
+	g := start(t, gobin)
+	s.Observe(uint32(g.Process.Pid))
+	s.Forget(uint32(g.Process.Pid))
+	if open() {
+		t.Error("the file of a forgotten process is still open past objectLinger")
+	}
+	if st := s.Stats(); st.Files != 0 || st.Processes != 0 {
+		t.Errorf("after every process was forgotten: %+v", st)
+	}
+}

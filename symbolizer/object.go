@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
@@ -36,6 +37,8 @@ type object struct {
 	lruPrev *object
 	lruNext *object
 	charged int64 // bytes counted in the cache for tabs
+	// idleSince is when refs last dropped to 0 (see objectLinger).
+	idleSince time.Time
 
 	loadMu sync.Mutex
 	tabs   atomic.Pointer[tables]

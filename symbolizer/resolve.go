@@ -147,7 +147,7 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 }
 
 // Forget drops what is known of pid. Files no other process maps stay
-// cached until evicted.
+// open for a minute (objectLinger) unless evicted sooner.
 func (s *Symbolizer) Forget(pid uint32) {
 	s.mu.Lock()
 	p := s.procs[pid]
