@@ -7,6 +7,8 @@
 #             with `perf record -g -a`, runs alternating, BENCH_REPS rounds;
 #             the profiler's own CPU time and the BPF program's in-kernel
 #             time per sample (kernel.bpf_stats_enabled)
+#   steady    the agent's CPU and RSS over 30 s of steady state at 99 Hz
+#             with one busy process per CPU
 #   memory    the agent's RSS (steady and peak) while ~200 extra processes
 #             made from 1, 5 and 20 distinct binaries (copies of testdata
 #             programs given their own build ids) run on the host
@@ -16,7 +18,7 @@
 #
 # Environment: BENCH_REPS (5), BENCH_WORK_S (target seconds of one overhead
 # run, 2), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_ONLY (space-separated
-# subset of "overhead memory scale loss"). Targets are reported, never
+# subset of "overhead steady memory scale loss"). Targets are reported, never
 # asserted.
 set -euo pipefail
 
@@ -28,7 +30,7 @@ REPS=${BENCH_REPS:-5}
 WORK_S=${BENCH_WORK_S:-2}
 LOSS_S=${BENCH_LOSS_S:-60}
 NPROCS=${BENCH_PROCS:-200}
-ONLY=${BENCH_ONLY:-overhead memory scale loss}
+ONLY=${BENCH_ONLY:-overhead steady memory scale loss}
 PORT=${BENCH_PORT:-17391}
 NCPU=$(nproc)
 
@@ -177,6 +179,33 @@ run_overhead() {
 	done
 }
 
+# ---------------------------------------------------------------- steady
+# The agent at 99 Hz over 30 s of steady state (after 15 s of start-up)
+# while one CPU-bound process per CPU runs: its CPU and RSS, two window
+# closes included. The overhead runs are too short for this: a fresh
+# agent builds the unwind tables of the new processes during them.
+STEADY_ROWS=$OUT/steady.tsv
+: >"$STEADY_ROWS"
+run_steady() {
+	local pids=() i c0 c1 s0 s1 r hwm
+	for i in $(seq "$NCPU"); do "$OUT/spin" 100000000000 >/dev/null & pids+=($!); done
+	PIDS_TO_KILL+=("${pids[@]}")
+	start_agent 99
+	sleep 15
+	c0=$(cpu_s "$AGENT_PID")
+	s0=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+	sleep 30
+	c1=$(cpu_s "$AGENT_PID")
+	s1=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+	r=$(rss_kb "$AGENT_PID" VmRSS)
+	hwm=$(rss_kb "$AGENT_PID" VmHWM)
+	printf '%s\t%s\t%s\t%s\n' "$(echo "$c1 - $c0" | bc -l)" "$(echo "$s1 - $s0" | bc -l)" "$r" "$hwm" >>"$STEADY_ROWS"
+	log "steady: $(echo "$c1 - $c0" | bc -l) CPU s in 30 s, RSS ${r} kB (peak $hwm kB)"
+	stop_agent
+	for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
+	wait "${pids[@]}" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- memory
 MEMORY_ROWS=$OUT/memory.tsv
 : >"$MEMORY_ROWS"
@@ -282,6 +311,7 @@ run_loss() {
 for part in $ONLY; do
 	case $part in
 	overhead) run_overhead ;;
+	steady) run_steady ;;
 	memory) run_memory ;;
 	scale) run_scale ;;
 	loss) run_loss ;;

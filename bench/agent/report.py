@@ -123,6 +123,21 @@ if ov:
         targets.append(("agent CPU at 99 Hz (overhead runs: one busy process per CPU)", "≤ 0.5% of one core",
                         f"{cpu:.2f}% (median)", cpu <= 0.5))
 
+# ------------------------------------------------------------------ steady
+st = rows("steady.tsv")
+if st:
+    cpu_s, samples, rss, hwm = (num(x) for x in st[0][:4])
+    L.append("## Steady state at 99 Hz\n")
+    L.append("The agent at 99 Hz while one CPU-bound process per CPU runs (`bench/agent/spin.c`), measured over 30 s "
+             "after 15 s of start-up (two window closes included): utime+stime of its process, and its RSS at the end.\n")
+    L.append("| agent CPU s in 30 s | % of one core | samples | RSS MB | peak RSS MB |")
+    L.append("|---:|---:|---:|---:|---:|")
+    L.append(f"| {cpu_s:.2f} | {100 * cpu_s / 30:.2f} | {samples:.0f} | {rss / 1024:.1f} | {hwm / 1024:.1f} |")
+    L.append("")
+    targets.append(("agent CPU at 99 Hz, steady state (one busy process per CPU)", "≤ 0.5% of one core",
+                    f"{100 * cpu_s / 30:.2f}%", 100 * cpu_s / 30 <= 0.5))
+    targets.append(("agent RSS at 99 Hz, steady state", "≤ 60 MB", f"{rss / 1024:.0f} MB (peak {hwm / 1024:.0f} MB)", rss / 1024 <= 60))
+
 # ------------------------------------------------------------------ memory
 mem = rows("memory.tsv")
 if mem:
@@ -152,8 +167,8 @@ if mem:
     worst = max(num(r[3]) for r in mem)
     worst_peak = max(num(r[5]) for r in mem)
     steady_cpu = [100 * num(r[10]) / 20 for r in mem]
-    targets.append(("agent RSS at steady state", "≤ 60 MB", f"{worst / 1024:.0f} MB (worst of the memory runs)", worst / 1024 <= 60))
-    targets.append(("agent peak RSS", "≤ 60 MB", f"{worst_peak / 1024:.0f} MB (VmHWM, start-up included)", worst_peak / 1024 <= 60))
+    targets.append(("agent RSS with 200 extra processes", "≤ 60 MB", f"{worst / 1024:.0f} MB (worst of the memory runs)", worst / 1024 <= 60))
+    targets.append(("agent peak RSS with 200 extra processes", "≤ 60 MB", f"{worst_peak / 1024:.0f} MB (VmHWM, start-up included)", worst_peak / 1024 <= 60))
     for r in limited:
         targets.append((f"agent RSS at steady state with {r[12]}", "≤ 60 MB", f"{num(r[3]) / 1024:.0f} MB (peak {num(r[5]) / 1024:.0f} MB)", num(r[3]) / 1024 <= 60))
     targets.append(("agent CPU at 99 Hz with 200 extra processes", "≤ 0.5% of one core", f"{statistics.median(steady_cpu):.2f}% (median of the memory runs)", statistics.median(steady_cpu) <= 0.5))
