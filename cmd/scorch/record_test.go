@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -330,4 +331,52 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestRecordExec profiles a process that burns CPU as a shell, then execs
+// cpuburn-go in the same pid: the samples after the exec are named from
+// the new program (its mappings are read again after the exec), none are
+// left unnamed.
+func TestRecordExec(t *testing.T) {
+	requireRoot(t)
+	bin, err := filepath.Abs(filepath.Join("..", "..", "testdata", "bin", "cpuburn-go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("testdata not built: %v", err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done; exec "$0" 3`, bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	p, _, _ := record(t, "--duration", "4s", "--frequency", "499", "--pid", fmt.Sprint(pid))
+	var shell, burner, named int64
+	for _, s := range p.Sample {
+		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
+			continue
+		}
+		names := userNames(s)
+		if len(names) == 0 {
+			continue
+		}
+		switch s.Label["comm"][0] {
+		case "cpuburn-go":
+			burner += s.Value[0]
+			if slices.Contains(names, "main.hotA") || slices.Contains(names, "main.hotB") {
+				named += s.Value[0]
+			}
+		default:
+			shell += s.Value[0]
+		}
+	}
+	t.Logf("pid %d: %d samples as the shell, %d after the exec, %d of them in main.hotA/main.hotB", pid, shell, burner, named)
+	if shell == 0 || burner < 200 {
+		t.Fatalf("want samples before and after the exec: %d and %d", shell, burner)
+	}
+	if float64(named) < 0.95*float64(burner) {
+		t.Errorf("only %d of %d samples after the exec are named from the new program", named, burner)
+	}
 }

@@ -79,6 +79,14 @@ func (p *processes) Observe(pid uint32) error {
 
 var errGone = errors.New("process exited")
 
+// Observed implements profiler.Symbolizer.
+func (p *processes) Observed(pid uint32) bool {
+	p.mu.Lock()
+	_, known := p.observed[pid]
+	p.mu.Unlock()
+	return known || p.sym.Observed(pid)
+}
+
 // Forget implements profiler.Symbolizer.
 func (p *processes) Forget(pid uint32) {
 	p.sym.Forget(pid)

@@ -23,6 +23,8 @@ type Symbolizer interface {
 	Observe(pid uint32) error
 	// Forget drops a process's state.
 	Forget(pid uint32)
+	// Observed says whether pid has state.
+	Observed(pid uint32) bool
 }
 
 // Config configures a Profiler.
@@ -176,7 +178,15 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 			p.cfg.OnForget(pid)
 		}
 	}
+	// Every exec on the host is reported; only processes we hold state
+	// for need reading again (a process sampled after its exec is
+	// announced by its first sample). On a host that runs hundreds of
+	// short programs a second, reading every one of them cost the agent
+	// more than sampling.
 	for _, pid := range execed {
+		if !p.cfg.Symbolizer.Observed(pid) {
+			continue
+		}
 		p.cfg.Symbolizer.Forget(pid)
 		_ = p.cfg.Symbolizer.Observe(pid)
 	}
