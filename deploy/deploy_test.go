@@ -186,8 +186,8 @@ func TestDaemonSet(t *testing.T) {
 	}
 
 	res := map[string]string{
-		"requests.cpu": "20m", "requests.memory": "64Mi",
-		"limits.cpu": "200m", "limits.memory": "256Mi",
+		"requests.cpu": "20m", "requests.memory": "128Mi",
+		"limits.cpu": "200m", "limits.memory": "512Mi",
 	}
 	for k, want := range res {
 		a, b, _ := strings.Cut(k, ".")
