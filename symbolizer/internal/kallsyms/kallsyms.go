@@ -212,11 +212,11 @@ func (b *builder) build(modRanges map[string][2]uint64) *Table {
 			j++
 		}
 		m := Module{Name: t.mods[syms[i].mod], Start: syms[i].addr, first: i, last: j - 1}
-		m.End = syms[j-1].addr + 1
+		m.End = satAdd(syms[j-1].addr, 1)
 		if r, ok := modRanges[m.Name]; ok && m.Name != "" && r[1] > r[0] {
 			m.Start, m.End = min(m.Start, r[0]), max(m.End, r[1])
 		} else if m.Name != "" {
-			m.End = syms[j-1].addr + 4096 // no size known: one page past the last symbol
+			m.End = satAdd(syms[j-1].addr, 4096) // no size known: one page past the last symbol
 		} else {
 			// The kernel image ends at _etext for code.
 			for k := i; k < j; k++ {
@@ -238,6 +238,15 @@ func (b *builder) build(modRanges map[string][2]uint64) *Table {
 		i = j
 	}
 	return t
+}
+
+// satAdd is a+b, or the top of the address space where that wraps: a
+// symbol in the last page must not get an empty range.
+func satAdd(a, b uint64) uint64 {
+	if a > ^uint64(0)-b {
+		return ^uint64(0)
+	}
+	return a + b
 }
 
 // Lookup returns the symbol containing addr and the index in Modules of

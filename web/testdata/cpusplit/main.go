@@ -11,6 +11,7 @@ package main
 import (
 	"flag"
 	"log"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -70,8 +71,12 @@ func main() {
 	if err := pprof.StartCPUProfile(f); err != nil {
 		log.Fatal(err)
 	}
-	const chunk = 200000
+	// The chunk varies at random so that the loop's period cannot lock to
+	// the profiler's tick (on a kernel that accounts CPU time per tick, a
+	// fixed period aliased with it and skewed the split by several points).
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	for deadline := time.Now().Add(10 * *d); cpuTime() < *d && time.Now().Before(deadline); {
+		chunk := 50000 + rng.IntN(300000)
 		sink += burnHot(3 * chunk)
 		sink += burnCold(chunk)
 	}
