@@ -186,7 +186,7 @@ func TestDaemonSet(t *testing.T) {
 	}
 
 	res := map[string]string{
-		"requests.cpu": "20m", "requests.memory": "128Mi",
+		"requests.cpu": "20m", "requests.memory": "256Mi",
 		"limits.cpu": "200m", "limits.memory": "512Mi",
 	}
 	for k, want := range res {
