@@ -155,6 +155,9 @@ func TestTableLinger(t *testing.T) {
 	defer s.Close()
 	stop := runEvents(s)
 	defer stop()
+	// The tables of a process found at Open are loaded in the background:
+	// wait until they are in place.
+	waitFor(t, "the tables of the first run", func() bool { ts := s.TableStats(); return ts.Processes == 1 && ts.Files >= 3 })
 	first := s.TableStats()
 	a.Process.Kill()
 	a.Wait()
@@ -166,7 +169,13 @@ func TestTableLinger(t *testing.T) {
 	b := startWorkload(t, "nofp-c", "60")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.tables.load(ctx, []uint32{uint32(b.Process.Pid)})
+	// b's exec event may reach the event loop after the load and drop
+	// the process again (the next sample would announce it): load until
+	// it stays.
+	waitFor(t, "the second run's tables", func() bool {
+		s.tables.load(ctx, []uint32{uint32(b.Process.Pid)})
+		return s.TableStats().Processes == 1
+	})
 	again := s.TableStats()
 	t.Logf("first run: %+v; second run: %+v", first, again)
 	if again.Processes != 1 || again.Builds != first.Builds || again.Rows != first.Rows {
