@@ -354,14 +354,7 @@ func TestRecordExec(t *testing.T) {
 	pid := cmd.Process.Pid
 	p, _, _ := record(t, "--duration", "4s", "--frequency", "499", "--pid", fmt.Sprint(pid))
 	var shell, burner, named int64
-	for _, s := range p.Sample {
-		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
-			continue
-		}
-		names := userNames(s)
-		if len(names) == 0 {
-			continue
-		}
+	for s, names := range userStacks(p, pid) {
 		switch s.Label["comm"][0] {
 		case "cpuburn-go":
 			burner += s.Value[0]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,21 @@ import (
 // userNames returns the function names of the user frames of s, leaf
 // first (inlined functions included, innermost first), or nil when s has no
 // user frame.
+// userStacks yields the samples of pid that have user frames, with the
+// names userNames gives them.
+func userStacks(p *profile.Profile, pid int) iter.Seq2[*profile.Sample, []string] {
+	return func(yield func(*profile.Sample, []string) bool) {
+		for _, s := range p.Sample {
+			if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
+				continue
+			}
+			if names := userNames(s); len(names) > 0 && !yield(s, names) {
+				return
+			}
+		}
+	}
+}
+
 func userNames(s *profile.Sample) []string {
 	var names []string
 	for _, l := range s.Location {
@@ -80,14 +96,7 @@ var unwindWorkloads = []unwindWorkload{
 // share with the expected callers.
 func (w unwindWorkload) score(p *profile.Profile, pid int) (complete, chains float64, n, nhot int64, bad []string) {
 	var ok, chainOK int64
-	for _, s := range p.Sample {
-		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
-			continue
-		}
-		names := userNames(s)
-		if len(names) == 0 {
-			continue
-		}
+	for s, names := range userStacks(p, pid) {
 		n += s.Value[0]
 		last := strings.TrimSuffix(names[len(names)-1], ".abi0")
 		if slices.Contains(w.outermost, last) && (w.through == "" || slices.Contains(names, w.through)) {
