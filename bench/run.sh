@@ -17,7 +17,7 @@
 #   loss      samples lost by reason at 999 Hz on every CPU for BENCH_LOSS_S s
 #
 # Environment: BENCH_REPS (5), BENCH_WORK_S (target seconds of one overhead
-# run, 2), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_ONLY (space-separated
+# run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_ONLY (space-separated
 # subset of "overhead steady memory scale loss"). Targets are reported, never
 # asserted.
 set -euo pipefail
@@ -27,7 +27,7 @@ cd "$ROOT"
 OUT=$ROOT/bench/out/agent
 RESULTS=$ROOT/bench/RESULTS.md
 REPS=${BENCH_REPS:-5}
-WORK_S=${BENCH_WORK_S:-2}
+WORK_S=${BENCH_WORK_S:-10}
 LOSS_S=${BENCH_LOSS_S:-60}
 NPROCS=${BENCH_PROCS:-200}
 ONLY=${BENCH_ONLY:-overhead steady memory scale loss}

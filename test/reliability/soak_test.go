@@ -95,7 +95,7 @@ loop:
 	}
 	last := pts[len(pts)-1]
 	rss1, rss2 := median(first, rss), median(second, rss)
-	t.Logf("soak %s: %d processes of churn; after warm-up (%s) RSS median %.0f MiB in the first half, %.0f MiB in the second, max %d MiB, end %d MiB; live heap median %.0f -> %.0f MiB; goroutines %.0f -> max %.0f, end %.0f",
+	t.Logf("soak %s: %d processes of churn; after warm-up (%s) RSS median %.0f MiB in the first half, %.0f MiB in the second, max %d MiB, end %d MiB; Go heap allocated, median %.0f -> %.0f MiB; goroutines %.0f -> max %.0f, end %.0f",
 		d, started.Load(), warm.at.Round(time.Second), rss1/(1<<20), rss2/(1<<20), maxRSS>>20, last.rss>>20,
 		median(first, heap)/(1<<20), median(second, heap)/(1<<20), warm.goroutines, maxG, last.goroutines)
 	if rss2-rss1 > 16<<20 {
