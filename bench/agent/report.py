@@ -117,7 +117,7 @@ if ov:
                                  ("scorch-999", "workload slowdown at 999 Hz (peers: +2.5% to +5.8%)", "≤ 3.5%", 1.035)):
         if c in summary and summary[c][0]:
             med, _, spread = summary[c]
-            got = f"{(med - 1) * 100:+.1f}% (median; runs spread over {spread * 100:.0f} points)"
+            got = f"{(med - 1) * 100:+.1f}% (median; runs spread over {spread * 100:.1f} points)"
             # A spread wider than the margin makes the median meaningless.
             ok = None if spread > 0.1 else med <= limit
             targets.append((what, goal, got, ok))
