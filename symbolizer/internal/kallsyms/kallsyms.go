@@ -15,6 +15,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,7 +31,7 @@ type Symbol struct {
 // Module is the address range of a loaded module or of the kernel image.
 type Module struct {
 	Name        string // "" for the kernel image
-	Start, End  uint64 // [Start, End)
+	Start, End  uint64 // [Start, End); an End of math.MaxUint64 reaches the top
 	first, last int    // index range of its symbols in Table.syms
 }
 
@@ -241,10 +242,11 @@ func (b *builder) build(modRanges map[string][2]uint64) *Table {
 }
 
 // satAdd is a+b, or the top of the address space where that wraps: a
-// symbol in the last page must not get an empty range.
+// symbol in the last page must not get an empty range. An End of
+// math.MaxUint64 takes in the last address too.
 func satAdd(a, b uint64) uint64 {
-	if a > ^uint64(0)-b {
-		return ^uint64(0)
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
 	}
 	return a + b
 }
@@ -256,7 +258,7 @@ func (t *Table) Lookup(addr uint64) (Symbol, int, bool) {
 	if !found {
 		mi--
 	}
-	if mi < 0 || addr >= t.modules[mi].End {
+	if mi < 0 || (addr >= t.modules[mi].End && t.modules[mi].End != math.MaxUint64) {
 		return Symbol{}, -1, false
 	}
 	m := &t.modules[mi]
