@@ -10,9 +10,6 @@ import (
 	"github.com/google/pprof/profile"
 )
 
-// userNames returns the function names of the user frames of s, leaf
-// first (inlined functions included, innermost first), or nil when s has no
-// user frame.
 // userStacks yields the samples of pid that have user frames, with the
 // names userNames gives them.
 func userStacks(p *profile.Profile, pid int) iter.Seq2[*profile.Sample, []string] {
@@ -28,6 +25,9 @@ func userStacks(p *profile.Profile, pid int) iter.Seq2[*profile.Sample, []string
 	}
 }
 
+// userNames returns the function names of the user frames of s, leaf
+// first (inlined functions included, innermost first), or nil when s has no
+// user frame.
 func userNames(s *profile.Sample) []string {
 	var names []string
 	for _, l := range s.Location {
