@@ -118,6 +118,8 @@ func TestTableLifecycle(t *testing.T) {
 	stop := runEvents(s)
 	defer stop()
 
+	// The tables of processes found at Open are loaded in the background.
+	waitFor(t, "the tables of both processes", func() bool { ts := s.TableStats(); return ts.Processes == 2 && ts.Files >= 3 })
 	both := s.TableStats()
 	t.Logf("two processes: %+v", both)
 	if both.Processes != 2 || both.Files < 3 || both.Builds != uint64(both.Files) {
