@@ -260,11 +260,13 @@ func (m *tableManager) run(ctx context.Context) {
 			return
 		case r := <-m.reqs:
 			m.handle(r)
-			if r.done != nil {
-				close(r.done)
-			}
 			if len(m.reqs) == 0 {
 				m.reclaim() // once per burst: it waits for running programs
+			}
+			if r.done != nil {
+				// Who waits for the request reads the stats next.
+				m.publish()
+				close(r.done)
 			}
 		case <-sweep.C:
 			m.sweep()
