@@ -123,7 +123,7 @@ func (c *Config) parseURL() (string, error) {
 }
 
 // httpClient builds the HTTP client: TLS settings plus a transport that adds
-// the auth and extra headers and records each response's status.
+// the auth and extra headers.
 func (c *Config) httpClient() (*http.Client, error) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
@@ -160,23 +160,12 @@ func (c *Config) httpClient() (*http.Client, error) {
 	return &http.Client{Transport: t}, nil
 }
 
-// transport adds headers to each request and records the response status
-// and Retry-After in the attempt found in the request's context. Connect
-// maps HTTP statuses to its codes lossily (400 becomes "internal"), so the
-// exporter classifies failures by the real status.
+// transport adds the auth and extra headers to each request.
 type transport struct {
 	base           http.RoundTripper
 	headers        http.Header
 	basic          bool
 	user, password string
-}
-
-type attemptKey struct{}
-
-// attempt is what the transport saw of one push request.
-type attempt struct {
-	status     int    // HTTP status, 0 if no response
-	retryAfter string // Retry-After header of the response
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -187,10 +176,5 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.basic {
 		req.SetBasicAuth(t.user, t.password)
 	}
-	resp, err := t.base.RoundTrip(req)
-	if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok && resp != nil {
-		a.status = resp.StatusCode
-		a.retryAfter = resp.Header.Get("Retry-After")
-	}
-	return resp, err
+	return t.base.RoundTrip(req)
 }

@@ -27,7 +27,10 @@
 // Window.Duration when the profile leaves them zero.
 //
 // The request is POST /push.v1.PusherService/Push, spoken with the Connect
-// protocol in binary protobuf (types from github.com/grafana/pyroscope/api).
+// protocol in binary protobuf. The messages of github.com/grafana/pyroscope/api
+// are encoded by hand (wire.go): the generated packages would bring gRPC and
+// the OpenAPI annotations into the agent's binary for one request type. The
+// tests decode what we send with Pyroscope's own generated handler.
 // Multi-tenant servers read the tenant from the X-Scope-OrgID header; Grafana
 // Cloud authenticates with HTTP basic auth (the stack's user id and an access
 // token).

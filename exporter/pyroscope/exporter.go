@@ -7,16 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/google/pprof/profile"
-	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
-	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
-	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
 	"github.com/scorch-profiler/scorch/exporter"
 )
@@ -71,10 +69,11 @@ const logEvery = 10 * time.Minute
 // any goroutine; Run must be called once, and it owns the only goroutine that
 // talks to the server.
 type Exporter struct {
-	cfg    Config
-	log    *slog.Logger
-	client pushv1connect.PusherServiceClient
-	url    string // without user information; safe to log
+	cfg      Config
+	log      *slog.Logger
+	hc       *http.Client
+	endpoint string // the push route
+	url      string // without user information; safe to log
 
 	running atomic.Bool
 	wake    chan struct{} // capacity 1: "the queue is not empty"
@@ -91,7 +90,7 @@ type Exporter struct {
 
 // item is one serialized window.
 type item struct {
-	series  *pushv1.RawProfileSeries
+	series  *series
 	raw     int64 // len of the gzipped pprof
 	size    int64 // counted against Config.QueueBytes
 	evicted bool  // removed from q to make room while in the sender's hands
@@ -114,12 +113,13 @@ func New(cfg Config, logger *slog.Logger) (*Exporter, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Exporter{
-		cfg:     cfg,
-		log:     logger.With("component", "pyroscope", "url", u),
-		client:  pushv1connect.NewPusherServiceClient(hc, u),
-		url:     u,
-		wake:    make(chan struct{}, 1),
-		lastLog: make(map[string]time.Time),
+		cfg:      cfg,
+		log:      logger.With("component", "pyroscope", "url", u),
+		hc:       hc,
+		endpoint: strings.TrimSuffix(u, "/") + pushPath,
+		url:      u,
+		wake:     make(chan struct{}, 1),
+		lastLog:  make(map[string]time.Time),
 	}
 	e.st.Failures = make(map[string]uint64)
 	e.st.Dropped = make(map[string]uint64)
@@ -333,14 +333,13 @@ func (e *Exporter) deliver(waitCtx, sendCtx context.Context, batch []*item) bool
 		}
 		e.mu.Unlock()
 
-		a := &attempt{}
-		req := &pushv1.PushRequest{Series: make([]*pushv1.RawProfileSeries, len(live))}
+		ss := make([]*series, len(live))
 		for i, it := range live {
-			req.Series[i] = it.series
+			ss[i] = it.series
 		}
-		_, err := e.client.Push(context.WithValue(actx, attemptKey{}, a), connect.NewRequest(req))
+		a, err := push(actx, e.hc, e.endpoint, encodePushRequest(ss))
 		cancel()
-		o := classify(err, a, time.Now())
+		o := classify(err, &a, time.Now())
 
 		e.mu.Lock()
 		if o.cause == "" {
@@ -497,15 +496,12 @@ func prepare(w Window) (*item, error) {
 	}
 	size := int64(len(raw)) + 64
 	for _, l := range labels {
-		size += int64(len(l.Name)+len(l.Value)) + 16
+		size += int64(len(l.name)+len(l.value)) + 16
 	}
 	return &item{
-		series: &pushv1.RawProfileSeries{
-			Labels:  labels,
-			Samples: []*pushv1.RawSample{{RawProfile: raw, ID: newUUID()}},
-		},
-		raw:  int64(len(raw)),
-		size: size,
+		series: &series{labels: labels, raw: raw, id: newUUID()},
+		raw:    int64(len(raw)),
+		size:   size,
 	}, nil
 }
 
@@ -520,8 +516,8 @@ func checkProfile(p *profile.Profile) error {
 }
 
 // seriesLabels turns a label map into the sorted label pairs of a series.
-func seriesLabels(m map[string]string) ([]*typesv1.LabelPair, error) {
-	out := make([]*typesv1.LabelPair, 0, len(m)+1)
+func seriesLabels(m map[string]string) ([]labelPair, error) {
+	out := make([]labelPair, 0, len(m)+1)
 	seen := make(map[string]string, len(m)+1)
 	for k, v := range m {
 		if v == "" {
@@ -532,23 +528,15 @@ func seriesLabels(m map[string]string) ([]*typesv1.LabelPair, error) {
 			return nil, fmt.Errorf("pyroscope: labels %q and %q both become %q", prev, k, name)
 		}
 		seen[name] = k
-		out = append(out, &typesv1.LabelPair{Name: name, Value: v})
+		out = append(out, labelPair{name: name, value: v})
 	}
 	if _, ok := seen["service_name"]; !ok {
 		return nil, errors.New("pyroscope: window has no service_name label")
 	}
 	if _, ok := seen["__name__"]; !ok {
-		out = append(out, &typesv1.LabelPair{Name: "__name__", Value: "process_cpu"})
+		out = append(out, labelPair{name: "__name__", value: "process_cpu"})
 	}
-	slices.SortFunc(out, func(a, b *typesv1.LabelPair) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b labelPair) int { return strings.Compare(a.name, b.name) })
 	return out, nil
 }
 
