@@ -1,6 +1,9 @@
 package cfi
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // NumRegs is the number of DWARF registers whose rules are tracked: enough
 // for the integer registers and return address column of x86-64 (0-16) and
@@ -54,8 +57,13 @@ type state struct {
 // calls emit for every row with a non-empty PC range, in address order. The
 // Row passed to emit is reused; emit must copy what it keeps.
 func (f *FDE) Execute(emit func(*Row) error) error {
-	var row Row
-	in := &interp{fde: f, row: &row, emit: emit}
+	// A Row and the interpreter's states are 5 KB: reused across calls
+	// (a table build runs one program per function).
+	in := interps.Get().(*interp)
+	defer in.release()
+	*in = interp{fde: f, emit: emit, stack: in.stack[:0]}
+	in.row = &in.rowBuf
+	row := in.row
 	// CIE initial instructions: may not advance the location.
 	row.Start = f.Begin
 	if err := in.run(f.CIE.Initial, f.CIE.Off, true); err != nil {
@@ -67,14 +75,24 @@ func (f *FDE) Execute(emit func(*Row) error) error {
 	}
 	if row.Start < f.End {
 		row.End = f.End
-		return emit(&row)
+		return emit(row)
 	}
 	return nil
 }
 
+var interps = sync.Pool{New: func() any { return new(interp) }}
+
+// release returns in to the pool without references into the FDE's data.
+func (in *interp) release() {
+	clear(in.stack[:cap(in.stack)])
+	*in = interp{stack: in.stack[:0]}
+	interps.Put(in)
+}
+
 type interp struct {
 	fde     *FDE
-	row     *Row
+	row     *Row // &rowBuf
+	rowBuf  Row
 	initial state
 	stack   []state
 	emit    func(*Row) error
