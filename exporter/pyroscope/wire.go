@@ -32,17 +32,21 @@ const pushPath = "/push.v1.PusherService/Push"
 
 // Field numbers, from push/v1/push.proto and types/v1/types.proto.
 const (
-	fieldPushRequestSeries  = 1 // PushRequest.series: repeated RawProfileSeries
-	fieldSeriesLabels       = 1 // RawProfileSeries.labels: repeated types.v1.LabelPair
-	fieldSeriesSamples      = 2 // RawProfileSeries.samples: repeated RawSample
-	fieldLabelName          = 1 // LabelPair.name
-	fieldLabelValue         = 2 // LabelPair.value
-	fieldSampleRawProfile   = 1 // RawSample.raw_profile: a gzipped pprof
-	fieldSampleID           = 2 // RawSample.ID
-	maxErrorBody            = 4 << 10
-	maxSuccessBody          = 64 << 10
+	fieldPushRequestSeries = 1 // PushRequest.series: repeated RawProfileSeries
+	fieldSeriesLabels      = 1 // RawProfileSeries.labels: repeated types.v1.LabelPair
+	fieldSeriesSamples     = 2 // RawProfileSeries.samples: repeated RawSample
+	fieldLabelName         = 1 // LabelPair.name
+	fieldLabelValue        = 2 // LabelPair.value
+	fieldSampleRawProfile  = 1 // RawSample.raw_profile: a gzipped pprof
+	fieldSampleID          = 2 // RawSample.ID
+)
+
+// The Connect protocol's unary form, and how much of an answer is read.
+const (
 	connectProtocolVersion  = "1"
 	connectContentTypeProto = "application/proto"
+	maxErrorBody            = 4 << 10
+	maxSuccessBody          = 64 << 10
 )
 
 // labelPair is a types.v1.LabelPair.

@@ -263,16 +263,16 @@ func (m *tableManager) run(ctx context.Context) {
 			if len(m.reqs) == 0 {
 				m.reclaim() // once per burst: it waits for running programs
 			}
+			// Who waits for the request reads the stats next.
+			m.publish()
 			if r.done != nil {
-				// Who waits for the request reads the stats next.
-				m.publish()
 				close(r.done)
 			}
 		case <-sweep.C:
 			m.sweep()
 			m.expireIdle(time.Now(), false)
+			m.publish()
 		}
-		m.publish()
 	}
 }
 

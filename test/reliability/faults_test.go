@@ -72,12 +72,12 @@ func TestExportFaults(t *testing.T) {
 	// test waits for a delivered window. The agent's backoff has full
 	// jitter and grows to 30 s, so fixed phase lengths would sometimes
 	// see no attempt at all during a fault.
-	causes := map[string]string{"503": "http_503", "429": "http_429", "stall": "timeout", "tls": "tls"}
-	for _, fault := range []string{"503", "429", "stall", "tls"} {
+	for _, f := range []struct{ fault, cause string }{{"503", "http_503"}, {"429", "http_429"}, {"stall", "timeout"}, {"tls", "tls"}} {
+		fault := f.fault
 		t0 := time.Now()
-		d0 := a.metrics()["scorch_drains_total"]
-		metric := fmt.Sprintf("scorch_upload_failures_total{cause=%q}", causes[fault])
-		f0 := a.metrics()[metric]
+		metric := fmt.Sprintf("scorch_upload_failures_total{cause=%q}", f.cause)
+		m0 := a.metrics()
+		d0, f0 := m0["scorch_drains_total"], m0[metric]
 		if fault == "tls" {
 			untrusted.Store(true)
 			srv.CloseClientConnections() // the next push must handshake

@@ -57,13 +57,12 @@ type state struct {
 // calls emit for every row with a non-empty PC range, in address order. The
 // Row passed to emit is reused; emit must copy what it keeps.
 func (f *FDE) Execute(emit func(*Row) error) error {
-	// A Row and the interpreter's states are 5 KB: reused across calls
-	// (a table build runs one program per function).
+	// The interpreter holds a Row and the initial state, about 3 KB:
+	// reused across calls (a table build runs one program per function).
 	in := interps.Get().(*interp)
 	defer in.release()
-	*in = interp{fde: f, emit: emit, stack: in.stack[:0]}
-	in.row = &in.rowBuf
-	row := in.row
+	in.fde, in.emit = f, emit
+	row := &in.row
 	// CIE initial instructions: may not advance the location.
 	row.Start = f.Begin
 	if err := in.run(f.CIE.Initial, f.CIE.Off, true); err != nil {
@@ -82,7 +81,8 @@ func (f *FDE) Execute(emit func(*Row) error) error {
 
 var interps = sync.Pool{New: func() any { return new(interp) }}
 
-// release returns in to the pool without references into the FDE's data.
+// release resets in and returns it to the pool, without references into
+// the FDE's data.
 func (in *interp) release() {
 	clear(in.stack[:cap(in.stack)])
 	*in = interp{stack: in.stack[:0]}
@@ -91,8 +91,7 @@ func (in *interp) release() {
 
 type interp struct {
 	fde     *FDE
-	row     *Row // &rowBuf
-	rowBuf  Row
+	row     Row
 	initial state
 	stack   []state
 	emit    func(*Row) error
@@ -109,7 +108,7 @@ func (in *interp) advance(to uint64, r *reader) error {
 	}
 	if to > in.row.Start {
 		in.row.End = to
-		if err := in.emit(in.row); err != nil {
+		if err := in.emit(&in.row); err != nil {
 			return err
 		}
 		in.row.Start = to
@@ -132,7 +131,7 @@ func (in *interp) run(prog []byte, entryOff int, isCIE bool) error {
 	cie := in.fde.CIE
 	daf := cie.DataAlign
 	caf := cie.CodeAlign
-	row := in.row
+	row := &in.row
 	noAdvance := func() bool {
 		if isCIE {
 			r.fail("CIE initial instructions advance the location")
