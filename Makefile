@@ -1,8 +1,15 @@
 # Scorch: build, test and run. `make help` lists the targets.
-GO       ?= go
+# Go, found without relying on the caller's PATH: sudo's secure_path drops
+# /usr/local/go/bin. Its directory goes first on PATH for everything make
+# runs (tests call `go build` and `go tool pprof` themselves).
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export PATH := $(dir $(GO)):$(PATH)
 BIN      := bin/scorch
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
+# Static: without cgo the agent can drop its capabilities on every thread
+# (--drop-privileges), and the binary runs on any distribution.
+CGO_ENABLED ?= 0
 PREFIX   ?= /usr/local
 # Flags for `make run`; override e.g. make run RUN_FLAGS="--frequency 49".
 RUN_FLAGS ?=
@@ -20,8 +27,20 @@ help:
 	@echo "make bench           run the benchmarks and rewrite bench/RESULTS.md"
 	@echo "make install         install the binary and the systemd unit"
 
+# Under sudo, what make creates in the checkout goes back to the user who
+# ran sudo (SUDO_UID/SUDO_GID), so that no root-owned file is left behind.
+# Root's own Go caches are used (not the user's, which root would own).
+ifneq ($(SUDO_UID),)
+ifeq ($(shell id -u),0)
+export GOCACHE ?= /root/.cache/go-build
+export GOPATH ?= /root/go
+endif
+endif
+CHOWN_BACK = $(if $(SUDO_UID),[ "$$(id -u)" != 0 ] || chown -R $(SUDO_UID):$(or $(SUDO_GID),$(SUDO_UID)) $(1),true)
+
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scorch
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scorch
+	@$(call CHOWN_BACK,$(BIN) $(if $(filter bin/%,$(BIN)),bin))
 
 generate:
 	$(GO) generate ./bpf
@@ -30,7 +49,8 @@ check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: regenerated BPF objects differ from the committed ones: run 'make generate' and commit"; exit 1; }
 
 testdata:
-	$(MAKE) -C testdata
+	$(MAKE) -C testdata GO=$(GO)
+	@$(call CHOWN_BACK,testdata/bin)
 
 vet:
 	$(GO) vet ./...
@@ -64,9 +84,12 @@ test: vet test-go fuzz
 # the viewer on localhost. Ctrl-C stops it (the last window is kept).
 RUN_DATA ?= $(CURDIR)/scorch-data
 RUN_LISTEN ?= 127.0.0.1:7070
+# Under sudo the shell ignores the Ctrl-C that stops the agent, so that it
+# still gives RUN_DATA back to the user afterwards.
 run: build
 	@echo "scorch: profiling this host; viewer http://$(RUN_LISTEN)/  metrics http://$(RUN_LISTEN)/metrics  windows in $(RUN_DATA)  (Ctrl-C to stop)"
-	./$(BIN) agent --data-dir $(RUN_DATA) --listen $(RUN_LISTEN) $(RUN_FLAGS)
+	@trap '' INT TERM; ./$(BIN) agent --data-dir $(RUN_DATA) --listen $(RUN_LISTEN) $(RUN_FLAGS); rc=$$?; \
+	  $(call CHOWN_BACK,$(filter $(CURDIR)/%,$(abspath $(RUN_DATA)))); exit $$rc
 
 bench: build testdata
 	bench/run.sh

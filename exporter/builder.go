@@ -1,7 +1,9 @@
 package exporter
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,6 +47,21 @@ type Builder struct {
 	samples   map[string]*profile.Sample
 	keyBuf    []byte
 	locBuf    []*profile.Location
+
+	// Samples per process, and the process set by SetMainProcess (0:
+	// none), to choose the main mapping.
+	pidSamples map[uint32]int64
+	mainPid    uint32
+}
+
+// ExecutableResolver is a Resolver that knows each process's executable
+// mapping; *symbolizer.Symbolizer is one. With it, the Builder puts the
+// executable of the profile's main process first among the mappings:
+// pprof takes the first mapping as the profile's main binary (the "File:"
+// of its reports).
+type ExecutableResolver interface {
+	Resolver
+	Executable(pid uint32) *symbolizer.Mapping
 }
 
 type funcKey struct {
@@ -87,6 +104,8 @@ func NewBuilder(res Resolver, frequencyHz int, start time.Time) *Builder {
 		locations: map[locKey]*profile.Location{},
 		pseudos:   map[string]*profile.Location{},
 		samples:   map[string]*profile.Sample{},
+
+		pidSamples: map[uint32]int64{},
 	}
 	return b
 }
@@ -105,6 +124,7 @@ func (b *Builder) Add(s sampler.Sample) {
 	if s.Count == 0 {
 		return
 	}
+	b.pidSamples[s.Pid] += int64(s.Count)
 	locs := b.locBuf[:0]
 	// The first address of each stack is where the CPU was (the user
 	// stack's first address is the interrupted or syscall-returning user
@@ -262,9 +282,58 @@ func (b *Builder) function(ln symbolizer.Line) *profile.Function {
 	return f
 }
 
+// SetMainProcess names the process whose executable is the profile's main
+// mapping (the first). Without it, the process with the most samples is
+// the main one.
+func (b *Builder) SetMainProcess(pid uint32) { b.mainPid = pid }
+
+// mainCandidates bounds how many of the busiest processes are asked for
+// their executable (kernel threads have none).
+const mainCandidates = 8
+
+// putMainFirst moves the main process's executable mapping to the front
+// (adding it if no sample fell in it) and renumbers the mappings.
+func (b *Builder) putMainFirst() {
+	er, ok := b.res.(ExecutableResolver)
+	if !ok {
+		return
+	}
+	pids := []uint32{b.mainPid}
+	if b.mainPid == 0 {
+		pids = pids[:0]
+		for pid := range b.pidSamples {
+			if pid != 0 {
+				pids = append(pids, pid)
+			}
+		}
+		slices.SortFunc(pids, func(x, y uint32) int {
+			if c := cmp.Compare(b.pidSamples[y], b.pidSamples[x]); c != 0 {
+				return c
+			}
+			return cmp.Compare(x, y)
+		})
+		pids = pids[:min(len(pids), mainCandidates)]
+	}
+	for _, pid := range pids {
+		m := er.Executable(pid)
+		if m == nil {
+			continue
+		}
+		pm := b.mapping(m, nil)
+		i := slices.Index(b.p.Mapping, pm)
+		copy(b.p.Mapping[1:i+1], b.p.Mapping[:i])
+		b.p.Mapping[0] = pm
+		for j, x := range b.p.Mapping {
+			x.ID = uint64(j + 1)
+		}
+		return
+	}
+}
+
 // Build returns the profile of every sample added, ending at end. The
 // Builder must not be used afterwards.
 func (b *Builder) Build(end time.Time) (*profile.Profile, error) {
+	b.putMainFirst()
 	b.p.DurationNanos = end.Sub(b.start).Nanoseconds()
 	if b.p.DurationNanos < 0 {
 		b.p.DurationNanos = 0

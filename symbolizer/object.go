@@ -167,10 +167,17 @@ func (o *object) load(s *Symbolizer) *tables {
 	if err != nil {
 		o.broken.Store(true)
 		var pe *panicError
-		if errors.As(err, &pe) {
+		switch {
+		case errors.As(err, &pe):
 			s.stats.recoveredPanics.Add(1)
 			s.log.Error("symbolizer: panic while parsing file, file will not be symbolized", "file", o.path, "err", err)
-		} else {
+		case errors.Is(err, errNoSymbols):
+			// A stripped binary is no error (most distributions ship them):
+			// a debug note, once per file however often it is reopened.
+			if s.stripped.first(o.key + "\x00" + o.path) {
+				s.log.Debug("symbolizer: file has no symbols (stripped); its frames are named file+offset", "file", o.path)
+			}
+		default:
 			s.stats.parseErrors.Add(1)
 			s.log.Warn("symbolizer: cannot symbolize file", "file", o.path, "err", err)
 		}
@@ -206,9 +213,34 @@ func (o *object) loadTables(s *Symbolizer) (t *tables, err error) {
 		}
 	}
 	if t.gopcl == nil && t.symbols(o, s) == nil && t.dwarf == nil {
-		return nil, fmt.Errorf("%s: no symbols, DWARF or pclntab", o.path)
+		return nil, fmt.Errorf("%s: %w", o.path, errNoSymbols)
 	}
 	return t, nil
+}
+
+// errNoSymbols: a file without a symbol table, DWARF or pclntab (stripped).
+var errNoSymbols = errors.New("no symbols, DWARF or pclntab")
+
+// onceSet remembers keys seen, up to max of them (then it starts over), so
+// that a note is logged once per key with bounded memory.
+type onceSet struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+	max  int
+}
+
+// first says whether key is new, and remembers it.
+func (o *onceSet) first(key string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.seen[key]; ok {
+		return false
+	}
+	if o.seen == nil || len(o.seen) >= o.max {
+		o.seen = make(map[string]struct{})
+	}
+	o.seen[key] = struct{}{}
+	return true
 }
 
 // openDWARF is dwarfsym.OpenFile; a variable so that tests can count calls.

@@ -21,6 +21,7 @@ import (
 type process struct {
 	pid  uint32
 	root string // <ProcRoot>/PID/root
+	exe  string // the target of <ProcRoot>/PID/exe as first read, "" if unreadable
 
 	mu       sync.Mutex
 	maps     []*pmapping // executable mappings, sorted by start

@@ -2,6 +2,7 @@ package symbolizer
 
 import (
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,9 @@ type Symbolizer struct {
 	vdsoOnce sync.Once
 	vdso     *object
 
+	// stripped holds the files already noted as stripped.
+	stripped onceSet
+
 	stats counters
 }
 
@@ -32,6 +36,9 @@ type counters struct {
 	parseErrors, recoveredPanics, kallsymsReloads, perfMapReloads atomic.Uint64
 	mapsReads                                                     atomic.Uint64
 }
+
+// maxStrippedNotes bounds the set of files noted as stripped.
+const maxStrippedNotes = 4096
 
 // New returns a Symbolizer. Zero Options fields take their defaults.
 func New(opts Options) *Symbolizer {
@@ -54,6 +61,7 @@ func New(opts Options) *Symbolizer {
 		files: newFileCache(opts.CacheBytes),
 		procs: make(map[uint32]*process),
 	}
+	s.stripped.max = maxStrippedNotes
 	s.kern = newKernel(s)
 	return s
 }
@@ -73,6 +81,7 @@ func (s *Symbolizer) process(pid uint32) (*process, error) {
 	p := s.procs[pid]
 	if p == nil {
 		p = &process{pid: pid, root: filepath.Join(s.procDir(pid), "root")}
+		p.exe, _ = os.Readlink(filepath.Join(s.procDir(pid), "exe"))
 		s.procs[pid] = p
 		p.mu.Lock() // read the maps before anyone else uses p
 		s.mu.Unlock()
@@ -144,6 +153,29 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 	}
 	fr.Lines = lines
 	return fr
+}
+
+// Executable returns the mapping of pid's executable (the file of
+// /proc/PID/exe) among its executable mappings; nil when the process is
+// not observed or its executable is unknown.
+func (s *Symbolizer) Executable(pid uint32) *Mapping {
+	s.mu.Lock()
+	p := s.procs[pid]
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exe == "" {
+		return nil
+	}
+	for _, pm := range p.maps {
+		if pm.path == p.exe {
+			return &pm.m
+		}
+	}
+	return nil
 }
 
 // Observed says whether pid was observed and not forgotten since.

@@ -8,16 +8,20 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/scorch-profiler/scorch/internal/agent"
 )
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("agent", "[flags]\n\nProfiles every process continuously. Every --interval it closes a window and builds one\npprof per target (service_name plus labels), keeps it in --data-dir and pushes it to\n--pyroscope-url. The listener serves the flame graph viewer, /metrics, /healthz and\n/debug/pprof/. SIGINT or SIGTERM flush the last window and exit 0.\n\nEvery flag can also be set in the environment as SCORCH_<FLAG> (e.g. SCORCH_PYROSCOPE_URL)\nor in the YAML file of --config (flag names as keys). Precedence: flag, environment, file,\ndefault. Secrets are read from files or the environment only:\nSCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD, SCORCH_PYROSCOPE_BEARER_TOKEN. The Go collector runs at\nGOGC=50 unless GOGC is set; GOMEMLIMIT caps the heap.\n\nRules (--include, --exclude, --service-name) match FIELD:REGEX with FIELD one of\nexe, comm, cgroup, pid. Examples:\n  --exclude comm:^kworker          leave kernel workers out\n  --include cgroup:kubepods        only Kubernetes pods\n  --service-name db=exe:/postgres$  call postgres processes 'db'", stdout)
+	fs := newFlagSet("agent", "[flags]\n\nProfiles every process continuously. Every --interval it closes a window and builds one\npprof per target (service_name plus labels), keeps it in --data-dir and pushes it to\n--pyroscope-url. The listener serves the flame graph viewer, /metrics, /healthz and\n/debug/pprof/. SIGINT or SIGTERM flush the last window and exit 0.\n\nEvery flag can also be set in the environment as SCORCH_<FLAG> (e.g. SCORCH_PYROSCOPE_URL)\nor in the YAML file of --config (flag names as keys). Precedence: flag, environment, file,\ndefault. Secrets are read from files or the environment only:\nSCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD, SCORCH_PYROSCOPE_BEARER_TOKEN (or the files of\n--pyroscope-basic-auth-password-file, --pyroscope-bearer-token-file). The agent refuses to\nrun when it would keep nothing (no --data-dir, --listen or --pyroscope-url) unless\n--allow-no-output is given. The Go collector runs at\nGOGC=50 unless GOGC is set; GOMEMLIMIT caps the heap.\n\nRules (--include, --exclude, --service-name) match FIELD:REGEX with FIELD one of\nexe, comm, cgroup, pid. Examples:\n  --exclude comm:^kworker          leave kernel workers out\n  --include cgroup:kubepods        only Kubernetes pods\n  --service-name db=exe:/postgres$  call postgres processes 'db'", stdout)
 	var cfg agent.Config
-	cfg.Flags(fs)
+	cfg.Flags(fs.FlagSet)
 	configFile := fs.String("config", "", "YAML file of settings (keys are flag names)")
+	if err := secretFlag(args); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -27,7 +31,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if *configFile == "" {
 		*configFile = os.Getenv(agent.EnvName("config"))
 	}
-	if err := cfg.ApplyEnvAndFile(fs, *configFile, os.Getenv); err != nil {
+	if err := cfg.ApplyEnvAndFile(fs.FlagSet, *configFile, os.Getenv); err != nil {
 		return usageError{err}
 	}
 	level := new(slog.LevelVar)
@@ -54,6 +58,24 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.Run(ctx)
+}
+
+// secretFlag refuses a secret given as a flag (which every user of the
+// host can read in /proc/PID/cmdline), naming where it goes instead.
+func secretFlag(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			return nil
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if hint, ok := agent.SecretHint(name); ok {
+			return usageError{fmt.Errorf("--%s: secrets are not taken on the command line: %s", name, hint)}
+		}
+	}
+	return nil
 }
 
 // agentGCPercent is the agent's default GOGC.

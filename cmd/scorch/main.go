@@ -3,6 +3,7 @@
 //	scorch record [flags]      profile the host (or some processes) once, write a pprof
 //	scorch agent [flags]       profile continuously, store and push labelled profiles, serve the viewer
 //	scorch view FILE [flags]   serve the flame graph viewer for one pprof file
+//	scorch version             print the version and build information (also --version)
 //
 // Run `scorch COMMAND --help` for a command's flags.
 package main
@@ -17,8 +18,9 @@ import (
 	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
-// version is set by the build (-ldflags "-X main.version=...").
-var version = "dev"
+// version is set by the build (-ldflags "-X main.version=..."); without
+// it, the module version or VCS revision Go stamped into the binary is used.
+var version = ""
 
 type command struct {
 	name, summary string
@@ -30,10 +32,7 @@ func commands() []command {
 		{"record", "profile the host or some processes once and write a pprof file", runRecord},
 		{"agent", "profile continuously: store, push and serve labelled profiles", runAgent},
 		{"view", "serve the flame graph viewer for a pprof file", runView},
-		{"version", "print the version", func([]string, io.Writer, io.Writer) error {
-			fmt.Println("scorch", version)
-			return nil
-		}},
+		{"version", "print the version and how the binary was built (also: scorch --version)", runVersion},
 	}
 }
 
@@ -57,9 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch args[0] {
+	case "-h", "--help", "help":
 		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args[0] = "version"
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
@@ -82,7 +84,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	fmt.Fprintf(stderr, "scorch: unknown command %q\n\n", args[0])
-	usage(stderr)
+	fmt.Fprintf(stderr, "scorch: unknown command %q\nRun 'scorch --help' for the commands.\n", args[0])
 	return 2
 }

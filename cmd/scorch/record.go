@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/internal/flagval"
 	"github.com/scorch-profiler/scorch/internal/profiler"
 	"github.com/scorch-profiler/scorch/internal/sampler"
 	"github.com/scorch-profiler/scorch/symbolizer"
@@ -20,30 +24,38 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("record", "[--pid PID]... [--duration 10s] [--frequency 99] [--output profile.pb.gz]", stdout)
 	var pids pidList
 	fs.Var(&pids, "pid", "profile only this process (repeatable, or comma-separated); default: every process")
-	duration := fs.Duration("duration", 10*time.Second, "how long to profile; Ctrl-C ends early and still writes the file")
-	frequency := fs.Int("frequency", 99, "samples per second on each CPU")
-	output := fs.String("output", "profile.pb.gz", "where to write the profile: gzipped pprof, or folded stacks if the name ends in .folded or .txt")
+	var (
+		duration                time.Duration
+		frequency, top, mapSize int
+		dropIdle, unwindTables  bool
+	)
+	flagval.DurationVar(fs.FlagSet, &duration, "duration", 10*time.Second, "how long to profile; Ctrl-C ends early and still writes the file")
+	flagval.IntVar(fs.FlagSet, &frequency, "frequency", 99, "samples per second on each CPU (1 to 100000)")
+	output := fs.String("output", "profile.pb.gz", "where to write the profile: gzipped pprof, or folded stacks if the name ends in .folded or .txt; checked before recording starts")
 	fs.StringVar(output, "o", "profile.pb.gz", "shorthand for --output")
-	dropIdle := fs.Bool("drop-idle", false, "do not record the idle task (CPU idle time)")
+	flagval.BoolVar(fs.FlagSet, &dropIdle, "drop-idle", false, "do not record the idle task (CPU idle time)")
 	demangle := fs.String("demangle", "full", "C++/Rust names: full, simplified (no parameters or template arguments) or none")
-	top := fs.Int("top", 10, "print this many top functions when done (0: none)")
+	flagval.IntVar(fs.FlagSet, &top, "top", 10, "print this many top functions when done (0: none)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	stackMapSize := fs.Int("stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains; more are counted as lost")
-	unwindTables := fs.Bool("unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
+	flagval.IntVar(fs.FlagSet, &mapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (64 to 1048576); more are counted as lost")
+	flagval.BoolVar(fs.FlagSet, &unwindTables, "unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if err := checkFrequency(*frequency); err != nil {
+	if err := checkFrequency(frequency); err != nil {
 		return err
 	}
-	if *stackMapSize < 64 || *stackMapSize > 1<<20 {
-		return usageError{fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", *stackMapSize)}
+	if mapSize < 64 || mapSize > 1<<20 {
+		return usageError{fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", mapSize)}
 	}
-	if *duration <= 0 {
-		return usageError{fmt.Errorf("--duration must be positive")}
+	if duration <= 0 {
+		return usageError{fmt.Errorf("--duration %s: want a positive duration such as 10s", duration)}
+	}
+	if top < 0 {
+		return usageError{fmt.Errorf("--top %d: want 0 (print nothing) or more", top)}
 	}
 	dm, err := parseDemangle(*demangle)
 	if err != nil {
@@ -58,6 +70,11 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--pid %d: no such process", pid)
 		}
 	}
+	// Before anything is recorded: a profile that cannot be written is
+	// better refused now than lost after --duration.
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
 
 	// Catch Ctrl-C before loading anything: an interrupt while the BPF
 	// program loads then still ends with a (short) profile written.
@@ -66,8 +83,13 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 
 	sym := symbolizer.New(symbolizer.Options{Demangle: dm, Logger: logger})
 	defer sym.Close()
+	for _, pid := range pids {
+		// Now, so that its executable (the profile's main mapping) and
+		// files are known even if it exits or never runs on a CPU.
+		_ = sym.Observe(pid)
+	}
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: *frequency, Pids: pids, DropIdle: *dropIdle, FramePointersOnly: !*unwindTables, StackMapEntries: *stackMapSize},
+		Sampler:    sampler.Options{Frequency: frequency, Pids: pids, DropIdle: dropIdle, FramePointersOnly: !unwindTables, StackMapEntries: mapSize},
 		Symbolizer: sym,
 		Logger:     logger,
 	})
@@ -76,11 +98,17 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	}
 	defer prof.Close()
 
-	ctx, cancel := context.WithTimeout(ctx, *duration)
+	ctx, cancel := context.WithTimeout(ctx, duration)
 	defer cancel()
 	start := time.Now()
-	fmt.Fprintf(stderr, "scorch: sampling %d CPUs at %d Hz for %s (Ctrl-C to stop early)\n", prof.CPUs(), *frequency, *duration)
-	b := exporter.NewBuilder(sym, *frequency, start)
+	fmt.Fprintf(stderr, "scorch: sampling %d CPUs at %d Hz for %s (Ctrl-C to stop early)\n", prof.CPUs(), frequency, duration)
+	b := exporter.NewBuilder(sym, frequency, start)
+	if len(pids) == 1 {
+		// Its executable names the profile (pprof's "File:"), even if
+		// few of its samples fall in it; with several pids or none, the
+		// busiest process's does.
+		b.SetMainProcess(pids[0])
+	}
 	var last sampler.Stats
 	end := start
 	err = prof.Run(ctx, func(batch profiler.Batch) {
@@ -108,10 +136,43 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, ", %d stacks not stored (stack maps full: raise --stack-map-size; kept as %q frames)", n, exporter.FrameUserStackLost)
 	}
 	fmt.Fprintln(stderr)
-	if *top > 0 {
-		printTop(stdout, p, *top)
+	if top > 0 {
+		printTop(stdout, p, top)
 	}
 	return nil
+}
+
+// checkOutput says why a profile could not be written to path: its
+// directory is missing or takes no new files (exporter.WriteFile creates a
+// temporary file there and renames it), or path is a directory.
+func checkOutput(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--output %s: is a directory; name a file", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("--output %s: directory %s: %w", path, dir, unwrapPath(err))
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("--output %s: %s is not a directory", path, dir)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("--output %s: cannot create files in %s: %w", path, dir, unwrapPath(err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// unwrapPath drops the operation and path of a *fs.PathError, which the
+// caller's message already names.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 func parseDemangle(s string) (symbolizer.DemangleMode, error) {

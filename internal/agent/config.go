@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/scorch-profiler/scorch/internal/flagval"
 	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
@@ -52,6 +54,10 @@ type Config struct {
 	PyroscopeInsecure     bool
 	PyroscopeTimeout      time.Duration
 	QueueSize             int64
+
+	// AllowNoOutput lets the agent run when it would keep nothing: no
+	// store, no listener and no Pyroscope URL.
+	AllowNoOutput bool
 }
 
 // Rule matches processes by one field: exe (the executable's path), comm
@@ -175,11 +181,11 @@ func ParseBytes(s string) (int64, error) {
 // Flags registers the agent's flags on fs, writing into c.
 func (c *Config) Flags(fs *flag.FlagSet) {
 	c.Labels = map[string]string{}
-	fs.IntVar(&c.Frequency, "frequency", 99, "samples per second on each CPU")
-	fs.IntVar(&c.StackMapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (about 1 KiB of kernel memory each, per kind, twice); more are counted as lost")
-	fs.DurationVar(&c.Interval, "interval", 15*time.Second, "length of a profile window; windows align to wall-clock multiples of it")
+	flagval.IntVar(fs, &c.Frequency, "frequency", 99, "samples per second on each CPU")
+	flagval.IntVar(fs, &c.StackMapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (about 1 KiB of kernel memory each, per kind, twice); more are counted as lost")
+	flagval.DurationVar(fs, &c.Interval, "interval", 15*time.Second, "length of a profile window; windows align to wall-clock multiples of it")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/scorch", "local store of windows, read by the viewer (empty: keep nothing on disk)")
-	fs.DurationVar(&c.Retention, "retention", 72*time.Hour, "delete stored windows older than this")
+	flagval.DurationVar(fs, &c.Retention, "retention", 72*time.Hour, "delete stored windows older than this")
 	c.RetentionSize = 1 << 30
 	fs.Var(bytesValue{&c.RetentionSize}, "retention-size", "delete the oldest stored windows beyond this total size (e.g. 1GiB)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7070", "address of the viewer, /metrics, /healthz and /debug/pprof/ (empty: no listener). Binding beyond loopback exposes profiles: do it deliberately")
@@ -187,13 +193,13 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Var((*ruleList)(&c.Include), "include", "profile only processes matching FIELD:REGEX, FIELD one of exe, comm, cgroup, pid (repeatable; any match includes)")
 	fs.Var((*ruleList)(&c.Exclude), "exclude", "do not profile processes matching FIELD:REGEX (repeatable; wins over --include)")
 	fs.Var((*serviceRuleList)(&c.ServiceRules), "service-name", "SERVICE=FIELD:REGEX: name the service of matching processes (repeatable; first match wins; default: container, then executable name)")
-	fs.BoolVar(&c.DropIdle, "drop-idle", true, "do not record the idle task")
+	flagval.BoolVar(fs, &c.DropIdle, "drop-idle", true, "do not record the idle task")
 	fs.StringVar(&c.Demangle, "demangle", "full", "C++/Rust names: full, simplified or none")
 	c.SymbolCache = 64 << 20
 	fs.Var(bytesValue{&c.SymbolCache}, "symbol-cache-size", "bound of the symbol table cache (e.g. 64MiB)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.BoolVar(&c.DropPrivileges, "drop-privileges", true, "once sampling runs, keep only CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG and CAP_CHECKPOINT_RESTORE (all threads; needs a CGO_ENABLED=0 build)")
+	flagval.BoolVar(fs, &c.DropPrivileges, "drop-privileges", true, "once sampling runs, keep only CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, CAP_SYSLOG and CAP_CHECKPOINT_RESTORE (all threads; needs a CGO_ENABLED=0 build, which make build and the Dockerfile produce)")
 
 	fs.StringVar(&c.PyroscopeURL, "pyroscope-url", "", "push profiles to this Pyroscope server or Grafana Cloud Profiles URL (empty: don't push)")
 	fs.StringVar(&c.PyroscopeUser, "pyroscope-basic-auth-user", "", "basic auth user (Grafana Cloud: the stack's user id)")
@@ -201,10 +207,11 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PyroscopeTokenFile, "pyroscope-bearer-token-file", "", "file holding a bearer token; or set SCORCH_PYROSCOPE_BEARER_TOKEN")
 	fs.StringVar(&c.PyroscopeTenant, "pyroscope-tenant", "", "tenant id, sent as X-Scope-OrgID")
 	fs.StringVar(&c.PyroscopeCAFile, "pyroscope-ca-file", "", "PEM file of extra certificate authorities for the server")
-	fs.BoolVar(&c.PyroscopeInsecure, "pyroscope-insecure-skip-verify", false, "do not verify the server's certificate (testing only)")
-	fs.DurationVar(&c.PyroscopeTimeout, "pyroscope-timeout", 10*time.Second, "timeout of one push request")
+	flagval.BoolVar(fs, &c.PyroscopeInsecure, "pyroscope-insecure-skip-verify", false, "do not verify the server's certificate (testing only)")
+	flagval.DurationVar(fs, &c.PyroscopeTimeout, "pyroscope-timeout", 10*time.Second, "timeout of one push request")
 	c.QueueSize = 16 << 20
 	fs.Var(bytesValue{&c.QueueSize}, "queue-size", "bound of the send queue in bytes; when full the oldest window is dropped")
+	flagval.BoolVar(fs, &c.AllowNoOutput, "allow-no-output", false, "run even with no --data-dir, no --listen and no --pyroscope-url, keeping nothing (e.g. to measure the agent's own cost)")
 }
 
 // EnvName is the environment variable for a flag.
@@ -229,6 +236,9 @@ func (c *Config) ApplyEnvAndFile(fs *flag.FlagSet, path string, getenv func(stri
 			return fmt.Errorf("config file %s: %w", path, err)
 		}
 		for k := range file {
+			if hint, ok := SecretHint(k); ok {
+				return fmt.Errorf("config file %s: key %q: secrets are not read from the config file: %s", path, k, hint)
+			}
 			if fs.Lookup(k) == nil || k == "config" {
 				return fmt.Errorf("config file %s: unknown key %q (keys are the flag names of 'scorch agent --help')", path, k)
 			}
@@ -242,7 +252,7 @@ func (c *Config) ApplyEnvAndFile(fs *flag.FlagSet, path string, getenv func(stri
 		if v := getenv(EnvName(f.Name)); v != "" {
 			for _, part := range splitList(f, v) {
 				if e := f.Value.Set(part); e != nil {
-					err = fmt.Errorf("%s: %v", EnvName(f.Name), e)
+					err = fmt.Errorf("%s=%q: %v", EnvName(f.Name), part, e)
 					return
 				}
 			}
@@ -264,7 +274,7 @@ func (c *Config) ApplyEnvAndFile(fs *flag.FlagSet, path string, getenv func(stri
 			}
 			for _, s := range vals {
 				if e := f.Value.Set(s); e != nil {
-					err = fmt.Errorf("config file key %s: %v", f.Name, e)
+					err = fmt.Errorf("config file %s: %s=%q: %v", path, f.Name, s, e)
 					return
 				}
 			}
@@ -288,6 +298,28 @@ func (c *Config) ApplyEnvAndFile(fs *flag.FlagSet, path string, getenv func(stri
 	return c.validate()
 }
 
+// secretFiles maps the names a user may try for a secret to the flag
+// that names the file holding it and the environment variable that may
+// hold it instead.
+var secretFiles = map[string][2]string{
+	"pyroscope-basic-auth-password": {"pyroscope-basic-auth-password-file", "SCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD"},
+	"pyroscope-password":            {"pyroscope-basic-auth-password-file", "SCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD"},
+	"password":                      {"pyroscope-basic-auth-password-file", "SCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD"},
+	"pyroscope-bearer-token":        {"pyroscope-bearer-token-file", "SCORCH_PYROSCOPE_BEARER_TOKEN"},
+	"pyroscope-token":               {"pyroscope-bearer-token-file", "SCORCH_PYROSCOPE_BEARER_TOKEN"},
+	"token":                         {"pyroscope-bearer-token-file", "SCORCH_PYROSCOPE_BEARER_TOKEN"},
+}
+
+// SecretHint says where a secret goes when name, a config key or flag
+// name, is one that would hold it in plain text.
+func SecretHint(name string) (string, bool) {
+	f, ok := secretFiles[name]
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("put it in a file readable only by the agent and name that file with %s (--%s), or set %s", f[0], f[0], f[1]), true
+}
+
 // splitList splits an environment value of a repeatable flag on commas
 // (rules and labels may be given as a comma-separated list).
 func splitList(f *flag.Flag, v string) []string {
@@ -306,6 +338,9 @@ func readSecret(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// ErrNoOutput refuses a configuration that would profile and keep nothing.
+var ErrNoOutput = errors.New("this agent would keep nothing: give it a --data-dir (local store), a --listen address (viewer and /metrics) or a --pyroscope-url; --allow-no-output runs it anyway")
+
 func (c *Config) validate() error {
 	switch {
 	case c.Frequency < 1 || c.Frequency > 100000:
@@ -315,16 +350,26 @@ func (c *Config) validate() error {
 	case c.Interval < time.Second:
 		return fmt.Errorf("--interval %s is too short (at least 1s)", c.Interval)
 	case c.Retention <= 0:
-		return fmt.Errorf("--retention must be positive")
+		return fmt.Errorf("--retention %s: want a positive duration such as 72h", c.Retention)
+	case c.PyroscopeTimeout <= 0:
+		return fmt.Errorf("--pyroscope-timeout %s: want a positive duration such as 10s", c.PyroscopeTimeout)
+	case c.RetentionSize <= 0:
+		return fmt.Errorf("--retention-size %d: want a positive size such as 1GiB", c.RetentionSize)
+	case c.QueueSize <= 0:
+		return fmt.Errorf("--queue-size %d: want a positive size such as 16MiB", c.QueueSize)
+	case c.SymbolCache <= 0:
+		return fmt.Errorf("--symbol-cache-size %d: want a positive size such as 64MiB", c.SymbolCache)
+	case c.DataDir == "" && c.Listen == "" && c.PyroscopeURL == "" && !c.AllowNoOutput:
+		return ErrNoOutput
 	case c.LogFormat != "text" && c.LogFormat != "json":
-		return fmt.Errorf("--log-format must be text or json")
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 	case c.PyroscopeToken != "" && (c.PyroscopeUser != "" || c.PyroscopePassword != ""):
 		return fmt.Errorf("use either basic auth or a bearer token for Pyroscope, not both")
 	}
 	switch c.Demangle {
 	case "full", "simplified", "none":
 	default:
-		return fmt.Errorf("--demangle must be full, simplified or none")
+		return fmt.Errorf("--demangle %q: want full, simplified or none", c.Demangle)
 	}
 	return nil
 }
