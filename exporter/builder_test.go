@@ -150,3 +150,92 @@ func BenchmarkMarshal(b *testing.B) {
 		}
 	}
 }
+
+// execResolver is a fakeResolver that also knows each process's
+// executable mapping (pid 0 and kernel threads have none).
+type execResolver struct {
+	fakeResolver
+	kernel *symbolizer.Mapping
+	exes   map[uint32]*symbolizer.Mapping
+}
+
+func (r *execResolver) ResolveKernel(addr uint64) symbolizer.Frame {
+	fr := r.fakeResolver.ResolveKernel(addr)
+	fr.Mapping = r.kernel
+	return fr
+}
+
+func (r *execResolver) Executable(pid uint32) *symbolizer.Mapping { return r.exes[pid] }
+
+// TestMainMapping: the first mapping (pprof's main binary, its "File:") is
+// the executable of the process SetMainProcess names, else of the busiest
+// process that has one, even when kernel or library frames came first.
+func TestMainMapping(t *testing.T) {
+	start := time.Unix(1700000000, 0)
+	newRes := func() *execResolver {
+		r := &execResolver{fakeResolver: fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}, kernel: &symbolizer.Mapping{File: "[kernel.kallsyms]"}}
+		r.maps[9] = &symbolizer.Mapping{Start: 0x1000, Limit: 0x9000, File: "/lib/libc.so.6"} // pid 9's samples fall in libc
+		r.exes = map[uint32]*symbolizer.Mapping{
+			7:  {Start: 0x1000, Limit: 0x9000, File: "/bin/p7"},
+			9:  {Start: 0x10000, Limit: 0x19000, File: "/usr/bin/busy"},
+			11: {Start: 0x1000, Limit: 0x2000, File: "/bin/idle"}, // never sampled
+		}
+		r.maps[7] = r.exes[7]
+		return r
+	}
+	add := func(b *Builder) {
+		b.Add(sampler.Sample{Pid: 7, Comm: "app", Kernel: []uint64{0xa0}, User: []uint64{0x2000}, Count: 2})
+		b.Add(sampler.Sample{Pid: 9, Comm: "busy", User: []uint64{0x2000}, Count: 5})
+		b.Add(sampler.Sample{Pid: 3, Comm: "kworker/0:1", Kernel: []uint64{0xb0}, Count: 9}) // busiest, no executable
+		b.Add(sampler.Sample{Pid: 0, Comm: "swapper/0", Kernel: []uint64{0xc0}, Count: 50})
+	}
+	for _, tc := range []struct {
+		main uint32
+		want string
+	}{
+		{0, "/usr/bin/busy"}, // busiest with an executable, not yet a mapping
+		{7, "/bin/p7"},
+		{11, "/bin/idle"},
+	} {
+		b := NewBuilder(newRes(), 100, start)
+		add(b)
+		b.SetMainProcess(tc.main)
+		p, err := b.Build(start.Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Mapping[0].File != tc.want {
+			t.Errorf("main %d: first mapping %s, want %s", tc.main, p.Mapping[0].File, tc.want)
+		}
+		for i, m := range p.Mapping {
+			if m.ID != uint64(i+1) {
+				t.Errorf("main %d: mapping %d has id %d", tc.main, i, m.ID)
+			}
+		}
+		// Written and read back, pprof sees the same main binary and
+		// the locations keep their mappings.
+		var buf bytes.Buffer
+		if err := p.Write(&buf); err != nil {
+			t.Fatal(err)
+		}
+		q, err := profile.Parse(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Mapping[0].File != tc.want {
+			t.Errorf("main %d: read back, first mapping %s", tc.main, q.Mapping[0].File)
+		}
+		for _, l := range q.Location {
+			if l.Line[0].Function.Name == "ka0" && l.Mapping.File != "[kernel.kallsyms]" {
+				t.Errorf("main %d: kernel location in %s after reordering", tc.main, l.Mapping.File)
+			}
+		}
+	}
+	// A resolver that knows no executables leaves the order alone.
+	b := NewBuilder(&fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}, 100, start)
+	b.Add(sampler.Sample{Pid: 7, Comm: "app", User: []uint64{0x2000}, Count: 1})
+	b.Add(sampler.Sample{Pid: 9, Comm: "busy", User: []uint64{0x2000}, Count: 5})
+	if p, err := b.Build(start); err != nil || p.Mapping[0].File != "/bin/p7" {
+		t.Errorf("without executables: %v, first %s", err, p.Mapping[0].File)
+	}
+}

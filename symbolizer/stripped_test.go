@@ -1,0 +1,98 @@
+package symbolizer
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// strippedCopy is a copy of the C workload with every symbol stripped.
+func strippedCopy(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "burn-stripped")
+	if b, err := exec.Command("objcopy", "--strip-all", workload(t, "cpuburn-c"), out).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestStrippedNote: a file without symbols is noted at debug level, once
+// however often its object is opened again (after the processes that
+// mapped it are gone), and is no parse error.
+func TestStrippedNote(t *testing.T) {
+	path := strippedCopy(t)
+	var log bytes.Buffer
+	s := New(Options{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	defer s.Close()
+	for range 3 {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := openObject(f, path, "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		o.key = fileKey(fi)
+		if o.load(s) != nil {
+			t.Fatalf("%s: symbols loaded from a stripped file", path)
+		}
+		o.close()
+	}
+	if n := strings.Count(log.String(), "level=DEBUG msg=\"symbolizer: file has no symbols (stripped)"); n != 1 {
+		t.Errorf("%d notes, want 1:\n%s", n, log.String())
+	}
+	if strings.Contains(log.String(), "level=WARN") {
+		t.Errorf("a stripped file is warned about:\n%s", log.String())
+	}
+	if st := s.Stats(); st.ParseErrors != 0 {
+		t.Errorf("%d parse errors for a stripped file", st.ParseErrors)
+	}
+}
+
+// TestOnceSetBounded: the set forgets everything when full, so its memory
+// stays bounded (a note may then repeat).
+func TestOnceSetBounded(t *testing.T) {
+	o := onceSet{max: 2}
+	for i, tc := range []struct {
+		key  string
+		want bool
+	}{{"a", true}, {"a", false}, {"b", true}, {"b", false}, {"c", true}, {"a", true}, {"c", false}} {
+		if got := o.first(tc.key); got != tc.want {
+			t.Errorf("step %d: first(%q) = %v, want %v", i, tc.key, got, tc.want)
+		}
+		if len(o.seen) > o.max {
+			t.Errorf("step %d: %d keys held, bound %d", i, len(o.seen), o.max)
+		}
+	}
+}
+
+// TestExecutable: the mapping of a process's executable, among its
+// libraries; nil for processes not observed.
+func TestExecutable(t *testing.T) {
+	path := workload(t, "cpuburn-c")
+	cmd := start(t, path)
+	s := New(Options{})
+	defer s.Close()
+	pid := uint32(cmd.Process.Pid)
+	if m := s.Executable(pid); m != nil {
+		t.Errorf("unobserved process: %+v", m)
+	}
+	if err := s.Observe(pid); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(path)
+	abs, _ = filepath.EvalSymlinks(abs)
+	m := s.Executable(pid)
+	if m == nil || m.File != abs {
+		t.Fatalf("executable mapping %+v, want %s", m, abs)
+	}
+	if fr := s.ResolveUser(pid, m.Start); fr.Mapping != m {
+		t.Errorf("ResolveUser gives mapping %p, Executable %p: the builder keys mappings by pointer", fr.Mapping, m)
+	}
+}
