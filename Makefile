@@ -5,7 +5,11 @@
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export PATH := $(dir $(GO)):$(PATH)
 BIN      := bin/scorch
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The commit, "-dirty" with uncommitted changes. Not `git describe --dirty`,
+# which rewrites .git/index (left root-owned under sudo); status with
+# GIT_OPTIONAL_LOCKS=0 only reads it.
+VERSION  ?= $(shell v=$$(git describe --tags --always 2>/dev/null) || v=dev; \
+  [ -z "$$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null)" ] || v=$$v-dirty; echo $$v)
 LDFLAGS  := -X main.version=$(VERSION)
 # Static: without cgo the agent can drop its capabilities on every thread
 # (--drop-privileges), and the binary runs on any distribution.
@@ -39,8 +43,8 @@ endif
 CHOWN_BACK = $(if $(SUDO_UID),[ "$$(id -u)" != 0 ] || chown -R $(SUDO_UID):$(or $(SUDO_GID),$(SUDO_UID)) $(1),true)
 
 build:
-	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scorch
-	@$(call CHOWN_BACK,$(BIN) $(if $(filter bin/%,$(BIN)),bin))
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/scorch; \
+	  rc=$$?; $(call CHOWN_BACK,$(BIN) $(if $(filter bin/%,$(BIN)),bin)); exit $$rc
 
 generate:
 	$(GO) generate ./bpf
@@ -49,8 +53,7 @@ check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: regenerated BPF objects differ from the committed ones: run 'make generate' and commit"; exit 1; }
 
 testdata:
-	$(MAKE) -C testdata GO=$(GO)
-	@$(call CHOWN_BACK,testdata/bin)
+	@$(MAKE) -C testdata GO=$(GO); rc=$$?; $(call CHOWN_BACK,testdata/bin); exit $$rc
 
 vet:
 	$(GO) vet ./...
