@@ -24,7 +24,7 @@ var keptCaps = []uintptr{
 
 // errCgo says why privileges cannot be dropped in this build: with cgo, Go
 // cannot run capset on every thread (syscall.AllThreadsSyscall).
-var errCgo = errors.New("built with cgo: capabilities cannot be changed on every thread (build with CGO_ENABLED=0, as the Dockerfile does)")
+var errCgo = errors.New("built with cgo: capabilities cannot be changed on every thread (build with CGO_ENABLED=0, as make build and the Dockerfile do)")
 
 // dropPrivileges reduces the effective and permitted capability sets of
 // every thread of the process to keptCaps (those of them it has), removes
