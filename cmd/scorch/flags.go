@@ -23,7 +23,7 @@ func (p *pidList) Set(v string) error {
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
 		if err != nil || n == 0 {
-			return fmt.Errorf("not a process id: %q", f)
+			return fmt.Errorf("%q is not a process id: want a positive number such as 1234, or a comma-separated list of them", f)
 		}
 		*p = append(*p, uint32(n))
 	}
