@@ -1,6 +1,7 @@
 package unwinder
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -499,25 +500,16 @@ func isAMD64SigreturnCFA(e []byte) bool {
 func (b *builder) applySymbols(f *elf.File) {
 	var eos [][2]uint64
 	funcs := map[string]elf.Symbol{}
-	add := func(syms []elf.Symbol) {
-		for _, s := range syms {
-			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 {
-				continue
-			}
-			if endOfStackSymbols[s.Name] {
-				eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
-			}
-			if isStackSwitchSymbol(s.Name) {
-				funcs[s.Name] = s
-			}
+	funcSymbols(f, func(name []byte) bool {
+		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
+	}, func(s elf.Symbol) {
+		if endOfStackSymbols[s.Name] {
+			eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
 		}
-	}
-	if syms, err := f.Symbols(); err == nil {
-		add(syms)
-	}
-	if syms, err := f.DynamicSymbols(); err == nil {
-		add(syms)
-	}
+		if isStackSwitchSymbol(s.Name) {
+			funcs[s.Name] = s
+		}
+	})
 	for _, rg := range eos {
 		b.markRange(rg[0], rg[1], Row{Kind: KindEndOfStack})
 	}
@@ -535,6 +527,50 @@ func (b *builder) applySymbols(f *elf.File) {
 		}
 		for _, call := range calls {
 			b.markRange(call[0], call[1], Row{Kind: KindStackSwitch})
+		}
+	}
+}
+
+// funcSymbols calls fn for each sized function symbol of f's .symtab and
+// .dynsym (64-bit) whose name want accepts. It reads the symbol and string
+// tables raw instead of through (*elf.File).Symbols, which makes a string
+// of every name: 45 MB for node, of which a few names are wanted.
+func funcSymbols(f *elf.File, want func(name []byte) bool, fn func(elf.Symbol)) {
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_SYMTAB && sec.Type != elf.SHT_DYNSYM || int(sec.Link) >= len(f.Sections) {
+			continue
+		}
+		syms, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		strs, err := f.Sections[sec.Link].Data()
+		if err != nil {
+			continue
+		}
+		for off := elf.Sym64Size; off+elf.Sym64Size <= len(syms); off += elf.Sym64Size {
+			e := syms[off : off+elf.Sym64Size]
+			info := e[4]
+			size := f.ByteOrder.Uint64(e[16:24])
+			if elf.ST_TYPE(info) != elf.STT_FUNC || size == 0 {
+				continue
+			}
+			name := f.ByteOrder.Uint32(e[0:4])
+			if int(name) >= len(strs) {
+				continue
+			}
+			n := bytes.IndexByte(strs[name:], 0)
+			if n < 0 || !want(strs[name:int(name)+n]) {
+				continue
+			}
+			fn(elf.Symbol{
+				Name:    string(strs[name : int(name)+n]),
+				Info:    info,
+				Other:   e[5],
+				Section: elf.SectionIndex(f.ByteOrder.Uint16(e[6:8])),
+				Value:   f.ByteOrder.Uint64(e[8:16]),
+				Size:    size,
+			})
 		}
 	}
 }
