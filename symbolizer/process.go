@@ -57,6 +57,11 @@ func (s *Symbolizer) readMaps(p *process) error {
 		return fmt.Errorf("symbolizer: pid %d: %w", p.pid, err)
 	}
 	ms, perr := procmaps.Parse(bytes.NewReader(data), true)
+	if len(ms) == 0 && perr == nil {
+		// An exited process (a zombie) has no mappings left: keep the
+		// ones read while it lived, for its last samples.
+		return fmt.Errorf("symbolizer: pid %d: no mappings (exited)", p.pid)
+	}
 	if perr != nil {
 		s.stats.parseErrors.Add(1)
 		s.log.Warn("symbolizer: malformed maps", "pid", p.pid, "err", perr)

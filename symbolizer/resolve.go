@@ -75,6 +75,26 @@ func (s *Symbolizer) Observe(pid uint32) error {
 	return err
 }
 
+// Refresh reads the memory map of pid again, while it is alive, keeping
+// the files of mappings that did not change, or observes it if it was not
+// observed. It is for the moments a process's image changes: its exec,
+// and its first sample after one (a process first sampled inside execve,
+// or before, had none of its new program mapped when it was observed; a
+// 50 ms process is gone before any later chance to read it).
+func (s *Symbolizer) Refresh(pid uint32) error {
+	s.mu.Lock()
+	p := s.procs[pid]
+	s.mu.Unlock()
+	if p == nil {
+		return s.Observe(pid)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// A process that is gone keeps what was read while it lived, for its
+	// last samples (readMaps changes nothing when it cannot read).
+	return s.readMaps(p)
+}
+
 // process returns the state of pid, observing it first if needed.
 func (s *Symbolizer) process(pid uint32) (*process, error) {
 	s.mu.Lock()

@@ -1,6 +1,7 @@
 package unwinder
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -285,17 +286,19 @@ func Build(f *elf.File) (*Table, error) {
 	}
 	b.applySymbols(f)
 	b.merge()
-	t := &Table{machine: f.Machine, rows: make([]uint64, len(b.rows))}
-	for i, r := range b.rows {
-		t.rows[i] = r.encode()
-	}
+	t := &Table{machine: f.Machine, rows: slices.Clip(b.rows)}
 	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
 	return t, nil
 }
 
+// builder keeps its rows encoded (8 bytes each, not the 24 of a Row) and
+// drops a row equal to the one before it as it is appended: a big binary
+// has millions of CFI rows, and the builder's rows were most of the
+// agent's memory while it built the table of a compiler or a browser that
+// started on the host.
 type builder struct {
 	arch        arch
-	rows        []Row
+	rows        []uint64 // encoded, sorted by PC
 	fdes        int
 	textBytes   uint64
 	unsupported map[string]int
@@ -317,6 +320,7 @@ func (b *builder) build(fdes []*cfi.FDE) error {
 	})
 	var end uint64
 	for _, f := range fdes {
+		first := len(b.rows)
 		if f.Begin == f.End || f.Begin == 0 {
 			continue // empty, or discarded by the linker
 		}
@@ -332,7 +336,7 @@ func (b *builder) build(fdes []*cfi.FDE) error {
 			// code runs in (return addresses are looked up as PC-1), so
 			// they keep the previous FDE's last rule and cost no row.
 			if f.Begin-end >= 16 {
-				b.rows = append(b.rows, Row{PC: end, Kind: KindUnsupported})
+				b.add(Row{PC: end, Kind: KindUnsupported})
 				b.unsupported[reasonNoCFI]++
 			}
 		}
@@ -342,31 +346,41 @@ func (b *builder) build(fdes []*cfi.FDE) error {
 			if reason != "" {
 				b.unsupported[reason]++
 			}
-			b.rows = append(b.rows, r)
+			b.add(r)
 			return nil
 		})
 		if err != nil {
 			// One bad FDE makes its range unsupported, not the whole file.
 			b.unsupported["malformed FDE: "+errorClass(err)]++
-			b.rows = append(b.rows, Row{PC: f.Begin, Kind: KindUnsupported})
+			b.rows = b.rows[:first]
+			b.add(Row{PC: f.Begin, Kind: KindUnsupported})
 		}
 		end = f.End
 	}
 	if end != 0 {
-		b.rows = append(b.rows, Row{PC: end, Kind: KindUnsupported})
+		b.add(Row{PC: end, Kind: KindUnsupported})
 	}
-	// A malformed FDE may have emitted rows before failing; keep the rows
-	// sorted with the last row for a PC winning.
-	slices.SortStableFunc(b.rows, func(x, y Row) int {
-		switch {
-		case x.PC < y.PC:
-			return -1
-		case x.PC > y.PC:
-			return 1
-		}
-		return 0
-	})
 	return nil
+}
+
+// add appends r, which starts at or after every row so far. A row with
+// the rule of the row before it adds nothing; one at the same PC as the
+// row before it replaces it (the last row for a PC wins).
+func (b *builder) add(r Row) {
+	v := r.encode()
+	if n := len(b.rows); n > 0 {
+		last := b.rows[n-1]
+		switch {
+		case last>>32 == v>>32:
+			return
+		case uint32(last) == uint32(v):
+			b.rows = b.rows[:n-1]
+			if n > 1 && b.rows[n-2]>>32 == v>>32 {
+				return
+			}
+		}
+	}
+	b.rows = append(b.rows, v)
 }
 
 func errorClass(err error) string {
@@ -486,25 +500,16 @@ func isAMD64SigreturnCFA(e []byte) bool {
 func (b *builder) applySymbols(f *elf.File) {
 	var eos [][2]uint64
 	funcs := map[string]elf.Symbol{}
-	add := func(syms []elf.Symbol) {
-		for _, s := range syms {
-			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 {
-				continue
-			}
-			if endOfStackSymbols[s.Name] {
-				eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
-			}
-			if isStackSwitchSymbol(s.Name) {
-				funcs[s.Name] = s
-			}
+	funcSymbols(f, func(name []byte) bool {
+		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
+	}, func(s elf.Symbol) {
+		if endOfStackSymbols[s.Name] {
+			eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
 		}
-	}
-	if syms, err := f.Symbols(); err == nil {
-		add(syms)
-	}
-	if syms, err := f.DynamicSymbols(); err == nil {
-		add(syms)
-	}
+		if isStackSwitchSymbol(s.Name) {
+			funcs[s.Name] = s
+		}
+	})
 	for _, rg := range eos {
 		b.markRange(rg[0], rg[1], Row{Kind: KindEndOfStack})
 	}
@@ -522,6 +527,50 @@ func (b *builder) applySymbols(f *elf.File) {
 		}
 		for _, call := range calls {
 			b.markRange(call[0], call[1], Row{Kind: KindStackSwitch})
+		}
+	}
+}
+
+// funcSymbols calls fn for each sized function symbol of f's .symtab and
+// .dynsym (64-bit) whose name want accepts. It reads the symbol and string
+// tables raw instead of through (*elf.File).Symbols, which makes a string
+// of every name: 45 MB for node, of which a few names are wanted.
+func funcSymbols(f *elf.File, want func(name []byte) bool, fn func(elf.Symbol)) {
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_SYMTAB && sec.Type != elf.SHT_DYNSYM || int(sec.Link) >= len(f.Sections) {
+			continue
+		}
+		syms, err := sec.Data()
+		if err != nil {
+			continue
+		}
+		strs, err := f.Sections[sec.Link].Data()
+		if err != nil {
+			continue
+		}
+		for off := elf.Sym64Size; off+elf.Sym64Size <= len(syms); off += elf.Sym64Size {
+			e := syms[off : off+elf.Sym64Size]
+			info := e[4]
+			size := f.ByteOrder.Uint64(e[16:24])
+			if elf.ST_TYPE(info) != elf.STT_FUNC || size == 0 {
+				continue
+			}
+			name := f.ByteOrder.Uint32(e[0:4])
+			if int(name) >= len(strs) {
+				continue
+			}
+			n := bytes.IndexByte(strs[name:], 0)
+			if n < 0 || !want(strs[name:int(name)+n]) {
+				continue
+			}
+			fn(elf.Symbol{
+				Name:    string(strs[name : int(name)+n]),
+				Info:    info,
+				Other:   e[5],
+				Section: elf.SectionIndex(f.ByteOrder.Uint16(e[6:8])),
+				Value:   f.ByteOrder.Uint64(e[8:16]),
+				Size:    size,
+			})
 		}
 	}
 }
@@ -584,27 +633,29 @@ func untilPop(code []byte, i int) int {
 
 // markRange makes [lo, hi) use row r, keeping the rule after hi.
 func (b *builder) markRange(lo, hi uint64, r Row) {
-	i, _ := slices.BinarySearchFunc(b.rows, lo, func(r Row, pc uint64) int {
+	if hi > 0xffffffff || lo >= hi {
+		return // beyond what the table format addresses
+	}
+	i, _ := slices.BinarySearchFunc(b.rows, lo, func(v uint64, pc uint64) int {
 		switch {
-		case r.PC < pc:
+		case uint64(uint32(v)) < pc:
 			return -1
-		case r.PC > pc:
+		case uint64(uint32(v)) > pc:
 			return 1
 		}
 		return 0
 	})
 	j := i
-	for j < len(b.rows) && b.rows[j].PC < hi {
+	for j < len(b.rows) && uint64(uint32(b.rows[j])) < hi {
 		j++
 	}
 	r.PC = lo
-	repl := []Row{r}
-	if j == len(b.rows) || b.rows[j].PC != hi {
+	repl := []uint64{r.encode()}
+	if j == len(b.rows) || uint64(uint32(b.rows[j])) != hi {
 		// Keep the rule in force just before hi for the PCs after hi.
-		after := Row{PC: hi, Kind: KindUnsupported}
+		after := Row{PC: hi, Kind: KindUnsupported}.encode()
 		if j > 0 {
-			after = b.rows[j-1]
-			after.PC = hi
+			after = b.rows[j-1]&^0xffffffff | hi
 		}
 		repl = append(repl, after)
 	}
@@ -614,15 +665,11 @@ func (b *builder) markRange(lo, hi uint64, r Row) {
 // merge drops rows equal to their predecessor (apart from the PC).
 func (b *builder) merge() {
 	out := b.rows[:0]
-	for _, r := range b.rows {
-		if n := len(out); n > 0 {
-			p := out[n-1]
-			p.PC = r.PC
-			if p == r {
-				continue
-			}
+	for _, v := range b.rows {
+		if n := len(out); n > 0 && out[n-1]>>32 == v>>32 {
+			continue
 		}
-		out = append(out, r)
+		out = append(out, v)
 	}
 	b.rows = out
 }

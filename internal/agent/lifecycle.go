@@ -79,6 +79,24 @@ func (p *processes) Observe(pid uint32) error {
 
 var errGone = errors.New("process exited")
 
+// Refresh implements profiler.Symbolizer: the process's image changed
+// (exec) or was being replaced when it was observed, so its mappings and
+// its target (executable, name) are read again while it is alive.
+func (p *processes) Refresh(pid uint32) error {
+	p.mu.Lock()
+	_, known := p.observed[pid]
+	p.mu.Unlock()
+	if !known {
+		return p.Observe(pid)
+	}
+	err := p.sym.Refresh(pid)
+	if err == nil {
+		p.targets.forget(pid)
+		p.targets.prewarm(pid)
+	}
+	return err
+}
+
 // Observed implements profiler.Symbolizer.
 func (p *processes) Observed(pid uint32) bool {
 	p.mu.Lock()

@@ -6,9 +6,12 @@
 package profiler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,6 +24,9 @@ type Symbolizer interface {
 	exporter.Resolver
 	// Observe reads a process's mappings while it is alive.
 	Observe(pid uint32) error
+	// Refresh reads them again (or observes the process): its image
+	// changed (exec) or was being replaced when it was observed.
+	Refresh(pid uint32) error
 	// Forget drops a process's state.
 	Forget(pid uint32)
 	// Observed says whether pid has state.
@@ -63,8 +69,16 @@ type Profiler struct {
 
 	mu      sync.Mutex
 	pending []uint32 // processes to forget after their last samples are out
-	execed  []uint32 // processes to read again after an exec
+	// execed are processes read again at their exec and not sampled since:
+	// the kernel announces an exit only for processes sampled since their
+	// exec (or with unwind tables), so each drain checks whether these are
+	// still alive.
+	execed map[uint32]struct{}
 }
+
+// maxExeced bounds Profiler.execed; past it the sweeps of the caller
+// release what exits unannounced.
+const maxExeced = 1 << 14
 
 // Open loads the BPF program and starts sampling. Samples accumulate in the
 // kernel until Run drains them.
@@ -134,19 +148,46 @@ func (p *Profiler) Run(ctx context.Context, fn func(Batch)) error {
 	}
 }
 
+// onEvent acts on a lifecycle event as it arrives, while the process is
+// most likely alive: on a busy host a process that lives 50 ms has exited
+// long before the next drain, and its mappings can no longer be read.
 func (p *Profiler) onEvent(ev sampler.Event) {
 	switch ev.Type {
 	case sampler.EventNewPid:
-		if err := p.cfg.Symbolizer.Observe(ev.Pid); err != nil {
+		// The first sample since the process's exec: read its mappings,
+		// again if it was observed before (a sample taken inside execve,
+		// or before it, announced the process while its new program was
+		// not mapped yet).
+		if err := p.cfg.Symbolizer.Refresh(ev.Pid); err != nil {
 			p.log.Debug("observe process", "pid", ev.Pid, "err", err)
 		}
-	case sampler.EventExec:
 		p.mu.Lock()
-		p.execed = append(p.execed, ev.Pid)
+		delete(p.execed, ev.Pid) // its exit will be announced
 		p.mu.Unlock()
+	case sampler.EventExec:
+		// Every exec on the host is reported; only processes we hold
+		// state for need reading again (one not observed yet is read at
+		// its first sample). On a host that runs hundreds of short
+		// programs a second, reading every one of them cost the agent
+		// more than sampling. At the exec tracepoint the new program and
+		// its dynamic loader are mapped.
+		if p.cfg.Symbolizer.Observed(ev.Pid) {
+			if err := p.cfg.Symbolizer.Refresh(ev.Pid); err != nil {
+				p.log.Debug("read process after exec", "pid", ev.Pid, "err", err)
+			}
+			p.mu.Lock()
+			if p.execed == nil {
+				p.execed = map[uint32]struct{}{}
+			}
+			if len(p.execed) < maxExeced {
+				p.execed[ev.Pid] = struct{}{}
+			}
+			p.mu.Unlock()
+		}
 	case sampler.EventExit:
 		p.mu.Lock()
 		p.pending = append(p.pending, ev.Pid)
+		delete(p.execed, ev.Pid)
 		p.mu.Unlock()
 	}
 }
@@ -155,8 +196,15 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	// Lifecycle events seen before this drain concern samples that are in
 	// it at the latest: act on them once the batch is handed out.
 	p.mu.Lock()
-	dead, execed := p.pending, p.execed
-	p.pending, p.execed = nil, nil
+	dead := p.pending
+	p.pending = nil
+	// An exec'd process gone before this drain has all its samples in it.
+	for pid := range p.execed {
+		if !alive(pid) {
+			dead = append(dead, pid)
+			delete(p.execed, pid)
+		}
+	}
 	p.mu.Unlock()
 
 	samples, st, err := p.sampler.Drain()
@@ -178,19 +226,18 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 			p.cfg.OnForget(pid)
 		}
 	}
-	// Every exec on the host is reported; only processes we hold state
-	// for need reading again (a process sampled after its exec is
-	// announced by its first sample). On a host that runs hundreds of
-	// short programs a second, reading every one of them cost the agent
-	// more than sampling.
-	for _, pid := range execed {
-		if !p.cfg.Symbolizer.Observed(pid) {
-			continue
-		}
-		p.cfg.Symbolizer.Forget(pid)
-		_ = p.cfg.Symbolizer.Observe(pid)
-	}
 	return nil
+}
+
+// alive says whether process pid exists (a zombie counts as gone: it has
+// no mappings left to sample).
+func alive(pid uint32) bool {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // Close stops sampling and frees the kernel objects.

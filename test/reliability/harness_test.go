@@ -261,6 +261,24 @@ func (a *agentProc) metrics() map[string]float64 {
 	return out
 }
 
+// saveHeapProfile writes the agent's heap profile (from its /debug/pprof)
+// to file, for a person chasing memory growth; failures are logged.
+func (a *agentProc) saveHeapProfile(file string) {
+	resp, err := http.Get("http://" + a.addr + "/debug/pprof/heap")
+	if err != nil {
+		a.t.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		a.t.Logf("heap profile: %v", err)
+	}
+}
+
 // sum adds the series of metric name over all its labels.
 func sum(m map[string]float64, name string) float64 {
 	var s float64
