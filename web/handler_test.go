@@ -172,6 +172,7 @@ type fgResponse struct {
 	Total      int64  `json:"total"`
 	Unit       string `json:"unit"`
 	Names      []string
+	Kinds      []string
 	FrameKinds []int `json:"frame_kinds"`
 	Root       fgNode
 }
@@ -241,13 +242,16 @@ func TestFlamegraphRangeMerge(t *testing.T) {
 	// Frame kinds: sys_read came from [kernel.kallsyms].
 	var r fgResponse
 	getJSON(t, h, "/api/flamegraph", &r)
+	if !slices.Equal(r.Kinds, []string{"user", "kernel", "jit"}) {
+		t.Errorf("kinds %q, want user, kernel, jit", r.Kinds)
+	}
 	for i, n := range r.Names {
-		want := 0
+		want := "user"
 		if n == "sys_read" {
-			want = 1
+			want = "kernel"
 		}
-		if r.FrameKinds[i] != want {
-			t.Errorf("%s: kind %d, want %d", n, r.FrameKinds[i], want)
+		if got := r.Kinds[r.FrameKinds[i]]; got != want {
+			t.Errorf("%s: kind %s, want %s", n, got, want)
 		}
 	}
 	if r.Windows != 3 || r.Total != 25 {
@@ -489,33 +493,6 @@ func TestPage(t *testing.T) {
 	for _, p := range []string{"/", "/app.js", "/style.css"} {
 		if code, body := get(t, h, p); code != 200 || len(body) < 100 {
 			t.Errorf("GET %s: %d, %d bytes", p, code, len(body))
-		}
-	}
-}
-
-func TestFrameKind(t *testing.T) {
-	tests := []struct {
-		file string
-		addr uint64
-		want kind
-	}{
-		{"[kernel.kallsyms]", 0xffffffff81000000, kindKernel},
-		{"[nf_tables]", 0xffffffffc0000000, kindKernel},
-		{"[vdso]", 0x7fff0000, kindUser},
-		{"[jit]", 0x1000, kindJIT},
-		{"/tmp/perf-1234.map", 0x1000, kindJIT},
-		{"//anon", 0x1000, kindJIT},
-		{"/usr/lib/libc.so.6", 0x1000, kindUser},
-		{"", 0xffffffff81000000, kindKernel}, // no mapping
-		{"", 0x401000, kindUser},
-	}
-	for _, tt := range tests {
-		var m *profile.Mapping
-		if tt.file != "" {
-			m = &profile.Mapping{File: tt.file}
-		}
-		if got := frameKind(m, tt.addr); got != tt.want {
-			t.Errorf("frameKind(%q, %#x) = %v, want %v", tt.file, tt.addr, got, tt.want)
 		}
 	}
 }
