@@ -48,7 +48,7 @@ func (m *memSource) Open(ctx context.Context, id string) (*profile.Profile, erro
 }
 
 // stack is one synthetic sample: frames root first, "k:" prefix for a
-// kernel frame.
+// kernel frame, "j:" for a JIT frame.
 type stack struct {
 	frames []string
 	v      int64
@@ -68,6 +68,7 @@ func synth(start time.Time, dur time.Duration, stacks []stack) *profile.Profile 
 	user := &profile.Mapping{ID: 1, Start: 0x400000, Limit: 0x800000, File: "/bin/app"}
 	kern := &profile.Mapping{ID: 2, Start: 0xffffffff81000000, Limit: 0xffffffffff000000, File: "[kernel.kallsyms]"}
 	p.Mapping = []*profile.Mapping{user, kern}
+	var jit *profile.Mapping // added at the first JIT frame
 	locs := map[string]*profile.Location{}
 	for _, s := range stacks {
 		smp := &profile.Sample{Value: []int64{s.v, s.v * 10_000_000}}
@@ -78,8 +79,16 @@ func synth(start time.Time, dur time.Duration, stacks []stack) *profile.Profile 
 				id := uint64(len(p.Location) + 1)
 				fn := &profile.Function{ID: id, Name: strings.TrimPrefix(name, "k:")}
 				loc = &profile.Location{ID: id, Mapping: user, Address: 0x400000 + id*16, Line: []profile.Line{{Function: fn}}}
-				if strings.HasPrefix(name, "k:") {
+				switch {
+				case strings.HasPrefix(name, "k:"):
 					loc.Mapping, loc.Address = kern, 0xffffffff81000000+id*16
+				case strings.HasPrefix(name, "j:"):
+					if jit == nil {
+						jit = &profile.Mapping{ID: uint64(len(p.Mapping) + 1), Start: 0x7f0000000000, Limit: 0x7f0000100000, File: "[jit]"}
+						p.Mapping = append(p.Mapping, jit)
+					}
+					fn.Name = strings.TrimPrefix(name, "j:")
+					loc.Mapping, loc.Address = jit, 0x7f0000000000+id*16
 				}
 				p.Function = append(p.Function, fn)
 				p.Location = append(p.Location, loc)
