@@ -48,6 +48,12 @@ type Builder struct {
 	keyBuf    []byte
 	locBuf    []*profile.Location
 
+	// Mappings under the names of MappingJIT: anonymous ones renamed
+	// "[jit]", and those for kernel and JIT frames the symbolizer has none
+	// for.
+	jit               map[*symbolizer.Mapping]*symbolizer.Mapping
+	kernelAny, jitAny symbolizer.Mapping
+
 	// Samples per process, and the process set by SetMainProcess (0:
 	// none), to choose the main mapping.
 	pidSamples map[uint32]int64
@@ -104,6 +110,9 @@ func NewBuilder(res Resolver, frequencyHz int, start time.Time) *Builder {
 		locations: map[locKey]*profile.Location{},
 		pseudos:   map[string]*profile.Location{},
 		samples:   map[string]*profile.Sample{},
+		jit:       map[*symbolizer.Mapping]*symbolizer.Mapping{},
+		kernelAny: symbolizer.Mapping{Start: kernelHalf, Limit: ^uint64(0), File: MappingKernel},
+		jitAny:    symbolizer.Mapping{Limit: userLimit, File: MappingJIT},
 
 		pidSamples: map[uint32]int64{},
 	}
@@ -197,7 +206,7 @@ func (b *Builder) location(k locKey, resolve func() symbolizer.Frame) *profile.L
 	l := &profile.Location{
 		ID:      uint64(len(b.p.Location) + 1),
 		Address: k.addr,
-		Mapping: b.mapping(fr.Mapping, fr.Lines),
+		Mapping: b.mapping(b.filedUnder(fr), fr.Lines),
 	}
 	for _, ln := range fr.Lines {
 		l.Line = append(l.Line, profile.Line{
@@ -225,6 +234,30 @@ func (b *Builder) pseudo(name string) *profile.Location {
 	b.pseudos[name] = l
 	b.p.Location = append(b.p.Location, l)
 	return l
+}
+
+// filedUnder returns the mapping fr goes under in the profile, named by the
+// convention of MappingJIT: a JIT frame's anonymous mapping is renamed
+// "[jit]", and a kernel or JIT frame in no mapping the symbolizer knows gets
+// one spanning the kernel or user half of the address space, so that every
+// kernel and JIT frame says its kind by its mapping.
+func (b *Builder) filedUnder(fr symbolizer.Frame) *symbolizer.Mapping {
+	switch {
+	case fr.Kind == symbolizer.KindKernel && fr.Mapping == nil:
+		return &b.kernelAny
+	case fr.Kind == symbolizer.KindJIT && fr.Mapping == nil:
+		return &b.jitAny
+	case fr.Kind == symbolizer.KindJIT && fr.Mapping.File != MappingJIT:
+		m, ok := b.jit[fr.Mapping]
+		if !ok {
+			c := *fr.Mapping
+			c.File = MappingJIT
+			m = &c
+			b.jit[fr.Mapping] = m
+		}
+		return m
+	}
+	return fr.Mapping
 }
 
 func (b *Builder) mapping(m *symbolizer.Mapping, lines []symbolizer.Line) *profile.Mapping {

@@ -6,6 +6,10 @@
 // cpu/nanoseconds, one Mapping per mapped file with its build id, Locations
 // with addresses, Functions with names and files, the labels comm and pid.
 // Kernel frames sit above the user frames of the same sample, as in perf.
+// A frame's kind (kernel, JIT, user) is carried by its mapping's file name,
+// in perf's convention ("[kernel.kallsyms]", "[vdso]", "[jit]", a path; see
+// MappingJIT), and FrameKind reads it back: the viewer and the tests use
+// FrameKind and nothing else.
 //
 // Writers for files (pprof, folded stacks) live here too; the upload to
 // Pyroscope is in exporter/pyroscope.

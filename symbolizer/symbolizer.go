@@ -21,7 +21,10 @@
 // on, so that it still resolves after it exits, until Forget.
 package symbolizer
 
-import "log/slog"
+import (
+	"log/slog"
+	"strconv"
+)
 
 // API CONTRACT (shared with internal/sampler, exporter and cmd/scorch).
 // Keep these signatures; add fields and methods freely.
@@ -32,8 +35,18 @@ type Kind uint8
 const (
 	KindUser   Kind = iota // native user-space code in a file mapping
 	KindKernel             // kernel or kernel module
-	KindJIT                // anonymous executable memory named by a perf map
+	KindJIT                // anonymous executable memory: code a runtime generated, named by its perf map if any
 )
+
+var kindNames = [...]string{KindUser: "user", KindKernel: "kernel", KindJIT: "jit"}
+
+// String returns "user", "kernel" or "jit" (the viewer's colour classes).
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
 
 // Mapping is one file mapped into a process (or the kernel image / a module).
 type Mapping struct {

@@ -316,6 +316,35 @@ func TestBrowserDiff(t *testing.T) {
 	}
 }
 
+// TestBrowserKinds checks the colour classes the page gets from the server:
+// a user frame is drawn orange, a JIT frame green, a kernel frame blue, and
+// the top table labels each row with its class.
+func TestBrowserKinds(t *testing.T) {
+	exe := chromiumPath(t)
+	m := &memSource{}
+	m.add("w", t0, 10*time.Second, nil, []stack{
+		{frames: []string{"main", "j:JS:*hot"}, v: 5},
+		{frames: []string{"main", "j:JS:*hot", "k:sys_read"}, v: 5},
+	})
+	p := openPage(t, exe, m, "Scorch kinds test")
+	for _, tt := range []struct {
+		name, kind string
+		ok         func(r, g, b int) bool
+	}{
+		{"main", "user", func(r, g, b int) bool { return r > g && g > b }},
+		{"JS:*hot", "jit", func(r, g, b int) bool { return g > r && g > b }},
+		{"sys_read", "kernel", func(r, g, b int) bool { return b > g && g > r }},
+	} {
+		if r, g, b := p.frameRGB(tt.name); !tt.ok(r, g, b) {
+			t.Errorf("%s is drawn rgb(%d,%d,%d), not in the %s colours", tt.name, r, g, b, tt.kind)
+		}
+		sel := fmt.Sprintf(`document.querySelector('#top-table tbody tr[data-name=%q] .kind').textContent`, tt.name)
+		if got := p.string(sel); got != tt.kind {
+			t.Errorf("top table: %s labelled %q, want %q", tt.name, got, tt.kind)
+		}
+	}
+}
+
 // TestBrowserLarge renders a tree of 50,000 distinct functions and reports
 // how long the page took; sub-pixel frames must be skipped.
 func TestBrowserLarge(t *testing.T) {

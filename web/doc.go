@@ -23,10 +23,11 @@
 // Frames are named by function, with inlined functions expanded (outermost
 // first); a location without symbols is named "file+0xOFFSET" from its
 // mapping, or by its address. Each frame has a kind, used for colour:
-// "kernel" when its mapping file is bracketed like "[kernel.kallsyms]"
-// (except [vdso], [vsyscall], [heap], [stack], [anon:...]), or it has no
-// mapping and a kernel-half address; "jit" when the mapping file is "[jit]",
-// perf's "//anon", or a perf-PID.map; "user" otherwise.
+// "kernel", "jit" or "user", decided by exporter.FrameKind from the
+// location's mapping file, in the convention the exporter writes
+// ("[kernel.kallsyms]" and modules kernel, "[jit]" JIT, "[vdso]" and file
+// paths user; perf's "//anon" and perf-PID.map read as JIT too). The server
+// decides it; the page only maps the class to a colour.
 //
 // # API
 //

@@ -48,7 +48,7 @@ func (m *memSource) Open(ctx context.Context, id string) (*profile.Profile, erro
 }
 
 // stack is one synthetic sample: frames root first, "k:" prefix for a
-// kernel frame.
+// kernel frame, "j:" for a JIT frame.
 type stack struct {
 	frames []string
 	v      int64
@@ -68,6 +68,7 @@ func synth(start time.Time, dur time.Duration, stacks []stack) *profile.Profile 
 	user := &profile.Mapping{ID: 1, Start: 0x400000, Limit: 0x800000, File: "/bin/app"}
 	kern := &profile.Mapping{ID: 2, Start: 0xffffffff81000000, Limit: 0xffffffffff000000, File: "[kernel.kallsyms]"}
 	p.Mapping = []*profile.Mapping{user, kern}
+	var jit *profile.Mapping // added at the first JIT frame
 	locs := map[string]*profile.Location{}
 	for _, s := range stacks {
 		smp := &profile.Sample{Value: []int64{s.v, s.v * 10_000_000}}
@@ -78,8 +79,16 @@ func synth(start time.Time, dur time.Duration, stacks []stack) *profile.Profile 
 				id := uint64(len(p.Location) + 1)
 				fn := &profile.Function{ID: id, Name: strings.TrimPrefix(name, "k:")}
 				loc = &profile.Location{ID: id, Mapping: user, Address: 0x400000 + id*16, Line: []profile.Line{{Function: fn}}}
-				if strings.HasPrefix(name, "k:") {
+				switch {
+				case strings.HasPrefix(name, "k:"):
 					loc.Mapping, loc.Address = kern, 0xffffffff81000000+id*16
+				case strings.HasPrefix(name, "j:"):
+					if jit == nil {
+						jit = &profile.Mapping{ID: uint64(len(p.Mapping) + 1), Start: 0x7f0000000000, Limit: 0x7f0000100000, File: "[jit]"}
+						p.Mapping = append(p.Mapping, jit)
+					}
+					fn.Name = strings.TrimPrefix(name, "j:")
+					loc.Mapping, loc.Address = jit, 0x7f0000000000+id*16
 				}
 				p.Function = append(p.Function, fn)
 				p.Location = append(p.Location, loc)
@@ -172,6 +181,7 @@ type fgResponse struct {
 	Total      int64  `json:"total"`
 	Unit       string `json:"unit"`
 	Names      []string
+	Kinds      []string
 	FrameKinds []int `json:"frame_kinds"`
 	Root       fgNode
 }
@@ -241,13 +251,16 @@ func TestFlamegraphRangeMerge(t *testing.T) {
 	// Frame kinds: sys_read came from [kernel.kallsyms].
 	var r fgResponse
 	getJSON(t, h, "/api/flamegraph", &r)
+	if !slices.Equal(r.Kinds, []string{"user", "kernel", "jit"}) {
+		t.Errorf("kinds %q, want user, kernel, jit", r.Kinds)
+	}
 	for i, n := range r.Names {
-		want := 0
+		want := "user"
 		if n == "sys_read" {
-			want = 1
+			want = "kernel"
 		}
-		if r.FrameKinds[i] != want {
-			t.Errorf("%s: kind %d, want %d", n, r.FrameKinds[i], want)
+		if got := r.Kinds[r.FrameKinds[i]]; got != want {
+			t.Errorf("%s: kind %s, want %s", n, got, want)
 		}
 	}
 	if r.Windows != 3 || r.Total != 25 {
@@ -489,33 +502,6 @@ func TestPage(t *testing.T) {
 	for _, p := range []string{"/", "/app.js", "/style.css"} {
 		if code, body := get(t, h, p); code != 200 || len(body) < 100 {
 			t.Errorf("GET %s: %d, %d bytes", p, code, len(body))
-		}
-	}
-}
-
-func TestFrameKind(t *testing.T) {
-	tests := []struct {
-		file string
-		addr uint64
-		want kind
-	}{
-		{"[kernel.kallsyms]", 0xffffffff81000000, kindKernel},
-		{"[nf_tables]", 0xffffffffc0000000, kindKernel},
-		{"[vdso]", 0x7fff0000, kindUser},
-		{"[jit]", 0x1000, kindJIT},
-		{"/tmp/perf-1234.map", 0x1000, kindJIT},
-		{"//anon", 0x1000, kindJIT},
-		{"/usr/lib/libc.so.6", 0x1000, kindUser},
-		{"", 0xffffffff81000000, kindKernel}, // no mapping
-		{"", 0x401000, kindUser},
-	}
-	for _, tt := range tests {
-		var m *profile.Mapping
-		if tt.file != "" {
-			m = &profile.Mapping{File: tt.file}
-		}
-		if got := frameKind(m, tt.addr); got != tt.want {
-			t.Errorf("frameKind(%q, %#x) = %v, want %v", tt.file, tt.addr, got, tt.want)
 		}
 	}
 }

@@ -5,59 +5,14 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/symbolizer"
 )
-
-// Kind classifies a frame for colouring.
-type kind uint8
-
-const (
-	kindUser kind = iota
-	kindKernel
-	kindJIT
-)
-
-var kindNames = [...]string{kindUser: "user", kindKernel: "kernel", kindJIT: "jit"}
-
-func (k kind) String() string { return kindNames[k] }
-
-// perfMap matches the perf map files JIT runtimes write (/tmp/perf-PID.map).
-var perfMap = regexp.MustCompile(`(^|/)perf-[0-9]+\.map$`)
-
-// frameKind classifies a location by its mapping:
-//
-//   - jit: the mapping file is "[jit]", perf's "//anon" for anonymous
-//     executable memory, or a perf map file (perf-PID.map);
-//   - user: "[vdso]", "[vsyscall]", "[heap]", "[stack]" and "[anon:...]";
-//   - kernel: any other bracketed name, such as "[kernel.kallsyms]" or a
-//     module "[nf_tables]";
-//   - user: everything else.
-//
-// A location without a mapping is kernel when its address lies in the upper
-// (kernel) half of the 64-bit address space.
-func frameKind(m *profile.Mapping, addr uint64) kind {
-	if m == nil {
-		if addr >= 0xffff800000000000 {
-			return kindKernel
-		}
-		return kindUser
-	}
-	f := m.File
-	switch {
-	case f == "[jit]" || f == "//anon" || perfMap.MatchString(f):
-		return kindJIT
-	case f == "[vdso]" || f == "[vsyscall]" || f == "[heap]" || f == "[stack]" || strings.HasPrefix(f, "[anon:"):
-		return kindUser
-	case strings.HasPrefix(f, "["):
-		return kindKernel
-	}
-	return kindUser
-}
 
 // unsymbolizedName names a location that has no line information: the
 // mapping's base name and the file offset, or the bare address.
@@ -88,7 +43,7 @@ func valueIndex(p *profile.Profile) int {
 // frame is one function in a stack.
 type frame struct {
 	name string
-	kind kind
+	kind symbolizer.Kind // colour class, from exporter.FrameKind
 }
 
 // loaded is a profile prepared for repeated aggregation: every sample's
@@ -125,7 +80,7 @@ func prepare(p *profile.Profile) (*loaded, error) {
 		return i
 	}
 	for _, loc := range p.Location {
-		k := frameKind(loc.Mapping, loc.Address)
+		k := exporter.FrameKind(loc)
 		var fs []int32
 		// Line[0] is the innermost inlined function, the last entry its
 		// outermost caller: walk them in reverse for root-first order.

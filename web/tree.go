@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
 // tree is a merged call tree over the selected samples of one range
@@ -197,7 +199,9 @@ func (t *tree) appendJSON(b []byte, extra []byte, diff bool, maxNodes int) []byt
 	b = strconv.AppendInt(b, int64(dropped), 10)
 	b = append(b, `,"unit":`...)
 	b = appendString(b, t.unit)
-	b = append(b, `,"kinds":["user","kernel","jit"],"names":[`...)
+	b = append(b, `,"kinds":`...)
+	b = append(b, kindsJSON...)
+	b = append(b, `,"names":[`...)
 	for i, f := range t.frames {
 		if i > 0 {
 			b = append(b, ',')
@@ -255,6 +259,19 @@ func appendString(b []byte, s string) []byte {
 	q, _ := json.Marshal(s) // a string always marshals
 	return append(b, q...)
 }
+
+// kindsJSON is the JSON array of colour class names that "frame_kinds"
+// index: ["user","kernel","jit"], in symbolizer.Kind order.
+var kindsJSON = func() []byte {
+	b := []byte{'['}
+	for k := symbolizer.KindUser; k <= symbolizer.KindJIT; k++ {
+		if k > symbolizer.KindUser {
+			b = append(b, ',')
+		}
+		b = appendString(b, k.String())
+	}
+	return append(b, ']')
+}()
 
 // topRow is one function in the top table.
 type topRow struct {

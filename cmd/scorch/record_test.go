@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
 // These tests run `scorch record` for real: the BPF program is loaded into
@@ -179,8 +182,7 @@ func TestRecordKernelFrames(t *testing.T) {
 		// kernel frame below a user frame.
 		seenUser, bad, kernel := false, false, false
 		for _, l := range s.Location {
-			isKernel := l.Mapping != nil && l.Mapping.File == "[kernel.kallsyms]" || l.Mapping != nil && strings.HasPrefix(l.Mapping.File, "[") && l.Mapping.File != "[vdso]"
-			if isKernel {
+			if exporter.FrameKind(l) == symbolizer.KindKernel {
 				kernel = true
 				if seenUser {
 					bad = true

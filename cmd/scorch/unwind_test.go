@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
 // userStacks yields the samples of pid that have user frames, with the
@@ -31,8 +34,8 @@ func userStacks(p *profile.Profile, pid int) iter.Seq2[*profile.Sample, []string
 func userNames(s *profile.Sample) []string {
 	var names []string
 	for _, l := range s.Location {
-		if l.Mapping != nil && strings.HasPrefix(l.Mapping.File, "[") && l.Mapping.File != "[vdso]" {
-			continue // kernel
+		if exporter.FrameKind(l) == symbolizer.KindKernel {
+			continue
 		}
 		if len(l.Line) == 0 {
 			names = append(names, fmt.Sprintf("%#x", l.Address))

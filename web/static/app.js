@@ -8,7 +8,6 @@
   const MIN_W = 0.5;       // frames narrower than this (CSS px) are skipped
   const FONT = '12px ui-monospace, SFMono-Regular, Menlo, monospace';
   const MAX_NODES = 100000; // server-side pruning of huge trees
-  const KINDS = ['user', 'kernel', 'jit'];
 
   // State, exposed for tests and for poking from the console.
   const S = window.scorchState = {
@@ -45,7 +44,7 @@
   const tl = $('timeline');
   const tip = $('tooltip');
   let data = null;        // last flame graph or diff response
-  let names = [], kinds = [];
+  let names = [], kinds = [], kindNames = []; // kinds[f] indexes kindNames (the server's classes)
   let zoomNode = null;    // node the graph is zoomed to
   let rects = [];         // drawn frames: {x, y, w, n, d}
   let rowRects = [];      // rects by row
@@ -92,14 +91,17 @@
   }
 
   // ---- colours ----
+  // The server decides each frame's class (user, kernel, jit); the page
+  // only colours it.
   const legend = { user: 'hsl(28,80%,62%)', kernel: 'hsl(205,55%,64%)', jit: 'hsl(110,45%,55%)' };
+  const kindOf = (n) => (n.f < 0 ? '' : kindNames[kinds[n.f]] || 'user');
   function frameColor(n) {
     const name = names[n.f] || '';
     if (searchRe) return searchRe.test(name) ? '#d946ef' : '#ddd';
     const h = hash(name);
-    switch (kinds[n.f]) {
-      case 1: return 'hsl(' + (195 + 20 * h) + ',55%,' + (60 + 10 * h) + '%)';
-      case 2: return 'hsl(' + (95 + 35 * h) + ',45%,' + (52 + 10 * h) + '%)';
+    switch (kindOf(n)) {
+      case 'kernel': return 'hsl(' + (195 + 20 * h) + ',55%,' + (60 + 10 * h) + '%)';
+      case 'jit': return 'hsl(' + (95 + 35 * h) + ',45%,' + (52 + 10 * h) + '%)';
       default: return 'hsl(' + (10 + 40 * h) + ',80%,' + (58 + 10 * h) + '%)';
     }
   }
@@ -119,7 +121,7 @@
   // the A and B totals, so both ranges weigh the same.
   let val = (n) => n.t;
   function prepareTree(d) {
-    names = d.names; kinds = d.frame_kinds;
+    names = d.names; kinds = d.frame_kinds; kindNames = d.kinds;
     const diff = S.mode === 'diff';
     if (diff) {
       const at = d.a.total || 1, bt = d.b.total || 1;
@@ -204,7 +206,7 @@
 
   function tooltipHTML(n) {
     const esc = (s) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
-    const kind = n.f < 0 ? '' : ' <i>(' + KINDS[kinds[n.f]] + ')</i>';
+    const kind = n.f < 0 ? '' : ' <i>(' + kindOf(n) + ')</i>';
     let h = '<b>' + esc(nodeName(n)) + kind + '</b>';
     if (S.mode === 'diff') {
       const a = data.a.total, b = data.b.total;
@@ -569,7 +571,7 @@
     resizeTimer = setTimeout(() => { drawTimeline(); draw(); }, 100);
   });
 
-  $('legend').innerHTML = KINDS.map((k) => '<span><i style="background:' + legend[k] + '"></i>' + k + '</span>').join('');
+  $('legend').innerHTML = Object.keys(legend).map((k) => '<span><i style="background:' + legend[k] + '"></i>' + k + '</span>').join('');
 
   (async function init() {
     try {
