@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -348,13 +349,32 @@ func TestRecordExec(t *testing.T) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("testdata not built: %v", err)
 	}
-	cmd := exec.Command("/bin/sh", "-c", `i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done; exec "$0" 3`, bin)
+	// The shell spins until the flag file exists, then execs the burner.
+	// The flag is made once sampling has started and the shell has had
+	// 0.3 s of CPU under it, so that both sides of the exec are sampled
+	// however busy the host is.
+	flag := filepath.Join(t.TempDir(), "go")
+	cmd := exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do :; done; exec "$0" 3`, bin, flag)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	pid := cmd.Process.Pid
-	p, _, _ := record(t, "--duration", "4s", "--frequency", "499", "--pid", fmt.Sprint(pid))
+	go func() {
+		defer os.WriteFile(flag, nil, 0o644)
+		deadline := time.Now().Add(60 * time.Second)
+		for !sampling() {
+			if time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		start := cpuTime(pid)
+		for cpuTime(pid)-start < 300*time.Millisecond && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	p, _, _ := record(t, "--duration", "8s", "--frequency", "499", "--pid", fmt.Sprint(pid))
 	var shell, burner, named int64
 	for s, names := range userStacks(p, pid) {
 		switch s.Label["comm"][0] {
@@ -374,4 +394,33 @@ func TestRecordExec(t *testing.T) {
 	if float64(named) < 0.95*float64(burner) {
 		t.Errorf("only %d of %d samples after the exec are named from the new program", named, burner)
 	}
+}
+
+// sampling reports whether this process holds a perf event, which the
+// in-process record opens once it starts sampling.
+func sampling() bool {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && l == "anon_inode:[perf_event]" {
+			return true
+		}
+	}
+	return false
+}
+
+// cpuTime is the user plus system CPU time pid has used so far (0 once it
+// is gone).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the comm, which may hold spaces: state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * time.Second / 100 // USER_HZ is 100 on Linux
 }
