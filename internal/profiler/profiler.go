@@ -40,7 +40,12 @@ type Config struct {
 	// OnForget, if set, is called (on Run's goroutine) for each process
 	// whose state is released after it exited.
 	OnForget func(pid uint32)
-	Logger   *slog.Logger
+	// OnEvent, if set, is called with every process lifecycle event, on
+	// the event reader goroutine (which Run owns), after the profiler has
+	// handled it: after the symbolizer observed a new process. It must not
+	// block: the events of the whole host wait behind it.
+	OnEvent func(sampler.Event)
+	Logger  *slog.Logger
 }
 
 // Batch is what one drain produced.
@@ -149,6 +154,9 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 		p.pending = append(p.pending, ev.Pid)
 		p.mu.Unlock()
 	}
+	if p.cfg.OnEvent != nil {
+		p.cfg.OnEvent(ev)
+	}
 }
 
 func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error {
@@ -196,6 +204,6 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 // Close stops sampling and frees the kernel objects.
 func (p *Profiler) Close() error { return p.sampler.Close() }
 
-// SetFilter changes which processes the BPF program records; it may be
-// called from any goroutine while Run runs.
+// SetFilter changes which processes the BPF program records (see
+// sampler.Filter); it may be called from any goroutine until Close.
 func (p *Profiler) SetFilter(f sampler.Filter) error { return p.sampler.SetFilter(f) }
