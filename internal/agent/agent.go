@@ -44,6 +44,7 @@ type Agent struct {
 	exp     *pyroscope.Exporter
 	targets *targets
 	m       *metrics
+	filter  *filterLoop // nil without --include/--exclude rules; set by Run
 
 	// The window being filled.
 	winStart time.Time
@@ -154,6 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The in-kernel filter of --include/--exclude: the first one is in
 	// place before sampling starts; fl keeps it in step afterwards.
 	fl := newFilterLoop(a.cfg.Include, a.cfg.Exclude, a.targets.procRoot, a.log)
+	a.filter = fl
 	opts := sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle, StackMapEntries: a.cfg.StackMapSize}
 	var onEvent func(sampler.Event)
 	if fl != nil {
@@ -237,6 +239,9 @@ func (a *Agent) onBatch(b profiler.Batch) {
 		tg := a.targets.lookup(s.Pid, s.Comm)
 		if tg.excluded {
 			a.m.excluded.Add(float64(s.Count))
+			if a.filter != nil {
+				a.filter.sawExcluded(s.Pid)
+			}
 			continue
 		}
 		w, ok := a.windows[tg.key]

@@ -35,6 +35,9 @@ import (
 //   - when a process the filter excludes by pid calls exec (the kernel
 //     drops its entry; a scan that read the process just before the exec
 //     would otherwise leave an entry for a program the rules may want);
+//   - when a drain brings samples the rules exclude of a process the filter
+//     does not list: what no event announces (kernel threads: the program
+//     announces user processes only) is filtered from the next drain on;
 //   - every filterPeriod, for what no event tells (a process renamed or
 //     moved to another cgroup, a cgroup created).
 //
@@ -287,8 +290,12 @@ type filterLoop struct {
 
 	mu       sync.Mutex
 	excluded map[uint32]bool // ExcludePids of the filter last set
+	asked    map[uint32]bool // sawExcluded asked for a scan this filterPeriod
 	warned   bool            // a failure or truncation was logged
 }
+
+// maxAsked bounds filterLoop.asked.
+const maxAsked = 1 << 14
 
 // newFilterLoop returns the loop for the rules, or nil when there are none
 // (nothing to filter: the program records every process).
@@ -297,7 +304,7 @@ func newFilterLoop(include, exclude []Rule, procRoot string, log *slog.Logger) *
 		return nil
 	}
 	l := &filterLoop{include: include, exclude: exclude, procRoot: procRoot, log: log,
-		need: map[string]bool{}, wake: make(chan struct{}, 1)}
+		need: map[string]bool{}, wake: make(chan struct{}, 1), asked: map[uint32]bool{}}
 	for _, r := range append(append([]Rule(nil), include...), exclude...) {
 		l.need[r.Field] = true
 	}
@@ -367,6 +374,37 @@ func (l *filterLoop) onEvent(ev sampler.Event) {
 	default:
 		return
 	}
+	l.request()
+}
+
+// sawExcluded is told of a sample user space dropped by the rules: when its
+// process is not listed by pid, the kernel's filter does not know it yet (a
+// kernel thread, which the program does not announce; a process whose
+// announcement was lost, or that changed since the last scan), so a scan is
+// asked for, once per process per filterPeriod: a process the scan does not
+// list after all (it exited; user space judged it by the comm of another
+// of its threads) must not cause a scan at every drain. The idle task is
+// never listed: user space drops it. It never blocks.
+func (l *filterLoop) sawExcluded(pid uint32) {
+	if pid == 0 {
+		return
+	}
+	l.mu.Lock()
+	ask := !l.excluded[pid] && !l.asked[pid]
+	if ask {
+		if len(l.asked) >= maxAsked {
+			clear(l.asked)
+		}
+		l.asked[pid] = true
+	}
+	l.mu.Unlock()
+	if ask {
+		l.request()
+	}
+}
+
+// request asks run for a scan.
+func (l *filterLoop) request() {
 	select {
 	case l.wake <- struct{}{}:
 	default: // a scan is pending already
@@ -385,6 +423,9 @@ func (l *filterLoop) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			l.mu.Lock()
+			clear(l.asked)
+			l.mu.Unlock()
 		case <-l.wake:
 			if d := filterMinGap - time.Since(last); d > 0 {
 				select {

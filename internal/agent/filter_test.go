@@ -186,6 +186,26 @@ func TestFilterLoopEvents(t *testing.T) {
 	if most := 2 + int(elapsed/filterMinGap); scans > most {
 		t.Errorf("burst of 100 new processes in %v: %d scans in %v, want at most %d (one per %v)", sent, scans, elapsed, most, filterMinGap)
 	}
+
+	// A drain brings excluded samples of a process no event announced (a
+	// kernel thread): it is listed within a second.
+	addProc(13, "burnx")
+	l.sawExcluded(13)
+	if f, took, ok = next(time.Second); !ok || !slices.Contains(f.ExcludePids, 13) {
+		t.Fatalf("excluded samples of an unlisted process: filter %+v after %v (set: %v), want pid 13 within 1s", f, took, ok)
+	}
+	// Listed now, or idle, or asked for already (gone before the scan):
+	// no scan.
+	l.sawExcluded(13)
+	l.sawExcluded(0)
+	l.sawExcluded(14)
+	if _, _, ok := next(time.Second); !ok {
+		t.Fatal("excluded samples of a process that exited caused no scan")
+	}
+	l.sawExcluded(14)
+	if f, _, ok := next(2 * filterMinGap); ok {
+		t.Fatalf("a second drain with samples of the same unlisted process caused a scan: %+v", f)
+	}
 }
 
 // testCgroups creates root/name/{keep,drop,drop/child} under the cgroup2
