@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,9 +304,14 @@ func copyWorkload(t *testing.T, dir, name, cgroup string) *exec.Cmd {
 	}
 	cmd := exec.Command(dst)
 	if cgroup != "" {
-		// Into the cgroup before it runs the workload, so that no sample
-		// of it is taken elsewhere.
-		cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$1/cgroup.procs" && exec "$2"`, "sh", cgroup, dst)
+		// Born in the cgroup (clone3 CLONE_INTO_CGROUP), so that no
+		// sample of it is taken elsewhere.
+		d, err := os.Open(cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -361,6 +368,17 @@ func counterValue(t *testing.T, a *Agent, name string) (v float64) {
 	return 0
 }
 
+// waitUntil polls cond every 20 ms for up to d, and fails the test if it
+// does not hold by then.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+	}
+}
+
 // kernelFiltered is the agent's count of samples the BPF program left out
 // (what /metrics shows as outcome="filtered"), as of the last drain.
 func kernelFiltered(a *Agent) uint64 {
@@ -381,16 +399,18 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 	const hz = 199
 	for _, tc := range []struct {
 		name     string
-		rule     func(base string) string
+		rule     func(base, dir string) string
 		inCgroup bool // start the excluded process in base/drop
 	}{
-		{"exe", func(string) string { return "exe:/burn-drop$" }, false},
-		{"cgroup", func(base string) string { return "cgroup:^" + base + "/drop$" }, true},
+		// Paths of this run only: other tests on the machine may run
+		// programs of the same names.
+		{"exe", func(_, dir string) string { return "exe:^" + regexp.QuoteMeta(filepath.Join(dir, "burn-drop")) + "$" }, false},
+		{"cgroup", func(base, _ string) string { return "cgroup:^" + base + "/drop$" }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := fmt.Sprintf("/scorch-agent-filter-%d", os.Getpid())
-			dataDir := t.TempDir()
-			cfg := testConfig(t, "--exclude", tc.rule(base), "--data-dir", dataDir, "--listen", "",
+			dataDir, dir := t.TempDir(), t.TempDir()
+			cfg := testConfig(t, "--exclude", tc.rule(base, dir), "--data-dir", dataDir, "--listen", "",
 				"--interval", "2s", "--frequency", strconv.Itoa(hz))
 			a, err := New(cfg, nil)
 			if err != nil {
@@ -408,7 +428,6 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 			waitReady(t, a)
 
 			// Everything below is new to the agent.
-			dir := t.TempDir()
 			keep := copyWorkload(t, dir, "burn-keep", "")
 			cg := ""
 			if tc.inCgroup {
@@ -421,31 +440,40 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 			drop := copyWorkload(t, dir, "burn-drop", cg)
 			pk, pd := keep.Process.Pid, drop.Process.Pid
 
-			for deadline := time.Now().Add(30 * time.Second); cpuSeconds(t, pd) < 0.5; time.Sleep(100 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("burn-drop got %.2f s of CPU in 30 s", cpuSeconds(t, pd))
-				}
+			waitUntil(t, 30*time.Second, "burn-drop to run 0.5 s", func() bool { return cpuSeconds(t, pd) >= 0.5 })
+			// Its first samples caused a scan: the kernel drops the next.
+			waitUntil(t, 10*time.Second, "samples filtered in the kernel", func() bool { return kernelFiltered(a) > 0 })
+			// Snapshots right after a drain (whose counts they hold) and
+			// the CPU time then. The next drain holds every sample taken
+			// before the filter, and the previous one's user-space
+			// exclusions are counted.
+			type snap struct {
+				filtered uint64
+				excluded float64
+				cpu      float64
 			}
-			// The rescan its first sample caused, then a drain.
-			time.Sleep(filterMinGap + 2*time.Second)
-			f1, e1, cpu1 := kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), cpuSeconds(t, pd)
+			afterDrain := func() snap {
+				d0 := counterValue(t, a, "scorch_drains_total")
+				waitUntil(t, 10*time.Second, "a drain", func() bool { return counterValue(t, a, "scorch_drains_total") > d0 })
+				return snap{kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), cpuSeconds(t, pd)}
+			}
+			s1 := afterDrain()
 			time.Sleep(5 * time.Second)
-			f2, e2, cpu2 := kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), cpuSeconds(t, pd)
+			s2 := afterDrain()
 
-			// The count lags the CPU time by up to a drain (1 s) at each read.
-			n := (cpu2 - cpu1) * hz
-			least := max(1, n-4*math.Sqrt(n)-2*hz)
-			t.Logf("burn-drop (%d): %.2f s of CPU; in-kernel filtered +%d (%.0f expected, at least %.0f); user-space excluded %.0f -> %.0f",
-				pd, cpu2-cpu1, f2-f1, n, least, e1, e2)
-			if float64(f2-f1) < least {
-				t.Errorf("in-kernel filtered count grew by %d, want at least %.0f", f2-f1, least)
-			}
-			if e2 != e1 {
-				t.Errorf("%.0f samples of the excluded process reached user space after the rescan", e2-e1)
+			n := (s2.cpu - s1.cpu) * hz
+			least := max(1, n-4*math.Sqrt(n)-hz/2) // a snapshot may lag its drain
+			t.Logf("burn-drop (%d): %.2f s of CPU; in-kernel filtered +%d (%.0f expected, at least %.0f); user-space excluded %.0f",
+				pd, s2.cpu-s1.cpu, s2.filtered-s1.filtered, n, least, s1.excluded)
+			if float64(s2.filtered-s1.filtered) < least {
+				t.Errorf("in-kernel filtered count grew by %d, want at least %.0f", s2.filtered-s1.filtered, least)
 			}
 
 			if err := stop(); err != nil {
 				t.Fatal(err)
+			}
+			if e := counterValue(t, a, "scorch_samples_excluded_total"); e != s1.excluded {
+				t.Errorf("%.0f samples of the excluded process reached user space after the filter was in place", e-s1.excluded)
 			}
 			st, err := store.Open(dataDir, store.Options{})
 			if err != nil {

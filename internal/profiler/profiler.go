@@ -41,9 +41,9 @@ type Config struct {
 	// whose state is released after it exited.
 	OnForget func(pid uint32)
 	// OnEvent, if set, is called with every process lifecycle event, on
-	// the event reader goroutine (which Run owns), after the profiler has
-	// handled it: after the symbolizer observed a new process. It must not
-	// block: the events of the whole host wait behind it.
+	// the event reader goroutine (which Run owns), before the profiler
+	// handles it (reading a new process's mappings takes a while). It must
+	// not block: the events of the whole host wait behind it.
 	OnEvent func(sampler.Event)
 	Logger  *slog.Logger
 }
@@ -140,6 +140,9 @@ func (p *Profiler) Run(ctx context.Context, fn func(Batch)) error {
 }
 
 func (p *Profiler) onEvent(ev sampler.Event) {
+	if p.cfg.OnEvent != nil {
+		p.cfg.OnEvent(ev)
+	}
 	switch ev.Type {
 	case sampler.EventNewPid:
 		if err := p.cfg.Symbolizer.Observe(ev.Pid); err != nil {
@@ -153,9 +156,6 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 		p.mu.Lock()
 		p.pending = append(p.pending, ev.Pid)
 		p.mu.Unlock()
-	}
-	if p.cfg.OnEvent != nil {
-		p.cfg.OnEvent(ev)
 	}
 }
 
