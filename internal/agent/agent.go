@@ -6,8 +6,9 @@
 //
 // Goroutines and their owners: Run owns them all. The profiler's drain loop
 // runs on Run's goroutine (and owns the lifecycle-event reader); the
-// exporter's sender and the HTTP server each run on a goroutine Run starts
-// and waits for before it returns.
+// exporter's sender, the HTTP server and the in-kernel filter's loop (with
+// --include/--exclude rules, see filterLoop) each run on a goroutine Run
+// starts and waits for before it returns.
 package agent
 
 import (
@@ -43,6 +44,7 @@ type Agent struct {
 	exp     *pyroscope.Exporter
 	targets *targets
 	m       *metrics
+	filter  *filterLoop // nil without --include/--exclude rules; set by Run
 
 	// The window being filled.
 	winStart time.Time
@@ -150,16 +152,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("listening", "addr", ln.Addr().String(), "viewer", "http://"+ln.Addr().String()+"/")
 	}
 
+	// The in-kernel filter of --include/--exclude: the first one is in
+	// place before sampling starts; fl keeps it in step afterwards.
+	fl := newFilterLoop(a.cfg.Include, a.cfg.Exclude, a.targets.procRoot, a.log)
+	a.filter = fl
+	opts := sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle, StackMapEntries: a.cfg.StackMapSize}
+	var onEvent func(sampler.Event)
+	if fl != nil {
+		if f, ok := fl.compute(); ok {
+			opts.Filter = f
+		}
+		onEvent = fl.onEvent
+	}
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle, StackMapEntries: a.cfg.StackMapSize},
+		Sampler:    opts,
 		NextDrain:  a.nextDrain,
 		Symbolizer: a.procs,
+		OnEvent:    onEvent,
 		Logger:     a.log,
 	})
 	if err != nil {
 		return err
 	}
 	defer prof.Close()
+	if fl != nil {
+		fl.installed(opts.Filter)
+		fl.set = prof.SetFilter
+		// Stopped and waited for before prof.Close (defers run last in,
+		// first out).
+		flCtx, stopFilter := context.WithCancel(ctx)
+		var flDone sync.WaitGroup
+		flDone.Go(func() { fl.run(flCtx) })
+		defer func() {
+			stopFilter()
+			flDone.Wait()
+		}()
+	}
 
 	// Everything that needs CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN is done:
 	// the program is loaded, the perf events are open, and maps are used
@@ -211,6 +239,9 @@ func (a *Agent) onBatch(b profiler.Batch) {
 		tg := a.targets.lookup(s.Pid, s.Comm)
 		if tg.excluded {
 			a.m.excluded.Add(float64(s.Count))
+			if a.filter != nil {
+				a.filter.sawExcluded(s.Pid)
+			}
 			continue
 		}
 		w, ok := a.windows[tg.key]

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,11 +24,27 @@ import (
 // name, cgroup path and pid. The BPF program can only compare pids and
 // cgroup ids, so the rules are turned into a sampler.Filter by scanning
 // the host: every process under the proc root, and the cgroup v2 tree
-// under the cgroup2 mount. The agent recomputes the filter every
-// filterPeriod; the samples of a process the last scan did not see (one
-// that started since, or that moved, or exec'd) still reach user space,
-// where targets applies the very same rules, so the result is the same as
-// without the kernel filter, only cheaper.
+// under the cgroup2 mount. Agent.Run computes the filter before sampling
+// starts, and a filterLoop recomputes it:
+//
+//   - when a process the rules leave out is seen: the program announces a
+//     process on its first recorded sample (and again after an exec), the
+//     loop checks that process against the rules at once and, if they
+//     exclude it, scans again (at most one scan every filterMinGap, so a
+//     burst of new processes costs one scan);
+//   - when a process the filter excludes by pid calls exec (the kernel
+//     drops its entry; a scan that read the process just before the exec
+//     would otherwise leave an entry for a program the rules may want);
+//   - when a drain brings samples the rules exclude of a process the filter
+//     does not list: what no event announces (kernel threads: the program
+//     announces user processes only) is filtered from the next drain on;
+//   - every filterPeriod, for what no event tells (a process renamed or
+//     moved to another cgroup, a cgroup created).
+//
+// The samples a process has before the scan that excludes it (the first of
+// a new process, or those of a process that changed since the last scan)
+// still reach user space, where targets applies the very same rules, so the
+// result is the same as without the kernel filter, only cheaper.
 //
 // What goes into the kernel:
 //
@@ -38,15 +56,21 @@ import (
 //     keeps its exact meaning.
 //   - A process is excluded when the rules exclude it (by exe, comm, pid or
 //     cgroup, as targets does) and its cgroup is not excluded already.
-//     exe: and comm: rules can only be applied to processes the scan found:
-//     they are resolved to pids.
+//     exe: and comm: rules can only be applied to processes the scan
+//     found: they are resolved to pids.
 //   - When every --include rule is a pid: rule, the include set is those
 //     pids: everything else is left out without being listed.
 //
 // Include sets are never derived from scans (but for pid: rules, which name
 // pids exactly): a process or cgroup born after a scan would be left out
 // until the next one, losing samples the rules want.
-const filterPeriod = 10 * time.Second
+const (
+	filterPeriod = 10 * time.Second
+	// filterMinGap is the least time between two scans. A new process the
+	// rules exclude is filtered in the kernel within filterMinGap and one
+	// scan of its first sample.
+	filterMinGap = 500 * time.Millisecond
+)
 
 // maxCgroupWalk bounds the cgroup directories one scan visits.
 const maxCgroupWalk = 1 << 17
@@ -135,7 +159,7 @@ func kernelFilter(include, exclude []Rule, procRoot, cgroupRoot string) (sampler
 		if excludedPaths[fields["cgroup"]] {
 			continue
 		}
-		if (len(include) > 0 && !matchAny(include, fields)) || matchAny(exclude, fields) {
+		if rulesExclude(include, exclude, fields) {
 			f.ExcludePids = append(f.ExcludePids, pid)
 		}
 	}
@@ -153,6 +177,12 @@ func kernelFilter(include, exclude []Rule, procRoot, cgroupRoot string) (sampler
 		return sampler.Filter{}, scan, errors.New("too many pid: include rules for the in-kernel filter")
 	}
 	return f, scan, nil
+}
+
+// rulesExclude says whether the rules leave out a process with these
+// fields, as targets decides.
+func rulesExclude(include, exclude []Rule, fields map[string]string) bool {
+	return (len(include) > 0 && !matchAny(include, fields)) || matchAny(exclude, fields)
 }
 
 // rulePid returns the pid a pid: rule names (parseRule makes them ^N$).
@@ -245,46 +275,181 @@ func walkCgroups(root string, fn func(path string, id uint64)) (n int, truncated
 	return n, truncated, err
 }
 
-// runFilter keeps the sampler's in-kernel filter in step with the rules
-// (see above): it computes it at once and then every filterPeriod, and
-// passes it to set, until ctx ends. It returns at once when there are no
-// rules.
-func (a *Agent) runFilter(ctx context.Context, set func(sampler.Filter) error) {
-	if len(a.cfg.Include) == 0 && len(a.cfg.Exclude) == 0 {
+// filterLoop keeps the sampler's in-kernel filter in step with the rules
+// (see above). Agent.Run starts run on a goroutine of its own and waits for
+// it; onEvent runs on the profiler's event reader goroutine.
+type filterLoop struct {
+	include, exclude []Rule
+	procRoot         string
+	cgroupRoot       string // "": no cgroup2 mount, cgroup rules resolve to pids
+	need             map[string]bool
+	log              *slog.Logger
+	// set installs a filter; assigned before run starts.
+	set  func(sampler.Filter) error
+	wake chan struct{} // a scan is wanted; never blocks a sender
+
+	mu       sync.Mutex
+	excluded map[uint32]bool // ExcludePids of the filter last set
+	asked    map[uint32]bool // sawExcluded asked for a scan this filterPeriod
+	warned   bool            // a failure or truncation was logged
+}
+
+// maxAsked bounds filterLoop.asked.
+const maxAsked = 1 << 14
+
+// newFilterLoop returns the loop for the rules, or nil when there are none
+// (nothing to filter: the program records every process).
+func newFilterLoop(include, exclude []Rule, procRoot string, log *slog.Logger) *filterLoop {
+	if len(include) == 0 && len(exclude) == 0 {
+		return nil
+	}
+	l := &filterLoop{include: include, exclude: exclude, procRoot: procRoot, log: log,
+		need: map[string]bool{}, wake: make(chan struct{}, 1), asked: map[uint32]bool{}}
+	for _, r := range append(append([]Rule(nil), include...), exclude...) {
+		l.need[r.Field] = true
+	}
+	mnt, err := container.Cgroup2Mount(procRoot)
+	if err != nil {
+		log.Info("no cgroup2 mount: cgroup rules are applied to processes only", "err", err)
+		mnt = ""
+	}
+	l.cgroupRoot = mnt
+	return l
+}
+
+// compute scans the host for the filter the rules want. On failure it
+// logs (once) and returns an empty filter: the rules still apply in user
+// space.
+func (l *filterLoop) compute() (sampler.Filter, bool) {
+	f, scan, err := kernelFilter(l.include, l.exclude, l.procRoot, l.cgroupRoot)
+	if err != nil {
+		l.warnOnce("in-kernel filter not computed; rules still apply in user space", "err", err)
+		return sampler.Filter{}, false
+	}
+	if scan.Truncated {
+		l.warnOnce("in-kernel filter truncated; the rest is filtered in user space", "procs", scan.Procs, "cgroups", scan.Cgroups)
+	}
+	l.log.Debug("in-kernel filter", "include_pids", len(f.IncludePids), "exclude_pids", len(f.ExcludePids),
+		"exclude_cgroups", len(f.ExcludeCgroups), "procs_scanned", scan.Procs, "cgroups_scanned", scan.Cgroups)
+	return f, true
+}
+
+func (l *filterLoop) warnOnce(msg string, args ...any) {
+	l.mu.Lock()
+	first := !l.warned
+	l.warned = true
+	l.mu.Unlock()
+	if first {
+		l.log.Warn(msg, args...)
+	}
+}
+
+// installed records the filter the kernel now applies.
+func (l *filterLoop) installed(f sampler.Filter) {
+	m := make(map[uint32]bool, len(f.ExcludePids))
+	for _, p := range f.ExcludePids {
+		m[p] = true
+	}
+	l.mu.Lock()
+	l.excluded = m
+	l.mu.Unlock()
+}
+
+// onEvent asks for a scan when a process the rules exclude was sampled, or
+// when a process the filter lists by pid calls exec. It never blocks.
+func (l *filterLoop) onEvent(ev sampler.Event) {
+	switch ev.Type {
+	case sampler.EventNewPid:
+		fields, ok := procFields(l.procRoot, ev.Pid, l.need)
+		if !ok || !rulesExclude(l.include, l.exclude, fields) {
+			return
+		}
+	case sampler.EventExec:
+		l.mu.Lock()
+		listed := l.excluded[ev.Pid]
+		l.mu.Unlock()
+		if !listed {
+			return
+		}
+	default:
 		return
 	}
-	procRoot := a.targets.procRoot
-	cgroupRoot, err := container.Cgroup2Mount(procRoot)
-	if err != nil {
-		a.log.Info("no cgroup2 mount: cgroup rules are applied in user space only", "err", err)
-		cgroupRoot = ""
+	l.request()
+}
+
+// sawExcluded is told of a sample user space dropped by the rules: when its
+// process is not listed by pid, the kernel's filter does not know it yet (a
+// kernel thread, which the program does not announce; a process whose
+// announcement was lost, or that changed since the last scan), so a scan is
+// asked for, once per process per filterPeriod: a process the scan does not
+// list after all (it exited; user space judged it by the comm of another
+// of its threads) must not cause a scan at every drain. The idle task is
+// never listed: user space drops it. It never blocks.
+func (l *filterLoop) sawExcluded(pid uint32) {
+	if pid == 0 {
+		return
 	}
-	warned := false
-	t := time.NewTicker(filterPeriod)
-	defer t.Stop()
+	l.mu.Lock()
+	ask := !l.excluded[pid] && !l.asked[pid]
+	if ask {
+		if len(l.asked) >= maxAsked {
+			clear(l.asked)
+		}
+		l.asked[pid] = true
+	}
+	l.mu.Unlock()
+	if ask {
+		l.request()
+	}
+}
+
+// request asks run for a scan.
+func (l *filterLoop) request() {
+	select {
+	case l.wake <- struct{}{}:
+	default: // a scan is pending already
+	}
+}
+
+// run recomputes and installs the filter on request (onEvent), at most
+// every filterMinGap, and every filterPeriod, until ctx ends. The filter
+// computed before sampling started is installed already.
+func (l *filterLoop) run(ctx context.Context) {
+	timer := time.NewTimer(filterPeriod)
+	defer timer.Stop()
+	last := time.Now()
 	for {
-		f, scan, err := kernelFilter(a.cfg.Include, a.cfg.Exclude, procRoot, cgroupRoot)
-		if err == nil {
-			err = set(f)
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil && !warned:
-			a.log.Warn("in-kernel filter not updated; rules still apply in user space", "err", err)
-			warned = true
-		case err == nil:
-			if scan.Truncated && !warned {
-				a.log.Warn("in-kernel filter truncated; the rest is filtered in user space", "procs", scan.Procs, "cgroups", scan.Cgroups)
-				warned = true
-			}
-			a.log.Debug("in-kernel filter", "include_pids", len(f.IncludePids), "exclude_pids", len(f.ExcludePids),
-				"exclude_cgroups", len(f.ExcludeCgroups), "procs_scanned", scan.Procs, "cgroups_scanned", scan.Cgroups)
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-timer.C:
+			l.mu.Lock()
+			clear(l.asked)
+			l.mu.Unlock()
+		case <-l.wake:
+			if d := filterMinGap - time.Since(last); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			}
 		}
+		select {
+		case <-l.wake: // this scan serves the requests made so far
+		default:
+		}
+		last = time.Now()
+		if f, ok := l.compute(); ok {
+			if err := l.set(f); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				l.warnOnce("in-kernel filter not updated; rules still apply in user space", "err", err)
+			} else {
+				l.installed(f)
+			}
+		}
+		timer.Reset(filterPeriod)
 	}
 }

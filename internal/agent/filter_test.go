@@ -1,18 +1,25 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/container"
 	"github.com/scorch-profiler/scorch/internal/sampler"
+	"github.com/scorch-profiler/scorch/internal/store"
 )
 
 func rules(t *testing.T, specs ...string) []Rule {
@@ -85,6 +92,121 @@ func TestKernelFilterRules(t *testing.T) {
 		if (len(tc.include) > 0 || len(tc.exclude) > 0) && scan.Procs != 4 {
 			t.Errorf("scanned %d processes, want 4", scan.Procs)
 		}
+	}
+}
+
+// TestFilterLoopEvents drives the filter loop with the events the profiler
+// passes on: a new process the rules exclude is filtered in the kernel
+// within a second of its first sample, not at the next periodic scan; one
+// they keep costs no scan; an exec of a listed process is checked again;
+// a burst of new processes costs one scan per filterMinGap.
+func TestFilterLoopEvents(t *testing.T) {
+	proc := fakeProc(t, map[uint32][3]string{10: {"bash", "/usr/bin/bash", "/"}})
+	l := newFilterLoop(nil, rules(t, "comm:^burnx$"), proc, slog.New(slog.DiscardHandler))
+	sets := make(chan sampler.Filter, 100)
+	l.set = func(f sampler.Filter) error {
+		sets <- f
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { l.run(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	addProc := func(pid uint32, comm string) {
+		dir := filepath.Join(proc, strconv.Itoa(int(pid)))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(comm+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// next waits for the next filter set, for at most d.
+	next := func(d time.Duration) (sampler.Filter, time.Duration, bool) {
+		start := time.Now()
+		select {
+		case f := <-sets:
+			l.installed(f) // as run does after set returns
+			return f, time.Since(start), true
+		case <-time.After(d):
+			return sampler.Filter{}, d, false
+		}
+	}
+
+	// A process the rules keep: no scan.
+	addProc(11, "other")
+	l.onEvent(sampler.Event{Type: sampler.EventNewPid, Pid: 11})
+	if f, _, ok := next(2 * filterMinGap); ok {
+		t.Fatalf("a new process the rules keep caused a scan: %+v", f)
+	}
+
+	// One they exclude: a scan within a second (well before filterPeriod).
+	addProc(12, "burnx")
+	l.onEvent(sampler.Event{Type: sampler.EventNewPid, Pid: 12})
+	f, took, ok := next(time.Second)
+	if !ok || !slices.Equal(f.ExcludePids, []uint32{12}) {
+		t.Fatalf("new excluded process: filter %+v after %v (set: %v), want pid 12 excluded within 1s", f, took, ok)
+	}
+	t.Logf("excluded within %v of its first sample", took)
+
+	// It calls exec and is now something the rules keep: it is listed no
+	// more.
+	addProc(12, "python3")
+	l.onEvent(sampler.Event{Type: sampler.EventExec, Pid: 12})
+	if f, took, ok = next(time.Second); !ok || len(f.ExcludePids) != 0 {
+		t.Fatalf("exec of a listed process: filter %+v after %v (set: %v), want none excluded within 1s", f, took, ok)
+	}
+	// An exec of a process not listed: no scan.
+	l.onEvent(sampler.Event{Type: sampler.EventExec, Pid: 11})
+	if f, _, ok := next(2 * filterMinGap); ok {
+		t.Fatalf("exec of an unlisted process caused a scan: %+v", f)
+	}
+
+	// A burst: 100 excluded processes announced within a moment.
+	start := time.Now()
+	for pid := uint32(100); pid < 200; pid++ {
+		addProc(pid, "burnx")
+		l.onEvent(sampler.Event{Type: sampler.EventNewPid, Pid: pid})
+	}
+	sent := time.Since(start)
+	var scans int
+	for {
+		f, _, ok := next(2 * filterMinGap)
+		if !ok {
+			t.Fatalf("burst: %d scans, the last did not list all 100 processes", scans)
+		}
+		scans++
+		if len(f.ExcludePids) == 100 {
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	t.Logf("burst of 100 new processes sent in %v: %d scans in %v", sent, scans, elapsed)
+	if most := 2 + int(elapsed/filterMinGap); scans > most {
+		t.Errorf("burst of 100 new processes in %v: %d scans in %v, want at most %d (one per %v)", sent, scans, elapsed, most, filterMinGap)
+	}
+
+	// A drain brings excluded samples of a process no event announced (a
+	// kernel thread): it is listed within a second.
+	addProc(13, "burnx")
+	l.sawExcluded(13)
+	if f, took, ok = next(time.Second); !ok || !slices.Contains(f.ExcludePids, 13) {
+		t.Fatalf("excluded samples of an unlisted process: filter %+v after %v (set: %v), want pid 13 within 1s", f, took, ok)
+	}
+	// Listed now, or idle, or asked for already (gone before the scan):
+	// no scan.
+	l.sawExcluded(13)
+	l.sawExcluded(0)
+	l.sawExcluded(14)
+	if _, _, ok := next(time.Second); !ok {
+		t.Fatal("excluded samples of a process that exited caused no scan")
+	}
+	l.sawExcluded(14)
+	if f, _, ok := next(2 * filterMinGap); ok {
+		t.Fatalf("a second drain with samples of the same unlisted process caused a scan: %+v", f)
 	}
 }
 
@@ -167,8 +289,9 @@ func TestKernelFilterCgroups(t *testing.T) {
 	}
 }
 
-// copyWorkload copies testdata/bin/cpuburn-c to dir/name and starts it.
-func copyWorkload(t *testing.T, dir, name string) *exec.Cmd {
+// copyWorkload copies testdata/bin/cpuburn-c to dir/name and starts it,
+// in cgroup (a cgroup2 directory) unless that is "".
+func copyWorkload(t *testing.T, dir, name, cgroup string) *exec.Cmd {
 	t.Helper()
 	src := startWorkloadPath(t, "cpuburn-c")
 	b, err := os.ReadFile(src)
@@ -180,6 +303,16 @@ func copyWorkload(t *testing.T, dir, name string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(dst)
+	if cgroup != "" {
+		// Born in the cgroup (clone3 CLONE_INTO_CGROUP), so that no
+		// sample of it is taken elsewhere.
+		d, err := os.Open(cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -201,66 +334,167 @@ func startWorkloadPath(t *testing.T, name string) string {
 	return bin
 }
 
-// TestKernelFilterDropsSamples runs the agent's rules through the real BPF
-// program: the samples of the processes they exclude never reach user
-// space, by executable (a pid entry) and by cgroup (a cgroup entry).
-func TestKernelFilterDropsSamples(t *testing.T) {
-	mnt, base, _ := testCgroups(t)
-	dir := t.TempDir()
-	keep := copyWorkload(t, dir, "burn-keep")
-	drop := copyWorkload(t, dir, "burn-drop")
-	pk, pd := uint32(keep.Process.Pid), uint32(drop.Process.Pid)
-	if err := os.WriteFile(filepath.Join(mnt, base, "drop", "cgroup.procs"), []byte(strconv.Itoa(int(pd))), 0); err != nil {
-		t.Fatal(err)
+// cpuSeconds is the CPU time process pid has run (/proc/PID/schedstat).
+func cpuSeconds(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		t.Fatalf("process %d: %v", pid, err)
 	}
+	f := strings.Fields(string(b))
+	ns, err := strconv.ParseUint(f[0], 10, 64)
+	if len(f) == 0 || err != nil {
+		t.Fatalf("process %d: schedstat %q", pid, b)
+	}
+	return float64(ns) / 1e9
+}
 
-	s, err := sampler.Open(sampler.Options{Frequency: 199, FramePointersOnly: true})
+// counterValue reads a counter of the agent's registry.
+func counterValue(t *testing.T, a *Agent, name string) (v float64) {
+	t.Helper()
+	mfs, err := a.m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+			return v
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
 
+// waitUntil polls cond every 20 ms for up to d, and fails the test if it
+// does not hold by then.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+	}
+}
+
+// kernelFiltered is the agent's count of samples the BPF program left out
+// (what /metrics shows as outcome="filtered"), as of the last drain.
+func kernelFiltered(a *Agent) uint64 {
+	a.m.mu.Lock()
+	defer a.m.mu.Unlock()
+	return a.m.stats.Filtered + a.m.stats.Excluded
+}
+
+// TestKernelFilterDropsSamples runs the agent (Agent.Run, as `scorch agent`
+// does) with an exclude rule and starts the processes after it: the
+// excluded one by executable (a pid entry), then by a cgroup created after
+// the agent started (a cgroup entry). Its first samples reach user space
+// (and are dropped there); within seconds the agent's rescan stops them in
+// the kernel, where they are counted in step with the CPU time it burns,
+// and no stored window holds it.
+func TestKernelFilterDropsSamples(t *testing.T) {
+	requireRoot(t)
+	const hz = 199
 	for _, tc := range []struct {
-		rule             string
-		wantPid, wantCgr bool // the excluded process is listed by pid / by its cgroup
+		name     string
+		rule     func(base, dir string) string
+		inCgroup bool // start the excluded process in base/drop
 	}{
-		{"exe:/burn-drop$", true, false},
-		{"cgroup:^" + base + "/drop$", false, true},
+		// Paths of this run only: other tests on the machine may run
+		// programs of the same names.
+		{"exe", func(_, dir string) string { return "exe:^" + regexp.QuoteMeta(filepath.Join(dir, "burn-drop")) + "$" }, false},
+		{"cgroup", func(base, _ string) string { return "cgroup:^" + base + "/drop$" }, true},
 	} {
-		t.Run(tc.rule, func(t *testing.T) {
-			f, _, err := kernelFilter(nil, rules(t, tc.rule), "/proc", mnt)
+		t.Run(tc.name, func(t *testing.T) {
+			base := fmt.Sprintf("/scorch-agent-filter-%d", os.Getpid())
+			dataDir, dir := t.TempDir(), t.TempDir()
+			cfg := testConfig(t, "--exclude", tc.rule(base, dir), "--data-dir", dataDir, "--listen", "",
+				"--interval", "2s", "--frequency", strconv.Itoa(hz))
+			a, err := New(cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if slices.Contains(f.ExcludePids, pk) || slices.Contains(f.ExcludePids, pd) != tc.wantPid || (len(f.ExcludeCgroups) == 1) != tc.wantCgr {
-				t.Fatalf("filter %+v for keep %d, drop %d", f, pk, pd)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			var once sync.Once
+			stop := func() (err error) {
+				once.Do(func() { cancel(); err = <-done })
+				return err
 			}
-			if err := s.SetFilter(f); err != nil {
+			defer stop()
+			waitReady(t, a)
+
+			// Everything below is new to the agent.
+			keep := copyWorkload(t, dir, "burn-keep", "")
+			cg := ""
+			if tc.inCgroup {
+				mnt, b, _ := testCgroups(t)
+				if b != base {
+					t.Fatalf("test cgroup %s, want %s", b, base)
+				}
+				cg = filepath.Join(mnt, base, "drop")
+			}
+			drop := copyWorkload(t, dir, "burn-drop", cg)
+			pk, pd := keep.Process.Pid, drop.Process.Pid
+
+			waitUntil(t, 30*time.Second, "burn-drop to run 0.5 s", func() bool { return cpuSeconds(t, pd) >= 0.5 })
+			// Its first samples caused a scan: the kernel drops the next.
+			waitUntil(t, 10*time.Second, "samples filtered in the kernel", func() bool { return kernelFiltered(a) > 0 })
+			// Snapshots right after a drain (whose counts they hold) and
+			// the CPU time then. The next drain holds every sample taken
+			// before the filter, and the previous one's user-space
+			// exclusions are counted.
+			type snap struct {
+				filtered uint64
+				excluded float64
+				cpu      float64
+			}
+			afterDrain := func() snap {
+				d0 := counterValue(t, a, "scorch_drains_total")
+				waitUntil(t, 10*time.Second, "a drain", func() bool { return counterValue(t, a, "scorch_drains_total") > d0 })
+				return snap{kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), cpuSeconds(t, pd)}
+			}
+			s1 := afterDrain()
+			time.Sleep(5 * time.Second)
+			s2 := afterDrain()
+
+			n := (s2.cpu - s1.cpu) * hz
+			least := max(1, n-4*math.Sqrt(n)-hz/2) // a snapshot may lag its drain
+			t.Logf("burn-drop (%d): %.2f s of CPU; in-kernel filtered +%d (%.0f expected, at least %.0f); user-space excluded %.0f",
+				pd, s2.cpu-s1.cpu, s2.filtered-s1.filtered, n, least, s1.excluded)
+			if float64(s2.filtered-s1.filtered) < least {
+				t.Errorf("in-kernel filtered count grew by %d, want at least %.0f", s2.filtered-s1.filtered, least)
+			}
+
+			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := s.Drain(); err != nil { // samples taken before
+			if e := counterValue(t, a, "scorch_samples_excluded_total"); e != s1.excluded {
+				t.Errorf("%.0f samples of the excluded process reached user space after the filter was in place", e-s1.excluded)
+			}
+			st, err := store.Open(dataDir, store.Options{})
+			if err != nil {
 				t.Fatal(err)
 			}
-			st0, _ := s.Stats()
-			got := map[uint32]uint64{}
-			for i := 0; i < 6; i++ {
-				time.Sleep(250 * time.Millisecond)
-				samples, _, err := s.Drain()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, smp := range samples {
-					got[smp.Pid] += smp.Count
+			defer st.Close()
+			ws, err := st.Windows(context.Background(), time.Unix(0, 0), time.Now().Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kept int64
+			for _, w := range ws {
+				switch w.Labels["pid"] {
+				case strconv.Itoa(pd):
+					t.Errorf("window %v of the excluded process: %d samples", w.Labels, w.Samples)
+				case strconv.Itoa(pk):
+					kept += w.Samples
 				}
 			}
-			st1, _ := s.Stats()
-			excluded := st1.Excluded - st0.Excluded
-			t.Logf("keep %d: %d samples, drop %d: %d, excluded in the kernel: %d", pk, got[pk], pd, got[pd], excluded)
-			if got[pd] != 0 {
-				t.Errorf("%d samples of the excluded process reached user space", got[pd])
-			}
-			if got[pk] < 20 || excluded < 20 {
-				t.Errorf("want at least 20 samples of the kept process and 20 excluded")
+			if kept == 0 {
+				t.Errorf("no window of burn-keep (%d) among %d", pk, len(ws))
 			}
 		})
 	}

@@ -56,7 +56,10 @@ func newMetrics(a *Agent) *metrics {
 	}
 	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "taken"}, func(s sampler.Stats) uint64 { return s.Samples })
 	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "idle_dropped"}, func(s sampler.Stats) uint64 { return s.IdleDropped })
-	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "filtered"}, func(s sampler.Stats) uint64 { return s.Filtered })
+	// The process filter of --include/--exclude: samples outside the
+	// include sets and samples in the exclude sets, both dropped before any
+	// stack is taken.
+	bpfCounter("bpf_samples_total", "Times the sampling program ran, by outcome.", prometheus.Labels{"outcome": "filtered"}, func(s sampler.Stats) uint64 { return s.Filtered + s.Excluded })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "counts_map_full"}, func(s sampler.Stats) uint64 { return s.LostCountsFull })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "user_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostUserStack })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "kernel_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostKernelStack })

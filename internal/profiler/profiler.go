@@ -46,7 +46,12 @@ type Config struct {
 	// OnForget, if set, is called (on Run's goroutine) for each process
 	// whose state is released after it exited.
 	OnForget func(pid uint32)
-	Logger   *slog.Logger
+	// OnEvent, if set, is called with every process lifecycle event, on
+	// the event reader goroutine (which Run owns), before the profiler
+	// handles it (reading a new process's mappings takes a while). It must
+	// not block: the events of the whole host wait behind it.
+	OnEvent func(sampler.Event)
+	Logger  *slog.Logger
 }
 
 // Batch is what one drain produced.
@@ -152,6 +157,9 @@ func (p *Profiler) Run(ctx context.Context, fn func(Batch)) error {
 // most likely alive: on a busy host a process that lives 50 ms has exited
 // long before the next drain, and its mappings can no longer be read.
 func (p *Profiler) onEvent(ev sampler.Event) {
+	if p.cfg.OnEvent != nil {
+		p.cfg.OnEvent(ev)
+	}
 	switch ev.Type {
 	case sampler.EventNewPid:
 		// The first sample since the process's exec: read its mappings,
@@ -243,6 +251,6 @@ func alive(pid uint32) bool {
 // Close stops sampling and frees the kernel objects.
 func (p *Profiler) Close() error { return p.sampler.Close() }
 
-// SetFilter changes which processes the BPF program records; it may be
-// called from any goroutine while Run runs.
+// SetFilter changes which processes the BPF program records (see
+// sampler.Filter); it may be called from any goroutine until Close.
 func (p *Profiler) SetFilter(f sampler.Filter) error { return p.sampler.SetFilter(f) }
