@@ -14,7 +14,7 @@ help:
 	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
 	@echo "make run             build, then run the agent on this host with the viewer on localhost (sudo make run)"
 	@echo "make test            the whole test suite (as root: tests load real BPF programs)"
-	@echo "make test-kernels    boot Debian's 6.1 and 6.12 kernels under QEMU and profile a workload on each (about 5 minutes)"
+	@echo "make test-kernels    boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and profile a workload on each (about 5 minutes)"
 	@echo "make generate        regenerate the BPF objects with clang (bpf2go)"
 	@echo "make check-generate  regenerate and fail if the committed objects differ"
 	@echo "make fuzz            run every fuzz target for FUZZTIME each ($(FUZZTIME))"
@@ -61,7 +61,7 @@ fuzz:
 
 test: vet test-go fuzz
 
-# Both BPF programs on other kernels than the host's: Debian's packaged 6.1
+# Both BPF programs on other kernels than the host's: Debian's packaged 5.10, 6.1
 # and 6.12 booted under QEMU (test/kernels/run.sh says what it needs).
 test-kernels:
 	GO=$(GO) test/kernels/run.sh

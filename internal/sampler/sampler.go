@@ -318,7 +318,7 @@ func (s *Sampler) attachCPU(cpu, freq int) error {
 			return nil
 		}
 		if len(s.perfFDs) == 1 {
-			s.log.Debug("no BPF link for perf events (before Linux 5.15): attaching by ioctl", "err", err)
+			s.log.Info("no BPF link for perf events (before Linux 5.15): attaching by ioctl", "err", err)
 		}
 	}
 	// Kernels before 5.15 have no perf-event BPF links (only the
