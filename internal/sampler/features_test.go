@@ -1,13 +1,16 @@
 package sampler
 
 import (
+	"errors"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/bpf"
 )
@@ -148,5 +151,56 @@ func TestFramePointerProgramByIoctl(t *testing.T) {
 	// 2% for samples during a page fault or exit.
 	if withUser*100 < total*98 {
 		t.Fatalf("only %d of %d samples have a user stack", withUser, total)
+	}
+}
+
+// TestChooseProgram runs chooseProgram against fake probes: what is missing
+// decides the program, and the user is told which feature and release.
+func TestChooseProgram(t *testing.T) {
+	have := func() error { return nil }
+	lack := func() error { return ebpf.ErrNotSupported }
+	denied := func() error { return unix.EPERM }
+	saved, savedTables := requiredFeatures, tableFeatures
+	defer func() { requiredFeatures, tableFeatures = saved, savedTables }()
+
+	for _, tc := range []struct {
+		name              string
+		required, tables  func() error
+		framePointersOnly bool
+		want              Program
+		wantInErr         string // the error names this; "" = no error
+		wantNoTables      string // the log names this
+	}{
+		{name: "all there", required: have, tables: have, want: ProgramTables},
+		{name: "no bpf_loop", required: have, tables: lack, want: ProgramFramePointers, wantNoTables: "bpf_loop (Linux 5.17)"},
+		{name: "forced", required: have, tables: nil, framePointersOnly: true, want: ProgramFramePointers},
+		{name: "no ring buffer", required: lack, tables: nil, wantInErr: "the kernel lacks ring buffers (Linux 5.8)"},
+		{name: "probe denied", required: denied, tables: nil, wantInErr: "probe the kernel for ring buffers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requiredFeatures = []kernelFeature{{"ring buffers", "5.8", tc.required}}
+			tables := tc.tables
+			if tables == nil {
+				tables = func() error { t.Fatal("the table features were probed"); return nil }
+			}
+			tableFeatures = []kernelFeature{{"bpf_loop", "5.17", tables}}
+			p, noTables, err := chooseProgram(tc.framePointersOnly)
+			if tc.wantInErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantInErr) {
+					t.Fatalf("error %v; want one containing %q", err, tc.wantInErr)
+				}
+				var rerr *RequirementError
+				if errors.Is(tc.required(), ebpf.ErrNotSupported) && !errors.As(err, &rerr) {
+					t.Errorf("a missing feature gave %T, not a *RequirementError", err)
+				}
+				return
+			}
+			if err != nil || p != tc.want {
+				t.Fatalf("got %s, %v; want %s", p, err, tc.want)
+			}
+			if got := strings.Join(noTables, ", "); got != tc.wantNoTables {
+				t.Errorf("missing table features %q; want %q", got, tc.wantNoTables)
+			}
+		})
 	}
 }
