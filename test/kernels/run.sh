@@ -118,10 +118,12 @@ for spec in $KERNELS; do
       on && /^hot-/ {
         # comm;root;...;leaf[;kernel frames of an interrupt] count
         n = $NF; total += n
+        if (n > topn) { topn = n; top = $0 }
         if (index($1, ";hot_inner")) { hot += n; if (caller == "" || index($1, ";" caller ";hot_inner")) ok += n }
       }
       END {
-        printf "test-kernels: %s %s: %d samples of the workload, %d in hot_inner, %d of them under %s\n", pkg, name, total, hot, ok, caller
+        printf "test-kernels: %s %s: %d samples of the workload, %d in hot_inner, %d of them under %s\n", pkg, name, total, hot, ok, (caller == "" ? "any caller" : caller)
+        printf "test-kernels: %s %s: its most frequent stack: %s\n", pkg, name, top
         # hot_inner runs about a millisecond per call and nearly all the
         # workload time: it must lead, and the walk must find its caller
         # but for the prologue and epilogue instructions (a handful of
