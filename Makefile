@@ -19,12 +19,13 @@ PREFIX   ?= /usr/local
 RUN_FLAGS ?=
 FUZZTIME ?= 10s
 
-.PHONY: help build generate check-generate testdata test test-go fuzz vet run bench install clean
+.PHONY: help build generate check-generate testdata test test-go test-kernels fuzz vet run bench install clean
 
 help:
 	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
 	@echo "make run             build, then run the agent on this host with the viewer on localhost (sudo make run)"
 	@echo "make test            the whole test suite (as root: tests load real BPF programs)"
+	@echo "make test-kernels    boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and profile a workload on each (about 5 minutes)"
 	@echo "make generate        regenerate the BPF objects with clang (bpf2go)"
 	@echo "make check-generate  regenerate and fail if the committed objects differ"
 	@echo "make fuzz            run every fuzz target for FUZZTIME each ($(FUZZTIME))"
@@ -82,6 +83,11 @@ fuzz:
 	done
 
 test: vet test-go fuzz
+
+# Both BPF programs on other kernels than the host's: Debian's packaged 5.10, 6.1
+# and 6.12 booted under QEMU (test/kernels/run.sh says what it needs).
+test-kernels:
+	GO=$(GO) test/kernels/run.sh
 
 # The agent over the whole host, with the local store in ./scorch-data and
 # the viewer on localhost. Ctrl-C stops it (the last window is kept).

@@ -24,6 +24,13 @@
 // to stacks_unwound{0,1}, keyed by a hash of the addresses. Other processes
 // keep bpf_get_stack's frame-pointer walk.
 //
+// The table walk needs bpf_loop (Linux 5.17), bpf_task_pt_regs (5.15) and
+// bpf_get_current_task_btf (5.11). Built with -DSCORCH_FP_ONLY (the ScorchFp
+// object) the program leaves the walk out and calls none of them: every user
+// stack is walked through frame pointers (bpf_get_stack), which needs only
+// what Linux 5.8 has. It declares the same maps, so user space loads either
+// object into one set of Go bindings.
+//
 // Samples can be filtered before anything is recorded (see sample_filter):
 // by process (pid_filter) and by cgroup v2 id (cgroup_filter), each with an
 // include and an exclude set. Filtered samples never reach user space; they
@@ -305,6 +312,7 @@ static __always_inline __s32 hashed_stack(struct bpf_perf_event_data *ctx, void 
 	return STACK_HASHED;
 }
 
+#ifndef SCORCH_FP_ONLY
 // The user registers as the uapi lays them out (bpf_user_pt_regs_t): the
 // perf event context starts with them, and so does the kernel's struct
 // pt_regs. Not CO-RE relocated: this layout is ABI.
@@ -392,6 +400,7 @@ static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u3
 	*hash = h;
 	return STACK_UNWOUND;
 }
+#endif /* !SCORCH_FP_ONLY */
 
 // sample_filter decides whether a sample of process pid is recorded. It
 // returns 0 to record it, else the stat key that counts why not. A sample
@@ -454,12 +463,14 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	int user = tid != 0 && !(BPF_CORE_READ(task, flags) & PF_KTHREAD);
 
 	__u32 set = cfg->active_set;
-	int tables = user && cfg->unwind && bpf_map_lookup_elem(&unwind_procs, &pid);
 	key.kern_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0,
 					 STAT_LOST_KERNEL_STACK, &key.kern_stack_hash);
-	if (tables)
+#ifndef SCORCH_FP_ONLY
+	if (user && cfg->unwind && bpf_map_lookup_elem(&unwind_procs, &pid))
 		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash);
-	else if (user)
+	else
+#endif
+	if (user)
 		key.user_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_user0 : (void *)&stacks_user1,
 						 BPF_F_USER_STACK, STAT_LOST_USER_STACK, &key.user_stack_hash);
 	else

@@ -1,7 +1,9 @@
-// Package sampler owns the kernel side of Scorch: it loads the BPF program of
-// package bpf, opens one software cpu-clock perf event per online CPU in
-// frequency mode, attaches the program to each through a BPF link, and
-// drains the maps the program fills.
+// Package sampler owns the kernel side of Scorch: it probes the kernel's BPF
+// features, loads the best BPF program of package bpf the kernel runs (see
+// Program: the table walk needs bpf_loop, 5.17; the frame-pointer-only
+// object needs 5.8), opens one software cpu-clock perf event per online CPU
+// in frequency mode, attaches the program to each through a BPF link (by
+// ioctl before 5.15), and drains the maps the program fills.
 //
 // # How samples flow
 //
@@ -36,7 +38,8 @@
 //
 // bpf_get_stack follows the frame-pointer chain, which stops at the first
 // function built without one (Debian's libc, most C, C++ and Rust release
-// builds). So, unless Options.FramePointersOnly is set, the sampler loads
+// builds). So, unless Options.FramePointersOnly is set or the kernel lacks
+// bpf_loop, the sampler loads
 // unwind tables (package unwinder) into the kernel and the program walks
 // the user stacks of every process that has them with the table unwinder
 // of unwinder/bpf/unwind.h, under bpf_loop, up to 128 frames. Those stacks

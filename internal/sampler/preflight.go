@@ -17,10 +17,6 @@ const (
 	capBPF      = 39
 )
 
-// MinKernel is the oldest kernel Scorch runs on: BPF ring buffers and
-// CAP_BPF/CAP_PERFMON arrived in 5.8.
-var MinKernel = [2]int{5, 8}
-
 // RequirementError says what the host lacks for Scorch to sample. Its
 // message is meant for the user, whole.
 type RequirementError struct {
@@ -32,19 +28,13 @@ func (e *RequirementError) Error() string {
 }
 
 // Preflight checks, without loading anything, that this process can load BPF
-// programs and open system-wide perf events: kernel version, BTF, privileges
-// and perf_event_paranoid. It returns a *RequirementError naming everything
-// that is missing, or nil.
+// programs and open system-wide perf events: BTF, privileges and
+// perf_event_paranoid. It returns a *RequirementError naming everything
+// that is missing, or nil. What the kernel's BPF offers is probed when the
+// sampler opens (chooseProgram), not guessed from its version: distribution
+// kernels backport BPF features.
 func Preflight() error {
 	var missing []string
-
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err == nil {
-		rel := unix.ByteSliceToString(uts.Release[:])
-		if maj, min, ok := parseKernelRelease(rel); ok && (maj < MinKernel[0] || maj == MinKernel[0] && min < MinKernel[1]) {
-			missing = append(missing, fmt.Sprintf("kernel %s is too old: Scorch needs Linux %d.%d or newer", rel, MinKernel[0], MinKernel[1]))
-		}
-	}
 
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		missing = append(missing, "no kernel BTF (/sys/kernel/btf/vmlinux): the kernel must be built with CONFIG_DEBUG_INFO_BTF=y")
@@ -79,20 +69,6 @@ func Preflight() error {
 		return &RequirementError{Missing: missing}
 	}
 	return nil
-}
-
-func parseKernelRelease(rel string) (major, minor int, ok bool) {
-	parts := strings.SplitN(rel, ".", 3)
-	if len(parts) < 2 {
-		return 0, 0, false
-	}
-	major, err1 := strconv.Atoi(parts[0])
-	minorStr := parts[1]
-	if i := strings.IndexFunc(minorStr, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
-		minorStr = minorStr[:i]
-	}
-	minor, err2 := strconv.Atoi(minorStr)
-	return major, minor, err1 == nil && err2 == nil
 }
 
 func effectiveCaps() (uint64, error) {

@@ -45,9 +45,11 @@ type Options struct {
 	// DropIdle drops samples of the idle task instead of recording them
 	// as kernel-only stacks.
 	DropIdle bool
-	// FramePointersOnly turns unwind tables off: user stacks are walked
-	// through the frame-pointer chain only, and stop at the first function
-	// built without frame pointers. By default the sampler builds a table
+	// FramePointersOnly turns unwind tables off: the sampler loads
+	// ProgramFramePointers, which walks user stacks through the
+	// frame-pointer chain only, so they stop at the first function built
+	// without frame pointers. Kernels before 5.17 get that program
+	// whatever this says. Otherwise the sampler builds a table
 	// from the .eh_frame/.debug_frame of every executable file a sampled
 	// process maps and the program walks those stacks with it (package
 	// unwinder).
@@ -145,10 +147,18 @@ type Sampler struct {
 	Frequency int
 	lifecycle bool // exec/exit hooks attached
 	noBatch   bool // the kernel has no batch operations on hash maps
-	buf       *drainBuffers
+	// Program is the BPF program loaded: ProgramTables, or
+	// ProgramFramePointers when asked for or the kernel lacks bpf_loop.
+	Program Program
+	buf     *drainBuffers
 }
 
-// Open loads the program, opens the perf events and starts sampling.
+// noTablesOnce logs, once per process, that the kernel cannot run the table
+// walk: it does not change while we run.
+var noTablesOnce sync.Once
+
+// Open probes the kernel, loads the best program it runs (see Program),
+// opens the perf events and starts sampling.
 func Open(opts Options) (_ *Sampler, err error) {
 	if opts.Frequency <= 0 {
 		opts.Frequency = 99
@@ -181,9 +191,21 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}
 	}()
 
-	spec, err := bpf.LoadScorch()
+	prog, noTables, err := chooseProgram(opts.FramePointersOnly)
 	if err != nil {
-		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+		return nil, err
+	}
+	s.Program = prog
+	switch {
+	case len(noTables) > 0:
+		noTablesOnce.Do(func() { opts.Logger.Warn(noTablesMessage(noTables)) })
+	case prog == ProgramFramePointers:
+		opts.Logger.Info("unwind tables off: loading the frame-pointer-only BPF program")
+	}
+	opts.FramePointersOnly = prog == ProgramFramePointers
+	spec, err := prog.spec()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object (%s): %w", prog, err)
 	}
 	if opts.StackMapEntries <= 0 {
 		opts.StackMapEntries = DefaultStackMapEntries
@@ -195,7 +217,8 @@ func Open(opts Options) (_ *Sampler, err error) {
 		spec.Maps[name].MaxEntries = uint32(2 * opts.StackMapEntries)
 	}
 	if opts.FramePointersOnly {
-		// The maps stay (the program references them) but take no memory.
+		// The maps stay (both objects declare them, and the exit hook
+		// reads unwind_procs) but take no memory.
 		for _, name := range []string{"unwind_rows", "unwind_procs", "stacks_unwound0", "stacks_unwound1"} {
 			spec.Maps[name].MaxEntries = 1
 		}
@@ -268,6 +291,10 @@ func Open(opts Options) (_ *Sampler, err error) {
 	return s, nil
 }
 
+// attachByIoctl makes attachCPU skip the BPF link and attach the way
+// kernels before 5.15 need (a test sets it, to run that path here).
+var attachByIoctl bool
+
 func (s *Sampler) attachCPU(cpu, freq int) error {
 	attr := unix.PerfEventAttr{
 		Type:   unix.PERF_TYPE_SOFTWARE,
@@ -284,14 +311,20 @@ func (s *Sampler) attachCPU(cpu, freq int) error {
 		return explainLoadError(fmt.Sprintf("open cpu-clock perf event on CPU %d", cpu), err)
 	}
 	s.perfFDs = append(s.perfFDs, fd)
-	l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: s.objs.ScorchSample, Attach: ebpf.AttachPerfEvent})
-	if err == nil {
-		s.links = append(s.links, l)
-		return nil
+	if !attachByIoctl {
+		l, err := link.AttachRawLink(link.RawLinkOptions{Target: fd, Program: s.objs.ScorchSample, Attach: ebpf.AttachPerfEvent})
+		if err == nil {
+			s.links = append(s.links, l)
+			return nil
+		}
+		if len(s.perfFDs) == 1 {
+			s.log.Info("no BPF link for perf events (before Linux 5.15): attaching by ioctl", "err", err)
+		}
 	}
-	// Kernels before 5.15 have no perf-event BPF links: attach by ioctl.
-	// The program then stays attached for as long as the perf event fd is
-	// open, which Close ends.
+	// Kernels before 5.15 have no perf-event BPF links (only the
+	// frame-pointer program loads there): attach by ioctl. The program then
+	// stays attached for as long as the perf event fd is open, which Close
+	// ends.
 	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, s.objs.ScorchSample.FD()); err != nil {
 		return explainLoadError(fmt.Sprintf("attach BPF program to CPU %d", cpu), err)
 	}
