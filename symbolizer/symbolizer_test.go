@@ -8,31 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/scorch-profiler/scorch/internal/testenv"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..")
-}
-
-// workload returns the path of a test binary, building it when missing.
-func workload(t testing.TB, name string) string {
-	t.Helper()
-	td := filepath.Join(repoRoot(), "testdata")
-	p := filepath.Join(td, "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		if out, err := exec.Command("make", "-C", td, p).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", name, err, out)
-		}
-	}
-	return p
-}
+// workload is testenv.Workload, by the name this package's tests call it.
+var workload = testenv.Workload
 
 // start runs a workload and waits until its binary is mapped.
 func start(t testing.TB, path string, args ...string) *exec.Cmd {
@@ -137,7 +122,7 @@ func addr2line(t testing.TB, addrs []uint64, tool ...string) (fns, pos []string)
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "%#x\n", a)
 	}
-	cmd := exec.Command(tool[0], tool[1:]...)
+	cmd := exec.Command(testenv.RequireTool(t, tool[0]), tool[1:]...)
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {

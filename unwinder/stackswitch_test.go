@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestStackSwitchRows checks, against objdump, that the calls of Go's
@@ -17,7 +19,7 @@ func TestStackSwitchRows(t *testing.T) {
 		t.Skip("stack switches are recognized on amd64 only")
 	}
 	bin := workload(t, "nofp-cgo")
-	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", bin).Output()
+	out, err := exec.Command(testenv.RequireTool(t, "objdump"), "-d", "--no-show-raw-insn", bin).Output()
 	if err != nil {
 		t.Fatalf("objdump: %v", err)
 	}
