@@ -29,8 +29,7 @@ func TestStackSwitchRows(t *testing.T) {
 	funcRe := regexp.MustCompile(`(?m)^[0-9a-f]+ <([^>]+)>:$`)
 	want := map[uint64]bool{}
 	for _, fn := range funcRe.FindAllStringSubmatchIndex(string(out), -1) {
-		name := string(out[fn[2]:fn[3]])
-		if _, ok := stackSwitchFuncs[name]; !ok {
+		if _, ok := stackSwitchFuncs[string(out[fn[2]:fn[3]])]; !ok {
 			continue
 		}
 		end := len(out)

@@ -46,6 +46,8 @@ import (
 // Include sets are never derived from scans (but for pid: rules, which name
 // pids exactly): a process or cgroup born after a scan would be left out
 // until the next one, losing samples the rules want.
+//
+//lint:ignore U1000 wired by the filter change
 const filterPeriod = 10 * time.Second
 
 // maxCgroupWalk bounds the cgroup directories one scan visits.
@@ -249,6 +251,8 @@ func walkCgroups(root string, fn func(path string, id uint64)) (n int, truncated
 // (see above): it computes it at once and then every filterPeriod, and
 // passes it to set, until ctx ends. It returns at once when there are no
 // rules.
+//
+//lint:ignore U1000 wired by the filter change
 func (a *Agent) runFilter(ctx context.Context, set func(sampler.Filter) error) {
 	if len(a.cfg.Include) == 0 && len(a.cfg.Exclude) == 0 {
 		return

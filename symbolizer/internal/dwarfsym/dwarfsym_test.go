@@ -251,13 +251,9 @@ func compareWithAddr2line(t *testing.T, tab *Table, ref string, addrs []uint64) 
 	// has known bugs (e.g. wrong DWARF 5 file for some out-of-line clones,
 	// the enclosing symbol's name for inlined extern "C" functions).
 	var llvmAgrees []uint64
-	for _, pc := range badPCs {
-		llvmAgrees = append(llvmAgrees, pc)
-	}
 	if len(badPCs) > 0 {
 		lw := llvmSymbolizer(t, ref, badPCs)
 		var still []string
-		llvmAgrees = llvmAgrees[:0]
 		for i, pc := range badPCs {
 			if firstDiff(ours(tab, pc), lw[pc]) < 0 {
 				llvmAgrees = append(llvmAgrees, pc)

@@ -44,6 +44,19 @@ func TestLookup(t *testing.T) {
 	}
 }
 
+// TestBadModule: a module name must be bracketed, "[ext4]".
+func TestBadModule(t *testing.T) {
+	for _, line := range []string{
+		"ffffffffc0a01000 t ext4_fill_super\text4]\n",
+		"ffffffffc0a01000 t ext4_fill_super\t[ext4\n",
+		"ffffffffc0a01000 t ext4_fill_super\t[]\n",
+	} {
+		if _, err := Parse(strings.NewReader(line), nil); err == nil || !strings.Contains(err.Error(), "bad module") {
+			t.Errorf("%q: error %v, want bad module", line, err)
+		}
+	}
+}
+
 func TestKptrRestrict(t *testing.T) {
 	if _, err := Parse(strings.NewReader("0000000000000000 T _stext\n"), nil); err == nil {
 		t.Error("all-zero addresses accepted")
