@@ -122,7 +122,7 @@ func addr2line(t testing.TB, addrs []uint64, tool ...string) (fns, pos []string)
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "%#x\n", a)
 	}
-	cmd := exec.Command(testenv.RequireTool(t, tool[0]), tool[1:]...)
+	cmd := exec.Command(tool[0], tool[1:]...)
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {
@@ -151,7 +151,7 @@ func TestResolveUserC(t *testing.T) {
 	}
 	vaddrs, _ := funcAddrs(t, bin, 5, nil)
 	addrs := runtimeAddrs(t, cmd.Process.Pid, bin, vaddrs)
-	want, wantPos := addr2line(t, vaddrs, "addr2line", "-f", "-e", bin)
+	want, wantPos := addr2line(t, vaddrs, testenv.RequireTool(t, "addr2line"), "-f", "-e", bin)
 	same := 0
 	var m0 *Mapping
 	for i, a := range addrs {

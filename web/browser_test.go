@@ -239,7 +239,7 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 	// the README's) or a temporary folder, never over committed files.
 	dir := os.Getenv("SCORCH_SCREENSHOTS")
 	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "scorch-screenshots")
+		dir = t.TempDir()
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
