@@ -19,12 +19,17 @@ PREFIX   ?= /usr/local
 RUN_FLAGS ?=
 FUZZTIME ?= 10s
 
-.PHONY: help build generate check-generate testdata test test-go test-kernels fuzz vet run bench install clean
+.PHONY: help build generate check-generate testdata prereqs test test-unit test-root test-long lint test-kernels fuzz vet run bench install clean
 
 help:
 	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
 	@echo "make run             build, then run the agent on this host with the viewer on localhost (sudo make run)"
-	@echo "make test            the whole test suite (as root: tests load real BPF programs)"
+	@echo "make test            prerequisites, vet, lint, then every test (as root: tests load real BPF programs)"
+	@echo "make test-unit       the tests that need no root (under a minute; skips the rest)"
+	@echo "make test-root       every package but test/reliability, as root"
+	@echo "make test-long       test/reliability: the agent binary under churn, faults, restarts, a soak"
+	@echo "make lint            staticcheck (dead code included) and the import rules of ARCHITECTURE.md"
+	@echo "make prereqs         check every test prerequisite, naming the Debian package of each missing one"
 	@echo "make test-kernels    boot Debian's 5.10, 6.1 and 6.12 kernels under QEMU and profile a workload on each (about 5 minutes)"
 	@echo "make generate        regenerate the BPF objects with clang (bpf2go)"
 	@echo "make check-generate  regenerate and fail if the committed objects differ"
@@ -60,10 +65,40 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt would change the files above"; exit 1; }
 
-# -p 1: packages one at a time. The tests that load BPF programs measure
-# CPU splits of real workloads; run side by side they starve each other.
-test-go: build testdata
-	$(GO) test -p 1 -count=1 -timeout 45m ./...
+# Test prerequisites: every line of .ci/prereqs.txt (tool -> Debian
+# package), Go and root, each missing one named with its package.
+prereqs:
+	@GO=$(GO) .ci/prereqs
+
+# The test tiers. SCORCH_TEST_STRICT=1: a test that needs root fails,
+# rather than skips, when not run as root (internal/testenv).
+#   test-unit: go test -short, which skips the tests that need root
+#     (testenv.RequireRoot) even as root; test/reliability (all of it
+#     needs root) and bench/ (benchmarks) are left out.
+#   test-root: every other package, as root. -p 1: packages one at a
+#     time, since the tests that load BPF programs measure CPU splits of
+#     real workloads, and side by side they starve each other.
+#   test-long: test/reliability, the built agent under churn, faults,
+#     restarts and a 3-minute soak.
+UNIT_PKGS = $$($(GO) list ./... | grep -v -e /test/reliability -e /bench/)
+ROOT_PKGS = $$($(GO) list ./... | grep -v /test/reliability)
+LONG_PKGS = ./test/reliability/
+
+test-unit:
+	@GO=$(GO) .ci/prereqs --no-root
+	$(GO) test -short -count=1 $(UNIT_PKGS)
+
+test-root: prereqs build testdata
+	SCORCH_TEST_STRICT=1 $(GO) test -p 1 -count=1 -timeout 45m $(ROOT_PKGS)
+
+test-long: prereqs testdata
+	SCORCH_TEST_STRICT=1 $(GO) test -p 1 -count=1 -timeout 30m $(LONG_PKGS)
+
+# staticcheck (U1000 finds dead code) and the import table of
+# ARCHITECTURE.md, which internal/archlint enforces.
+lint:
+	$(GO) tool staticcheck ./...
+	$(GO) test -count=1 ./internal/archlint/
 
 # Every fuzz target, briefly: seeds always run in `go test`; this explores.
 # A run that fails without writing a failing input (the fuzzing engine's
@@ -82,7 +117,9 @@ fuzz:
 	  done; \
 	done
 
-test: vet test-go fuzz
+# Everything: the prerequisites are checked first, so a missing tool is
+# named before anything runs.
+test: prereqs vet lint test-root test-long fuzz test-kernels
 
 # Both BPF programs on other kernels than the host's: Debian's packaged 5.10, 6.1
 # and 6.12 booted under QEMU (test/kernels/run.sh says what it needs).

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // capcheckResults runs internal/capcheck as root restricted to caps (via
@@ -39,12 +41,8 @@ func capcheckResults(t *testing.T, capcheck string, pid int, exe string, caps []
 // grant, lets the agent do everything it needs, and that each capability
 // in it is needed for some operation (it is minimal).
 func TestMinimalCapabilities(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs a target as another user and the checker with chosen capabilities")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatal("setpriv not found (Debian package util-linux)")
-	}
+	testenv.RequireRoot(t) // runs a target as another user and the checker with chosen capabilities
+	testenv.RequireTool(t, "setpriv")
 	dir := t.TempDir()
 	capcheck := filepath.Join(dir, "capcheck")
 	if out, err := exec.Command("go", "build", "-o", capcheck, "./internal/capcheck").CombinedOutput(); err != nil {

@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // minimalCaps is the capability set every manifest grants instead of full
@@ -320,10 +322,7 @@ func TestSystemdUnit(t *testing.T) {
 // ExecStart pointed at an existing binary (the agent is not installed on
 // the test machine).
 func TestSystemdAnalyzeVerify(t *testing.T) {
-	tool, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd); unit syntax not verified")
-	}
+	tool := testenv.RequireTool(t, "systemd-analyze")
 	data, err := os.ReadFile("systemd/scorch.service")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestStrippedGo resolves a running -ldflags=-s -w build and compares with
@@ -25,7 +27,7 @@ func TestStrippedGo(t *testing.T) {
 	defer s.Close()
 	vaddrs, _ := funcAddrs(t, full, 41, nil)
 	addrs := runtimeAddrs(t, cmd.Process.Pid, stripped, vaddrs)
-	want, wantPos := addr2line(t, vaddrs, filepath.Join(runtimeGOROOT(), "bin", "go"), "tool", "addr2line", full)
+	want, wantPos := addr2line(t, vaddrs, "go", "tool", "addr2line", full)
 	same, inlined := 0, 0
 	for i, a := range addrs {
 		fr := s.ResolveUser(pid, a)
@@ -46,14 +48,6 @@ func TestStrippedGo(t *testing.T) {
 	if inlined == 0 {
 		t.Error("no inlined frames")
 	}
-}
-
-func runtimeGOROOT() string {
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		return "/usr/local/go"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // hotAddr returns the runtime address of the middle of function fn of bin
@@ -103,9 +97,8 @@ func TestExitedProcess(t *testing.T) {
 // TestMountNamespace resolves a binary that exists only inside the
 // process's own mount namespace (a tmpfs mounted after unshare -m).
 func TestMountNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("unshare -m needs root")
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "unshare")
 	bin := workload(t, "symtest-c-nodebug")
 	script := fmt.Sprintf("mount -t tmpfs none /mnt && cp %s /mnt/nsbin && exec /mnt/nsbin", bin)
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
@@ -127,6 +120,7 @@ func TestMountNamespace(t *testing.T) {
 }
 
 func TestKallsyms(t *testing.T) {
+	testenv.RequireRoot(t) // other users read zero addresses
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +136,7 @@ func TestKallsyms(t *testing.T) {
 		}
 	}
 	if len(want) == 0 || want["schedule"] == 0 {
-		t.Fatalf("no schedule in /proc/kallsyms (not root?): %v", want)
+		t.Fatalf("no schedule in /proc/kallsyms: %v", want)
 	}
 	s := New(Options{})
 	defer s.Close()
@@ -193,10 +187,7 @@ func TestVDSO(t *testing.T) {
 // TestJIT runs node with --perf-basic-prof and resolves a hot JS function
 // from its perf map.
 func TestJIT(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed")
-	}
+	node := testenv.RequireTool(t, "node")
 	js := `function scorchHotLoop(n){let x=0;for(let i=0;i<n;i++){x=(x*31+i)|0}return x}
 let s=0; for(;;){ s+=scorchHotLoop(1e6) }`
 	cmd := exec.Command(node, "--perf-basic-prof", "-e", js)

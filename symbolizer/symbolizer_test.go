@@ -8,31 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/scorch-profiler/scorch/internal/testenv"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..")
-}
-
-// workload returns the path of a test binary, building it when missing.
-func workload(t testing.TB, name string) string {
-	t.Helper()
-	td := filepath.Join(repoRoot(), "testdata")
-	p := filepath.Join(td, "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		if out, err := exec.Command("make", "-C", td, p).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", name, err, out)
-		}
-	}
-	return p
-}
+// workload is testenv.Workload, by the name this package's tests call it.
+var workload = testenv.Workload
 
 // start runs a workload and waits until its binary is mapped.
 func start(t testing.TB, path string, args ...string) *exec.Cmd {
@@ -166,7 +151,7 @@ func TestResolveUserC(t *testing.T) {
 	}
 	vaddrs, _ := funcAddrs(t, bin, 5, nil)
 	addrs := runtimeAddrs(t, cmd.Process.Pid, bin, vaddrs)
-	want, wantPos := addr2line(t, vaddrs, "addr2line", "-f", "-e", bin)
+	want, wantPos := addr2line(t, vaddrs, testenv.RequireTool(t, "addr2line"), "-f", "-e", bin)
 	same := 0
 	var m0 *Mapping
 	for i, a := range addrs {

@@ -2,7 +2,6 @@ package unwinder
 
 import (
 	"encoding/binary"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -13,18 +12,16 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // compileBPF builds bpf/unwind_test.c (which includes unwind.h) for the
 // host architecture.
 func compileBPF(t *testing.T) string {
 	t.Helper()
-	clang, err := exec.LookPath("clang")
-	if err != nil {
-		if clang, err = exec.LookPath("clang-14"); err != nil {
-			t.Fatal("clang is needed to compile bpf/unwind.h")
-		}
-	}
+	clang := testenv.RequireTool(t, "clang")
+	testenv.RequireTool(t, "/usr/include/bpf/bpf_helpers.h")
 	arch := map[string]string{"amd64": "x86", "arm64": "arm64"}[runtime.GOARCH]
 	if arch == "" {
 		t.Skipf("no BPF target arch for %s", runtime.GOARCH)
@@ -71,9 +68,7 @@ const (
 // accept it), attaches it to a cpu-clock perf event on the nofp-c workload
 // with tables built by Build, and checks the stacks the kernel unwinds.
 func TestBPFUnwindLive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root (CAP_BPF, CAP_PERFMON)")
-	}
+	testenv.RequireRoot(t)
 	if runtime.GOARCH != "amd64" {
 		t.Skip("tested on amd64")
 	}

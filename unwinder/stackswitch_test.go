@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestStackSwitchRows checks, against objdump, that the calls of Go's
@@ -17,7 +19,7 @@ func TestStackSwitchRows(t *testing.T) {
 		t.Skip("stack switches are recognized on amd64 only")
 	}
 	bin := workload(t, "nofp-cgo")
-	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", bin).Output()
+	out, err := exec.Command(testenv.RequireTool(t, "objdump"), "-d", "--no-show-raw-insn", bin).Output()
 	if err != nil {
 		t.Fatalf("objdump: %v", err)
 	}
@@ -27,8 +29,7 @@ func TestStackSwitchRows(t *testing.T) {
 	funcRe := regexp.MustCompile(`(?m)^[0-9a-f]+ <([^>]+)>:$`)
 	want := map[uint64]bool{}
 	for _, fn := range funcRe.FindAllStringSubmatchIndex(string(out), -1) {
-		name := string(out[fn[2]:fn[3]])
-		if _, ok := stackSwitchFuncs[name]; !ok {
+		if _, ok := stackSwitchFuncs[string(out[fn[2]:fn[3]])]; !ok {
 			continue
 		}
 		end := len(out)

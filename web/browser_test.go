@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,25 +16,17 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // chromiumPath finds the browser for TestBrowser: $SCORCH_CHROMIUM, else
-// chromium on $PATH. Without one the test skips, except in CI (CI=true),
-// where it fails: the page must be tested there.
+// chromium on $PATH (testenv.RequireTool: missing, the test fails).
 func chromiumPath(t *testing.T) string {
 	if p := os.Getenv("SCORCH_CHROMIUM"); p != "" {
 		return p
 	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (install it or set SCORCH_CHROMIUM); CI=true requires the browser test")
-	}
-	t.Skip("chromium not found; set SCORCH_CHROMIUM to run the browser test")
-	return ""
+	return testenv.RequireTool(t, "chromium")
 }
 
 // TestBrowser drives the page in headless Chromium for every fixture:
@@ -248,7 +239,7 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 	// the README's) or a temporary folder, never over committed files.
 	dir := os.Getenv("SCORCH_SCREENSHOTS")
 	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "scorch-screenshots")
+		dir = t.TempDir()
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

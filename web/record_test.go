@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -21,8 +20,7 @@ func TestRecordCPUSplit(t *testing.T) {
 	}
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "cpusplit")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(gobin, "build", "-o", exe, "./testdata/cpusplit").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", exe, "./testdata/cpusplit").CombinedOutput(); err != nil {
 		t.Fatalf("building testdata/cpusplit: %v\n%s", err, out)
 	}
 	prof := filepath.Join(dir, "cpusplit.pb.gz")

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/scorch-profiler/scorch/internal/testenv"
 	"github.com/scorch-profiler/scorch/unwinder"
 )
 
@@ -88,9 +89,10 @@ func BenchmarkBuildLibstdcxx(b *testing.B) {
 func BenchmarkBuildGo(b *testing.B) { benchBuild(b, goBinary(b)) }
 
 func BenchmarkBuildChromium(b *testing.B) {
-	const p = "/usr/lib/chromium/chromium"
+	testenv.RequireTool(b, "chromium")
+	const p = "/usr/lib/chromium/chromium" // the ELF file behind Debian's wrapper script
 	if _, err := os.Stat(p); err != nil {
-		b.Skipf("%s not installed", p)
+		b.Fatal(err)
 	}
 	benchBuild(b, p)
 }

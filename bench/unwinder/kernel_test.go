@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/internal/sampler"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // The in-kernel cost of one sample: Scorch's sampling program runs on a
@@ -36,6 +37,7 @@ var (
 
 // depthBinaries builds depth/depth.c with and without frame pointers.
 func depthBinaries(b *testing.B) map[string]string {
+	gcc := testenv.RequireTool(b, "gcc")
 	depthOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "unwinder-depth")
 		if err != nil {
@@ -45,7 +47,7 @@ func depthBinaries(b *testing.B) map[string]string {
 		depthBins = map[string]string{}
 		for name, flag := range map[string]string{"fp": "-fno-omit-frame-pointer", "nofp": "-fomit-frame-pointer"} {
 			out := filepath.Join(dir, "depth-"+name)
-			if b, err := exec.Command("gcc", "-O2", "-g", flag, "-o", out, filepath.Join("depth", "depth.c")).CombinedOutput(); err != nil {
+			if b, err := exec.Command(gcc, "-O2", "-g", flag, "-o", out, filepath.Join("depth", "depth.c")).CombinedOutput(); err != nil {
 				depthErr = fmt.Errorf("gcc %s: %v\n%s", flag, err, b)
 				return
 			}
@@ -56,15 +58,6 @@ func depthBinaries(b *testing.B) map[string]string {
 		b.Fatal(depthErr)
 	}
 	return depthBins
-}
-
-func requireRoot(b *testing.B) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			b.Fatal("needs root to load BPF programs")
-		}
-		b.Skip("needs root to load BPF programs")
-	}
 }
 
 func start(b *testing.B, bin string, args ...string) *exec.Cmd {
@@ -132,7 +125,7 @@ func measure(b *testing.B, opts sampler.Options, pid int, d time.Duration) measu
 }
 
 func BenchmarkSampleCost(b *testing.B) {
-	requireRoot(b)
+	testenv.RequireRoot(b)
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		b.Fatalf("enable BPF run time statistics: %v", err)

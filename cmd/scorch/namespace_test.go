@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestRecordNamespacedProcess records, with --pid and its host pid, a
@@ -20,16 +22,8 @@ import (
 // binary by its path, yet every frame is named (through /proc/PID).
 func TestRecordNamespacedProcess(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatalf("this test needs unshare (util-linux): %v", err)
-	}
-	src := filepath.Join("..", "..", "testdata", "bin", "cpuburn-c")
-	if _, err := os.Stat(src); err != nil {
-		if out, err := exec.Command("make", "-C", filepath.Join("..", "..", "testdata")).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	src, _ = filepath.Abs(src)
+	testenv.RequireTool(t, "unshare")
+	src := testenv.Workload(t, "cpuburn-c")
 	dir := t.TempDir()
 	name := fmt.Sprintf("burn-ns-%d", os.Getpid())
 	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
@@ -74,7 +68,7 @@ func TestRecordNamespacedProcess(t *testing.T) {
 			t.Fatalf("a sample of pid %v in a profile of --pid %d", got, pid)
 		}
 	}
-	checkSplit(t, p, pid, "hot_a", "hot_b", "main")
+	checkSplit(t, p, pid, "hot_a", "hot_b", "main", "")
 	found := false
 	for _, m := range p.Mapping {
 		if strings.HasSuffix(m.File, "/"+name) {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,40 +20,23 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
 // These tests run `scorch record` for real: the BPF program is loaded into
 // the running kernel and profiles real workloads from testdata/.
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI: this test loads BPF programs")
-		}
-		t.Skip("needs root to load BPF programs")
-	}
-}
+// requireRoot is testenv.RequireRoot, by the name this package's tests
+// call it.
+var requireRoot = testenv.RequireRoot
 
-// workload builds (if needed) and starts testdata/bin/NAME with args.
+// workload starts testdata/bin/NAME with args and lets it reach its hot
+// loop.
 func workload(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	bin := filepath.Join("..", "..", "testdata", "bin", name)
-	if _, err := os.Stat(bin); err != nil {
-		if out, err := exec.Command("make", "-C", filepath.Join("..", "..", "testdata")).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	cmd := exec.Command(bin, args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	time.Sleep(200 * time.Millisecond) // let it reach its hot loop
+	cmd := testenv.StartWorkload(t, name, args...)
+	time.Sleep(200 * time.Millisecond)
 	return cmd
 }
 
@@ -77,25 +63,6 @@ func record(t *testing.T, args ...string) (*profile.Profile, string, string) {
 	return p, out, stderr.String()
 }
 
-// stackShare is, among the samples of pid, the fraction whose stack holds
-// a function for which match is true.
-func stackShare(p *profile.Profile, pid int, match func(string) bool) (share float64, n int64) {
-	var hit int64
-	for _, s := range p.Sample {
-		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
-			continue
-		}
-		n += s.Value[0]
-		if stackHas(s, match) {
-			hit += s.Value[0]
-		}
-	}
-	if n == 0 {
-		return 0, 0
-	}
-	return float64(hit) / float64(n), n
-}
-
 func stackHas(s *profile.Sample, match func(string) bool) bool {
 	for _, l := range s.Location {
 		for _, ln := range l.Line {
@@ -110,32 +77,94 @@ func stackHas(s *profile.Sample, match func(string) bool) bool {
 func is(name string) func(string) bool { return func(s string) bool { return s == name } }
 
 // checkSplit asserts the 3:1 split of the cpuburn workloads and that the
-// stacks reach main.
-func checkSplit(t *testing.T, p *profile.Profile, pid int, hotA, hotB, main string) {
+// stacks reach main, judged on the samples actually got.
+//
+// Samples of the workload's process are of two kinds: those of its own
+// code, whose stacks reach main (nearly all in hotA or hotB) and, for Go,
+// where runtimePrefix ("runtime.") names them, the language runtime's own
+// work on other threads or on the scheduler's stack (sysmon, the
+// scheduler after a preemption, the garbage collector): those never reach
+// main, and their share grows when a busy machine gives the workload less
+// CPU (sysmon wakes by the clock, not by the workload's progress; 2.2% of
+// the samples in one busy run, so a fixed 99% for main failed).
+//
+//   - hotA's share of the hot samples is 3/4 by construction, within
+//     testenv.Sigmas binomial standard deviations of the count got.
+//   - A hot sample whose stack does not reach main is a broken unwind: the
+//     frame-pointer walk is exact for these binaries (every C function
+//     keeps a frame pointer; Go's frameless leaves skip their caller, not
+//     main). missSlack (1%) is room for a user stack that could not be
+//     read (a BPF program cannot fault in a stack page that is not
+//     resident).
+//   - A sample that neither reaches main nor is the runtime's own is a
+//     miss too, with the same room.
+func checkSplit(t *testing.T, p *profile.Profile, pid int, hotA, hotB, main, runtimePrefix string) {
 	t.Helper()
-	a, n := stackShare(p, pid, is(hotA))
-	b, _ := stackShare(p, pid, is(hotB))
-	m, _ := stackShare(p, pid, is(main))
-	t.Logf("pid %d: %d samples, %s %.1f%%, %s %.1f%%, %s in %.2f%% of stacks", pid, n, hotA, 100*a, hotB, 100*b, main, 100*m)
-	if n < 500 {
-		t.Fatalf("only %d samples of the workload", n)
+	const missSlack = 0.01
+	var n, a, b, hot, hotMain, reachMain, runtime int64
+	for _, s := range p.Sample {
+		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
+			continue
+		}
+		v := s.Value[0]
+		n += v
+		inA, inB, inMain := stackHas(s, is(hotA)), stackHas(s, is(hotB)), stackHas(s, is(main))
+		if inA || inB {
+			hot += v
+			if inA {
+				a += v
+			} else {
+				b += v
+			}
+			if inMain {
+				hotMain += v
+			}
+		}
+		switch {
+		case inMain:
+			reachMain += v
+		case runtimePrefix != "" && runtimeOnly(s, runtimePrefix):
+			runtime += v
+		}
 	}
-	if a < 0.72 || a > 0.78 {
-		t.Errorf("%s has %.1f%% of the samples, want 75%% ± 3", hotA, 100*a)
+	t.Logf("pid %d: %d samples: %d in %s or %s (%s %d, %s %d), %d of them reaching %s; %d reaching %s in all; %d of the runtime's own",
+		pid, n, hot, hotA, hotB, hotA, a, hotB, b, hotMain, main, reachMain, main, runtime)
+	if hot < 100 {
+		t.Fatalf("only %d samples in %s or %s: too few to judge", hot, hotA, hotB)
 	}
-	if b < 0.22 || b > 0.28 {
-		t.Errorf("%s has %.1f%% of the samples, want 25%% ± 3", hotB, 100*b)
-	}
-	if m < 0.99 {
-		t.Errorf("%s is in %.2f%% of the stacks, want ≥ 99%%", main, 100*m)
-	}
+	testenv.CheckShare(t, hotA+"'s share of the hot samples", a, hot, 0.75, 0)
+	testenv.CheckShare(t, "hot samples whose stack reaches "+main, hotMain, hot, 1, missSlack)
+	testenv.CheckShare(t, "samples reaching "+main+" or of the runtime's own", reachMain+runtime, n, 1, missSlack)
 }
+
+// runtimeOnly reports whether every user frame of s is a function of the
+// language runtime (named with prefix); kernel frames do not count.
+func runtimeOnly(s *profile.Sample, prefix string) bool {
+	user := 0
+	for _, l := range s.Location {
+		if isKernel(l) {
+			continue
+		}
+		for _, ln := range l.Line {
+			if ln.Function == nil || !strings.HasPrefix(ln.Function.Name, prefix) {
+				return false
+			}
+			user++
+		}
+	}
+	return user > 0
+}
+
+// isKernel reports whether l is a kernel frame: the exporter gives those
+// the mapping [kernel.kallsyms] (or another bracketed name other than
+// [vdso]).
+func isKernel(l *profile.Location) bool { return exporter.FrameKind(l) == symbolizer.KindKernel }
 
 func TestRecordC(t *testing.T) {
 	requireRoot(t)
 	w := workload(t, "cpuburn-c")
 	p, out, _ := record(t, "--duration", "5s", "--frequency", "499")
-	checkSplit(t, p, w.Process.Pid, "hot_a", "hot_b", "main")
+	checkSplit(t, p, w.Process.Pid, "hot_a", "hot_b", "main", "")
 
 	// The mapping of the workload carries its build id and file.
 	found := false
@@ -165,20 +194,34 @@ func TestRecordStrippedGo(t *testing.T) {
 	requireRoot(t)
 	w := workload(t, "cpuburn-go")
 	p, _, _ := record(t, "--duration", "5s", "--frequency", "499", "--pid", fmt.Sprint(w.Process.Pid))
-	checkSplit(t, p, w.Process.Pid, "main.hotA", "main.hotB", "main.main")
+	checkSplit(t, p, w.Process.Pid, "main.hotA", "main.hotB", "main.main", "runtime.")
 }
 
+// TestRecordKernelFrames profiles a loop of write(2) and getppid(2): the
+// samples taken in the kernel carry the kernel's frames above the user
+// frames, down to main, and name the kernel's system call path.
+//
+// Which kernel functions a sample lands in depends on the kernel and the
+// machine: on a paravirtualised guest the timer interrupt that samples
+// waits while the entry code runs with interrupts off, and fires where
+// do_syscall_64 turns them back on (do_syscall_64 -> pvm_irq_enable),
+// rarely in __x64_sys_write itself; or, when the system call returns, on
+// the user instruction after it (a user-only sample: about 40% here). So
+// the test asks for a syscall entry point this kernel really has, by the
+// names /proc/kallsyms lists, and for kernel frames in a good share of the
+// samples rather than most.
 func TestRecordKernelFrames(t *testing.T) {
 	requireRoot(t)
+	entries := syscallEntryPoints(t)
 	w := workload(t, "syscall-c")
 	p, _, _ := record(t, "--duration", "3s", "--frequency", "499", "--pid", fmt.Sprint(w.Process.Pid))
 	pid := w.Process.Pid
-	_, n := stackShare(p, pid, func(string) bool { return true })
-	var kernelSamples, ordered, withCaller int64
+	var n, kernelSamples, ordered, entered, withCaller int64
 	for _, s := range p.Sample {
-		if s.NumLabel["pid"][0] != int64(pid) {
+		if len(s.NumLabel["pid"]) == 0 || s.NumLabel["pid"][0] != int64(pid) {
 			continue
 		}
+		n += s.Value[0]
 		// Frames from the leaf: kernel ones first, then user ones, never a
 		// kernel frame below a user frame.
 		seenUser, bad, kernel := false, false, false
@@ -192,29 +235,73 @@ func TestRecordKernelFrames(t *testing.T) {
 				seenUser = true
 			}
 		}
-		if kernel {
-			kernelSamples += s.Value[0]
-			if !bad && stackHas(s, is("main")) {
-				ordered += s.Value[0]
-			}
-			// With frame pointers only, the caller of a frameless libc
-			// leaf (write, syscall) is skipped; the table unwinder finds it.
-			if stackHas(s, is("do_writes")) || stackHas(s, is("do_getppid")) {
-				withCaller += s.Value[0]
-			}
+		if !kernel {
+			continue
+		}
+		kernelSamples += s.Value[0]
+		if !bad && stackHas(s, is("main")) {
+			ordered += s.Value[0]
+		}
+		if stackHas(s, func(fn string) bool { return entries[fn] }) {
+			entered += s.Value[0]
+		}
+		// With frame pointers only, the caller of a frameless libc
+		// leaf (write, syscall) is skipped; the table unwinder finds it.
+		if stackHas(s, is("do_writes")) || stackHas(s, is("do_getppid")) {
+			withCaller += s.Value[0]
 		}
 	}
-	t.Logf("%d samples, %d with kernel frames, %d of those kernel-above-user down to main, %d with do_writes/do_getppid", n, kernelSamples, ordered, withCaller)
-	if kernelSamples*2 < n {
-		t.Errorf("only %d of %d samples of a syscall loop have kernel frames", kernelSamples, n)
+	t.Logf("%d samples, %d with kernel frames: %d kernel-above-user down to main, %d through a syscall entry point, %d with do_writes/do_getppid", n, kernelSamples, ordered, entered, withCaller)
+	if n < 100 {
+		t.Fatalf("only %d samples of the workload: too few to judge", n)
 	}
-	if ordered*100 < kernelSamples*95 {
-		t.Errorf("only %d of %d kernel samples have kernel frames above user frames down to main", ordered, kernelSamples)
+	// A loop of system calls spends most of its time in the kernel; even
+	// with the user-only samples above, a quarter is far below what any
+	// kernel gives (55-63% on the paravirtualised guest, busy or not) and
+	// far above what a profiler that drops kernel stacks would show (0).
+	if kernelSamples*4 < n {
+		t.Errorf("only %d of %d samples of a system call loop have kernel frames, want a quarter at least", kernelSamples, n)
 	}
-	sys, _ := stackShare(p, pid, func(s string) bool { return strings.Contains(s, "sys_write") || strings.Contains(s, "sys_getppid") })
-	if sys < 0.3 {
-		t.Errorf("syscall entry points in only %.1f%% of samples", 100*sys)
+	// The kernel part is one stack above the user part, down to main,
+	// every time: the slack is for user stacks that could not be read.
+	testenv.CheckShare(t, "kernel samples with kernel frames above user frames down to main", ordered, kernelSamples, 1, 0.02)
+	// The rest of the kernel samples entered the kernel by an interrupt
+	// taken in user mode (asm_sysvec_*), rare in a loop that is in the
+	// kernel most of the time (1% here).
+	testenv.CheckShare(t, "kernel samples through a system call entry point", entered, kernelSamples, 1, 0.1)
+}
+
+// syscallEntryPoints returns the functions of this kernel's system call
+// path that a sample of write(2) or getppid(2) taken in the kernel passes
+// through, by the names /proc/kallsyms lists: the entry code
+// (entry_SYSCALL_64*), the dispatcher (do_syscall_64, x64_sys_call) and
+// the system calls themselves (__x64_sys_write, ksys_write, ...). Which
+// exist, and which are inlined away, depends on the kernel version.
+func syscallEntryPoints(t *testing.T) map[string]bool {
+	t.Helper()
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer f.Close()
+	entry := regexp.MustCompile(`^(entry_SYSCALL_64\w*|do_syscall_64|x64_sys_call|__x64_sys_(write|getppid)|__do_sys_(write|getppid)|__se_sys_(write|getppid)|ksys_write)$`)
+	found := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// address type name [module]
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 3 && entry.MatchString(fields[2]) {
+			found[fields[2]] = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(found) == 0 {
+		t.Fatal("/proc/kallsyms names none of the system call entry points (entry_SYSCALL_64, do_syscall_64, __x64_sys_write, ...)")
+	}
+	t.Logf("system call entry points in /proc/kallsyms: %v", slices.Sorted(maps.Keys(found)))
+	return found
 }
 
 func TestRecordUsageErrors(t *testing.T) {
@@ -297,9 +384,7 @@ func TestRecordInterrupt(t *testing.T) {
 // message, exit 1, no stack trace.
 func TestRecordNotPrivileged(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv (util-linux) not installed")
-	}
+	testenv.RequireTool(t, "setpriv")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "scorch")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
@@ -342,13 +427,7 @@ func (b *syncBuffer) String() string {
 // left unnamed.
 func TestRecordExec(t *testing.T) {
 	requireRoot(t)
-	bin, err := filepath.Abs(filepath.Join("..", "..", "testdata", "bin", "cpuburn-go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("testdata not built: %v", err)
-	}
+	bin := testenv.Workload(t, "cpuburn-go")
 	// The shell spins until the flag file exists, then execs the burner.
 	// The flag is made once sampling has started and the shell has had
 	// 0.3 s of CPU under it, so that both sides of the exec are sampled

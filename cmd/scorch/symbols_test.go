@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestRecordCxxSymbols profiles an optimized C++ program (-O2 -g: templates,
@@ -19,8 +21,10 @@ import (
 // inlined frames and file:line, and that go tool pprof -lines shows them.
 func TestRecordCxxSymbols(t *testing.T) {
 	requireRoot(t)
+	testenv.RequireTool(t, "addr2line")
+	testenv.RequireTool(t, "llvm-symbolizer")
 	w := workload(t, "dwarf-cpp", "100000000")
-	bin, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "bin", "dwarf-cpp"))
+	bin := w.Path
 	p, out, _ := record(t, "--duration", "3s", "--frequency", "499", "--pid", fmt.Sprint(w.Process.Pid))
 
 	f, err := elf.Open(bin)

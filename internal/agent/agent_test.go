@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,33 +24,12 @@ import (
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
 
 	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI: this test loads BPF programs")
-		}
-		t.Skip("needs root to load BPF programs")
-	}
-}
-
-func startWorkload(t *testing.T, name string) *exec.Cmd {
-	t.Helper()
-	dir := filepath.Join("..", "..", "testdata")
-	if _, err := os.Stat(filepath.Join(dir, "bin", name)); err != nil {
-		if out, err := exec.Command("make", "-C", dir).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	cmd := exec.Command(filepath.Join(dir, "bin", name))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
-}
+// requireRoot is testenv.RequireRoot, by the name this package's tests
+// call it.
+var requireRoot = testenv.RequireRoot
 
 // receiver is a Pyroscope push endpoint built from Pyroscope's own protocol
 // definitions. fail, while set, makes it answer 503 (after reading the
@@ -186,7 +164,7 @@ func share(ps []pushed, fn string) (float64, int64) {
 // Pyroscope receiver while a testdata workload burns CPU.
 func TestAgentPushesWindows(t *testing.T) {
 	requireRoot(t)
-	w := startWorkload(t, "cpuburn-c")
+	w := testenv.StartWorkload(t, "cpuburn-c")
 	pid := w.Process.Pid
 
 	rcv := &receiver{}
@@ -265,7 +243,7 @@ func TestAgentPushesWindows(t *testing.T) {
 // several intervals: once it recovers, every window arrives exactly once.
 func TestAgentSurvivesServerOutage(t *testing.T) {
 	requireRoot(t)
-	w := startWorkload(t, "cpuburn-c")
+	w := testenv.StartWorkload(t, "cpuburn-c")
 	pid := w.Process.Pid
 
 	rcv := &receiver{}

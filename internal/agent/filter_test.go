@@ -20,6 +20,7 @@ import (
 	"github.com/scorch-profiler/scorch/internal/container"
 	"github.com/scorch-profiler/scorch/internal/sampler"
 	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 func rules(t *testing.T, specs ...string) []Rule {
@@ -320,18 +321,9 @@ func copyWorkload(t *testing.T, dir, name, cgroup string) *exec.Cmd {
 	return cmd
 }
 
-// startWorkloadPath builds testdata if needed and returns the path of a
-// workload binary.
+// startWorkloadPath returns the path of a workload binary, built.
 func startWorkloadPath(t *testing.T, name string) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "testdata")
-	bin := filepath.Join(dir, "bin", name)
-	if _, err := os.Stat(bin); err != nil {
-		if out, err := exec.Command("make", "-C", dir).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	return bin
+	return testenv.Workload(t, name)
 }
 
 // cpuSeconds is the CPU time process pid has run (/proc/PID/schedstat).

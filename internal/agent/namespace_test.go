@@ -20,6 +20,7 @@ import (
 
 	"github.com/scorch-profiler/scorch/internal/container"
 	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // startHidden starts testdata's cpuburn-c as NAME in a mount and PID
@@ -30,13 +31,8 @@ import (
 // is pid 1.
 func startHidden(t *testing.T, name string) int {
 	t.Helper()
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatalf("this test needs unshare (util-linux): %v", err)
-	}
-	src, err := filepath.Abs(startWorkloadPath(t, "cpuburn-c"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	testenv.RequireTool(t, "unshare")
+	src := testenv.Workload(t, "cpuburn-c")
 	dir := t.TempDir()
 	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
 		"sh", "-c", `mount -t tmpfs scorch-test "$1" && cp "$2" "$1/$3" && exec "$1/$3"`, "sh", dir, src, name)

@@ -13,6 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 func cgroup2Mount(t *testing.T) string {
@@ -47,9 +49,7 @@ func TestCgroupIDRoot(t *testing.T) {
 // samples it with a perf-event BPF program that records
 // bpf_get_current_cgroup_id, and compares with CgroupID of the directory.
 func TestCgroupIDMatchesBPF(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a cgroup and load BPF")
-	}
+	testenv.RequireRoot(t) // creates a cgroup and loads BPF
 	mnt := cgroup2Mount(t)
 	dir := filepath.Join(mnt, "scorch-cgroupid-test-"+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/scorch-profiler/scorch/internal/testenv"
+
 	"github.com/scorch-profiler/scorch/bpf"
 )
 
@@ -98,7 +100,7 @@ func TestProgramKernelFloor(t *testing.T) {
 // FramePointersOnly asks, attaches it by ioctl as on kernels before 5.15,
 // and checks that a busy child's samples arrive with user stacks.
 func TestFramePointerProgramByIoctl(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	attachByIoctl = true
 	defer func() { attachByIoctl = false }()
 	cmd := exec.Command("sh", "-c", "while :; do :; done")

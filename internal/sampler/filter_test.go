@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/container"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 func TestFilterEntries(t *testing.T) {
@@ -117,7 +118,7 @@ func collect(t *testing.T, s *Sampler, d time.Duration) (map[uint32]uint64, Stat
 // while sampling: whatever a filter leaves out never reaches Drain and is
 // counted by the program instead.
 func TestFilter(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	a, b := busy(t), busy(t)
 	pa, pb := uint32(a.Process.Pid), uint32(b.Process.Pid)
 	_, cg := testCgroup(t, b.Process.Pid)
@@ -193,7 +194,7 @@ func TestFilter(t *testing.T) {
 // filter entry of a process that exits, so a new process with its pid is
 // not filtered by mistake.
 func TestFilterForgetsExitedProcess(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	c := exec.Command("sleep", "30")
 	if err := c.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // TestProcRootInPidNamespace runs the sampler in a PID namespace of its own
@@ -20,10 +22,8 @@ func TestProcRootInPidNamespace(t *testing.T) {
 		procRootChild(t, dir)
 		return
 	}
-	requireRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Fatalf("this test needs unshare (util-linux): %v", err)
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "unshare")
 	w := busy(t)
 	hostProc := t.TempDir()
 	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",

@@ -23,9 +23,6 @@ import (
 	"github.com/scorch-profiler/scorch/unwinder"
 )
 
-// maxStackDepth matches MAX_STACK_DEPTH in scorch.bpf.c.
-const maxStackDepth = 127
-
 // Options configure a Sampler.
 type Options struct {
 	// Frequency is the sampling rate per CPU, in Hz (default 99).

@@ -1,21 +1,12 @@
 package sampler
 
 import (
-	"os"
 	"os/exec"
 	"testing"
 	"time"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("this test loads BPF programs and must run as root in CI")
-		}
-		t.Skip("needs root to load BPF programs")
-	}
-}
+	"github.com/scorch-profiler/scorch/internal/testenv"
+)
 
 func TestParseCPUList(t *testing.T) {
 	for _, tc := range []struct {
@@ -37,7 +28,7 @@ func TestParseCPUList(t *testing.T) {
 // and checks its samples arrive with user stacks, that the pid filter keeps
 // everything else out, and that nothing is lost.
 func TestSampleBusyProcess(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	cmd := exec.Command("sh", "-c", "while :; do :; done")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

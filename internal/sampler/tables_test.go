@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 func TestRowAllocator(t *testing.T) {
@@ -105,7 +107,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // one table per file, and that tables are freed when the last process
 // mapping them exits.
 func TestTableLifecycle(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	defer func(d time.Duration) { tableLinger = d }(tableLinger)
 	tableLinger = 0 // freed at once
 	a := startWorkload(t, "nofp-c", "60")
@@ -148,7 +150,7 @@ func TestTableLifecycle(t *testing.T) {
 // file for a while, so that the next run of the same program is not built
 // again, and that lingering tables make room when the row array is full.
 func TestTableLinger(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	a := startWorkload(t, "nofp-c", "60")
 	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(a.Process.Pid)}})
 	if err != nil {
@@ -198,7 +200,7 @@ func TestTableLinger(t *testing.T) {
 // libc's table (~23k rows) does not fit in 4096 rows and is left to frame
 // pointers.
 func TestTableMemoryBound(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	w := startWorkload(t, "nofp-c", "60")
 	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(w.Process.Pid)}, UnwindTableBytes: 4096 * 8})
 	if err != nil {
@@ -256,7 +258,7 @@ func TestHint(t *testing.T) {
 // outside the known mappings, the worker reads the mappings again, and the
 // library's stacks unwind to _start from then on.
 func TestRescanAfterDlopen(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	lib := filepath.Join(dir, "libhot.so")
 	prog := filepath.Join(dir, "dlopener")
@@ -295,7 +297,7 @@ int main(int argc, char **argv) {
 		{"-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", lib, libSrc},
 		{"-O2", "-g", "-fomit-frame-pointer", "-o", prog, progSrc, "-ldl"},
 	} {
-		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(testenv.RequireTool(t, "gcc"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("gcc %v: %v\n%s", args, err, out)
 		}
 	}

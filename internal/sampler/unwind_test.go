@@ -4,7 +4,6 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // symMapping resolves addresses of one executable mapping with the ELF
@@ -105,32 +106,11 @@ func name(ms []symMapping, pc uint64) string {
 	return fmt.Sprintf("%#x", pc)
 }
 
-// workloadBin returns testdata/bin/NAME, building the workloads if needed.
-func workloadBin(t *testing.T, name string) string {
-	t.Helper()
-	root := filepath.Join("..", "..", "testdata")
-	bin := filepath.Join(root, "bin", name)
-	if _, err := os.Stat(bin); err != nil {
-		if out, err := exec.Command("make", "-C", root).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	return bin
-}
-
-// startWorkload runs testdata/bin/NAME for the rest of the test.
+// startWorkload runs testdata/bin/NAME for the rest of the test and lets
+// it reach its hot loop.
 func startWorkload(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	// No Pdeathsig: it fires when the forking OS thread exits, which Go
-	// does not control; the cleanup kills the process.
-	cmd := exec.Command(workloadBin(t, name), args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	cmd := testenv.StartWorkload(t, name, args...)
 	time.Sleep(300 * time.Millisecond)
 	return cmd
 }
@@ -232,7 +212,7 @@ func (c unwindCase) check(names []string) (complete, hot, chainsOK bool) {
 // frame pointers only, and checks that with tables at least 99% of the
 // stacks reach the outermost frame, with the expected callers.
 func TestUnwindTables(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, c := range unwindCases {
 		t.Run(c.workload, func(t *testing.T) {
 			cmd := startWorkload(t, c.workload, "60")

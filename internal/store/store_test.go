@@ -19,6 +19,8 @@ import (
 
 	"github.com/google/pprof/profile"
 	"golang.org/x/sys/unix"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 59, 50, 0, time.UTC)
@@ -450,10 +452,8 @@ func TestReadOnlyDir(t *testing.T) {
 }
 
 func TestDiskFull(t *testing.T) {
+	testenv.RequireRoot(t) // mounts a small tmpfs to fill
 	dir := mountTmpfs(t, 64<<10)
-	if dir == "" {
-		t.Skip("filling a file system needs root to mount a small tmpfs")
-	}
 	logs := &logRecorder{}
 	s := open(t, dir, Options{Logger: slog.New(logs)})
 	s.now = func() time.Time { return t0 }

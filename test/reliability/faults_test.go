@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // selfSigned is a certificate no client trusts.
@@ -160,7 +161,7 @@ func pick(m map[string]float64, prefix string) map[string]float64 {
 
 func mount(t *testing.T, args ...string) {
 	t.Helper()
-	if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(testenv.RequireTool(t, "mount"), args...).CombinedOutput(); err != nil {
 		t.Fatalf("mount %v: %v\n%s", args, err, out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,15 +33,35 @@ import (
 	"github.com/google/pprof/profile"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 var (
 	root      = filepath.Join("..", "..")
 	scorchBin string // built once by TestMain
-	buildErr  error
+)
+
+// requireRoot and workload are testenv's, by the names this package's
+// tests call them.
+var (
+	requireRoot = testenv.RequireRoot
+	workload    = testenv.Workload
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if bin := os.Getenv("SCORCH_TEST_BIN"); bin != "" {
+		// A binary built elsewhere (e.g. from a clean checkout while the
+		// working tree is mid-change).
+		scorchBin = bin
+		os.Exit(m.Run())
+	}
+	if testing.Short() {
+		// Every test here runs the agent, which needs root: none runs
+		// with -short (testenv.RequireRoot), so nothing is built.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "scorch-reliability-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -49,47 +70,17 @@ func TestMain(m *testing.M) {
 	// A binary of our own (not bin/scorch, which others may be rebuilding),
 	// static like the release build so that capabilities can be dropped.
 	scorchBin = filepath.Join(dir, "scorch")
-	if bin := os.Getenv("SCORCH_TEST_BIN"); bin != "" {
-		// A binary built elsewhere (e.g. from a clean checkout while the
-		// working tree is mid-change).
-		scorchBin = bin
-		os.Exit(m.Run())
-	}
 	cmd := exec.Command("go", "build", "-o", scorchBin, "./cmd/scorch")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		buildErr = fmt.Errorf("go build ./cmd/scorch: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "go build ./cmd/scorch: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("must run as root in CI: the agent loads BPF programs")
-		}
-		t.Skip("needs root: the agent loads BPF programs")
-	}
-}
-
-// workload returns the path of testdata/bin/NAME, building testdata if
-// it is missing.
-func workload(t *testing.T, name string) string {
-	t.Helper()
-	p, _ := filepath.Abs(filepath.Join(root, "testdata", "bin", name))
-	if _, err := os.Stat(p); err != nil {
-		if out, err := exec.Command("make", "-C", filepath.Join(root, "testdata")).CombinedOutput(); err != nil {
-			t.Fatalf("build testdata: %v\n%s", err, out)
-		}
-	}
-	return p
 }
 
 // agentProc is a running `scorch agent`.
@@ -200,17 +191,81 @@ func launchAgent(t *testing.T, args ...string) (*agentProc, error) {
 }
 
 // stop sends SIGTERM and waits for the agent to flush and exit.
+//
+// The agent promises to flush the last window and exit 0 (README), not a
+// time: the last window is named like any other, and on a loaded host
+// (the agent names every process on it, other suites' freshly built test
+// binaries included) one goroutine dump showed the final drain still in
+// elfsym.Parse 30 s after SIGTERM, the agent getting a sliver of a CPU. So
+// a hang is judged by progress: the agent using no CPU time for
+// stallLimit (longer than its own bounded waits: the exporter's 5 s flush
+// and the listener's 5 s shutdown), or not done after stopLimit.
 func (a *agentProc) stop() error {
 	a.t.Helper()
+	const stallLimit, stopLimit = 20 * time.Second, 5 * time.Minute
 	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-a.done:
-		a.done <- err
-		return err
-	case <-time.After(30 * time.Second):
-		a.cmd.Process.Kill()
-		return fmt.Errorf("agent did not exit within 30s of SIGTERM")
+	start := time.Now()
+	lastCPU, progressed := procCPUTicks(a.pid), start
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-a.done:
+			a.done <- err
+			return err
+		case now := <-tick.C:
+			if cpu := procCPUTicks(a.pid); cpu != lastCPU {
+				lastCPU, progressed = cpu, now
+			}
+			if now.Sub(progressed) < stallLimit && now.Sub(start) < stopLimit {
+				continue
+			}
+			// What the agent is doing: every goroutine's stack, running
+			// ones included, from its own /debug/pprof (still served
+			// until Run returns).
+			stacks := "(no listener)"
+			if a.addr != "" {
+				stacks = httpGet("http://" + a.addr + "/debug/pprof/goroutine?debug=2")
+			}
+			a.cmd.Process.Kill()
+			return fmt.Errorf("agent not done %s after SIGTERM, %s of it without using CPU; its goroutines:\n%s",
+				now.Sub(start).Round(time.Second), now.Sub(progressed).Round(time.Second), stacks)
+		}
 	}
+}
+
+// procCPUTicks is the CPU time process pid has used (user and system, in
+// clock ticks), from /proc/PID/stat; 0 once it is gone.
+func procCPUTicks(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after it. utime and stime are fields 14 and 15 of the line.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
+}
+
+// httpGet returns the body at url, or the error.
+func httpGet(url string) string {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func (a *agentProc) kill() {

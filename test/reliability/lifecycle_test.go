@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // heldBPF lists the ids of the BPF objects ("prog", "map", "link") that
@@ -68,9 +70,7 @@ func perfEventFDs(pid int) int {
 // run opened one perf event per CPU and dropped its capabilities.
 func TestRestarts(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("bpftool"); err != nil {
-		t.Fatal("bpftool is needed to list BPF objects")
-	}
+	testenv.RequireTool(t, "bpftool")
 	pinsBefore, _ := os.ReadDir("/sys/fs/bpf")
 	dir := t.TempDir()
 	held := map[string]map[int]bool{"prog": {}, "map": {}, "link": {}}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // buildStacks compiles testdata/stacks.c, a workload with a huge number of
@@ -14,7 +16,7 @@ import (
 func buildStacks(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "stacks")
-	cmd := exec.Command("cc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", out, "testdata/stacks.c")
+	cmd := exec.Command(testenv.RequireTool(t, "cc"), "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", out, "testdata/stacks.c")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cc testdata/stacks.c: %v\n%s", err, b)
 	}

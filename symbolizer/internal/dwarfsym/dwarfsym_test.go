@@ -13,55 +13,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
-// repoRoot finds the module root from the test's working directory.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
-var buildOnce sync.Once
-
-// workload returns the path of testdata/bin/name, building the dwarf
-// workloads when it is missing.
-func workload(t testing.TB, name string) string {
-	t.Helper()
-	root := repoRoot(t)
-	p := filepath.Join(root, "testdata", "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		buildOnce.Do(func() {
-			bin := filepath.Join(root, "testdata", "bin")
-			var targets []string
-			for _, w := range []string{"dwarf-c", "dwarf-c-v4", "dwarf-c-zlib", "dwarf-c-debuglink", "dwarf-c-buildid", "dwarf-c-mini", "dwarf-cpp", "dwarf-rust"} {
-				targets = append(targets, filepath.Join(bin, w))
-			}
-			cmd := exec.Command("make", append([]string{"-C", filepath.Join(root, "testdata")}, targets...)...)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("building workloads: %v\n%s", err, out)
-			}
-		})
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("workload %s: %v", name, err)
-	}
-	return p
-}
+// workload is testenv.Workload, by the name this package's tests call it.
+var workload = testenv.Workload
 
 func openELF(t testing.TB, p string) *elf.File {
 	t.Helper()
@@ -127,7 +85,7 @@ func addr2line(t testing.TB, bin string, addrs []uint64) map[uint64][]frame {
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "0x%x\n", a)
 	}
-	cmd := exec.Command("addr2line", "-f", "-i", "-a", "-e", bin)
+	cmd := exec.Command(testenv.RequireTool(t, "addr2line"), "-f", "-i", "-a", "-e", bin)
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {
@@ -169,7 +127,7 @@ func llvmSymbolizer(t testing.TB, bin string, addrs []uint64) map[uint64][]frame
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "0x%x\n", a)
 	}
-	cmd := exec.Command("llvm-symbolizer", "--obj="+bin, "--no-demangle", "--functions=linkage", "--inlines", "--output-style=LLVM")
+	cmd := exec.Command(testenv.RequireTool(t, "llvm-symbolizer"), "--obj="+bin, "--no-demangle", "--functions=linkage", "--inlines", "--output-style=LLVM")
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {
@@ -293,13 +251,9 @@ func compareWithAddr2line(t *testing.T, tab *Table, ref string, addrs []uint64) 
 	// has known bugs (e.g. wrong DWARF 5 file for some out-of-line clones,
 	// the enclosing symbol's name for inlined extern "C" functions).
 	var llvmAgrees []uint64
-	for _, pc := range badPCs {
-		llvmAgrees = append(llvmAgrees, pc)
-	}
 	if len(badPCs) > 0 {
 		lw := llvmSymbolizer(t, ref, badPCs)
 		var still []string
-		llvmAgrees = llvmAgrees[:0]
 		for i, pc := range badPCs {
 			if firstDiff(ours(tab, pc), lw[pc]) < 0 {
 				llvmAgrees = append(llvmAgrees, pc)

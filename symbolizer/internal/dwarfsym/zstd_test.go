@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 // zstdify rewrites the zlib-compressed (SHF_COMPRESSED) sections of the
@@ -19,10 +21,7 @@ import (
 // pointed at them.
 func zstdify(t *testing.T, src, dst string) {
 	t.Helper()
-	zstdTool, err := exec.LookPath("zstd")
-	if err != nil {
-		t.Fatalf("the zstd tool is needed to make zstd-compressed sections: %v", err)
-	}
+	zstdTool := testenv.RequireTool(t, "zstd")
 	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)

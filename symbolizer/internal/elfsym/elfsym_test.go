@@ -9,25 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
-// workload returns the path of a test binary in testdata/bin, building the
-// workloads when it is missing.
-func workload(t testing.TB, name string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "../../../testdata")
-	p := filepath.Join(root, "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		if out, err := exec.Command("make", "-C", root, p).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", name, err, out)
-		}
-	}
-	return p
-}
+// workload is testenv.Workload, by the name this package's tests call it.
+var workload = testenv.Workload
 
 // addr2line names addrs of file with `addr2line -f -e`.
 func addr2line(t testing.TB, file string, addrs []uint64) []string {
@@ -36,7 +25,7 @@ func addr2line(t testing.TB, file string, addrs []uint64) []string {
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "%#x\n", a)
 	}
-	cmd := exec.Command("addr2line", "-f", "-e", file)
+	cmd := exec.Command(testenv.RequireTool(t, "addr2line"), "-f", "-e", file)
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {
@@ -125,13 +114,14 @@ func TestAgainstAddr2lineDebugFile(t *testing.T) {
 	id := BuildID(f)
 	f.Close()
 	debug := fmt.Sprintf("/usr/lib/debug/.build-id/%s/%s.debug", id[:2], id[2:])
+	testenv.RequireTool(t, "/usr/lib/debug/.build-id")
 	if _, err := os.Stat(debug); err != nil {
-		t.Skipf("no separate debug file for libc (install libc6-dbg): %v", err)
+		t.Fatalf("no separate debug file for libc: it comes with the Debian package libc6-dbg, which must match libc6's version: %v", err)
 	}
 	// Strip its DWARF (and the ids that would lead addr2line back to it) so
 	// that addr2line, too, names addresses by the symbol table.
 	syms := filepath.Join(t.TempDir(), "libc.syms")
-	if out, err := exec.Command("objcopy", "--strip-debug", "--remove-section=.note.gnu.build-id",
+	if out, err := exec.Command(testenv.RequireTool(t, "objcopy"), "--strip-debug", "--remove-section=.note.gnu.build-id",
 		"--remove-section=.gnu_debuglink", debug, syms).CombinedOutput(); err != nil {
 		t.Fatalf("objcopy: %v\n%s", err, out)
 	}
@@ -186,7 +176,7 @@ func TestBuildID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	out, err := exec.Command("readelf", "-n", file).Output()
+	out, err := exec.Command(testenv.RequireTool(t, "readelf"), "-n", file).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,23 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
-func workload(t testing.TB, name string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "../../../testdata")
-	p := filepath.Join(root, "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		if out, err := exec.Command("make", "-C", root, p).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", name, err, out)
-		}
-	}
-	return p
-}
+// workload is testenv.Workload, by the name this package's tests call it.
+var workload = testenv.Workload
 
 func open(t testing.TB, name string) (*Table, *elf.File) {
 	t.Helper()
@@ -78,7 +69,7 @@ func TestStrippedAgainstGoToolAddr2line(t *testing.T) {
 	for _, a := range addrs {
 		fmt.Fprintf(&in, "%#x\n", a)
 	}
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "tool", "addr2line", workload(t, "symtest-go"))
+	cmd := exec.Command("go", "tool", "addr2line", workload(t, "symtest-go"))
 	cmd.Stdin = &in
 	out, err := cmd.Output()
 	if err != nil {
@@ -114,12 +105,7 @@ func TestStrippedAgainstGoToolAddr2line(t *testing.T) {
 // TestInlining compares the inline chains of the stripped build with those
 // llvm-symbolizer reads from the DWARF of the unstripped twin.
 func TestInlining(t *testing.T) {
-	sym, err := exec.LookPath("llvm-symbolizer")
-	if err != nil {
-		if sym, err = exec.LookPath("llvm-symbolizer-14"); err != nil {
-			t.Fatal("llvm-symbolizer is not installed")
-		}
-	}
+	sym := testenv.RequireTool(t, "llvm-symbolizer")
 	tab, _ := open(t, "symtest-go-stripped")
 	_, full := open(t, "symtest-go")
 	var addrs []uint64

@@ -133,8 +133,9 @@ func parseLine(line []byte) (addr uint64, name, mod []byte, ok bool, err error) 
 	}
 	name, mod, hasMod := bytes.Cut(rest, []byte("\t"))
 	if hasMod {
-		m, found := bytes.CutPrefix(mod, []byte("["))
-		if m, found = bytes.CutSuffix(m, []byte("]")); !found || len(m) == 0 {
+		m, opened := bytes.CutPrefix(mod, []byte("["))
+		m, closed := bytes.CutSuffix(m, []byte("]"))
+		if !opened || !closed || len(m) == 0 {
 			return 0, nil, nil, false, fmt.Errorf("kallsyms: bad module %q in %q", mod, line)
 		}
 		mod = m
@@ -143,7 +144,7 @@ func parseLine(line []byte) (addr uint64, name, mod []byte, ok bool, err error) 
 		return 0, nil, nil, false, fmt.Errorf("kallsyms: no name in %q", line)
 	}
 	if len(name) > maxName || len(mod) > maxName {
-		return 0, nil, nil, false, fmt.Errorf("kallsyms: name of more than %d bytes in %.80q...", maxName, line)
+		return 0, nil, nil, false, fmt.Errorf("kallsyms: name of more than %d bytes in %.80q (cut)", maxName, line)
 	}
 	switch typ[0] {
 	case 't', 'T', 'w', 'W':

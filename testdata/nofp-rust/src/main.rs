@@ -6,8 +6,16 @@
 //       <- nofp_rust::run <- nofp_rust::main <- std::rt::lang_start... <- main
 //   the sort_by closure <- core::slice::sort internals <- nofp_rust::sort_phase
 //       <- nofp_rust::run <- nofp_rust::main <- ... <- main
-use std::hint::black_box;
 use std::time::Instant;
+
+// black_box keeps the optimizer from computing the work away. Not
+// std::hint::black_box: that is stable from Rust 1.66, and Debian
+// bookworm's rustc is 1.63.
+#[inline(always)]
+fn black_box<T: Copy>(x: T) -> T {
+    // SAFETY: x is a valid, aligned value of a Copy type.
+    unsafe { std::ptr::read_volatile(&x) }
+}
 
 const DEPTH: u32 = 30;
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
 func FuzzParse(f *testing.F) {
@@ -80,10 +82,12 @@ func TestLibcParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("readelf", "--debug-dump=frames", path).Output(); err == nil || len(out) > 0 {
-		if want := bytes.Count(out, []byte(" FDE cie=")); want != len(fdes) {
-			t.Errorf("parsed %d FDEs, readelf lists %d", len(fdes), want)
-		}
+	out, err := exec.Command(testenv.RequireTool(t, "readelf"), "--debug-dump=frames", path).Output()
+	if err != nil && len(out) == 0 {
+		t.Fatalf("readelf --debug-dump=frames %s: %v", path, err)
+	}
+	if want := bytes.Count(out, []byte(" FDE cie=")); want != len(fdes) {
+		t.Errorf("parsed %d FDEs, readelf lists %d", len(fdes), want)
 	}
 	rows := 0
 	for _, f := range fdes {
