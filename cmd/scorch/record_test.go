@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -448,8 +447,8 @@ func TestRecordExec(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		start := cpuTime(pid)
-		for cpuTime(pid)-start < 300*time.Millisecond && time.Now().Before(deadline) {
+		start, _ := testenv.CPUTime(pid)
+		for now, err := testenv.CPUTime(pid); err == nil && now-start < 300*time.Millisecond && time.Now().Before(deadline); now, err = testenv.CPUTime(pid) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
@@ -485,21 +484,4 @@ func sampling() bool {
 		}
 	}
 	return false
-}
-
-// cpuTime is the user plus system CPU time pid has used so far (0 once it
-// is gone).
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the comm, which may hold spaces: state is field 3, utime 14, stime 15.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * time.Second / 100 // USER_HZ is 100 on Linux
 }

@@ -326,21 +326,6 @@ func startWorkloadPath(t *testing.T, name string) string {
 	return testenv.Workload(t, name)
 }
 
-// cpuSeconds is the CPU time process pid has run (/proc/PID/schedstat).
-func cpuSeconds(t *testing.T, pid int) float64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
-	if err != nil {
-		t.Fatalf("process %d: %v", pid, err)
-	}
-	f := strings.Fields(string(b))
-	ns, err := strconv.ParseUint(f[0], 10, 64)
-	if len(f) == 0 || err != nil {
-		t.Fatalf("process %d: schedstat %q", pid, b)
-	}
-	return float64(ns) / 1e9
-}
-
 // counterValue reads a counter of the agent's registry.
 func counterValue(t *testing.T, a *Agent, name string) (v float64) {
 	t.Helper()
@@ -432,7 +417,7 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 			drop := copyWorkload(t, dir, "burn-drop", cg)
 			pk, pd := keep.Process.Pid, drop.Process.Pid
 
-			waitUntil(t, 30*time.Second, "burn-drop to run 0.5 s", func() bool { return cpuSeconds(t, pd) >= 0.5 })
+			waitUntil(t, 30*time.Second, "burn-drop to run 0.5 s", func() bool { return testenv.CPUSeconds(t, pd) >= 0.5 })
 			// Its first samples caused a scan: the kernel drops the next.
 			waitUntil(t, 10*time.Second, "samples filtered in the kernel", func() bool { return kernelFiltered(a) > 0 })
 			// Snapshots right after a drain (whose counts they hold) and
@@ -447,7 +432,7 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 			afterDrain := func() snap {
 				d0 := counterValue(t, a, "scorch_drains_total")
 				waitUntil(t, 10*time.Second, "a drain", func() bool { return counterValue(t, a, "scorch_drains_total") > d0 })
-				return snap{kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), cpuSeconds(t, pd)}
+				return snap{kernelFiltered(a), counterValue(t, a, "scorch_samples_excluded_total"), testenv.CPUSeconds(t, pd)}
 			}
 			s1 := afterDrain()
 			time.Sleep(5 * time.Second)

@@ -7,31 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/internal/testenv"
 )
-
-// cpuSeconds is the CPU time process pid has run, from
-// /proc/PID/schedstat (nanoseconds on a CPU).
-func cpuSeconds(t *testing.T, pid int) float64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
-	if err != nil {
-		t.Fatalf("process %d: %v", pid, err)
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		t.Fatalf("process %d: empty schedstat", pid)
-	}
-	ns, err := strconv.ParseUint(f[0], 10, 64)
-	if err != nil {
-		t.Fatalf("process %d: schedstat %q: %v", pid, b, err)
-	}
-	return float64(ns) / 1e9
-}
 
 // samplesAtLeast is the least number of samples a single-threaded process
 // that ran cpu seconds must get at hz, allowing slack seconds of the count
@@ -70,8 +51,8 @@ func TestExcludeInKernel(t *testing.T) {
 
 	// NAME is sampled (it has run for a while), and the rescan its first
 	// sample causes makes the kernel drop the next ones.
-	if !waitFor(30*time.Second, func() bool { return cpuSeconds(t, exPid) >= 0.5 }) {
-		t.Fatalf("%s got %.2f s of CPU in 30 s", name, cpuSeconds(t, exPid))
+	if !waitFor(30*time.Second, func() bool { return testenv.CPUSeconds(t, exPid) >= 0.5 }) {
+		t.Fatalf("%s got %.2f s of CPU in 30 s", name, testenv.CPUSeconds(t, exPid))
 	}
 	const (
 		filtered     = `scorch_bpf_samples_total{outcome="filtered"}`
@@ -91,7 +72,7 @@ func TestExcludeInKernel(t *testing.T) {
 		if !waitFor(10*time.Second, func() bool { m = a.metrics(); return m[drains] > d0 }) {
 			t.Fatalf("no drain in 10 s\n%s", a.logs)
 		}
-		return m, cpuSeconds(t, exPid)
+		return m, testenv.CPUSeconds(t, exPid)
 	}
 	m1, cpu1 := afterDrain()
 	time.Sleep(10 * time.Second)
@@ -108,7 +89,7 @@ func TestExcludeInKernel(t *testing.T) {
 		t.Errorf("%.0f samples of %s reached user space after the in-kernel filter excluded it", m3[excludedUser]-m1[excludedUser], name)
 	}
 
-	keepCPU := cpuSeconds(t, keepPid)
+	keepCPU := testenv.CPUSeconds(t, keepPid)
 	if err := a.stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, a.logs)
 	}
