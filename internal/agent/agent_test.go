@@ -168,16 +168,12 @@ func TestAgentPushesWindows(t *testing.T) {
 	pid := w.Process.Pid
 
 	rcv := &receiver{}
-	path, h := pushv1connect.NewPusherServiceHandler(rcv)
-	mux := http.NewServeMux()
-	mux.Handle(path, h)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	url := serveReceiver(t, rcv)
 
 	dir := t.TempDir()
 	cfg := testConfig(t,
 		"--interval", "2s", "--frequency", "199", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--pyroscope-url", srv.URL, "--pyroscope-tenant", "team-a",
+		"--pyroscope-url", url, "--pyroscope-tenant", "team-a",
 		"--include", fmt.Sprintf("pid:%d", pid), "--service-name", fmt.Sprintf("burner=pid:%d", pid),
 		"--label", "env=test")
 	stop := runAgent(t, cfg)
@@ -248,15 +244,11 @@ func TestAgentSurvivesServerOutage(t *testing.T) {
 
 	rcv := &receiver{}
 	rcv.fail.Store(true)
-	path, h := pushv1connect.NewPusherServiceHandler(rcv)
-	mux := http.NewServeMux()
-	mux.Handle(path, h)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	url := serveReceiver(t, rcv)
 
 	cfg := testConfig(t,
 		"--interval", "1s", "--frequency", "99", "--data-dir", "", "--listen", "",
-		"--pyroscope-url", srv.URL, "--queue-size", "4MiB",
+		"--pyroscope-url", url, "--queue-size", "4MiB",
 		"--include", fmt.Sprintf("pid:%d", pid), "--service-name", fmt.Sprintf("burner=pid:%d", pid))
 	a, err := New(cfg, nil)
 	if err != nil {
@@ -373,4 +365,16 @@ func TestParseBytes(t *testing.T) {
 			t.Errorf("ParseBytes(%q) accepted", bad)
 		}
 	}
+}
+
+// serveReceiver serves rcv as Pyroscope's push API until the test ends and
+// returns its URL.
+func serveReceiver(t *testing.T, rcv *receiver) string {
+	t.Helper()
+	path, h := pushv1connect.NewPusherServiceHandler(rcv)
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
-
 	"github.com/scorch-profiler/scorch/exporter"
 	"github.com/scorch-profiler/scorch/internal/store"
 	"github.com/scorch-profiler/scorch/symbolizer"
@@ -138,16 +136,12 @@ func TestJITFramesInViewer(t *testing.T) {
 	pid, perfMap := startNodeJIT(t)
 
 	rcv := &receiver{}
-	path, h := pushv1connect.NewPusherServiceHandler(rcv)
-	mux := http.NewServeMux()
-	mux.Handle(path, h)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	url := serveReceiver(t, rcv)
 
 	dir := t.TempDir()
 	cfg := testConfig(t,
 		"--interval", "2s", "--frequency", "199", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--pyroscope-url", srv.URL,
+		"--pyroscope-url", url,
 		"--include", fmt.Sprintf("pid:%d", pid), "--service-name", fmt.Sprintf("jit=pid:%d", pid))
 	stop := runAgent(t, cfg)
 	// Enough samples for the shares below to mean something, however busy

@@ -124,30 +124,11 @@ func TestFramePointerProgramByIoctl(t *testing.T) {
 	// Drain until 200 samples of the child arrived: about a second at
 	// 199 Hz on an idle CPU, longer on a busy machine where the child
 	// waits for one. No samples in 20 s means the attachment does not work.
-	var total, withUser uint64
-	deadline := time.Now().Add(20 * time.Second)
-	for total < 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d samples of a busy process in 20 s at 199 Hz", total)
-		}
-		time.Sleep(300 * time.Millisecond)
-		samples, st, err := s.Drain()
-		if err != nil {
-			t.Fatal(err)
-		}
+	total, withUser := drainBusy(t, s, pid, 1, 20*time.Second, func(st Stats) {
 		if st.Unwound != 0 {
 			t.Fatalf("the frame-pointer program walked %d stacks with tables", st.Unwound)
 		}
-		for _, smp := range samples {
-			if smp.Pid != pid {
-				t.Fatalf("sample of pid %d passed a filter for %d", smp.Pid, pid)
-			}
-			total += smp.Count
-			if len(smp.User) > 0 {
-				withUser += smp.Count
-			}
-		}
-	}
+	})
 	// The shell loop makes no system calls: every sample interrupts it in
 	// user mode or on its way back there, and has its user stack. Allow
 	// 2% for samples during a page fault or exit.

@@ -45,23 +45,42 @@ func TestSampleBusyProcess(t *testing.T) {
 		t.Errorf("loaded the %s program on a kernel with bpf_loop; want %s", s.Program, ProgramTables)
 	}
 
-	// Drain until 200 samples of the busy process arrived (about 1 s at
-	// 199 Hz with a CPU to itself; longer on a busy host), at least four
-	// times, so that drains of sets in use are covered.
-	var total, withUser uint64
-	deadline := time.Now().Add(60 * time.Second)
-	for i := 0; i < 4 || total < 200; i++ {
+	// At least four drains, so that drains of sets in use are covered.
+	total, withUser := drainBusy(t, s, pid, 4, 60*time.Second, func(st Stats) {
+		if st.Lost() != 0 {
+			t.Fatalf("lost samples: %+v", st)
+		}
+	})
+	if withUser*10 < total*9 {
+		t.Fatalf("only %d of %d samples have a user stack", withUser, total)
+	}
+	// Drained sets are cleared: a drain right after a drain holds at most
+	// the samples of the short gap between them.
+	st, _ := s.Stats()
+	if st.Filtered == 0 {
+		t.Errorf("no filtered samples counted on a machine with other processes: %+v", st)
+	}
+}
+
+// drainBusy drains s every 300 ms, at least minDrains times and until 200
+// samples of the busy process pid arrived (about 1 s at 199 Hz with a CPU
+// to itself, longer on a busy host), failing after within. check sees the
+// stats of each drain. It returns the samples of pid and those of them
+// with a user stack; a sample of another process fails the test (s
+// filters for pid).
+func drainBusy(t *testing.T, s *Sampler, pid uint32, minDrains int, within time.Duration, check func(Stats)) (total, withUser uint64) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for i := 0; i < minDrains || total < 200; i++ {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d samples of a busy process in 60s at 199 Hz", total)
+			t.Fatalf("only %d samples of a busy process in %v at 199 Hz", total, within)
 		}
 		time.Sleep(300 * time.Millisecond)
 		samples, st, err := s.Drain()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Lost() != 0 {
-			t.Fatalf("lost samples: %+v", st)
-		}
+		check(st)
 		for _, smp := range samples {
 			if smp.Pid != pid {
 				t.Fatalf("sample of pid %d passed a filter for %d", smp.Pid, pid)
@@ -72,13 +91,5 @@ func TestSampleBusyProcess(t *testing.T) {
 			}
 		}
 	}
-	if withUser*10 < total*9 {
-		t.Fatalf("only %d of %d samples have a user stack", withUser, total)
-	}
-	// Drained sets are cleared: a drain right after a drain holds at most
-	// the samples of the short gap between them.
-	st, _ := s.Stats()
-	if st.Filtered == 0 {
-		t.Errorf("no filtered samples counted on a machine with other processes: %+v", st)
-	}
+	return total, withUser
 }
