@@ -21,7 +21,7 @@ import (
 type process struct {
 	pid  uint32
 	root string // <ProcRoot>/PID/root
-	exe  string // the target of <ProcRoot>/PID/exe as first read, "" if unreadable
+	exe  string // the target of <ProcRoot>/PID/exe at the last read of the maps, "" if never readable
 
 	mu       sync.Mutex
 	maps     []*pmapping // executable mappings, sorted by start
@@ -61,6 +61,11 @@ func (s *Symbolizer) readMaps(p *process) error {
 		// An exited process (a zombie) has no mappings left: keep the
 		// ones read while it lived, for its last samples.
 		return fmt.Errorf("symbolizer: pid %d: no mappings (exited)", p.pid)
+	}
+	// The executable with the maps, so that it follows an exec; a process
+	// gone since keeps the one read while it lived.
+	if exe, err := os.Readlink(filepath.Join(s.procDir(p.pid), "exe")); err == nil {
+		p.exe = exe
 	}
 	if perr != nil {
 		s.stats.parseErrors.Add(1)

@@ -2,7 +2,6 @@ package symbolizer
 
 import (
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -101,7 +100,6 @@ func (s *Symbolizer) process(pid uint32) (*process, error) {
 	p := s.procs[pid]
 	if p == nil {
 		p = &process{pid: pid, root: filepath.Join(s.procDir(pid), "root")}
-		p.exe, _ = os.Readlink(filepath.Join(s.procDir(pid), "exe"))
 		s.procs[pid] = p
 		p.mu.Lock() // read the maps before anyone else uses p
 		s.mu.Unlock()
