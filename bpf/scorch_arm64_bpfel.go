@@ -77,7 +77,45 @@ const (
 	ScorchStatKeySTAT_UNWIND_NO_LR      ScorchStatKey = 11
 	ScorchStatKeySTAT_LOST_UNWOUND_FULL ScorchStatKey = 12
 	ScorchStatKeySTAT_EXCLUDED          ScorchStatKey = 13
-	ScorchStatKeySTAT_MAX               ScorchStatKey = 16
+	ScorchStatKeySTAT_CALLER_NO_TABLE   ScorchStatKey = 14
+	ScorchStatKeySTAT_CALLER_PENDING    ScorchStatKey = 15
+	ScorchStatKeySTAT_CALLER_NO_MAPPING ScorchStatKey = 16
+	ScorchStatKeySTAT_FILE_REQUESTS     ScorchStatKey = 17
+	ScorchStatKeySTAT_LOST_FILE_REQUEST ScorchStatKey = 18
+	ScorchStatKeySTAT_MAX               ScorchStatKey = 24
+)
+
+type ScorchUnwindCaller uint32
+
+const (
+	ScorchUnwindCallerUNWIND_CALLER_OK         ScorchUnwindCaller = 0
+	ScorchUnwindCallerUNWIND_CALLER_NO_TABLE   ScorchUnwindCaller = 1
+	ScorchUnwindCallerUNWIND_CALLER_PENDING    ScorchUnwindCaller = 2
+	ScorchUnwindCallerUNWIND_CALLER_NO_MAPPING ScorchUnwindCaller = 3
+)
+
+type ScorchUnwindFile struct {
+	_        structs.HostLayout
+	FirstRow uint32
+	Nrows    uint32
+	Adj      int64
+	LastUsed uint64
+	State    uint32
+	Pad      uint32
+}
+
+type ScorchUnwindFileKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Gen uint32
+}
+
+type ScorchUnwindFileState uint32
+
+const (
+	ScorchUnwindFileStateUNWIND_FILE_PENDING ScorchUnwindFileState = 0
+	ScorchUnwindFileStateUNWIND_FILE_READY   ScorchUnwindFileState = 1
 )
 
 type ScorchUnwindMapping struct {
@@ -87,13 +125,34 @@ type ScorchUnwindMapping struct {
 	Bias     uint64
 	FirstRow uint32
 	Nrows    uint32
+	Known    uint32
+	Pad      uint32
 }
 
 type ScorchUnwindProc struct {
-	_         structs.HostLayout
-	Nmappings uint32
-	Pad       uint32
-	Mappings  [128]ScorchUnwindMapping
+	_    structs.HostLayout
+	N    uint32
+	Next uint32
+	M    [16]ScorchUnwindProcMapping
+}
+
+type ScorchUnwindProcMapping struct {
+	_     structs.HostLayout
+	Start uint64
+	End   uint64
+	Pgoff uint64
+	File  ScorchUnwindFileKey
+	Kind  uint32
+	Pad   uint32
+}
+
+type ScorchUnwindRequest struct {
+	_     structs.HostLayout
+	File  ScorchUnwindFileKey
+	Start uint64
+	End   uint64
+	Pid   uint32
+	Pad   uint32
 }
 
 type ScorchUnwindRow struct {
@@ -110,23 +169,31 @@ type ScorchUnwindStack struct {
 	Stop        uint32
 	TableFrames uint32
 	FpFrames    uint32
+	LeafCaller  uint32
+	Pad         uint32
 	Pcs         [128]uint64
 }
 
 type ScorchUnwindState struct {
-	_     structs.HostLayout
-	Pc    uint64
-	Sp    uint64
-	Fp    uint64
-	Lr    uint64
-	Tgid  uint32
-	Flags uint32
-	Hash  uint64
-	Stack ScorchUnwindStack
-	Map   ScorchUnwindMapping
-	RowLo uint32
-	RowHi uint32
-	Row   ScorchUnwindRow
+	_            structs.HostLayout
+	Pc           uint64
+	Sp           uint64
+	Fp           uint64
+	Lr           uint64
+	Tgid         uint32
+	Flags        uint32
+	Caller       uint32
+	VmaUsed      uint32
+	Pad3         uint32
+	Requests     uint32
+	LostRequests uint32
+	Pad2         uint32
+	Hash         uint64
+	Stack        ScorchUnwindStack
+	Map          ScorchUnwindMapping
+	RowLo        uint32
+	RowHi        uint32
+	Row          ScorchUnwindRow
 }
 
 type ScorchUnwindStop uint32
@@ -143,37 +210,44 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ScorchMapBarrierInner      = "barrier_inner"
-	ScorchMapCgroupFilter      = "cgroup_filter"
-	ScorchMapConfig            = "config"
-	ScorchMapCounts0           = "counts0"
-	ScorchMapCounts1           = "counts1"
-	ScorchMapEvents            = "events"
-	ScorchMapPidFilter         = "pid_filter"
-	ScorchMapSeenPids          = "seen_pids"
-	ScorchMapStackScratch      = "stack_scratch"
-	ScorchMapStacksKern0       = "stacks_kern0"
-	ScorchMapStacksKern1       = "stacks_kern1"
-	ScorchMapStacksUnwound0    = "stacks_unwound0"
-	ScorchMapStacksUnwound1    = "stacks_unwound1"
-	ScorchMapStacksUser0       = "stacks_user0"
-	ScorchMapStacksUser1       = "stacks_user1"
-	ScorchMapStats             = "stats"
-	ScorchMapSyncBarrier       = "sync_barrier"
-	ScorchMapUnwindProcs       = "unwind_procs"
-	ScorchMapUnwindRows        = "unwind_rows"
-	ScorchMapUnwindScratch     = "unwind_scratch"
-	ScorchProgScorchExec       = "scorch_exec"
-	ScorchProgScorchExit       = "scorch_exit"
-	ScorchProgScorchSample     = "scorch_sample"
-	ScorchVarUnusedEvent       = "unused_event"
-	ScorchVarUnusedEventType   = "unused_event_type"
-	ScorchVarUnusedFilterFlag  = "unused_filter_flag"
-	ScorchVarUnusedRawStack    = "unused_raw_stack"
-	ScorchVarUnusedStatKey     = "unused_stat_key"
-	ScorchVarUnusedUnwindProc  = "unused_unwind_proc"
-	ScorchVarUnusedUnwindStack = "unused_unwind_stack"
-	ScorchVarUnusedUnwindStop  = "unused_unwind_stop"
+	ScorchMapBarrierInner          = "barrier_inner"
+	ScorchMapCgroupFilter          = "cgroup_filter"
+	ScorchMapConfig                = "config"
+	ScorchMapCounts0               = "counts0"
+	ScorchMapCounts1               = "counts1"
+	ScorchMapEvents                = "events"
+	ScorchMapPidFilter             = "pid_filter"
+	ScorchMapSeenPids              = "seen_pids"
+	ScorchMapStackScratch          = "stack_scratch"
+	ScorchMapStacksKern0           = "stacks_kern0"
+	ScorchMapStacksKern1           = "stacks_kern1"
+	ScorchMapStacksUnwound0        = "stacks_unwound0"
+	ScorchMapStacksUnwound1        = "stacks_unwound1"
+	ScorchMapStacksUser0           = "stacks_user0"
+	ScorchMapStacksUser1           = "stacks_user1"
+	ScorchMapStats                 = "stats"
+	ScorchMapSyncBarrier           = "sync_barrier"
+	ScorchMapUnwindFiles           = "unwind_files"
+	ScorchMapUnwindProcs           = "unwind_procs"
+	ScorchMapUnwindRequests        = "unwind_requests"
+	ScorchMapUnwindRows            = "unwind_rows"
+	ScorchMapUnwindScratch         = "unwind_scratch"
+	ScorchProgScorchExec           = "scorch_exec"
+	ScorchProgScorchExit           = "scorch_exit"
+	ScorchProgScorchFork           = "scorch_fork"
+	ScorchProgScorchSample         = "scorch_sample"
+	ScorchVarUnusedEvent           = "unused_event"
+	ScorchVarUnusedEventType       = "unused_event_type"
+	ScorchVarUnusedFilterFlag      = "unused_filter_flag"
+	ScorchVarUnusedRawStack        = "unused_raw_stack"
+	ScorchVarUnusedStatKey         = "unused_stat_key"
+	ScorchVarUnusedUnwindCaller    = "unused_unwind_caller"
+	ScorchVarUnusedUnwindFile      = "unused_unwind_file"
+	ScorchVarUnusedUnwindFileState = "unused_unwind_file_state"
+	ScorchVarUnusedUnwindRequest   = "unused_unwind_request"
+	ScorchVarUnusedUnwindStack     = "unused_unwind_stack"
+	ScorchVarUnusedUnwindStop      = "unused_unwind_stop"
+	ScorchVarUnwindPageShift       = "unwind_page_shift"
 )
 
 // LoadScorch returns the embedded CollectionSpec for Scorch.
@@ -220,6 +294,7 @@ type ScorchSpecs struct {
 type ScorchProgramSpecs struct {
 	ScorchExec   *ebpf.ProgramSpec `ebpf:"scorch_exec"`
 	ScorchExit   *ebpf.ProgramSpec `ebpf:"scorch_exit"`
+	ScorchFork   *ebpf.ProgramSpec `ebpf:"scorch_fork"`
 	ScorchSample *ebpf.ProgramSpec `ebpf:"scorch_sample"`
 }
 
@@ -244,7 +319,9 @@ type ScorchMapSpecs struct {
 	StacksUser1    *ebpf.MapSpec `ebpf:"stacks_user1"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	SyncBarrier    *ebpf.MapSpec `ebpf:"sync_barrier"`
+	UnwindFiles    *ebpf.MapSpec `ebpf:"unwind_files"`
 	UnwindProcs    *ebpf.MapSpec `ebpf:"unwind_procs"`
+	UnwindRequests *ebpf.MapSpec `ebpf:"unwind_requests"`
 	UnwindRows     *ebpf.MapSpec `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.MapSpec `ebpf:"unwind_scratch"`
 }
@@ -253,14 +330,18 @@ type ScorchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchVariableSpecs struct {
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedFilterFlag  *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
-	UnusedRawStack    *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
-	UnusedStatKey     *ebpf.VariableSpec `ebpf:"unused_stat_key"`
-	UnusedUnwindProc  *ebpf.VariableSpec `ebpf:"unused_unwind_proc"`
-	UnusedUnwindStack *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop  *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
+	UnusedRawStack        *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
+	UnusedStatKey         *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller    *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile      *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindRequest   *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack     *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop      *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnwindPageShift       *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
 }
 
 // ScorchObjects contains all objects after they have been loaded into the kernel.
@@ -300,7 +381,9 @@ type ScorchMaps struct {
 	StacksUser1    *ebpf.Map `ebpf:"stacks_user1"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	SyncBarrier    *ebpf.Map `ebpf:"sync_barrier"`
+	UnwindFiles    *ebpf.Map `ebpf:"unwind_files"`
 	UnwindProcs    *ebpf.Map `ebpf:"unwind_procs"`
+	UnwindRequests *ebpf.Map `ebpf:"unwind_requests"`
 	UnwindRows     *ebpf.Map `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.Map `ebpf:"unwind_scratch"`
 }
@@ -324,7 +407,9 @@ func (m *ScorchMaps) Close() error {
 		m.StacksUser1,
 		m.Stats,
 		m.SyncBarrier,
+		m.UnwindFiles,
 		m.UnwindProcs,
+		m.UnwindRequests,
 		m.UnwindRows,
 		m.UnwindScratch,
 	)
@@ -334,14 +419,18 @@ func (m *ScorchMaps) Close() error {
 //
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchVariables struct {
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedFilterFlag  *ebpf.Variable `ebpf:"unused_filter_flag"`
-	UnusedRawStack    *ebpf.Variable `ebpf:"unused_raw_stack"`
-	UnusedStatKey     *ebpf.Variable `ebpf:"unused_stat_key"`
-	UnusedUnwindProc  *ebpf.Variable `ebpf:"unused_unwind_proc"`
-	UnusedUnwindStack *ebpf.Variable `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop  *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`
+	UnusedRawStack        *ebpf.Variable `ebpf:"unused_raw_stack"`
+	UnusedStatKey         *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller    *ebpf.Variable `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile      *ebpf.Variable `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState *ebpf.Variable `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindRequest   *ebpf.Variable `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack     *ebpf.Variable `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop      *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnwindPageShift       *ebpf.Variable `ebpf:"unwind_page_shift"`
 }
 
 // ScorchPrograms contains all programs after they have been loaded into the kernel.
@@ -350,6 +439,7 @@ type ScorchVariables struct {
 type ScorchPrograms struct {
 	ScorchExec   *ebpf.Program `ebpf:"scorch_exec"`
 	ScorchExit   *ebpf.Program `ebpf:"scorch_exit"`
+	ScorchFork   *ebpf.Program `ebpf:"scorch_fork"`
 	ScorchSample *ebpf.Program `ebpf:"scorch_sample"`
 }
 
@@ -357,6 +447,7 @@ func (p *ScorchPrograms) Close() error {
 	return _ScorchClose(
 		p.ScorchExec,
 		p.ScorchExit,
+		p.ScorchFork,
 		p.ScorchSample,
 	)
 }

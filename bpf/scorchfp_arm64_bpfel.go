@@ -39,17 +39,35 @@ type ScorchFpScorchConfig struct {
 	FilterCgroups uint32
 }
 
+type ScorchFpUnwindFile struct {
+	_        structs.HostLayout
+	FirstRow uint32
+	Nrows    uint32
+	Adj      int64
+	LastUsed uint64
+	State    uint32
+	Pad      uint32
+}
+
+type ScorchFpUnwindFileKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Gen uint32
+}
+
 type ScorchFpUnwindProc struct {
-	_         structs.HostLayout
-	Nmappings uint32
-	Pad       uint32
-	Mappings  [128]struct {
-		_        structs.HostLayout
-		Start    uint64
-		End      uint64
-		Bias     uint64
-		FirstRow uint32
-		Nrows    uint32
+	_    structs.HostLayout
+	N    uint32
+	Next uint32
+	M    [16]struct {
+		_     structs.HostLayout
+		Start uint64
+		End   uint64
+		Pgoff uint64
+		File  ScorchFpUnwindFileKey
+		Kind  uint32
+		Pad   uint32
 	}
 }
 
@@ -67,26 +85,36 @@ type ScorchFpUnwindStack struct {
 	Stop        uint32
 	TableFrames uint32
 	FpFrames    uint32
+	LeafCaller  uint32
+	Pad         uint32
 	Pcs         [128]uint64
 }
 
 type ScorchFpUnwindState struct {
-	_     structs.HostLayout
-	Pc    uint64
-	Sp    uint64
-	Fp    uint64
-	Lr    uint64
-	Tgid  uint32
-	Flags uint32
-	Hash  uint64
-	Stack ScorchFpUnwindStack
-	Map   struct {
+	_            structs.HostLayout
+	Pc           uint64
+	Sp           uint64
+	Fp           uint64
+	Lr           uint64
+	Tgid         uint32
+	Flags        uint32
+	Caller       uint32
+	VmaUsed      uint32
+	Pad3         uint32
+	Requests     uint32
+	LostRequests uint32
+	Pad2         uint32
+	Hash         uint64
+	Stack        ScorchFpUnwindStack
+	Map          struct {
 		_        structs.HostLayout
 		Start    uint64
 		End      uint64
 		Bias     uint64
 		FirstRow uint32
 		Nrows    uint32
+		Known    uint32
+		Pad      uint32
 	}
 	RowLo uint32
 	RowHi uint32
@@ -97,37 +125,44 @@ type ScorchFpUnwindState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ScorchFpMapBarrierInner      = "barrier_inner"
-	ScorchFpMapCgroupFilter      = "cgroup_filter"
-	ScorchFpMapConfig            = "config"
-	ScorchFpMapCounts0           = "counts0"
-	ScorchFpMapCounts1           = "counts1"
-	ScorchFpMapEvents            = "events"
-	ScorchFpMapPidFilter         = "pid_filter"
-	ScorchFpMapSeenPids          = "seen_pids"
-	ScorchFpMapStackScratch      = "stack_scratch"
-	ScorchFpMapStacksKern0       = "stacks_kern0"
-	ScorchFpMapStacksKern1       = "stacks_kern1"
-	ScorchFpMapStacksUnwound0    = "stacks_unwound0"
-	ScorchFpMapStacksUnwound1    = "stacks_unwound1"
-	ScorchFpMapStacksUser0       = "stacks_user0"
-	ScorchFpMapStacksUser1       = "stacks_user1"
-	ScorchFpMapStats             = "stats"
-	ScorchFpMapSyncBarrier       = "sync_barrier"
-	ScorchFpMapUnwindProcs       = "unwind_procs"
-	ScorchFpMapUnwindRows        = "unwind_rows"
-	ScorchFpMapUnwindScratch     = "unwind_scratch"
-	ScorchFpProgScorchExec       = "scorch_exec"
-	ScorchFpProgScorchExit       = "scorch_exit"
-	ScorchFpProgScorchSample     = "scorch_sample"
-	ScorchFpVarUnusedEvent       = "unused_event"
-	ScorchFpVarUnusedEventType   = "unused_event_type"
-	ScorchFpVarUnusedFilterFlag  = "unused_filter_flag"
-	ScorchFpVarUnusedRawStack    = "unused_raw_stack"
-	ScorchFpVarUnusedStatKey     = "unused_stat_key"
-	ScorchFpVarUnusedUnwindProc  = "unused_unwind_proc"
-	ScorchFpVarUnusedUnwindStack = "unused_unwind_stack"
-	ScorchFpVarUnusedUnwindStop  = "unused_unwind_stop"
+	ScorchFpMapBarrierInner          = "barrier_inner"
+	ScorchFpMapCgroupFilter          = "cgroup_filter"
+	ScorchFpMapConfig                = "config"
+	ScorchFpMapCounts0               = "counts0"
+	ScorchFpMapCounts1               = "counts1"
+	ScorchFpMapEvents                = "events"
+	ScorchFpMapPidFilter             = "pid_filter"
+	ScorchFpMapSeenPids              = "seen_pids"
+	ScorchFpMapStackScratch          = "stack_scratch"
+	ScorchFpMapStacksKern0           = "stacks_kern0"
+	ScorchFpMapStacksKern1           = "stacks_kern1"
+	ScorchFpMapStacksUnwound0        = "stacks_unwound0"
+	ScorchFpMapStacksUnwound1        = "stacks_unwound1"
+	ScorchFpMapStacksUser0           = "stacks_user0"
+	ScorchFpMapStacksUser1           = "stacks_user1"
+	ScorchFpMapStats                 = "stats"
+	ScorchFpMapSyncBarrier           = "sync_barrier"
+	ScorchFpMapUnwindFiles           = "unwind_files"
+	ScorchFpMapUnwindProcs           = "unwind_procs"
+	ScorchFpMapUnwindRequests        = "unwind_requests"
+	ScorchFpMapUnwindRows            = "unwind_rows"
+	ScorchFpMapUnwindScratch         = "unwind_scratch"
+	ScorchFpProgScorchExec           = "scorch_exec"
+	ScorchFpProgScorchExit           = "scorch_exit"
+	ScorchFpProgScorchFork           = "scorch_fork"
+	ScorchFpProgScorchSample         = "scorch_sample"
+	ScorchFpVarUnusedEvent           = "unused_event"
+	ScorchFpVarUnusedEventType       = "unused_event_type"
+	ScorchFpVarUnusedFilterFlag      = "unused_filter_flag"
+	ScorchFpVarUnusedRawStack        = "unused_raw_stack"
+	ScorchFpVarUnusedStatKey         = "unused_stat_key"
+	ScorchFpVarUnusedUnwindCaller    = "unused_unwind_caller"
+	ScorchFpVarUnusedUnwindFile      = "unused_unwind_file"
+	ScorchFpVarUnusedUnwindFileState = "unused_unwind_file_state"
+	ScorchFpVarUnusedUnwindRequest   = "unused_unwind_request"
+	ScorchFpVarUnusedUnwindStack     = "unused_unwind_stack"
+	ScorchFpVarUnusedUnwindStop      = "unused_unwind_stop"
+	ScorchFpVarUnwindPageShift       = "unwind_page_shift"
 )
 
 // LoadScorchFp returns the embedded CollectionSpec for ScorchFp.
@@ -174,6 +209,7 @@ type ScorchFpSpecs struct {
 type ScorchFpProgramSpecs struct {
 	ScorchExec   *ebpf.ProgramSpec `ebpf:"scorch_exec"`
 	ScorchExit   *ebpf.ProgramSpec `ebpf:"scorch_exit"`
+	ScorchFork   *ebpf.ProgramSpec `ebpf:"scorch_fork"`
 	ScorchSample *ebpf.ProgramSpec `ebpf:"scorch_sample"`
 }
 
@@ -198,7 +234,9 @@ type ScorchFpMapSpecs struct {
 	StacksUser1    *ebpf.MapSpec `ebpf:"stacks_user1"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	SyncBarrier    *ebpf.MapSpec `ebpf:"sync_barrier"`
+	UnwindFiles    *ebpf.MapSpec `ebpf:"unwind_files"`
 	UnwindProcs    *ebpf.MapSpec `ebpf:"unwind_procs"`
+	UnwindRequests *ebpf.MapSpec `ebpf:"unwind_requests"`
 	UnwindRows     *ebpf.MapSpec `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.MapSpec `ebpf:"unwind_scratch"`
 }
@@ -207,14 +245,18 @@ type ScorchFpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchFpVariableSpecs struct {
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedFilterFlag  *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
-	UnusedRawStack    *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
-	UnusedStatKey     *ebpf.VariableSpec `ebpf:"unused_stat_key"`
-	UnusedUnwindProc  *ebpf.VariableSpec `ebpf:"unused_unwind_proc"`
-	UnusedUnwindStack *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop  *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
+	UnusedRawStack        *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
+	UnusedStatKey         *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller    *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile      *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindRequest   *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack     *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop      *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnwindPageShift       *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
 }
 
 // ScorchFpObjects contains all objects after they have been loaded into the kernel.
@@ -254,7 +296,9 @@ type ScorchFpMaps struct {
 	StacksUser1    *ebpf.Map `ebpf:"stacks_user1"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	SyncBarrier    *ebpf.Map `ebpf:"sync_barrier"`
+	UnwindFiles    *ebpf.Map `ebpf:"unwind_files"`
 	UnwindProcs    *ebpf.Map `ebpf:"unwind_procs"`
+	UnwindRequests *ebpf.Map `ebpf:"unwind_requests"`
 	UnwindRows     *ebpf.Map `ebpf:"unwind_rows"`
 	UnwindScratch  *ebpf.Map `ebpf:"unwind_scratch"`
 }
@@ -278,7 +322,9 @@ func (m *ScorchFpMaps) Close() error {
 		m.StacksUser1,
 		m.Stats,
 		m.SyncBarrier,
+		m.UnwindFiles,
 		m.UnwindProcs,
+		m.UnwindRequests,
 		m.UnwindRows,
 		m.UnwindScratch,
 	)
@@ -288,14 +334,18 @@ func (m *ScorchFpMaps) Close() error {
 //
 // It can be passed to LoadScorchFpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchFpVariables struct {
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedFilterFlag  *ebpf.Variable `ebpf:"unused_filter_flag"`
-	UnusedRawStack    *ebpf.Variable `ebpf:"unused_raw_stack"`
-	UnusedStatKey     *ebpf.Variable `ebpf:"unused_stat_key"`
-	UnusedUnwindProc  *ebpf.Variable `ebpf:"unused_unwind_proc"`
-	UnusedUnwindStack *ebpf.Variable `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop  *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`
+	UnusedRawStack        *ebpf.Variable `ebpf:"unused_raw_stack"`
+	UnusedStatKey         *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller    *ebpf.Variable `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile      *ebpf.Variable `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState *ebpf.Variable `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindRequest   *ebpf.Variable `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack     *ebpf.Variable `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop      *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnwindPageShift       *ebpf.Variable `ebpf:"unwind_page_shift"`
 }
 
 // ScorchFpPrograms contains all programs after they have been loaded into the kernel.
@@ -304,6 +354,7 @@ type ScorchFpVariables struct {
 type ScorchFpPrograms struct {
 	ScorchExec   *ebpf.Program `ebpf:"scorch_exec"`
 	ScorchExit   *ebpf.Program `ebpf:"scorch_exit"`
+	ScorchFork   *ebpf.Program `ebpf:"scorch_fork"`
 	ScorchSample *ebpf.Program `ebpf:"scorch_sample"`
 }
 
@@ -311,6 +362,7 @@ func (p *ScorchFpPrograms) Close() error {
 	return _ScorchFpClose(
 		p.ScorchExec,
 		p.ScorchExit,
+		p.ScorchFork,
 		p.ScorchSample,
 	)
 }

@@ -18,14 +18,14 @@
 // against the old set (see sync_barrier), drains the old set and clears it.
 // So a drain never races with a sample and no sample is lost between drains.
 //
-// User stacks of processes for which user space loaded unwind tables
-// (unwind_procs, see unwinder/bpf/unwind.h) are walked with those tables, so
-// code built without frame pointers unwinds to its outermost frame; they go
-// to stacks_unwound{0,1}, keyed by a hash of the addresses. Other processes
-// keep bpf_get_stack's frame-pointer walk.
+// User stacks are walked with unwind tables kept per file (unwind_files,
+// see unwinder/bpf/unwind.h), so code built without frame pointers unwinds
+// to its outermost frame from a process's first sample when its files have
+// tables; they go to stacks_unwound{0,1}, keyed by a hash of the addresses.
+// The exec hook asks user space for a new program's table at once.
 //
-// The table walk needs bpf_loop (Linux 5.17), bpf_task_pt_regs (5.15) and
-// bpf_get_current_task_btf (5.11). Built with -DSCORCH_FP_ONLY (the ScorchFp
+// The table walk needs bpf_loop and bpf_find_vma (Linux 5.17),
+// bpf_task_pt_regs (5.15) and bpf_get_current_task_btf (5.11). Built with -DSCORCH_FP_ONLY (the ScorchFp
 // object) the program leaves the walk out and calls none of them: every user
 // stack is walked through frame pointers (bpf_get_stack), which needs only
 // what Linux 5.8 has. It declares the same maps, so user space loads either
@@ -79,7 +79,14 @@ enum stat_key {
 	STAT_UNWIND_NO_LR = 11,      // ... truncated: arm64 return address in LR beyond the leaf
 	STAT_LOST_UNWOUND_FULL = 12, // unwound user stack not stored: stacks_unwound map full
 	STAT_EXCLUDED = 13,          // samples of excluded processes or cgroups (not a loss)
-	STAT_MAX = 16,
+	// User stacks whose leaf was walked by frame pointer without a table,
+	// so its caller is marked unknown (see enum unwind_caller), by reason:
+	STAT_CALLER_NO_TABLE = 14,   // ... the leaf's file has no usable table
+	STAT_CALLER_PENDING = 15,    // ... the leaf's file table is being built
+	STAT_CALLER_NO_MAPPING = 16, // ... the kernel could not say which mapping holds the leaf
+	STAT_FILE_REQUESTS = 17,     // files whose tables were requested (unwind_requests)
+	STAT_LOST_FILE_REQUEST = 18, // file requests not sent: unwind_requests or unwind_files full
+	STAT_MAX = 24,
 };
 
 struct sample_key {
@@ -247,7 +254,10 @@ const struct event *unused_event __attribute__((unused));
 const enum stat_key *unused_stat_key __attribute__((unused));
 const enum event_type *unused_event_type __attribute__((unused));
 const struct unwind_stack *unused_unwind_stack __attribute__((unused));
-const struct unwind_proc *unused_unwind_proc __attribute__((unused));
+const struct unwind_request *unused_unwind_request __attribute__((unused));
+const struct unwind_file *unused_unwind_file __attribute__((unused));
+const enum unwind_caller *unused_unwind_caller __attribute__((unused));
+const enum unwind_file_state *unused_unwind_file_state __attribute__((unused));
 const enum unwind_stop *unused_unwind_stop __attribute__((unused));
 const enum filter_flag *unused_filter_flag __attribute__((unused));
 const struct raw_stack *unused_raw_stack __attribute__((unused));
@@ -257,6 +267,13 @@ static __always_inline void stat_inc(__u32 key)
 	__u64 *v = bpf_map_lookup_elem(&stats, &key);
 	if (v)
 		*v += 1;
+}
+
+static __always_inline __attribute__((unused)) void stat_add(__u32 key, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &key);
+	if (v)
+		*v += n;
 }
 
 static __always_inline void emit_event(__u32 type, __u32 pid)
@@ -388,6 +405,21 @@ static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u3
 		stat_inc(STAT_UNWIND_NO_LR);
 		break;
 	}
+	switch (st->stack.leaf_caller) {
+	case UNWIND_CALLER_NO_TABLE:
+		stat_inc(STAT_CALLER_NO_TABLE);
+		break;
+	case UNWIND_CALLER_PENDING:
+		stat_inc(STAT_CALLER_PENDING);
+		break;
+	case UNWIND_CALLER_NO_MAPPING:
+		stat_inc(STAT_CALLER_NO_MAPPING);
+		break;
+	}
+	if (st->requests)
+		stat_add(STAT_FILE_REQUESTS, st->requests);
+	if (st->lost_requests)
+		stat_add(STAT_LOST_FILE_REQUEST, st->lost_requests);
 	__u64 h = unwind_hash(st);
 	void *stacks = set == 0 ? (void *)&stacks_unwound0 : (void *)&stacks_unwound1;
 	if (!bpf_map_lookup_elem(stacks, &h)) {
@@ -466,7 +498,7 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	key.kern_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0,
 					 STAT_LOST_KERNEL_STACK, &key.kern_stack_hash);
 #ifndef SCORCH_FP_ONLY
-	if (user && cfg->unwind && bpf_map_lookup_elem(&unwind_procs, &pid))
+	if (user && cfg->unwind)
 		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash);
 	else
 #endif
@@ -514,6 +546,17 @@ int scorch_exec(void *ctx)
 	if (f && (*f & FILTER_EXCLUDE))
 		bpf_map_delete_elem(&pid_filter, &pid);
 	emit_event(EVENT_EXEC, pid);
+#ifndef SCORCH_FP_ONLY
+	// Learn the new program's mappings and ask for its tables now, before
+	// its first sample. The entry point the kernel set is the
+	// interpreter's (ld.so), or the program's when it is static.
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct uregs u;
+	__u64 entry = 0;
+	if (!bpf_probe_read_kernel(&u, sizeof(u), (const void *)bpf_task_pt_regs(task)))
+		entry = UREGS_PC(&u);
+	unwind_exec(pid, BPF_CORE_READ(task, mm, start_code), entry);
+#endif
 	return 0;
 }
 
@@ -525,9 +568,29 @@ int scorch_exit(void *ctx)
 	if (pid != (__u32)id)
 		return 0; // a thread, not the whole process
 	bpf_map_delete_elem(&pid_filter, &pid); // the pid may be reused
-	if (!bpf_map_lookup_elem(&seen_pids, &pid) && !bpf_map_lookup_elem(&unwind_procs, &pid))
-		return 0; // never sampled, no unwind tables: nothing for user space to release
+#ifndef SCORCH_FP_ONLY
+	bpf_map_delete_elem(&unwind_procs, &pid);
+#endif
+	if (!bpf_map_lookup_elem(&seen_pids, &pid))
+		return 0; // never sampled: nothing for user space to release
 	bpf_map_delete_elem(&seen_pids, &pid);
 	emit_event(EVENT_EXIT, pid);
+	return 0;
+}
+
+// A new process (not a thread) starts with its parent's mappings. (A
+// no-op in the frame-pointer-only object, which declares it so that both
+// objects load into one set of bindings.)
+SEC("raw_tracepoint/sched_process_fork")
+int scorch_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+#ifndef SCORCH_FP_ONLY
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ptgid != ctgid)
+		unwind_fork(ptgid, ctgid);
+#endif
 	return 0;
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"reflect"
 	"strconv"
@@ -85,7 +86,12 @@ type Sample struct {
 	// tables and the walk stopped before the outermost frame (see the
 	// Unwind* counters of Stats for why).
 	UserTruncated bool
-	Count         uint64
+	// UserCallerUnknown is set when the user stack's leaf was walked by
+	// frame pointer without a table: its caller may be missing (a leaf
+	// without a frame record), so the stack must not name the next
+	// address as the leaf's caller.
+	UserCallerUnknown bool
+	Count             uint64
 }
 
 // Stats are the program's counters, totals since the sampler opened.
@@ -107,6 +113,15 @@ type Stats struct {
 	UnwindBadFrame    uint64 // a frame did not move towards the callers
 	UnwindNoLR        uint64 // arm64: return address in LR above the leaf
 	LostUnwoundStacks uint64 // unwound stacks not stored: map full (kept as lost)
+
+	// Unwound user stacks whose leaf had no table, so that its caller is
+	// marked unknown (see Sample.UserCallerUnknown), by reason.
+	CallerNoTable   uint64 // the leaf's file has no usable table
+	CallerPending   uint64 // the leaf's file table was being built
+	CallerNoMapping uint64 // the kernel could not say which mapping holds the leaf
+
+	FileRequests     uint64 // files whose tables the kernel asked for
+	LostFileRequests uint64 // requests not sent: ring buffer or unwind_files full
 }
 
 // Lost is the number of samples dropped whole.
@@ -214,9 +229,8 @@ func Open(opts Options) (_ *Sampler, err error) {
 		spec.Maps[name].MaxEntries = uint32(2 * opts.StackMapEntries)
 	}
 	if opts.FramePointersOnly {
-		// The maps stay (both objects declare them, and the exit hook
-		// reads unwind_procs) but take no memory.
-		for _, name := range []string{"unwind_rows", "unwind_procs", "stacks_unwound0", "stacks_unwound1"} {
+		// The maps stay (both objects declare them) but take no memory.
+		for _, name := range []string{"unwind_rows", "unwind_files", "stacks_unwound0", "stacks_unwound1"} {
 			spec.Maps[name].MaxEntries = 1
 		}
 	} else {
@@ -224,6 +238,11 @@ func Open(opts Options) (_ *Sampler, err error) {
 			opts.UnwindTableBytes = DefaultUnwindTableBytes
 		}
 		spec.Maps["unwind_rows"].MaxEntries = uint32(max(1, min(opts.UnwindTableBytes/unwinder.RowSize, 1<<28)))
+		if v := spec.Variables["unwind_page_shift"]; v != nil {
+			if err := v.Set(uint32(bits.TrailingZeros(uint(os.Getpagesize())))); err != nil {
+				return nil, fmt.Errorf("set unwind_page_shift: %w", err)
+			}
+		}
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
@@ -239,7 +258,10 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	if !opts.FramePointersOnly {
 		cfg.Unwind = 1
-		s.tables = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindProcs, s.barrier)
+		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.barrier)
+		if err != nil {
+			return nil, err
+		}
 		if len(filter.IncludePids) > 0 {
 			// Load the tables of the chosen processes before sampling
 			// starts, so that even their first samples unwind fully.
@@ -272,6 +294,15 @@ func Open(opts Options) (_ *Sampler, err error) {
 		} else {
 			s.links = append(s.links, l)
 			s.lifecycle = true
+		}
+		if !opts.FramePointersOnly {
+			// A forked process inherits its parent's mappings; without the
+			// hook its first samples learn them one by one.
+			if l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_fork", Program: s.objs.ScorchFork}); err != nil {
+				s.log.Warn("fork hook unavailable; forked processes learn their mappings later", "err", err)
+			} else {
+				s.links = append(s.links, l)
+			}
 		}
 	}
 
@@ -352,11 +383,7 @@ func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
 			continue
 		}
 		raw := (*bpf.ScorchEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		ev := Event{Type: EventType(raw.Type), Pid: raw.Pid}
-		if s.tables != nil {
-			s.tables.notify(ev)
-		}
-		fn(ev)
+		fn(Event{Type: EventType(raw.Type), Pid: raw.Pid})
 	}
 	return ctx.Err()
 }
@@ -531,8 +558,6 @@ func (s *Sampler) drainSetBatch(ms mapSet) ([]Sample, error) {
 	}
 
 	var samples []Sample
-	hinted := map[uint64]bool{}
-	now := time.Now()
 	err := drainMap(ms.counts, b.keys[:], b.counts[:], func(key *bpf.ScorchSampleKey, count *uint64) {
 		smp := Sample{
 			Pid:   key.Pid,
@@ -545,11 +570,8 @@ func (s *Sampler) drainSetBatch(ms mapSet) ([]Sample, error) {
 			st, ok := unwound[key.UserStackHash]
 			if !ok {
 				st.lost = true
-			} else if s.tables != nil && !hinted[key.UserStackHash] {
-				hinted[key.UserStackHash] = true
-				s.tables.hint(key.Pid, hintPCs(st), now)
 			}
-			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
+			smp.User, smp.UserLost, smp.UserTruncated, smp.UserCallerUnknown = st.pcs, st.lost, st.truncated, st.callerUnknown
 		} else {
 			smp.User, smp.UserLost = drainedStack(ustacks, key.UserStackId, key.UserStackHash)
 		}
@@ -581,19 +603,6 @@ func drainedStack(stacks map[uint64][]uint64, id int32, hash uint64) ([]uint64, 
 	return nil, false // STACK_NONE
 }
 
-// hintPCs are the addresses of an unwound stack worth telling the table
-// manager about.
-func hintPCs(st unwoundStack) []uint64 {
-	pcs := st.pcs
-	if st.truncated && len(pcs) > 1 {
-		// The walk stopped at this address: it may be garbage, not new
-		// code. (The first one is the sampled instruction pointer: always
-		// real.)
-		pcs = pcs[:len(pcs)-1]
-	}
-	return pcs
-}
-
 // readSet reads every sample of map set ms one key at a time.
 func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 	var (
@@ -604,7 +613,6 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 	kstacks := map[uint64][]uint64{}
 	ustacks := map[uint64][]uint64{}
 	unwound := map[uint64]unwoundStack{}
-	now := time.Now()
 	it := ms.counts.Iterate()
 	for it.Next(&key, &count) {
 		smp := Sample{
@@ -619,11 +627,8 @@ func (s *Sampler) readSet(ms mapSet) ([]Sample, error) {
 			if !ok {
 				st = readUnwound(ms.unwound, key.UserStackHash)
 				unwound[key.UserStackHash] = st
-				if s.tables != nil && !st.lost {
-					s.tables.hint(key.Pid, hintPCs(st), now)
-				}
 			}
-			smp.User, smp.UserLost, smp.UserTruncated = st.pcs, st.lost, st.truncated
+			smp.User, smp.UserLost, smp.UserTruncated, smp.UserCallerUnknown = st.pcs, st.lost, st.truncated, st.callerUnknown
 		} else {
 			smp.User, smp.UserLost = stackOf(ms.user, key.UserStackId, key.UserStackHash, ustacks)
 		}
@@ -670,8 +675,8 @@ const (
 )
 
 type unwoundStack struct {
-	pcs             []uint64
-	lost, truncated bool
+	pcs                            []uint64
+	lost, truncated, callerUnknown bool
 }
 
 func readUnwound(m *ebpf.Map, hash uint64) unwoundStack {
@@ -685,8 +690,9 @@ func readUnwound(m *ebpf.Map, hash uint64) unwoundStack {
 func unwoundOf(v *bpf.ScorchUnwindStack) unwoundStack {
 	n := min(int(v.N), len(v.Pcs))
 	return unwoundStack{
-		pcs:       append([]uint64(nil), v.Pcs[:n]...),
-		truncated: v.Stop != uint32(bpf.ScorchUnwindStopUNWIND_STOP_END),
+		pcs:           append([]uint64(nil), v.Pcs[:n]...),
+		truncated:     v.Stop != uint32(bpf.ScorchUnwindStopUNWIND_STOP_END),
+		callerUnknown: v.LeafCaller != uint32(bpf.ScorchUnwindCallerUNWIND_CALLER_OK) && n > 1,
 	}
 }
 
@@ -740,6 +746,11 @@ func (s *Sampler) Stats() (Stats, error) {
 		bpf.ScorchStatKeySTAT_UNWIND_NO_LR:      &st.UnwindNoLR,
 		bpf.ScorchStatKeySTAT_LOST_UNWOUND_FULL: &st.LostUnwoundStacks,
 		bpf.ScorchStatKeySTAT_EXCLUDED:          &st.Excluded,
+		bpf.ScorchStatKeySTAT_CALLER_NO_TABLE:   &st.CallerNoTable,
+		bpf.ScorchStatKeySTAT_CALLER_PENDING:    &st.CallerPending,
+		bpf.ScorchStatKeySTAT_CALLER_NO_MAPPING: &st.CallerNoMapping,
+		bpf.ScorchStatKeySTAT_FILE_REQUESTS:     &st.FileRequests,
+		bpf.ScorchStatKeySTAT_LOST_FILE_REQUEST: &st.LostFileRequests,
 	}
 	for k, dst := range fields {
 		var perCPU []uint64

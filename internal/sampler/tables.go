@@ -12,14 +12,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/bpf"
@@ -28,9 +28,8 @@ import (
 
 // Limits of the BPF side (unwinder/bpf/unwind.h).
 const (
-	maxProcMappings = len(bpf.ScorchUnwindProc{}.Mappings) // UNWIND_MAX_MAPPINGS
-	maxFileRows     = 1 << 21                              // UNWIND_ROW_BITS: rows one binary search covers
-	maxUnwindFrames = len(bpf.ScorchUnwindStack{}.Pcs)     // UNWIND_MAX_FRAMES
+	maxFileRows     = 1 << 21                          // UNWIND_ROW_BITS: rows one binary search covers
+	maxUnwindFrames = len(bpf.ScorchUnwindStack{}.Pcs) // UNWIND_MAX_FRAMES
 )
 
 const (
@@ -38,134 +37,158 @@ const (
 	DefaultUnwindTableBytes = 16 << 20
 	// tableQueue bounds the requests waiting for the table worker.
 	tableQueue = 4096
-	// rescanInterval is how soon a process's mappings may be read again.
-	rescanInterval = 2 * time.Second
-	// sweepInterval is how often processes are checked for being alive
-	// when no exit events arrive.
-	sweepInterval = 30 * time.Second
+	// sweepInterval is how often the kernel's file entries are checked
+	// for use.
+	sweepInterval = 10 * time.Second
+	// negativeTTL is how long a file that could not be opened (its process
+	// exited) stays without a table before the kernel may ask again.
+	negativeTTL = 10 * time.Second
+	// pendingTTL is how long a request may stay unanswered in the kernel
+	// before its placeholder is removed (a request user space never saw).
+	pendingTTL = 10 * time.Second
 	// maxFailed bounds the files remembered as having no usable table.
 	maxFailed = 4096
 )
 
-// tableLinger is how long a file's table stays loaded after the last
-// process mapping it went away (a variable for tests). On a host where a
-// program is started again and again (shell loops, cron, CI jobs) each run
-// would otherwise rebuild the tables of the program and of libc; idle
-// tables also go as soon as the row array needs their space.
+// tableLinger is how long a file's entry stays in the kernel after the
+// walker last used it (a variable for tests). On a host where a program is
+// started again and again (shell loops, cron, CI jobs) the next run finds
+// its tables in place and unwinds from its first sample; idle tables also
+// go as soon as the row array needs their space.
 var tableLinger = time.Minute
 
 // TableStats describe the unwind tables the sampler keeps in the kernel.
 type TableStats struct {
-	Files         int           // ELF files with a table loaded
-	Processes     int           // processes whose stacks are walked with tables
-	Rows          int           // rows in use
-	RowsCapacity  int           // size of the row array (Options.UnwindTableBytes / 8)
-	Builds        uint64        // tables built
-	BuildTime     time.Duration // time spent building them
-	BuildErrors   uint64        // files without a usable table (no CFI, not ELF, unreadable)
-	NoSpace       uint64        // files left to frame pointers: the row array was full
-	NoProcSlot    uint64        // processes left to frame pointers: unwind_procs full
-	DroppedEvents uint64        // requests dropped: the worker's queue was full
+	Files        int           // file entries in the kernel (unwind_files) answered with a table
+	Tables       int           // distinct tables loaded (files with the same build id share one)
+	Rows         int           // rows in use
+	RowsCapacity int           // size of the row array (Options.UnwindTableBytes / 8)
+	Requests     uint64        // file requests received from the kernel
+	Builds       uint64        // tables built
+	BuildTime    time.Duration // time spent building them
+	BuildErrors  uint64        // files without a usable table (no CFI, not ELF, unreadable, malformed)
+	NoSpace      uint64        // files left to frame pointers: the row array was full
+	Dropped      uint64        // requests dropped: the worker's queue was full
 }
 
-type tableReq struct {
-	kind EventType
-	pid  uint32
-	done chan struct{} // closed when handled (may be nil)
+// fileKey is a mapped file as the kernel knows it (struct unwind_file_key).
+type fileKey = bpf.ScorchUnwindFileKey
+
+// request is the kernel's request for a file's table (struct
+// unwind_request), or a request of load (pid, no key).
+type request struct {
+	key        fileKey
+	start, end uint64 // the mapping of pid that maps the file; 0, 0: pid's executable
+	pid        uint32
+	done       chan struct{} // closed when handled (may be nil)
+	preload    bool          // load: read pid's maps and answer for every file
 }
 
-// evRescan asks the worker to read a process's mappings again (new code
-// was mapped since the last read).
-const evRescan EventType = 100
-
-// evExpireAll frees every table no process maps (tests).
-const evExpireAll EventType = 101
-
-// tableFile is one ELF file's table in unwind_rows, shared by every process
-// mapping the file.
-type tableFile struct {
+// table is one ELF file's rows in unwind_rows, shared by every file entry
+// with the same contents (build id).
+type table struct {
 	key         string
-	first, rows uint32           // slice of unwind_rows; rows == 0: no table
-	idleSince   time.Time        // when refs dropped to 0 (the table lingers)
-	loads       []elf.ProgHeader // executable PT_LOAD segments
-	refs        int
-	size        uint64 // of the vDSO image
+	first, rows uint32
+	adj         int64 // ELF virtual address - file offset of the executable segment
+	refs        int   // file entries using it
 }
 
-// execMapping is an executable mapping of a process.
-type execMapping struct {
-	start, end, off uint64
-	path            string // the file, or "" (anonymous or special)
-	special         string // "[vdso]" and the like
-	dev, inode      string
+// fileEntry is an entry this worker wrote in unwind_files.
+type fileEntry struct {
+	tab     *table    // nil: no table (FP)
+	expires time.Time // non-zero: a negative answer the kernel may ask again after
 }
 
-type procTables struct {
-	files    []*tableFile
-	scanned  time.Time
-	mappings [][2]uint64 // every executable mapping at the last scan
-}
-
-// tableManager builds unwind tables and loads them into the kernel. Its
-// state belongs to the worker goroutine (run); other goroutines only queue
-// requests and read the atomic stats and the mapping snapshot.
+// tableManager answers the kernel's requests for unwind tables. Its state
+// belongs to the worker goroutine (run); the request reader goroutine
+// (read) only forwards requests. Both are owned by the manager: close
+// stops and waits for them.
 type tableManager struct {
 	log      *slog.Logger
 	procRoot string    // "/proc", or the host's /proc mounted elsewhere
 	rows     *ebpf.Map // unwind_rows
-	procs    *ebpf.Map // unwind_procs
+	files    *ebpf.Map // unwind_files
+	requests *ringbuf.Reader
 	// barrier is updated before freed rows are reused, so that no program
 	// still walks the old table (see Sampler.Drain).
 	barrier func() error
 
-	reqs   chan tableReq
+	reqs   chan request
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	// Worker state.
 	alloc   *rowAllocator
-	files   map[string]*tableFile
+	tables  map[string]*table
+	entries map[fileKey]*fileEntry
 	failed  map[string]bool
-	pids    map[uint32]*procTables
-	pending []*tableFile // freed, rows not yet returned to alloc
-
-	mu    sync.Mutex
-	known map[uint32][][2]uint64 // executable mappings per process (for Drain)
+	pending []*table // freed, rows not yet returned to alloc
 
 	stats struct {
-		files, procs, rows                            atomic.Int64
-		builds, buildNS, buildErrors, noSpace, noProc atomic.Uint64
-		dropped                                       atomic.Uint64
+		files, tables, rows                  atomic.Int64
+		requests, builds, buildNS, buildErrs atomic.Uint64
+		noSpace, dropped                     atomic.Uint64
 	}
 	capacity int
-	lastHint map[uint32]time.Time // Drain's goroutine only
 }
 
-func newTableManager(log *slog.Logger, procRoot string, rows, procs *ebpf.Map, barrier func() error) *tableManager {
+func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *ebpf.Map, barrier func() error) (*tableManager, error) {
+	rd, err := ringbuf.NewReader(requests)
+	if err != nil {
+		return nil, fmt.Errorf("open unwind_requests ring buffer: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &tableManager{
-		log: log, procRoot: procRoot, rows: rows, procs: procs, barrier: barrier,
-		reqs:     make(chan tableReq, tableQueue),
+		log: log, procRoot: procRoot, rows: rows, files: files, requests: rd, barrier: barrier,
+		reqs:     make(chan request, tableQueue),
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		alloc:    newRowAllocator(rows.MaxEntries()),
-		files:    map[string]*tableFile{},
+		tables:   map[string]*table{},
+		entries:  map[fileKey]*fileEntry{},
 		failed:   map[string]bool{},
-		pids:     map[uint32]*procTables{},
-		known:    map[uint32][][2]uint64{},
 		capacity: int(rows.MaxEntries()),
-		lastHint: map[uint32]time.Time{},
 	}
-	go m.run(ctx)
-	return m
+	m.loadVDSO()
+	readerDone := make(chan struct{})
+	go m.read(ctx, readerDone)
+	go func() {
+		m.run(ctx)
+		<-readerDone
+		close(m.done)
+	}()
+	return m, nil
 }
 
-// notify queues a lifecycle event without blocking.
-func (m *tableManager) notify(ev Event) {
-	m.send(tableReq{kind: ev.Type, pid: ev.Pid})
+// read forwards the kernel's requests to the worker until ctx ends.
+func (m *tableManager) read(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	var rec ringbuf.Record
+	for ctx.Err() == nil {
+		m.requests.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		err := m.requests.ReadInto(&rec)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case err != nil:
+			if !errors.Is(err, ringbuf.ErrClosed) {
+				m.log.Warn("unwind tables: read requests", "err", err)
+			}
+			return
+		}
+		if len(rec.RawSample) < int(unsafe.Sizeof(bpf.ScorchUnwindRequest{})) {
+			continue
+		}
+		raw := (*bpf.ScorchUnwindRequest)(unsafe.Pointer(&rec.RawSample[0]))
+		m.stats.requests.Add(1)
+		if !m.send(request{key: raw.File, start: raw.Start, end: raw.End, pid: raw.Pid}) {
+			// Forget the placeholder, so that a later sample asks again.
+			m.files.Delete(raw.File)
+		}
+	}
 }
 
-func (m *tableManager) send(r tableReq) bool {
+func (m *tableManager) send(r request) bool {
 	select {
 	case m.reqs <- r:
 		return true
@@ -178,13 +201,14 @@ func (m *tableManager) send(r tableReq) bool {
 	}
 }
 
-// load scans pids now and waits (at most until ctx ends) until their tables
-// are in the kernel.
+// load builds the tables of the files pids map now and waits (at most until
+// ctx ends) until they are built, so that the kernel's requests for them
+// are answered at once.
 func (m *tableManager) load(ctx context.Context, pids []uint32) {
 	var waits []chan struct{}
 	for _, pid := range pids {
 		done := make(chan struct{})
-		if m.send(tableReq{kind: EventNewPid, pid: pid, done: done}) {
+		if m.send(request{pid: pid, preload: true, done: done}) {
 			waits = append(waits, done)
 		}
 	}
@@ -197,61 +221,29 @@ func (m *tableManager) load(ctx context.Context, pids []uint32) {
 	}
 }
 
-// hint is called by Drain with the addresses of a table-unwound stack of
-// pid: an address outside every executable mapping known for pid means the
-// process mapped new code (dlopen, a late library) since its last scan.
-func (m *tableManager) hint(pid uint32, pcs []uint64, now time.Time) {
-	if t, ok := m.lastHint[pid]; ok && now.Sub(t) < rescanInterval {
-		return
-	}
-	m.mu.Lock()
-	known, ok := m.known[pid]
-	m.mu.Unlock()
-	if !ok {
-		return
-	}
-	for _, pc := range pcs {
-		_, found := slices.BinarySearchFunc(known, pc, func(r [2]uint64, pc uint64) int {
-			switch {
-			case r[1] <= pc:
-				return -1
-			case r[0] > pc:
-				return 1
-			}
-			return 0
-		})
-		if !found {
-			m.lastHint[pid] = now
-			m.send(tableReq{kind: evRescan, pid: pid})
-			return
-		}
-	}
-}
-
-// close stops the worker and waits for it. Requests sent later are
-// dropped once the queue is full.
+// close stops the worker and the reader and waits for them.
 func (m *tableManager) close() {
 	m.cancel()
 	<-m.done
+	m.requests.Close()
 }
 
 func (m *tableManager) Stats() TableStats {
 	return TableStats{
-		Files:         int(m.stats.files.Load()),
-		Processes:     int(m.stats.procs.Load()),
-		Rows:          int(m.stats.rows.Load()),
-		RowsCapacity:  m.capacity,
-		Builds:        m.stats.builds.Load(),
-		BuildTime:     time.Duration(m.stats.buildNS.Load()),
-		BuildErrors:   m.stats.buildErrors.Load(),
-		NoSpace:       m.stats.noSpace.Load(),
-		NoProcSlot:    m.stats.noProc.Load(),
-		DroppedEvents: m.stats.dropped.Load(),
+		Files:        int(m.stats.files.Load()),
+		Tables:       int(m.stats.tables.Load()),
+		Rows:         int(m.stats.rows.Load()),
+		RowsCapacity: m.capacity,
+		Requests:     m.stats.requests.Load(),
+		Builds:       m.stats.builds.Load(),
+		BuildTime:    time.Duration(m.stats.buildNS.Load()),
+		BuildErrors:  m.stats.buildErrs.Load(),
+		NoSpace:      m.stats.noSpace.Load(),
+		Dropped:      m.stats.dropped.Load(),
 	}
 }
 
 func (m *tableManager) run(ctx context.Context) {
-	defer close(m.done)
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
 	for {
@@ -259,99 +251,315 @@ func (m *tableManager) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-m.reqs:
-			m.handle(r)
+			if r.preload {
+				m.preload(r.pid)
+			} else {
+				m.answer(r)
+			}
 			if len(m.reqs) == 0 {
 				m.reclaim() // once per burst: it waits for running programs
 			}
-			// Who waits for the request reads the stats next.
-			m.publish()
+			m.publish() // who waits for the request reads the stats next
 			if r.done != nil {
 				close(r.done)
 			}
 		case <-sweep.C:
-			m.sweep()
-			m.expireIdle(time.Now(), false)
+			m.sweep(false)
+			m.reclaim()
 			m.publish()
 		}
 	}
 }
 
-func (m *tableManager) handle(r tableReq) {
-	switch r.kind {
-	case EventNewPid, evRescan:
-		// A new-process event right after a scan (Options.Pids loads
-		// tables before the first sample) has nothing new to show; Drain
-		// rate-limits rescans itself.
-		if p := m.pids[r.pid]; p != nil && r.kind == EventNewPid && time.Since(p.scanned) < rescanInterval {
-			return
-		}
-		if err := m.scan(r.pid); err != nil {
-			m.log.Debug("unwind tables: process not loaded", "pid", r.pid, "err", err)
-			m.drop(r.pid)
-		}
-	case EventExec, EventExit:
-		// After exec the old mappings are gone; the next sample announces
-		// the process again (EventNewPid).
-		m.drop(r.pid)
-	case evExpireAll:
-		m.expireIdle(time.Now(), true)
+// monotonic is CLOCK_MONOTONIC in nanoseconds: bpf_ktime_get_ns's clock.
+func monotonic() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
 	}
+	return uint64(ts.Nano())
 }
 
-// sweep drops processes that died without an exit event.
-func (m *tableManager) sweep() {
-	for pid := range m.pids {
-		if _, err := os.Stat(m.procDir(pid)); errors.Is(err, os.ErrNotExist) {
-			m.drop(pid)
-		}
-	}
-}
-
-// drop forgets a process and the tables only it used.
-func (m *tableManager) drop(pid uint32) {
-	p := m.pids[pid]
-	if p == nil {
+// answer builds (or finds) the table of the file the kernel asked for and
+// writes its entry.
+func (m *tableManager) answer(r request) {
+	if e := m.entries[r.key]; e != nil {
+		// Asked again: our entry went (the map was cleared); write it back.
+		m.write(r.key, e)
 		return
 	}
-	if err := m.procs.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		m.log.Debug("unwind tables: delete process", "pid", pid, "err", err)
+	var (
+		f    *os.File
+		err  error
+		path string
+	)
+	dir := m.procDir(r.pid)
+	if r.start == 0 && r.end == 0 {
+		path = "exe"
+		f, err = os.Open(dir + "/exe")
+	} else {
+		f, path, err = openMapped(dir, r.start, r.end)
 	}
-	delete(m.pids, pid)
-	m.mu.Lock()
-	delete(m.known, pid)
-	m.mu.Unlock()
-	m.unref(p.files)
+	if err != nil {
+		// The process is gone, or the file cannot be read: frame
+		// pointers for now; the kernel may ask again later.
+		m.log.Debug("unwind tables: open mapped file", "pid", r.pid, "path", path, "err", err)
+		m.setEntry(r.key, &fileEntry{expires: time.Now().Add(negativeTTL)})
+		return
+	}
+	defer f.Close()
+	m.setEntry(r.key, &fileEntry{tab: m.tableOf(f, r.key, path)})
 }
 
-func (m *tableManager) unref(files []*tableFile) {
-	now := time.Now()
-	for _, f := range files {
-		f.refs--
-		if f.refs > 0 {
+// preload builds the tables of pid's executable mappings; the kernel asks
+// for them at pid's next sample and gets them at once. Where the file's
+// inode generation can be read, the entry is written right away.
+func (m *tableManager) preload(pid uint32) {
+	dir := m.procDir(pid)
+	maps, err := readExecMappings(dir)
+	if err != nil {
+		m.log.Debug("unwind tables: process not loaded", "pid", pid, "err", err)
+		return
+	}
+	for _, mp := range maps {
+		if mp.path == "" || mp.inode == "0" {
 			continue
 		}
-		if tableLinger > 0 {
-			f.idleSince = now // kept for a process that maps it again
+		f, path, err := openMapped(dir, mp.start, mp.end)
+		if err != nil {
 			continue
 		}
-		m.free(f)
+		key, ok := kernelKey(f, mp)
+		if !ok {
+			m.tableOf(f, fileKey{}, path) // built; the entry waits for the kernel's request
+		} else if m.entries[key] == nil {
+			m.setEntry(key, &fileEntry{tab: m.tableOf(f, key, path)})
+		}
+		f.Close()
 	}
 }
 
-// free forgets f; its rows return to the allocator at the next reclaim.
-func (m *tableManager) free(f *tableFile) {
-	delete(m.files, f.key)
-	if f.rows > 0 {
-		m.pending = append(m.pending, f)
+// fsIocGetversion is FS_IOC_GETVERSION (_IOR('v', 1, long)): the inode's
+// generation, on the file systems that keep one (ext4, btrfs, xfs).
+const fsIocGetversion = 0x80087601
+
+// kernelKey is the kernel's key for the file mp maps, opened as f: the
+// device and inode from the maps line, the generation by FS_IOC_GETVERSION
+// (false when the file system does not say).
+func kernelKey(f *os.File, mp execMapping) (fileKey, bool) {
+	maj, min, ok := strings.Cut(mp.dev, ":")
+	major, err1 := strconv.ParseUint(maj, 16, 32)
+	minor, err2 := strconv.ParseUint(min, 16, 32)
+	ino, err3 := strconv.ParseUint(mp.inode, 10, 64)
+	if !ok || err1 != nil || err2 != nil || err3 != nil {
+		return fileKey{}, false
+	}
+	gen, err := unix.IoctlGetUint32(int(f.Fd()), fsIocGetversion)
+	if err != nil {
+		return fileKey{}, false
+	}
+	return fileKey{Ino: ino, Dev: uint32(major<<20 | minor), Gen: gen}, true
+}
+
+// tableOf returns the table of the ELF file f (nil when it has none usable),
+// building and loading it unless a file with the same contents has one.
+// Everything read from f is untrusted (a container's file): a malformed
+// file is counted and left to frame pointers, never a crash.
+func (m *tableManager) tableOf(f *os.File, key fileKey, path string) (tab *table) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.stats.buildErrs.Add(1)
+			m.log.Warn("unwind tables: malformed file", "path", path, "panic", p)
+			tab = nil
+		}
+	}()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil // not ELF (a script interpreter's mapping, a JIT file)
+	}
+	defer ef.Close()
+	ck := contentKey(ef, f, key)
+	if t := m.tables[ck]; t != nil {
+		return t
+	}
+	if m.failed[ck] {
+		return nil
+	}
+	return m.build(ck, ef, path)
+}
+
+// loadVDSO loads the table of the running kernel's vDSO under the zero key
+// (the walker looks the vDSO up there): every process maps the same image
+// of its word size.
+func (m *tableManager) loadVDSO() {
+	img, err := vdsoImage()
+	if err != nil {
+		m.log.Debug("unwind tables: no vDSO table", "err", err)
+		return
+	}
+	ef, err := elf.NewFile(bytes.NewReader(img))
+	if err != nil {
+		m.log.Debug("unwind tables: no vDSO table", "err", err)
+		return
+	}
+	if t := m.build("vdso", ef, "[vdso]"); t != nil {
+		m.setEntry(fileKey{}, &fileEntry{tab: t})
+		t.refs++ // never released
 	}
 }
 
-// expireIdle frees the tables no process has mapped for tableLinger, or
-// every unmapped one when all is set (the row array is full).
-func (m *tableManager) expireIdle(now time.Time, all bool) {
-	for _, f := range m.files {
-		if f.refs == 0 && (all || now.Sub(f.idleSince) >= tableLinger) {
-			m.free(f)
+// vdsoImage reads our own vDSO (the same as every process's of our word
+// size, whatever the PID namespace).
+func vdsoImage() ([]byte, error) {
+	own, err := readExecMappings("/proc/self")
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range own {
+		if o.special != "[vdso]" {
+			continue
+		}
+		mem, err := os.Open("/proc/self/mem")
+		if err != nil {
+			return nil, err
+		}
+		defer mem.Close()
+		img := make([]byte, o.end-o.start)
+		if _, err := mem.ReadAt(img, int64(o.start)); err != nil {
+			return nil, err
+		}
+		return img, nil
+	}
+	return nil, errors.New("no [vdso] mapping")
+}
+
+// build builds the table of ef and copies it into unwind_rows; nil when
+// there is none or no room.
+func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
+	t := &table{key: ck}
+	found := false
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
+			t.adj = int64(p.Vaddr - p.Off)
+			found = true
+			break
+		}
+	}
+	start := time.Now()
+	tab, err := buildTable(ef)
+	m.stats.builds.Add(1)
+	m.stats.buildNS.Add(uint64(time.Since(start)))
+	if err == nil && !found {
+		err = errors.New("no executable segment")
+	}
+	if err != nil {
+		m.stats.buildErrs.Add(1)
+		if len(m.failed) >= maxFailed {
+			clear(m.failed)
+		}
+		m.failed[ck] = true
+		m.log.Debug("unwind tables: no table", "path", path, "err", err)
+		return nil
+	}
+	b, _ := tab.AppendBinary(nil)
+	n := uint32(len(b) / unwinder.RowSize)
+	first, ok := m.alloc.alloc(n)
+	if !ok {
+		// Make room: drop what the walker has not used lately.
+		m.sweep(true)
+		m.reclaim()
+		first, ok = m.alloc.alloc(n)
+	}
+	if !ok {
+		m.stats.noSpace.Add(1)
+		m.log.Debug("unwind tables: row array full", "path", path, "rows", n, "used", m.alloc.used)
+		return nil
+	}
+	if err := m.writeRows(first, b); err != nil {
+		m.alloc.release(first, n)
+		m.stats.buildErrs.Add(1)
+		m.log.Warn("unwind tables: load rows", "path", path, "err", err)
+		return nil
+	}
+	t.first, t.rows = first, n
+	m.tables[ck] = t
+	return t
+}
+
+// setEntry records e as the answer for key and writes it to the kernel.
+func (m *tableManager) setEntry(key fileKey, e *fileEntry) {
+	if e.tab != nil {
+		e.tab.refs++
+	}
+	if old := m.entries[key]; old != nil && old.tab != nil {
+		m.unref(old.tab)
+	}
+	m.entries[key] = e
+	m.write(key, e)
+}
+
+func (m *tableManager) write(key fileKey, e *fileEntry) {
+	v := bpf.ScorchUnwindFile{State: uint32(bpf.ScorchUnwindFileStateUNWIND_FILE_READY), LastUsed: monotonic()}
+	if e.tab != nil {
+		v.FirstRow, v.Nrows, v.Adj = e.tab.first, e.tab.rows, e.tab.adj
+	}
+	if err := m.files.Update(key, &v, ebpf.UpdateAny); err != nil {
+		m.log.Debug("unwind tables: write file entry", "err", err)
+	}
+}
+
+func (m *tableManager) unref(t *table) {
+	t.refs--
+	if t.refs > 0 {
+		return
+	}
+	delete(m.tables, t.key)
+	m.pending = append(m.pending, t)
+}
+
+// sweep removes the kernel's file entries the walker has not used for
+// tableLinger (every unused one past a second when all is set: the row
+// array is full), negative answers past their time, and placeholders of
+// requests that never reached the worker.
+func (m *tableManager) sweep(all bool) {
+	now := monotonic()
+	linger := uint64(tableLinger)
+	if all {
+		linger = uint64(time.Second)
+	}
+	var (
+		key  fileKey
+		v    bpf.ScorchUnwindFile
+		dead []fileKey
+	)
+	it := m.files.Iterate()
+	for it.Next(&key, &v) {
+		e := m.entries[key]
+		switch {
+		case key == fileKey{}:
+			// The vDSO: kept.
+		case v.State != uint32(bpf.ScorchUnwindFileStateUNWIND_FILE_READY):
+			if now-v.LastUsed > uint64(pendingTTL) && now > v.LastUsed {
+				dead = append(dead, key)
+			}
+		case e != nil && !e.expires.IsZero() && time.Now().After(e.expires):
+			dead = append(dead, key)
+		case now > v.LastUsed && now-v.LastUsed > linger:
+			dead = append(dead, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		m.log.Debug("unwind tables: sweep", "err", err)
+	}
+	for _, k := range dead {
+		if err := m.files.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			m.log.Debug("unwind tables: delete file entry", "err", err)
+		}
+		if e := m.entries[k]; e != nil {
+			delete(m.entries, k)
+			if e.tab != nil {
+				m.unref(e.tab)
+			}
 		}
 	}
 }
@@ -366,8 +574,8 @@ func (m *tableManager) reclaim() {
 		m.log.Warn("unwind tables: cannot wait for running programs; keeping freed rows", "err", err)
 		return
 	}
-	for _, f := range m.pending {
-		if err := m.alloc.release(f.first, f.rows); err != nil {
+	for _, t := range m.pending {
+		if err := m.alloc.release(t.first, t.rows); err != nil {
 			m.log.Error("unwind tables", "err", err)
 		}
 	}
@@ -376,220 +584,14 @@ func (m *tableManager) reclaim() {
 
 func (m *tableManager) publish() {
 	n := 0
-	for _, f := range m.files {
-		if f.rows > 0 {
+	for _, e := range m.entries {
+		if e.tab != nil {
 			n++
 		}
 	}
 	m.stats.files.Store(int64(n))
-	m.stats.procs.Store(int64(len(m.pids)))
+	m.stats.tables.Store(int64(len(m.tables)))
 	m.stats.rows.Store(int64(m.alloc.used))
-}
-
-// scan reads the executable mappings of pid, loads the tables of their
-// files and writes the process's unwind_procs entry.
-func (m *tableManager) scan(pid uint32) error {
-	maps, err := readExecMappings(m.procDir(pid))
-	if err != nil {
-		return err
-	}
-	var (
-		files   []*tableFile
-		entries []bpf.ScorchUnwindMapping
-		known   [][2]uint64
-	)
-	for _, mp := range maps {
-		known = append(known, [2]uint64{mp.start, mp.end})
-		var f *tableFile
-		switch {
-		case mp.special == "[vdso]":
-			f = m.vdsoFile(mp)
-		case mp.path == "" || mp.inode == "0":
-			continue // anonymous (JIT) or special: frame pointers
-		default:
-			f = m.file(pid, mp)
-		}
-		if f == nil {
-			continue
-		}
-		f.refs++ // held by this scan until the old one is released below
-		files = append(files, f)
-		if f.rows == 0 || len(entries) == maxProcMappings {
-			continue
-		}
-		bias, ok := loadBias(f.loads, mp)
-		if !ok {
-			continue
-		}
-		entries = append(entries, bpf.ScorchUnwindMapping{Start: mp.start, End: mp.end, Bias: bias, FirstRow: f.first, Nrows: f.rows})
-	}
-	old := m.pids[pid]
-	p := &procTables{files: files, scanned: time.Now(), mappings: known}
-	m.pids[pid] = p
-	m.mu.Lock()
-	m.known[pid] = known
-	m.mu.Unlock()
-	if old != nil {
-		m.unref(old.files)
-	}
-	m.reclaim()
-
-	if len(entries) == 0 {
-		return m.procs.Delete(pid)
-	}
-	slices.SortFunc(entries, func(a, b bpf.ScorchUnwindMapping) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	})
-	var v bpf.ScorchUnwindProc
-	v.Nmappings = uint32(len(entries))
-	copy(v.Mappings[:], entries)
-	if err := m.procs.Update(pid, &v, ebpf.UpdateAny); err != nil {
-		if errors.Is(err, unix.E2BIG) {
-			m.stats.noProc.Add(1)
-		}
-		return fmt.Errorf("write unwind_procs: %w", err)
-	}
-	return nil
-}
-
-// loadBias is runtime address - ELF virtual address for mapping mp of a
-// file with the given executable segments.
-func loadBias(loads []elf.ProgHeader, mp execMapping) (uint64, bool) {
-	for _, p := range loads {
-		if mp.off >= p.Off && mp.off < p.Off+max(p.Filesz, 1) {
-			return mp.start - mp.off - (p.Vaddr - p.Off), true
-		}
-	}
-	if len(loads) > 0 {
-		p := loads[0]
-		return mp.start - mp.off - (p.Vaddr - p.Off), true
-	}
-	return 0, false
-}
-
-// file returns the table of the file mapped by mp, building and loading it
-// when it is not loaded yet; nil when the file cannot be read.
-func (m *tableManager) file(pid uint32, mp execMapping) *tableFile {
-	r, err := openMapped(m.procDir(pid), mp)
-	if err != nil {
-		m.log.Debug("unwind tables: open mapped file", "pid", pid, "path", mp.path, "err", err)
-		return nil
-	}
-	defer r.Close()
-	ef, err := elf.NewFile(r)
-	if err != nil {
-		return nil // not ELF (a script interpreter's mapping, a JIT file)
-	}
-	defer ef.Close()
-	key := fileKey(ef, r, mp)
-	if f := m.files[key]; f != nil {
-		return f
-	}
-	f := &tableFile{key: key}
-	for _, p := range ef.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-			f.loads = append(f.loads, p.ProgHeader)
-		}
-	}
-	m.files[key] = f
-	if m.failed[key] {
-		return f
-	}
-	m.loadTable(f, ef, mp.path)
-	return f
-}
-
-// vdsoFile returns the table of the vDSO. Every process of a kernel maps
-// the same vDSO image (of its word size), so it is built once, from this
-// process's copy, and kept for the sampler's lifetime.
-func (m *tableManager) vdsoFile(mp execMapping) *tableFile {
-	if f := m.files["vdso"]; f != nil {
-		if f.size != mp.end-mp.start {
-			return nil // a different vDSO (a 32-bit process)
-		}
-		return f
-	}
-	f := &tableFile{key: "vdso", refs: 1} // never released
-	m.files["vdso"] = f
-	own, err := readExecMappings("/proc/self") // ours, whatever the PID namespace
-	if err != nil {
-		return f
-	}
-	for _, o := range own {
-		if o.special != "[vdso]" {
-			continue
-		}
-		f.size = o.end - o.start
-		mem, err := os.Open("/proc/self/mem")
-		if err != nil {
-			return f
-		}
-		img := make([]byte, f.size)
-		_, err = mem.ReadAt(img, int64(o.start))
-		mem.Close()
-		if err != nil {
-			return f
-		}
-		ef, err := elf.NewFile(bytes.NewReader(img))
-		if err != nil {
-			return f
-		}
-		for _, p := range ef.Progs {
-			if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-				f.loads = append(f.loads, p.ProgHeader)
-			}
-		}
-		m.loadTable(f, ef, "[vdso]")
-	}
-	if f.size != mp.end-mp.start {
-		return nil
-	}
-	return f
-}
-
-// loadTable builds the table of ef and copies it into unwind_rows; on failure f
-// keeps no rows (its mappings use frame pointers).
-func (m *tableManager) loadTable(f *tableFile, ef *elf.File, path string) {
-	key := f.key
-	start := time.Now()
-	tab, err := buildTable(ef)
-	m.stats.builds.Add(1)
-	m.stats.buildNS.Add(uint64(time.Since(start)))
-	if err != nil {
-		m.stats.buildErrors.Add(1)
-		if len(m.failed) >= maxFailed {
-			clear(m.failed)
-		}
-		m.failed[key] = true
-		m.log.Debug("unwind tables: no table", "path", path, "err", err)
-		return
-	}
-	b, _ := tab.AppendBinary(nil)
-	n := uint32(len(b) / unwinder.RowSize)
-	first, ok := m.alloc.alloc(n)
-	if !ok {
-		m.expireIdle(time.Now(), true)
-		m.reclaim()
-		first, ok = m.alloc.alloc(n)
-	}
-	if !ok {
-		m.stats.noSpace.Add(1)
-		m.log.Debug("unwind tables: row array full", "path", path, "rows", n, "used", m.alloc.used)
-		return
-	}
-	if err := m.writeRows(first, b); err != nil {
-		m.alloc.release(first, n)
-		m.stats.buildErrors.Add(1)
-		m.log.Warn("unwind tables: load rows", "path", path, "err", err)
-		return
-	}
-	f.first, f.rows = first, n
 }
 
 func buildTable(ef *elf.File) (*unwinder.Table, error) {
@@ -605,7 +607,6 @@ func buildTable(ef *elf.File) (*unwinder.Table, error) {
 		return nil, fmt.Errorf("%d rows, more than the %d one table may have", st.Rows, maxFileRows)
 	}
 	return tab, nil // Build refuses files beyond the 4 GiB rows address
-
 }
 
 // writeRows copies encoded rows into unwind_rows from index first, in
@@ -641,28 +642,40 @@ func (m *tableManager) procDir(pid uint32) string {
 	return m.procRoot + "/" + strconv.FormatUint(uint64(pid), 10)
 }
 
-// openMapped opens the file behind a mapping of the process whose /proc
-// directory is dir: through map_files (the very file mapped, even if
-// deleted or in another mount namespace), else through the process's root.
-func openMapped(dir string, mp execMapping) (*os.File, error) {
-	f, err := os.Open(fmt.Sprintf("%s/map_files/%x-%x", dir, mp.start, mp.end))
+// openMapped opens the file behind the mapping [start, end) of the process
+// whose /proc directory is dir: through map_files (the very file mapped,
+// even if deleted or in another mount namespace), else through the
+// process's root and the path its maps give.
+func openMapped(dir string, start, end uint64) (*os.File, string, error) {
+	name := fmt.Sprintf("%s/map_files/%x-%x", dir, start, end)
+	f, err := os.Open(name)
 	if err == nil {
-		return f, nil
+		return f, name, nil
 	}
-	return os.Open(dir + "/root" + mp.path)
+	maps, merr := readExecMappings(dir)
+	if merr != nil {
+		return nil, name, err
+	}
+	for _, mp := range maps {
+		if mp.start == start && mp.path != "" {
+			f, err := os.Open(dir + "/root" + mp.path)
+			return f, mp.path, err
+		}
+	}
+	return nil, name, err
 }
 
-// fileKey identifies a file's contents: its GNU build id, else device,
-// inode, size and modification time.
-func fileKey(ef *elf.File, f *os.File, mp execMapping) string {
+// contentKey identifies a file's contents: its GNU build id, else the
+// kernel's key for it with its size and modification time.
+func contentKey(ef *elf.File, f *os.File, key fileKey) string {
 	if id := buildID(ef); id != "" {
 		return "build-id:" + id
 	}
-	key := "inode:" + mp.dev + ":" + mp.inode
+	k := fmt.Sprintf("inode:%x:%d:%d", key.Dev, key.Ino, key.Gen)
 	if fi, err := f.Stat(); err == nil {
-		key += fmt.Sprintf(":%d:%d", fi.Size(), fi.ModTime().UnixNano())
+		k += fmt.Sprintf(":%d:%d", fi.Size(), fi.ModTime().UnixNano())
 	}
-	return key
+	return k
 }
 
 // buildID returns the hex GNU build id of ef, or "".
@@ -691,6 +704,14 @@ func buildID(ef *elf.File) string {
 		}
 	}
 	return ""
+}
+
+// execMapping is an executable mapping of a process.
+type execMapping struct {
+	start, end, off uint64
+	path            string // the file, or "" (anonymous or special)
+	special         string // "[vdso]" and the like
+	dev, inode      string
 }
 
 // readExecMappings parses the executable mappings of dir/maps, dir being a

@@ -36,7 +36,7 @@ func symbolTable(t *testing.T, pid uint32) []symMapping {
 		if mp.path == "" {
 			continue
 		}
-		f, err := openMapped(fmt.Sprintf("/proc/%d", pid), mp)
+		f, _, err := openMapped(fmt.Sprintf("/proc/%d", pid), mp.start, mp.end)
 		if err != nil {
 			t.Fatalf("open %s: %v", mp.path, err)
 		}
@@ -45,13 +45,13 @@ func symbolTable(t *testing.T, pid uint32) []symMapping {
 			f.Close()
 			continue
 		}
-		var loads []elf.ProgHeader
+		var bias uint64
 		for _, p := range ef.Progs {
 			if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-				loads = append(loads, p.ProgHeader)
+				bias = mp.start - mp.off - (p.Vaddr - p.Off)
+				break
 			}
 		}
-		bias, _ := loadBias(loads, mp)
 		sm := symMapping{start: mp.start, end: mp.end, bias: bias, name: filepath.Base(mp.path)}
 		syms, _ := ef.Symbols()
 		dyn, _ := ef.DynamicSymbols()

@@ -1,25 +1,31 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0) */
 /*
  * In-kernel table unwinder for user stacks without frame pointers.
- * Include after <linux/bpf.h> (or vmlinux.h) and <bpf/bpf_helpers.h>.
- * Needs bpf_loop (Linux 5.17+).
+ * Include after scorch_kernel.h (the kernel types it reads) and
+ * <bpf/bpf_helpers.h>. Needs bpf_loop and bpf_find_vma (Linux 5.17+).
  *
- * User space (Go package unwinder) fills two maps:
+ * Tables are kept per file, not per process, so that a process nobody told
+ * user space about unwinds right from its first sample when the files it
+ * maps already have tables (a program started again and again, libc):
  *   unwind_rows   one big array of struct unwind_row; every ELF file's table
  *                 occupies a contiguous slice [first_row, first_row+nrows).
- *                 Tables are shared by all processes mapping the same file.
- *   unwind_procs  per process (tgid): its executable mappings sorted by
- *                 start, each with its load bias and table slice.
- * The program calls unwind_user(tgid, pc, sp, fp, lr) with the user
- * registers of the interrupted task and gets the per-CPU unwind_state back
- * with stack.pcs[0..stack.n) filled, innermost first.
+ *   unwind_files  the file's identity as the kernel sees it (device, inode
+ *                 number and generation of the mapped inode) -> its slice
+ *                 and the offset between file offsets and ELF addresses.
+ * For each PC the walker asks the kernel which mapping holds it
+ * (bpf_find_vma: start, file, page offset), looks the file up and binary
+ * searches its rows. A file not in unwind_files is requested once: the
+ * walker inserts a placeholder (no rows) and sends a struct unwind_request
+ * on the unwind_requests ring buffer; user space builds the table and
+ * fills the entry. Until then, and for files without a table (JIT code,
+ * anonymous memory, a file without CFI), frames follow the frame-pointer
+ * chain, so FP and table frames mix freely in one stack.
  *
- * Each step finds the mapping (binary search, UNWIND_MAPPING_BITS+1
- * iterations at most), then the row (UNWIND_ROW_BITS+1 iterations at most)
- * and applies it. PCs outside any mapping with a table, and rows of kind
- * UNSUPPORTED, are unwound through the frame-pointer chain, so FP and table
- * frames mix freely in one stack. Steps run under bpf_loop, so stacks are
- * not limited to what the verifier accepts for an unrolled loop.
+ * The program calls unwind_user(pc, sp, fp, lr) with the user registers of
+ * the interrupted (current) task and gets the per-CPU unwind_state back with
+ * stack.pcs[0..stack.n) filled, innermost first. Steps run under bpf_loop,
+ * so stacks are not limited to what the verifier accepts for an unrolled
+ * loop.
  */
 #ifndef SCORCH_UNWIND_H
 #define SCORCH_UNWIND_H
@@ -31,13 +37,16 @@
 #endif
 #define UNWIND_MAX_ROWS (1u << UNWIND_ROW_BITS)
 
-#ifndef UNWIND_MAPPING_BITS
-#define UNWIND_MAPPING_BITS 7 /* 128 executable mappings per process */
+#ifndef UNWIND_MAX_FILES
+#define UNWIND_MAX_FILES 8192
 #endif
-#define UNWIND_MAX_MAPPINGS (1u << UNWIND_MAPPING_BITS)
 
 #ifndef UNWIND_MAX_PROCS
-#define UNWIND_MAX_PROCS 1024
+#define UNWIND_MAX_PROCS 8192
+#endif
+
+#ifndef UNWIND_PROC_MAPPINGS
+#define UNWIND_PROC_MAPPINGS 16 /* executable mappings remembered per process */
 #endif
 
 #ifndef UNWIND_MAX_FRAMES
@@ -60,18 +69,73 @@
 #define UNWIND_SIG_FP 120
 #endif
 
-struct unwind_mapping {
-	__u64 start;     /* runtime addresses [start, end) */
-	__u64 end;
-	__u64 bias;      /* runtime address - ELF virtual address */
-	__u32 first_row; /* the file's table in unwind_rows */
-	__u32 nrows;     /* 0: no table (JIT, anonymous, not built yet): FP only */
+/* A mapped file as the kernel knows it. The generation tells apart two
+ * files that had the same inode number one after the other. */
+struct unwind_file_key {
+	__u64 ino;
+	__u32 dev; /* the kernel's dev_t: MAJOR << 20 | MINOR */
+	__u32 gen;
 };
 
-struct unwind_proc {
-	__u32 nmappings; /* sorted by start, non-overlapping */
+enum unwind_file_state {
+	UNWIND_FILE_PENDING = 0, /* requested; user space has not answered */
+	UNWIND_FILE_READY = 1,   /* answered: nrows rows, or none (FP) */
+};
+
+struct unwind_file {
+	__u32 first_row; /* the file's table in unwind_rows */
+	__u32 nrows;     /* 0: no table (none built yet, or none usable): FP */
+	__s64 adj;       /* ELF virtual address = file offset + adj */
+	__u64 last_used; /* bpf_ktime_get_ns of a recent lookup (coarse) */
+	__u32 state;     /* enum unwind_file_state */
 	__u32 _pad;
-	struct unwind_mapping mappings[UNWIND_MAX_MAPPINGS];
+};
+
+/* What user space needs to build a file's table: whose mapping it is (to
+ * open /proc/PID/map_files/START-END), or, with start == end == 0, the
+ * executable of pid (the exec hook: /proc/PID/exe). */
+struct unwind_request {
+	struct unwind_file_key file;
+	__u64 start, end;
+	__u32 pid;
+	__u32 _pad;
+};
+
+/* An executable mapping of a process, as bpf_find_vma described it. */
+struct unwind_proc_mapping {
+	__u64 start, end; /* runtime addresses [start, end) */
+	__u64 pgoff;      /* file offset of start, in pages */
+	struct unwind_file_key file;
+	__u32 kind; /* enum unwind_mapping_kind */
+	__u32 _pad;
+};
+
+enum unwind_mapping_kind {
+	UNWIND_MAPPING_ANON = 0, /* anonymous memory (JIT code) */
+	UNWIND_MAPPING_FILE = 1,
+	UNWIND_MAPPING_VDSO = 2,
+};
+
+/* The mappings a process's samples have needed, learned by the kernel
+ * (bpf_find_vma) without user space: at exec (the program and its
+ * interpreter), at fork (the parent's), and one per sample for a PC in no
+ * known mapping. A full list replaces its oldest entry. */
+struct unwind_proc {
+	__u32 n;    /* valid entries in m */
+	__u32 next; /* the slot the next mapping takes */
+	struct unwind_proc_mapping m[UNWIND_PROC_MAPPINGS];
+};
+
+/* The mapping of a PC, as the walker caches it: runtime addresses [start,
+ * end), runtime address - ELF address, and the file's table. */
+struct unwind_mapping {
+	__u64 start;
+	__u64 end;
+	__u64 bias;
+	__u32 first_row;
+	__u32 nrows; /* 0: no table: FP */
+	__u32 known; /* 1: the file is READY in unwind_files (with or without rows) */
+	__u32 _pad;
 };
 
 /* Why unwinding stopped. */
@@ -92,13 +156,33 @@ struct unwind_stack {
 	__u32 stop;         /* enum unwind_stop */
 	__u32 table_frames; /* frames unwound by a table row */
 	__u32 fp_frames;    /* frames unwound by the FP chain (fallback or FP rows) */
+	/* enum unwind_caller: why the leaf's caller cannot be trusted (0: it
+	 * can). The FP chain skips the caller of a leaf that keeps no frame
+	 * record (gcc and Go emit such leaves even with frame pointers on), so
+	 * a leaf walked by FP without a table says so instead of naming a
+	 * wrong parent. */
+	__u32 leaf_caller;
+	__u32 _pad;
 	__u64 pcs[UNWIND_MAX_FRAMES];
+};
+
+enum unwind_caller {
+	UNWIND_CALLER_OK = 0,
+	UNWIND_CALLER_NO_TABLE = 1,   /* the leaf's file has no table (none usable, JIT, anonymous) */
+	UNWIND_CALLER_PENDING = 2,    /* the leaf's file table is being built */
+	UNWIND_CALLER_NO_MAPPING = 3, /* the kernel could not say which mapping holds the leaf */
 };
 
 struct unwind_state {
 	__u64 pc, sp, fp, lr;
 	__u32 tgid;
 	__u32 flags;
+	__u32 caller;   /* enum unwind_caller of the last mapping lookup */
+	__u32 vma_used;      /* bpf_find_vma was called: at most once per sample (see unwind_find_mapping) */
+	__u32 _pad3;
+	__u32 requests;      /* file requests sent by this walk */
+	__u32 lost_requests; /* ... and lost */
+	__u32 _pad2;
 	__u64 hash; /* of pcs[0..n), updated per frame (see unwind_hash) */
 	struct unwind_stack stack;
 	/* Lookup caches: the mapping of the last PC (map.end == 0: none) and
@@ -117,10 +201,28 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, UNWIND_MAX_FILES);
+	__type(key, struct unwind_file_key);
+	__type(value, struct unwind_file);
+} unwind_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} unwind_requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, UNWIND_MAX_PROCS);
 	__type(key, __u32);
 	__type(value, struct unwind_proc);
 } unwind_procs SEC(".maps");
+
+/* An empty process, to create or reset an unwind_procs entry. */
+static struct unwind_proc unwind_proc_empty;
+
+/* Log2 of the page size (vm_pgoff is in pages); user space sets it. */
+volatile const __u32 unwind_page_shift = 12;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -129,37 +231,153 @@ struct {
 	__type(value, struct unwind_state);
 } unwind_scratch SEC(".maps");
 
+static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct unwind_proc_mapping *m = data;
+	m->start = BPF_CORE_READ(vma, vm_start);
+	m->end = BPF_CORE_READ(vma, vm_end);
+	m->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	struct file *f = BPF_CORE_READ(vma, vm_file);
+	if (f) {
+		struct inode *ino = BPF_CORE_READ(f, f_inode);
+		m->file.ino = BPF_CORE_READ(ino, i_ino);
+		m->file.gen = BPF_CORE_READ(ino, i_generation);
+		m->file.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+		m->kind = UNWIND_MAPPING_FILE;
+	} else if ((__u64)BPF_CORE_READ(vma, vm_mm, context.vdso) == m->start) {
+		m->kind = UNWIND_MAPPING_VDSO; /* unwind_files has it under the zero key */
+	}
+	return 0;
+}
+
+/* unwind_learn asks the kernel for the mapping of task that holds addr
+ * and adds it to proc. In interrupt context (the perf event) a program can
+ * call bpf_find_vma once: the mmap lock's deferred unlock is per CPU, and a
+ * second call before it runs fails with EBUSY. Returns the entry, or NULL. */
+static __always_inline struct unwind_proc_mapping *unwind_learn(struct unwind_proc *proc, struct task_struct *task,
+								 __u64 addr)
+{
+	struct unwind_proc_mapping m = {};
+	if (bpf_find_vma(task, addr, unwind_vma_cb, &m, 0) || m.end <= m.start)
+		return 0;
+	__u32 i = proc->next % UNWIND_PROC_MAPPINGS;
+	proc->m[i] = m;
+	proc->next = i + 1;
+	if (proc->n < UNWIND_PROC_MAPPINGS)
+		proc->n++;
+	return &proc->m[i];
+}
+
+/* unwind_request_file asks user space for the table of file key, once:
+ * the placeholder entry makes later lookups find it pending. pid's mapping
+ * [start, end) maps it (0, 0: pid's executable). Returns 1 when sent, 0
+ * when it was already asked for, -1 when the request was lost (the ring
+ * buffer or unwind_files is full). */
+static __always_inline int unwind_request_file(const struct unwind_file_key *key, __u64 start, __u64 end, __u32 pid)
+{
+	struct unwind_file pending = {.state = UNWIND_FILE_PENDING, .last_used = bpf_ktime_get_ns()};
+	long err = bpf_map_update_elem(&unwind_files, key, &pending, BPF_NOEXIST);
+	if (err == -17 /* EEXIST */)
+		return 0; /* another CPU asked first */
+	if (err)
+		return -1; /* unwind_files is full */
+	struct unwind_request *r = bpf_ringbuf_reserve(&unwind_requests, sizeof(*r), 0);
+	if (!r) {
+		/* Ring buffer full: forget the placeholder so a later sample asks again. */
+		bpf_map_delete_elem(&unwind_files, key);
+		return -1;
+	}
+	r->file = *key;
+	r->start = start;
+	r->end = end;
+	r->pid = pid;
+	r->_pad = 0;
+	bpf_ringbuf_submit(r, 0);
+	return 1;
+}
+
+/* unwind_find_mapping caches in st->map the mapping holding pc and its
+ * file's table; st->caller says why there is no table. */
+static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 pc)
+{
+	st->map.nrows = 0;
+	st->map.known = 0;
+	st->row_lo = 1;
+	st->row_hi = 0; /* empty row cache */
+	/* Until a mapping is found: this PC only. */
+	st->map.start = pc;
+	st->map.end = pc + 1;
+	st->caller = UNWIND_CALLER_NO_MAPPING;
+
+	__u32 tgid = st->tgid;
+	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+	if (!proc) {
+		bpf_map_update_elem(&unwind_procs, &tgid, &unwind_proc_empty, BPF_NOEXIST);
+		proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+		if (!proc)
+			return;
+	}
+	struct unwind_proc_mapping *m = 0;
+	for (__u32 i = 0; i < UNWIND_PROC_MAPPINGS; i++) {
+		if (i >= proc->n)
+			break;
+		if (proc->m[i].start <= pc && pc < proc->m[i].end) {
+			m = &proc->m[i];
+			break;
+		}
+	}
+	if (!m) {
+		if (st->vma_used)
+			return; /* one bpf_find_vma per sample: frame pointers */
+		st->vma_used = 1;
+		m = unwind_learn(proc, bpf_get_current_task_btf(), pc);
+		if (!m)
+			return; /* no mapping (a garbage PC) or the mmap lock is taken */
+	}
+	struct unwind_proc_mapping v = *m;
+	st->map.start = v.start;
+	st->map.end = v.end;
+	st->caller = UNWIND_CALLER_NO_TABLE;
+	if (v.kind == UNWIND_MAPPING_ANON) {
+		/* Anonymous memory: JIT code, whose compilers keep frame
+		 * records (V8; HotSpot with -XX:+PreserveFramePointer): FP. */
+		st->caller = UNWIND_CALLER_OK;
+		return;
+	}
+	struct unwind_file *f = bpf_map_lookup_elem(&unwind_files, &v.file);
+	if (!f) {
+		if (v.kind == UNWIND_MAPPING_FILE) {
+			int sent = unwind_request_file(&v.file, v.start, v.end, st->tgid);
+			if (sent > 0)
+				st->requests++;
+			else if (sent < 0)
+				st->lost_requests++;
+		}
+		st->caller = UNWIND_CALLER_PENDING;
+		return;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (now - f->last_used > 1000000000ull)
+		f->last_used = now;
+	if (f->state != UNWIND_FILE_READY) {
+		st->caller = UNWIND_CALLER_PENDING;
+		return;
+	}
+	st->map.known = 1;
+	st->map.bias = v.start - (v.pgoff << unwind_page_shift) - f->adj;
+	st->map.first_row = f->first_row;
+	st->map.nrows = f->nrows;
+	if (f->nrows)
+		st->caller = UNWIND_CALLER_OK;
+}
+
 /* unwind_find_row finds the row for pc; 0 when there is none (FP fallback).
  * The last mapping and row found are cached in st: consecutive frames are
  * often in the same file and, in recursion, the same function. */
 static __always_inline int unwind_find_row(struct unwind_state *st, __u64 pc, struct unwind_row *out)
 {
-	if (pc < st->map.start || pc >= st->map.end) {
-		__u32 tgid = st->tgid;
-		struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
-		if (!proc)
-			return 0;
-		__u32 lo = 0, hi = proc->nmappings, mid;
-		if (hi > UNWIND_MAX_MAPPINGS)
-			hi = UNWIND_MAX_MAPPINGS;
-		for (int i = 0; i <= UNWIND_MAPPING_BITS; i++) {
-			if (lo >= hi)
-				break;
-			mid = (lo + hi) / 2;
-			if (proc->mappings[mid & (UNWIND_MAX_MAPPINGS - 1)].start <= pc)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo == 0)
-			return 0;
-		struct unwind_mapping *m = &proc->mappings[(lo - 1) & (UNWIND_MAX_MAPPINGS - 1)];
-		if (pc >= m->end)
-			return 0;
-		st->map = *m;
-		st->row_lo = 1;
-		st->row_hi = 0; /* empty row cache */
-	}
+	if (pc < st->map.start || pc >= st->map.end)
+		unwind_find_mapping(st, pc);
 	if (st->map.nrows == 0)
 		return 0;
 
@@ -231,6 +449,8 @@ static __always_inline int unwind_step(struct unwind_state *st)
 	int kind = UNWIND_KIND_UNSUPPORTED;
 	if (unwind_find_row(st, pc, &row))
 		kind = UNWIND_ROW_KIND(&row);
+	if (st->stack.n == 1 && kind == UNWIND_KIND_UNSUPPORTED)
+		st->stack.leaf_caller = st->caller == UNWIND_CALLER_OK && st->map.nrows ? UNWIND_CALLER_NO_TABLE : st->caller;
 
 	__u64 cfa, ra = 0, fp = st->fp, sp;
 	switch (kind) {
@@ -364,6 +584,11 @@ static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __
 	st->tgid = tgid;
 	st->map.start = 0;
 	st->map.end = 0;
+	st->caller = 0;
+	st->requests = 0;
+	st->vma_used = 0;
+	st->lost_requests = 0;
+	st->stack.leaf_caller = 0;
 	st->row_lo = 1;
 	st->row_hi = 0;
 	st->hash = 0xcbf29ce484222325ull;
@@ -380,13 +605,47 @@ static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __
  * stack, so equal stacks share one map entry. */
 static __always_inline __u64 unwind_hash(const struct unwind_state *st)
 {
-	__u64 h = st->hash ^ st->stack.n;
+	__u64 h = st->hash ^ st->stack.n ^ ((__u64)st->stack.leaf_caller << 56);
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdull;
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ull;
 	h ^= h >> 33;
 	return h;
+}
+
+/* unwind_exec starts a process's mapping list afresh at exec, with the
+ * new program's text (from start_code) and the code at entry_pc (its
+ * interpreter, ld.so, or the program itself), and asks for the tables of
+ * their files at once. Called from the exec tracepoint: task context, where
+ * bpf_find_vma may be called more than once. */
+static __always_inline void unwind_exec(__u32 tgid, __u64 start_code, __u64 entry_pc)
+{
+	bpf_map_update_elem(&unwind_procs, &tgid, &unwind_proc_empty, BPF_ANY);
+	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
+	if (!proc)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct unwind_proc_mapping *m = unwind_learn(proc, task, start_code);
+	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
+		struct unwind_proc_mapping v = *m;
+		unwind_request_file(&v.file, v.start, v.end, tgid);
+	}
+	if (m && entry_pc >= m->start && entry_pc < m->end)
+		return; /* a static program: no interpreter */
+	m = unwind_learn(proc, task, entry_pc);
+	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
+		struct unwind_proc_mapping v = *m;
+		unwind_request_file(&v.file, v.start, v.end, tgid);
+	}
+}
+
+/* unwind_fork gives a new process its parent's mappings (fork copies them). */
+static __always_inline void unwind_fork(__u32 parent, __u32 child)
+{
+	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &parent);
+	if (proc)
+		bpf_map_update_elem(&unwind_procs, &child, proc, BPF_ANY);
 }
 
 #endif /* SCORCH_UNWIND_H */

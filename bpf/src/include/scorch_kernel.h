@@ -51,7 +51,38 @@ struct bpf_perf_event_data {
 	__u64 addr;
 };
 
-struct mm_struct;
+struct super_block {
+	__u32 s_dev; /* dev_t: MAJOR << 20 | MINOR */
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	__u32 i_generation;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+/* mm_context_t: the vDSO's address is a member on amd64 and arm64. */
+typedef struct {
+	void *vdso;
+} __attribute__((preserve_access_index)) mm_context_t;
+
+struct mm_struct {
+	mm_context_t context;
+	struct file *exe_file;
+	unsigned long start_code;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct mm_struct *vm_mm;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
 
 struct task_struct {
 	unsigned int flags;
