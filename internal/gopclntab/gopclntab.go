@@ -64,8 +64,8 @@ type Table struct {
 
 	// For Funcs and AppendSP: the layout of function records, and the
 	// offset of pcln in the section, for errors.
-	v116    bool   // Go 1.16/1.17: functab of (entry, funcoff) pointer pairs
-	pclnOff uint64 // pcln's offset in the section
+	v116     bool   // Go 1.16/1.17: functab of (entry, funcoff) pointer pairs
+	pclnOff  uint64 // pcln's offset in the section
 	pctabOff uint64
 
 	// mapped is whether the bytes above are mapped from the file (see
