@@ -197,6 +197,17 @@ func (r readelfRow) expected() (Row, bool) {
 // compareWithReadelf checks every table row against readelf's rows and
 // returns a summary of what could not be compared.
 func compareWithReadelf(t *testing.T, path string) {
+	compareWithReadelfOf(t, path, path)
+}
+
+// compareWithReadelfOf compares the table of path with the CFI readelf
+// prints for cfiPath: the same file, or its unstripped twin.
+func compareWithReadelfOf(t *testing.T, path, cfiPath string) {
+	cf, err := elf.Open(cfiPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
 	f, err := elf.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -207,11 +218,11 @@ func compareWithReadelf(t *testing.T, path string) {
 		t.Fatalf("Build(%s): %v", path, err)
 	}
 	ours := tab.Rows()
-	theirs := parseReadelf(t, path)
+	theirs := parseReadelf(t, cfiPath)
 	if len(theirs) == 0 {
 		t.Fatalf("readelf printed no CFI rows for %s", path)
 	}
-	eos := endOfStackRanges(f)
+	eos := endOfStackRanges(cf)
 	goFn := goFuncAt(t, f)
 	var compared, mismatches int
 	notCompared := map[string]int{}
