@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scorch-profiler/scorch/internal/gopclntab"
+	"github.com/scorch-profiler/scorch/internal/mapped"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/gopclntab"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
 )
 
 // An object is one ELF file, shared by every process that maps it (objects

@@ -82,9 +82,21 @@
 //
 // # Go binaries
 //
-// Go's .debug_frame does not describe the saved rbp of Go functions, so
-// table rows for Go code say "FP unchanged". That is harmless while the
-// stack stays in Go (Go frames are SP-based) and Go always keeps frame
-// pointers on amd64 and arm64; the FP chain can unwind Go code when no
-// table is loaded for it.
+// On amd64 the rows of Go functions come from Go's own pclntab (package
+// internal/gopclntab), which stripped binaries (-ldflags='-s -w', no
+// .debug_frame) keep: its pcsp table gives the SP delta of every PC, so
+// CFA = SP + delta + 8 with the return address at CFA-8, and the caller's
+// FP is at CFA-16 from the instruction after the prologue saved it
+// (goFrameSave: "PUSHQ BP" since Go 1.21, "MOVQ BP, n-8(SP)" before) to
+// the epilogue that restores it; frameless leaves leave FP unchanged. The
+// frame-pointer chain would drop the caller of every frameless leaf. The
+// runtime's top frames (FlagTopFrame: goexit, rt0_go, mstart) and the
+// functions that write SP (FlagSPWrite: gogo, morestack, mcall, ...) end
+// the stack, except the stack switches of stackSwitchFuncs, whose frame
+// record on the goroutine stack is followed (FRAME_POINTER rows after
+// their "PUSHQ BP; MOVQ SP, BP", STACK_SWITCH at their calls). The names
+// of those functions come from the pclntab when the symbol table is
+// stripped. .eh_frame/.debug_frame rows stay for the code the pclntab
+// does not cover (cgo's C code). arm64 Go code keeps its .debug_frame rows
+// (FP unchanged) or the FP chain.
 package unwinder

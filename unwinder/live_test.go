@@ -139,6 +139,20 @@ func startWorkload(t *testing.T, name string) *exec.Cmd {
 // sampleStopped stops pid with ptrace, unwinds it with Unwind and resumes it.
 func sampleStopped(t *testing.T, pid int, cache map[string]*procMapping) ([]string, []*procMapping) {
 	t.Helper()
+	names, _, ms := sampleStoppedFP(t, pid, cache)
+	return names, ms
+}
+
+// sampleGoStopped is sampleStopped that also unwinds through the frame
+// pointer chain alone (no tables), for comparison.
+func sampleGoStopped(t *testing.T, pid int, cache map[string]*procMapping) (names, fpNames []string) {
+	t.Helper()
+	names, fpNames, _ = sampleStoppedFP(t, pid, cache)
+	return names, fpNames
+}
+
+func sampleStoppedFP(t *testing.T, pid int, cache map[string]*procMapping) ([]string, []string, []*procMapping) {
+	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := unix.PtraceAttach(pid); err != nil {
@@ -177,7 +191,13 @@ func sampleStopped(t *testing.T, pid int, cache map[string]*procMapping) ([]stri
 	for i, pc := range pcs {
 		names[i] = symbolize(ms, pc)
 	}
-	return names, ms
+	noTables := func(uint64) (*Table, uint64, bool) { return nil, 0, false }
+	fpPCs := Unwind(Regs{PC: regs.Rip, SP: regs.Rsp, FP: regs.Rbp}, readMem, noTables, 256)
+	fpNames := make([]string, len(fpPCs))
+	for i, pc := range fpPCs {
+		fpNames[i] = symbolize(ms, pc)
+	}
+	return names, fpNames, ms
 }
 
 // checkChain asserts that the stack ends at _start through main and that

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scorch-profiler/scorch/internal/gopclntab"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -196,6 +197,17 @@ func (r readelfRow) expected() (Row, bool) {
 // compareWithReadelf checks every table row against readelf's rows and
 // returns a summary of what could not be compared.
 func compareWithReadelf(t *testing.T, path string) {
+	compareWithReadelfOf(t, path, path)
+}
+
+// compareWithReadelfOf compares the table of path with the CFI readelf
+// prints for cfiPath: the same file, or its unstripped twin.
+func compareWithReadelfOf(t *testing.T, path, cfiPath string) {
+	cf, err := elf.Open(cfiPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
 	f, err := elf.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -206,11 +218,12 @@ func compareWithReadelf(t *testing.T, path string) {
 		t.Fatalf("Build(%s): %v", path, err)
 	}
 	ours := tab.Rows()
-	theirs := parseReadelf(t, path)
+	theirs := parseReadelf(t, cfiPath)
 	if len(theirs) == 0 {
 		t.Fatalf("readelf printed no CFI rows for %s", path)
 	}
-	eos := endOfStackRanges(f)
+	eos := endOfStackRanges(cf)
+	goFn := goFuncAt(t, f)
 	var compared, mismatches int
 	notCompared := map[string]int{}
 	// Code the linker discarded keeps its FDE with an address of 0 (older
@@ -256,6 +269,21 @@ func compareWithReadelf(t *testing.T, path string) {
 				// system stack the call runs on.
 				notCompared["stack switch"]++
 				continue
+			case goFn(at) != nil && (got.Kind == KindEndOfStack || got.Kind == KindFramePointer):
+				// Go's top frames and the functions that write SP: Go's
+				// .debug_frame gives their SP deltas as if SP were not
+				// switched.
+				notCompared["Go top frame or SP writer: "+goFn(at).Name]++
+				continue
+			case goFn(at) != nil && got.Kind == KindCFA && want.Kind == KindCFA:
+				// Go's .debug_frame comes from the same SP deltas but does
+				// not describe the saved rbp; the pclntab rows do.
+				compared++
+				if got.CFAReg != want.CFAReg || got.CFAOffset != want.CFAOffset || got.RAOffset != want.RAOffset {
+					mismatches++
+					t.Errorf("%s: %#x (Go %s): got %+v, readelf says cfa=%s ra=%s", path, at, goFn(at).Name, got, tr.cfa, tr.ra)
+				}
+				continue
 			case got.Kind == KindPLT || got.Kind == KindSignal:
 				if tr.cfa != "exp" {
 					t.Errorf("%s: %#x: we say %v, readelf says cfa=%s", path, at, got.Kind, tr.cfa)
@@ -278,6 +306,28 @@ func compareWithReadelf(t *testing.T, path string) {
 		path, len(theirs), len(ours), compared, mismatches, notCompared, tab.Stats().ReasonSummary())
 	if compared < len(theirs)/2 {
 		t.Errorf("%s: only %d of %d readelf rows compared", path, compared, len(theirs))
+	}
+}
+
+// goFuncAt returns the pclntab function containing a PC, or nil.
+func goFuncAt(t *testing.T, f *elf.File) func(pc uint64) *gopclntab.Func {
+	tab, err := gopclntab.OpenFuncs(f)
+	if err != nil {
+		return func(uint64) *gopclntab.Func { return nil }
+	}
+	var fns []gopclntab.Func
+	for fn, err := range tab.Funcs() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		fns = append(fns, fn)
+	}
+	return func(pc uint64) *gopclntab.Func {
+		i := sort.Search(len(fns), func(i int) bool { return fns[i].Entry > pc }) - 1
+		if i < 0 || pc >= fns[i].End {
+			return nil
+		}
+		return &fns[i]
 	}
 }
 

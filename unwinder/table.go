@@ -219,6 +219,7 @@ var stackSwitchFuncs = map[string]string{
 	"runtime.nanotime1.abi0": "",
 	"runtime.walltime.abi0":  "", // before Go 1.23
 	"runtime.vgetrandom1":    "",
+	"time.now":               "", // Go 1.23+
 }
 
 func isStackSwitchSymbol(name string) bool {
@@ -284,7 +285,16 @@ func Build(f *elf.File) (*Table, error) {
 	if err := b.build(fdes); err != nil {
 		return nil, err
 	}
-	b.applySymbols(f)
+	var goFuncs []goFunc
+	if f.Machine == elf.EM_X86_64 {
+		// Go functions: rows from the pclntab's SP deltas, which stripped
+		// binaries keep and whose saved FP .debug_frame does not describe.
+		var err error
+		if goFuncs, err = b.goRows(f); err != nil {
+			return nil, err
+		}
+	}
+	b.applySymbols(f, goFuncs)
 	b.merge()
 	t := &Table{machine: f.Machine, rows: slices.Clip(b.rows)}
 	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
@@ -496,20 +506,28 @@ func isAMD64SigreturnCFA(e []byte) bool {
 }
 
 // applySymbols marks the ranges of entry-point functions as end of stack,
-// and the calls of Go's runtime.asmcgocall into C as stack switches.
-func (b *builder) applySymbols(f *elf.File) {
+// and the calls of Go's runtime.asmcgocall into C as stack switches. The
+// functions are found by their ELF symbols, or, in stripped Go binaries,
+// among the functions of the pclntab (goFuncs).
+func (b *builder) applySymbols(f *elf.File, goFuncs []goFunc) {
 	var eos [][2]uint64
 	funcs := map[string]elf.Symbol{}
-	funcSymbols(f, func(name []byte) bool {
-		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
-	}, func(s elf.Symbol) {
+	found := func(s elf.Symbol) {
 		if endOfStackSymbols[s.Name] {
 			eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
 		}
-		if isStackSwitchSymbol(s.Name) {
+		if _, dup := funcs[s.Name]; isStackSwitchSymbol(s.Name) && !dup {
 			funcs[s.Name] = s
 		}
-	})
+	}
+	funcSymbols(f, func(name []byte) bool {
+		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
+	}, found)
+	if len(funcs) == 0 && len(eos) == 0 {
+		for _, g := range goFuncs {
+			found(elf.Symbol{Name: g.name, Value: g.entry, Size: g.end - g.entry})
+		}
+	}
 	for _, rg := range eos {
 		b.markRange(rg[0], rg[1], Row{Kind: KindEndOfStack})
 	}

@@ -30,25 +30,41 @@ var (
 // goBinary builds cmd/scorch (a large Go binary with .debug_frame), or the
 // go command when cmd/scorch does not build (it is under construction).
 func goBinary(b *testing.B) string {
-	goBinOnce.Do(func() {
+	return buildGo(b, &goBinOnce, &goBin, &goBinErr)
+}
+
+var (
+	strippedOnce sync.Once
+	strippedBin  string
+	strippedErr  error
+)
+
+// goStrippedBinary is goBinary built with -ldflags='-s -w': no
+// .debug_frame, no symbols; its table comes from the pclntab.
+func goStrippedBinary(b *testing.B) string {
+	return buildGo(b, &strippedOnce, &strippedBin, &strippedErr, "-ldflags=-s -w")
+}
+
+func buildGo(b *testing.B, once *sync.Once, goBin *string, goBinErr *error, flags ...string) string {
+	once.Do(func() {
 		dir, err := os.MkdirTemp("", "unwinder-bench")
 		if err != nil {
-			goBinErr = err
+			*goBinErr = err
 			return
 		}
 		for _, pkg := range []string{"github.com/scorch-profiler/scorch/cmd/scorch", "cmd/go"} {
-			goBin = filepath.Join(dir, filepath.Base(pkg))
-			out, err := exec.Command("go", "build", "-o", goBin, pkg).CombinedOutput()
-			if goBinErr = err; err == nil {
+			*goBin = filepath.Join(dir, filepath.Base(pkg))
+			out, err := exec.Command("go", append(append([]string{"build"}, flags...), "-o", *goBin, pkg)...).CombinedOutput()
+			if *goBinErr = err; err == nil {
 				return
 			}
 			b.Logf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if goBinErr != nil {
-		b.Fatalf("building a Go binary: %v", goBinErr)
+	if *goBinErr != nil {
+		b.Fatalf("building a Go binary: %v", *goBinErr)
 	}
-	return goBin
+	return *goBin
 }
 
 func benchBuild(b *testing.B, path string) {
@@ -87,6 +103,8 @@ func BenchmarkBuildLibstdcxx(b *testing.B) {
 }
 
 func BenchmarkBuildGo(b *testing.B) { benchBuild(b, goBinary(b)) }
+
+func BenchmarkBuildGoStripped(b *testing.B) { benchBuild(b, goStrippedBinary(b)) }
 
 func BenchmarkBuildChromium(b *testing.B) {
 	testenv.RequireTool(b, "chromium")

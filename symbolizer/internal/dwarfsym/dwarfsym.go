@@ -62,7 +62,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
+	"github.com/scorch-profiler/scorch/internal/mapped"
 )
 
 // ErrNoDWARF is wrapped by Open's error when neither the file nor any

@@ -18,7 +18,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
+	"github.com/scorch-profiler/scorch/internal/mapped"
 )
 
 // MaxSection bounds the size of one section this package reads into memory,

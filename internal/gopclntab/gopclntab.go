@@ -20,7 +20,7 @@ import (
 	"io"
 	"runtime"
 
-	"github.com/scorch-profiler/scorch/symbolizer/internal/mapped"
+	"github.com/scorch-profiler/scorch/internal/mapped"
 )
 
 // ErrNotGo is returned by Open for files without a .gopclntab section.
@@ -62,6 +62,12 @@ type Table struct {
 
 	old *gosym.Table // pre-1.18 binaries
 
+	// For Funcs and AppendSP: the layout of function records, and the
+	// offset of pcln in the section, for errors.
+	v116     bool   // Go 1.16/1.17: functab of (entry, funcoff) pointer pairs
+	pclnOff  uint64 // pcln's offset in the section
+	pctabOff uint64
+
 	// mapped is whether the bytes above are mapped from the file (see
 	// package mapped): they are unmapped when the Table is garbage.
 	mapped bool
@@ -73,6 +79,17 @@ type Table struct {
 // none. The caller must read the Table's file under mapped.Guard if r is
 // a file that could be truncated.
 func Open(f *elf.File, r io.ReaderAt) (*Table, error) {
+	return openELF(f, r, true)
+}
+
+// OpenFuncs reads the pclntab of f for its functions and SP deltas
+// (Funcs, AppendSP) only: the section is copied, and the inline trees
+// Resolve expands are not read.
+func OpenFuncs(f *elf.File) (*Table, error) {
+	return openELF(f, nil, false)
+}
+
+func openELF(f *elf.File, r io.ReaderAt, inline bool) (*Table, error) {
 	s := f.Section(".gopclntab")
 	if s == nil {
 		return nil, ErrNotGo
@@ -105,14 +122,14 @@ func Open(f *elf.File, r io.ReaderAt) (*Table, error) {
 		reg.Close()
 		return nil, err
 	}
-	if t.old != nil {
+	if t.old != nil && t.functab == nil {
 		// debug/gosym copies what it keeps.
 		reg.Close()
 		return t, nil
 	}
 	t.mapped = reg.Mapped()
 	mapped.Attach(t, reg)
-	if haveGofunc {
+	if haveGofunc && inline && r != nil {
 		if g := readRegion(f, r, gofuncAddr); g != nil {
 			t.gofunc = g.Bytes()
 			t.mapped = t.mapped || g.Mapped()
@@ -293,18 +310,20 @@ func Parse(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error) {
 	if files, err = sub("filetab", hdr[5], hdr[6]); err != nil {
 		return nil, err
 	}
+	t.pctabOff = hdr[6]
 	if t.pctab, err = sub("pctab", hdr[6], hdr[7]); err != nil {
 		return nil, err
 	}
 	if t.pcln, err = sub("pclntable", hdr[7], uint64(len(data))); err != nil {
 		return nil, err
 	}
-	if hdr[0] > uint64(len(t.pcln))/8 {
+	if hdr[0] > uint64(len(t.pcln)) || (hdr[0]*2+1)*4 > uint64(len(t.pcln)) {
 		return nil, fmt.Errorf("gopclntab: %d functions do not fit the %d byte function table", hdr[0], len(t.pcln))
 	}
 	t.nfunc = int(hdr[0])
 	t.functab = t.pcln[:(t.nfunc*2+1)*4]
 	t.funcnames, t.files = funcnames, files
+	t.pclnOff = hdr[7]
 	return t, nil
 }
 
@@ -327,7 +346,14 @@ func parseOld(data []byte, textStart uint64, bo binary.ByteOrder) (*Table, error
 	if err != nil {
 		return nil, fmt.Errorf("gopclntab: %w", err)
 	}
-	return &Table{old: tab}, nil
+	t := &Table{old: tab, bo: bo, ptrSize: ptrSize, quantum: uint64(data[6])}
+	if bo.Uint32(data) == 0xfffffffa {
+		// Go 1.16 and 1.17: what Funcs and AppendSP read.
+		if err := t.parse116(data); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // Size estimates the memory the table holds. Mapped bytes count for a

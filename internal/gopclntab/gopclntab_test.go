@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -190,4 +191,118 @@ func BenchmarkResolve(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		buf = tab.Resolve(addrs[i%len(addrs)], buf[:0])
 	}
+}
+
+// TestFuncs checks the functions of the stripped build against the symbol
+// table of its unstripped twin, and their SP deltas against the machine
+// code: 0 at every entry, 8 right after a PUSHQ BP prologue.
+func TestFuncs(t *testing.T) {
+	osf, err := os.Open(workload(t, "symtest-go-stripped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer osf.Close()
+	ef, err := elf.NewFile(osf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := OpenFuncs(ef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, full := open(t, "symtest-go")
+	syms, err := full.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byAddr := map[uint64][]string{}
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+			byAddr[s.Value] = append(byAddr[s.Value], strings.TrimSuffix(s.Name, ".abi0"))
+		}
+	}
+	text := ef.Section(".text")
+	code, err := text.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sp []SPDelta
+	n, named, pushes := 0, 0, 0
+	for f, err := range tab.Funcs() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if slices.Contains(byAddr[f.Entry], strings.ReplaceAll(f.Name, "·", ".")) {
+			named++
+		} else {
+			t.Errorf("%s at %#x: the symbol table has %q there", f.Name, f.Entry, byAddr[f.Entry])
+		}
+		if sp, err = tab.AppendSP(sp[:0], &f); err != nil {
+			t.Fatal(err)
+		}
+		if len(sp) == 0 {
+			continue
+		}
+		if sp[0].Lo != f.Entry || sp[0].Delta != 0 {
+			t.Errorf("%s: first SP delta %+v, want 0 from the entry %#x", f.Name, sp[0], f.Entry)
+		}
+		for i := 1; i < len(sp); i++ {
+			if sp[i].Lo != sp[i-1].Hi {
+				t.Errorf("%s: SP deltas %+v and %+v leave a gap", f.Name, sp[i-1], sp[i])
+			}
+		}
+		for _, d := range sp {
+			if d.Delta == 8 && d.Lo > f.Entry && code[d.Lo-1-text.Addr] == 0x55 {
+				pushes++ // PUSHQ BP: 8 bytes pushed
+			}
+		}
+	}
+	t.Logf("%d functions, %d named as in the symbol table, %d PUSHQ BP prologues", n, named, pushes)
+	if n != tab.NumFuncs() || n < 1000 || pushes < n/4 {
+		t.Errorf("%d functions of %d, %d PUSHQ BP prologues", n, tab.NumFuncs(), pushes)
+	}
+}
+
+func FuzzPCSP(f *testing.F) {
+	f.Add([]byte{0x02, 0x05, 0x10, 0x20, 0x0f, 0x03, 0x00}, uint64(0x100))
+	f.Add([]byte{0x01, 0x01, 0x00}, uint64(1))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x01}, uint64(1<<40))
+	f.Fuzz(func(t *testing.T, p []byte, size uint64) {
+		fn := &Func{Entry: 0x401000, End: 0x401000 + size%(1<<32), Name: "f"}
+		sp, err := decodePCSP(nil, p, 0, fn, 1)
+		if err != nil {
+			return
+		}
+		pc := fn.Entry
+		for _, d := range sp {
+			if d.Lo != pc || d.Hi <= d.Lo || d.Hi > fn.End {
+				t.Fatalf("bad piece %+v after %#x in %#x..%#x", d, pc, fn.Entry, fn.End)
+			}
+			pc = d.Hi
+		}
+	})
+}
+
+func FuzzFuncs(f *testing.F) {
+	if file, err := elf.Open(workload(f, "symtest-go-stripped")); err == nil {
+		if s := file.Section(".gopclntab"); s != nil {
+			data, _ := s.Data()
+			f.Add(data[:min(len(data), 8192)])
+		}
+		file.Close()
+	}
+	f.Add([]byte("\xfa\xff\xff\xff\x00\x00\x01\x08"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tab, err := Parse(data, 0x401000, binary.LittleEndian)
+		if err != nil {
+			return
+		}
+		var sp []SPDelta
+		for fn, err := range tab.Funcs() {
+			if err == nil {
+				sp, _ = tab.AppendSP(sp[:0], &fn)
+			}
+		}
+	})
 }

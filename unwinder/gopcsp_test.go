@@ -1,0 +1,137 @@
+package unwinder
+
+import (
+	"debug/elf"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
+)
+
+// buildGoSplit builds testdata/gosplit twice: stripped (-ldflags='-s -w',
+// no symbols, no .debug_frame) and not, with the same code layout.
+func buildGoSplit(t *testing.T) (stripped, full string) {
+	t.Helper()
+	dir := t.TempDir()
+	stripped, full = filepath.Join(dir, "gosplit-stripped"), filepath.Join(dir, "gosplit")
+	for _, b := range [][]string{{"-ldflags=-s -w", "-o", stripped}, {"-o", full}} {
+		cmd := exec.Command("go", append(append([]string{"build"}, b...), "./testdata/gosplit")...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %v: %v\n%s", b, err, out)
+		}
+	}
+	return stripped, full
+}
+
+// TestGoStrippedRows compares the table of a stripped Go binary, built
+// from its pclntab alone, with the .debug_frame of its unstripped twin,
+// which Go's linker writes from the same SP deltas: every CFA must agree.
+func TestGoStrippedRows(t *testing.T) {
+	testenv.RequireTool(t, "readelf")
+	if runtime.GOARCH != "amd64" {
+		t.Skip("pclntab rows are built on amd64 only")
+	}
+	stripped, full := buildGoSplit(t)
+	f, err := elf.Open(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Section(".debug_frame") != nil || f.Section(".eh_frame") != nil || f.Section(".symtab") != nil {
+		t.Fatalf("%s is not stripped", stripped)
+	}
+	compareWithReadelfOf(t, stripped, full)
+}
+
+// TestGoLeafCallers samples a stripped Go program whose time splits 75/25
+// between hot1 and hot2, both calling one frameless leaf, by stopping it
+// and unwinding it with its pclntab table: the leaf's caller must always
+// be there, the callers' shares must be 75% and 25% within binomial
+// bounds, and every stack must reach runtime.goexit through main.main and
+// runtime.main. The frame pointer chain alone, for comparison, drops the
+// leaf's caller.
+func TestGoLeafCallers(t *testing.T) {
+	testenv.RequireRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("pclntab rows are built on amd64 only; PTRACE_GETREGS register names are amd64")
+	}
+	stripped, full := buildGoSplit(t)
+	cmd := exec.Command(stripped, "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	time.Sleep(200 * time.Millisecond)
+	pid := cmd.Process.Pid
+	// Name frames with the unstripped twin's symbols.
+	cache := map[string]*procMapping{}
+	processMappings(t, pid, cache)
+	ef, err := elf.Open(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, err := ef.Symbols()
+	ef.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []elf.Symbol
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Value != 0 {
+			named = append(named, s)
+		}
+	}
+	slices.SortFunc(named, func(a, b elf.Symbol) int { return int(int64(a.Value - b.Value)) })
+	cache[stripped].syms = named
+
+	var n, hot1, hot2, inLeaf, fpMissing int64
+	const samples = 200
+	for i := 0; i < samples; i++ {
+		names, fpNames := sampleGoStopped(t, pid, cache)
+		if len(names) == 0 {
+			continue
+		}
+		if last := names[len(names)-1]; last != "runtime.goexit.abi0" || !slices.Contains(names, "main.main") || !slices.Contains(names, "runtime.main") {
+			t.Errorf("stack does not reach runtime.goexit through main.main and runtime.main: %v", names)
+		}
+		if names[0] == "main.leaf" {
+			inLeaf++
+			if len(names) < 2 || names[1] != "main.hot1" && names[1] != "main.hot2" {
+				t.Errorf("main.leaf called from %v, want main.hot1 or main.hot2", names[1:])
+			}
+			if len(fpNames) < 2 || fpNames[1] != "main.hot1" && fpNames[1] != "main.hot2" {
+				fpMissing++
+			}
+		}
+		switch {
+		case slices.Contains(names, "main.hot1"):
+			hot1++
+			n++
+		case slices.Contains(names, "main.hot2"):
+			hot2++
+			n++
+		}
+		if t.Failed() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%d samples: %d in main.leaf; hot1 %d, hot2 %d; the frame pointer chain alone missed the leaf's caller in %d", samples, inLeaf, hot1, hot2, fpMissing)
+	testenv.CheckShare(t, "samples under main.hot1", hot1, n, 0.75, 0)
+	testenv.CheckShare(t, "samples under main.hot2", hot2, n, 0.25, 0)
+	if float64(n) < 0.9*samples {
+		t.Errorf("only %d of %d samples under main.hot1 or main.hot2", n, samples)
+	}
+	if inLeaf > 0 && fpMissing != inLeaf {
+		t.Errorf("the frame pointer chain found the leaf's caller in %d of %d samples: the leaf is not frameless", inLeaf-fpMissing, inLeaf)
+	}
+}
