@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	proc "github.com/scorch-profiler/scorch/internal/process"
 )
 
 // strippedCopy is a copy of the C workload with every symbol stripped.
@@ -38,7 +40,7 @@ func TestStrippedNote(t *testing.T) {
 			t.Fatal(err)
 		}
 		fi, _ := f.Stat()
-		o.key = fileKey(fi)
+		o.key = proc.FileKey(fi)
 		if o.load(s) != nil {
 			t.Fatalf("%s: symbols loaded from a stripped file", path)
 		}

@@ -78,13 +78,14 @@ func ReadMaps(procDir string) ([]Mapping, error) {
 }
 
 // ParseMaps reads a whole maps file. It stops at the first malformed line
-// and returns the mappings before it together with a *MapsError naming the
-// line. Callers wanting only code keep the mappings whose Exec is true.
+// (or at a read error of r) and returns the mappings before it together
+// with a *MapsError naming the line. Callers wanting only code keep the mappings whose Exec is true.
 func ParseMaps(r io.Reader) ([]Mapping, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxLine)
 	var out []Mapping
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -96,8 +97,8 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 		}
 		out = append(out, m)
 	}
-	if err := sc.Err(); err != nil {
-		return out, fmt.Errorf("process: maps: %w", err)
+	if err := sc.Err(); err != nil { // a line longer than any path
+		return out, &MapsError{Line: n, Msg: err.Error()}
 	}
 	return out, nil
 }
