@@ -235,11 +235,12 @@ func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) []Line {
 		return buf
 	}
 	out := buf
-	if err := proc.Guard(o.path, func() error { out = t.lookup(s, o, pc, buf); return nil }); err != nil {
+	err := proc.Guard(o.path, func() error { out = t.lookup(s, o, pc, buf); return nil })
+	if pe, ok := err.(*proc.ParseError); ok { // the only error Guard can return here
 		o.broken.Store(true)
 		o.tabs.Store(nil)
 		s.stats.recoveredPanics.Add(1)
-		s.log.Error("symbolizer: panic while resolving, file will not be symbolized", "file", o.path, "pc", pc, "err", err, "stack", err.(*proc.ParseError).Stack)
+		s.log.Error("symbolizer: panic while resolving, file will not be symbolized", "file", o.path, "pc", pc, "err", err, "stack", pe.Stack)
 		return buf
 	}
 	return out
