@@ -2,18 +2,16 @@ package symbolizer
 
 import (
 	"bytes"
-	"debug/elf"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/kallsyms"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
 )
 
 // kernel resolves kernel addresses with /proc/kallsyms, reloaded when the
@@ -130,32 +128,22 @@ func buildIDFromNotes(path string) string {
 	if err != nil {
 		return ""
 	}
-	bo := binary.NativeEndian
-	for len(data) >= 12 {
-		namesz, descsz, typ := bo.Uint32(data), bo.Uint32(data[4:]), bo.Uint32(data[8:])
-		data = data[12:]
-		n, d := (uint64(namesz)+3)&^3, (uint64(descsz)+3)&^3
-		if n+d > uint64(len(data)) {
-			return ""
-		}
-		if typ == 3 && strings.TrimRight(string(data[:namesz]), "\x00") == "GNU" {
-			return fmt.Sprintf("%x", data[n:n+uint64(descsz)])
-		}
-		data = data[n+d:]
-	}
-	return ""
+	return proc.NotesBuildID(data, binary.NativeEndian)
 }
 
-// vdsoObject returns the vDSO image of the running kernel, read once from
-// our own address space (every process's [vdso] is the same image).
+// vdsoObject returns the vDSO image of the running kernel (every process's
+// [vdso] is the same image), opened once.
 func (s *Symbolizer) vdsoObject() *object {
 	s.vdsoOnce.Do(func() {
-		o, err := readVDSO(s.opts.ProcRoot)
+		img, err := proc.VDSO()
+		if err == nil {
+			s.vdso, err = openObject(nopCloser{bytes.NewReader(img)}, "[vdso]", "")
+		}
 		if err != nil {
 			s.log.Warn("symbolizer: cannot read the vDSO", "err", err)
 			return
 		}
-		s.vdso = o
+		s.vdso.key = "vdso"
 	})
 	return s.vdso
 }
@@ -163,39 +151,3 @@ func (s *Symbolizer) vdsoObject() *object {
 type nopCloser struct{ *bytes.Reader }
 
 func (nopCloser) Close() error { return nil }
-
-func readVDSO(procRoot string) (*object, error) {
-	data, err := os.ReadFile(filepath.Join(procRoot, "self", "maps"))
-	if err != nil {
-		return nil, err
-	}
-	ms, _ := procmaps.Parse(bytes.NewReader(data), false)
-	for _, m := range ms {
-		if m.Path != "[vdso]" {
-			continue
-		}
-		if m.End-m.Start > 1<<20 {
-			return nil, fmt.Errorf("vdso of %d bytes", m.End-m.Start)
-		}
-		mem, err := os.Open(filepath.Join(procRoot, "self", "mem"))
-		if err != nil {
-			return nil, err
-		}
-		img := make([]byte, m.End-m.Start)
-		_, err = mem.ReadAt(img, int64(m.Start))
-		mem.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading the vdso: %w", err)
-		}
-		if _, err := elf.NewFile(bytes.NewReader(img)); err != nil {
-			return nil, fmt.Errorf("vdso: %w", err)
-		}
-		o, err := openObject(nopCloser{bytes.NewReader(img)}, "[vdso]", "")
-		if err != nil {
-			return nil, err
-		}
-		o.key = "vdso"
-		return o, nil
-	}
-	return nil, fmt.Errorf("no [vdso] in our maps")
-}

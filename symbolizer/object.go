@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/gopclntab"
-	"github.com/scorch-profiler/scorch/internal/mapped"
+	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
 )
@@ -85,68 +83,40 @@ func (t *tables) symbols(o *object, s *Symbolizer) *elfsym.Table {
 
 // openObject reads the headers of an ELF file. f is owned by the object
 // from then on.
+// openObject reads the headers of an ELF file under proc.Guard (a panic
+// is a *proc.ParseError). f is owned by the object from then on, and
+// closed on error.
 func openObject(f interface {
 	io.ReaderAt
 	io.Closer
-}, path, root string) (obj *object, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			f.Close()
-			obj, err = nil, &panicError{fmt.Sprintf("%s: reading ELF headers: %v", path, r)}
+}, path, root string) (*object, error) {
+	var obj *object
+	err := proc.Guard(path, func() error {
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
-	}()
-	ef, err := elf.NewFile(f)
+		obj = &object{path: path, root: root, file: f, ra: f, elf: ef}
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_LOAD {
+				obj.loads = append(obj.loads, p.ProgHeader)
+			}
+		}
+		if len(obj.loads) == 0 {
+			return fmt.Errorf("%s: no PT_LOAD segments", path)
+		}
+		obj.buildID = proc.BuildID(ef)
+		obj.isGo = ef.Section(".gopclntab") != nil
+		if obj.buildID == "" && obj.isGo {
+			obj.buildID = proc.GoBuildID(ef)
+		}
+		return nil
+	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	obj = &object{path: path, root: root, file: f, ra: f, elf: ef}
-	for _, p := range ef.Progs {
-		if p.Type == elf.PT_LOAD {
-			obj.loads = append(obj.loads, p.ProgHeader)
-		}
-	}
-	if len(obj.loads) == 0 {
-		f.Close()
-		return nil, fmt.Errorf("%s: no PT_LOAD segments", path)
-	}
-	obj.buildID = elfsym.BuildID(ef)
-	obj.isGo = ef.Section(".gopclntab") != nil
-	if obj.buildID == "" && obj.isGo {
-		obj.buildID = elfsym.GoBuildID(ef)
+		return nil, err
 	}
 	return obj, nil
-}
-
-type panicError struct{ msg string }
-
-func (e *panicError) Error() string { return "panic: " + e.msg }
-
-// fileKey identifies a file without a build id.
-func fileKey(fi os.FileInfo) string {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return ""
-	}
-	return fmt.Sprintf("f:%x:%x:%d:%d", st.Dev, st.Ino, fi.ModTime().UnixNano(), fi.Size())
-}
-
-// vaddr turns a file offset into the ELF virtual address the symbol tables
-// use, through the PT_LOAD segment that maps it.
-func (o *object) vaddr(off uint64) (uint64, bool) {
-	for _, p := range o.loads {
-		if off >= p.Off && off < p.Off+p.Filesz {
-			return off - p.Off + p.Vaddr, true
-		}
-	}
-	// The mapping starts at the page below the segment's offset.
-	for _, p := range o.loads {
-		align := max(p.Align, 1)
-		if off >= p.Off&^(align-1) && off < p.Off+p.Memsz {
-			return off - p.Off + p.Vaddr, true
-		}
-	}
-	return 0, false
 }
 
 // load returns the object's tables, loading them on first use or after
@@ -166,11 +136,11 @@ func (o *object) load(s *Symbolizer) *tables {
 	t, err := o.loadTables(s)
 	if err != nil {
 		o.broken.Store(true)
-		var pe *panicError
+		var pe *proc.ParseError
 		switch {
 		case errors.As(err, &pe):
 			s.stats.recoveredPanics.Add(1)
-			s.log.Error("symbolizer: panic while parsing file, file will not be symbolized", "file", o.path, "err", err)
+			s.log.Error("symbolizer: panic while parsing file, file will not be symbolized", "file", o.path, "err", err, "stack", pe.Stack)
 		case errors.Is(err, errNoSymbols):
 			// A stripped binary is no error (most distributions ship them):
 			// a debug note, once per file however often it is reopened.
@@ -188,14 +158,23 @@ func (o *object) load(s *Symbolizer) *tables {
 	return t
 }
 
-func (o *object) loadTables(s *Symbolizer) (t *tables, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			t, err = nil, &panicError{fmt.Sprintf("%s: %v", o.path, r)}
-		}
-	}()
-	defer mapped.Guard()() // a file truncated under its mapping faults
-	t = &tables{}
+// loadTables reads the object's symbol sources under proc.Guard (a panic,
+// or a fault on a file truncated under its mapping, is a
+// *proc.ParseError).
+func (o *object) loadTables(s *Symbolizer) (*tables, error) {
+	var t *tables
+	err := proc.Guard(o.path, func() (err error) {
+		t, err = o.readTables(s)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (o *object) readTables(s *Symbolizer) (*tables, error) {
+	t := &tables{}
 	// Go binaries: the pclntab is exact (with inlining), always present and
 	// far smaller than Go's DWARF.
 	if o.isGo {
@@ -246,22 +225,29 @@ func (o *onceSet) first(key string) bool {
 // openDWARF is dwarfsym.OpenFile; a variable so that tests can count calls.
 var openDWARF = dwarfsym.OpenFile
 
-// resolve appends the lines at virtual address pc to buf.
-func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) (out []Line) {
+// resolve appends the lines at virtual address pc to buf. Lookups parse
+// (DWARF units are read on first use), so they run under proc.Guard: after
+// a panic, or a fault on a file truncated under its mapping, the file is
+// never used again.
+func (o *object) resolve(s *Symbolizer, pc uint64, buf []Line) []Line {
 	t := o.load(s)
 	if t == nil {
 		return buf
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			o.broken.Store(true)
-			o.tabs.Store(nil)
-			s.stats.recoveredPanics.Add(1)
-			s.log.Error("symbolizer: panic while resolving, file will not be symbolized", "file", o.path, "pc", pc, "panic", r)
-			out = buf
-		}
-	}()
-	defer mapped.Guard()() // a file truncated under its mapping faults
+	out := buf
+	err := proc.Guard(o.path, func() error { out = t.lookup(s, o, pc, buf); return nil })
+	if pe, ok := err.(*proc.ParseError); ok { // the only error Guard can return here
+		o.broken.Store(true)
+		o.tabs.Store(nil)
+		s.stats.recoveredPanics.Add(1)
+		s.log.Error("symbolizer: panic while resolving, file will not be symbolized", "file", o.path, "pc", pc, "err", err, "stack", pe.Stack)
+		return buf
+	}
+	return out
+}
+
+// lookup appends the lines at pc to buf, from the best source naming it.
+func (t *tables) lookup(s *Symbolizer, o *object, pc uint64, buf []Line) []Line {
 	if t.gopcl != nil {
 		var fr [8]gopclntab.Frame
 		frames := t.gopcl.Resolve(pc, fr[:0])

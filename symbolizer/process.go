@@ -1,7 +1,7 @@
 package symbolizer
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/perfmap"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
 )
 
 // process is what we know of one observed process: its executable
@@ -52,11 +52,13 @@ func (s *Symbolizer) procDir(pid uint32) string {
 func (s *Symbolizer) readMaps(p *process) error {
 	p.lastRead = time.Now()
 	s.stats.mapsReads.Add(1)
-	data, err := os.ReadFile(filepath.Join(s.procDir(p.pid), "maps"))
-	if err != nil {
-		return fmt.Errorf("symbolizer: pid %d: %w", p.pid, err)
+	all, perr := proc.ReadMaps(s.procDir(p.pid))
+	if perr != nil {
+		if me := (*proc.MapsError)(nil); !errors.As(perr, &me) {
+			return fmt.Errorf("symbolizer: pid %d: %w", p.pid, perr)
+		}
 	}
-	ms, perr := procmaps.Parse(bytes.NewReader(data), true)
+	ms := slices.DeleteFunc(all, func(m proc.Mapping) bool { return !m.Exec() })
 	if len(ms) == 0 && perr == nil {
 		// An exited process (a zombie) has no mappings left: keep the
 		// ones read while it lived, for its last samples.
@@ -127,47 +129,39 @@ func (s *Symbolizer) readMaps(p *process) error {
 	return perr
 }
 
-// openMapping opens the file of a mapping through map_files (works for
-// deleted files and other mount namespaces), else through the process's
-// root, and returns its shared object with a new reference.
-func (s *Symbolizer) openMapping(p *process, m *procmaps.Mapping) *object {
-	candidates := []string{
-		filepath.Join(s.procDir(p.pid), "map_files", fmt.Sprintf("%x-%x", m.Start, m.End)),
-		filepath.Join(p.root, m.Path),
+// openMapping opens the file of a mapping (proc.OpenMapped: through
+// map_files, which works for deleted files and other mount namespaces,
+// else through the process's root) and returns its shared object with a
+// new reference.
+func (s *Symbolizer) openMapping(p *process, m *proc.Mapping) *object {
+	f, err := proc.OpenMapped(s.procDir(p.pid), *m)
+	if err != nil {
+		s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", err)
+		return nil
 	}
-	var lastErr error
-	for _, c := range candidates {
-		f, err := os.Open(c)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			f.Close()
-			lastErr = fmt.Errorf("%s: not a regular file", c)
-			continue
-		}
-		fkey := fileKey(fi)
-		if o := s.files.lookupFile(fkey); o != nil {
-			f.Close()
-			return o
-		}
-		o, err := openObject(f, m.Path, p.root)
-		if err != nil {
-			if _, ok := err.(*panicError); ok {
-				s.stats.recoveredPanics.Add(1)
-				s.log.Error("symbolizer: panic while opening file", "file", m.Path, "err", err)
-			} else {
-				s.stats.parseErrors.Add(1)
-				s.log.Debug("symbolizer: not an ELF file", "file", m.Path, "err", err)
-			}
-			return nil
-		}
-		return s.files.add(o, fkey)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", err)
+		return nil
 	}
-	s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", lastErr)
-	return nil
+	fkey := proc.FileKey(fi)
+	if o := s.files.lookupFile(fkey); o != nil {
+		f.Close()
+		return o
+	}
+	o, err := openObject(f, m.Path, p.root)
+	if err != nil {
+		if pe := (*proc.ParseError)(nil); errors.As(err, &pe) {
+			s.stats.recoveredPanics.Add(1)
+			s.log.Error("symbolizer: panic while opening file", "file", m.Path, "err", err, "stack", pe.Stack)
+		} else {
+			s.stats.parseErrors.Add(1)
+			s.log.Debug("symbolizer: not an ELF file", "file", m.Path, "err", err)
+		}
+		return nil
+	}
+	return s.files.add(o, fkey)
 }
 
 // find returns the mapping containing addr. p.mu must be held.

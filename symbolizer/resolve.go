@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	proc "github.com/scorch-profiler/scorch/internal/process"
 )
 
 // Symbolizer resolves user and kernel addresses. It is safe for concurrent
@@ -158,7 +160,7 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 		s.files.touch(obj)
 	}
 	var lines []Line
-	if pc, ok := obj.vaddr(addr - pm.m.Start + pm.m.Offset); ok {
+	if pc, ok := proc.ELFAddr(obj.loads, proc.Mapping{Start: pm.m.Start, End: pm.m.Limit, Offset: pm.m.Offset}, addr); ok {
 		lines = obj.resolve(s, pc, make([]Line, 0, 2))
 	}
 	if len(lines) == 0 {

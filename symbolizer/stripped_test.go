@@ -2,12 +2,17 @@ package symbolizer
 
 import (
 	"bytes"
+	"debug/elf"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	proc "github.com/scorch-profiler/scorch/internal/process"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 )
 
 // strippedCopy is a copy of the C workload with every symbol stripped.
@@ -38,7 +43,7 @@ func TestStrippedNote(t *testing.T) {
 			t.Fatal(err)
 		}
 		fi, _ := f.Stat()
-		o.key = fileKey(fi)
+		o.key = proc.FileKey(fi)
 		if o.load(s) != nil {
 			t.Fatalf("%s: symbols loaded from a stripped file", path)
 		}
@@ -94,5 +99,41 @@ func TestExecutable(t *testing.T) {
 	}
 	if fr := s.ResolveUser(pid, m.Start); fr.Mapping != m {
 		t.Errorf("ResolveUser gives mapping %p, Executable %p: the builder keys mappings by pointer", fr.Mapping, m)
+	}
+}
+
+// TestParsePanicRecovered: a panic while reading a file's tables (here
+// from the DWARF reader) is counted, logged as an error, and the file is
+// never read again; the program goes on.
+func TestParsePanicRecovered(t *testing.T) {
+	defer func(f func(*elf.File, io.ReaderAt, string, string, []string) (*dwarfsym.Table, error)) { openDWARF = f }(openDWARF)
+	calls := 0
+	openDWARF = func(*elf.File, io.ReaderAt, string, string, []string) (*dwarfsym.Table, error) {
+		calls++
+		panic("crafted DWARF")
+	}
+	path := workload(t, "symtest-c")
+	var log bytes.Buffer
+	s := New(Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	defer s.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := openObject(f, path, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.close()
+	for range 2 {
+		if o.load(s) != nil {
+			t.Fatal("tables loaded despite the panic")
+		}
+	}
+	if n := s.Stats().RecoveredPanics; n != 1 || calls != 1 {
+		t.Errorf("RecoveredPanics = %d after %d reads, want 1 and 1", n, calls)
+	}
+	if !strings.Contains(log.String(), "level=ERROR") || !strings.Contains(log.String(), "crafted DWARF") {
+		t.Errorf("no error logged naming the panic:\n%s", log.String())
 	}
 }

@@ -8,12 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/testenv"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/procmaps"
 )
 
 // workload is testenv.Workload, by the name this package's tests call it.
@@ -64,10 +65,11 @@ func runtimeAddrsAs(t testing.TB, pid int, file, mapped string, vaddrs []uint64)
 		t.Fatal(err)
 	}
 	defer mf.Close()
-	ms, err := procmaps.Parse(mf, true)
+	ms, err := proc.ParseMaps(mf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ms = slices.DeleteFunc(ms, func(m proc.Mapping) bool { return !m.Exec() })
 	var out []uint64
 	for _, va := range vaddrs {
 		for _, p := range f.Progs {

@@ -76,7 +76,7 @@ type Table struct {
 // Open reads the pclntab of f, whose bytes r reads (the *os.File f was
 // opened from, so that the table is mapped rather than copied; any
 // io.ReaderAt works). It returns an error wrapping ErrNotGo when f has
-// none. The caller must read the Table's file under mapped.Guard if r is
+// none. The caller must read the Table's file under process.Guard if r is
 // a file that could be truncated.
 func Open(f *elf.File, r io.ReaderAt) (*Table, error) {
 	return openELF(f, r, true)

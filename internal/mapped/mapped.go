@@ -11,7 +11,8 @@
 // A mapped file that is truncated afterwards makes reads past its new end
 // fault with SIGBUS. Go turns that into a fatal error unless the goroutine
 // asked for a panic with debug.SetPanicOnFault(true); code that reads
-// mapped bytes must do so (see Guard) and recover.
+// mapped bytes must run under internal/process's Guard, which does so and
+// recovers.
 //
 // # Lifetime
 //
@@ -26,7 +27,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -142,12 +142,4 @@ func Section(f io.ReaderAt, s *elf.Section, max uint64) (*Region, error) {
 		return nil, fmt.Errorf("section %s: read %d of %d bytes: %w", s.Name, n, s.Size, err)
 	}
 	return &Region{data: data}, nil
-}
-
-// Guard makes a fault while reading mapped memory (a file truncated under
-// its mapping) panic on the calling goroutine instead of crashing the
-// program; the caller recovers. Use as `defer mapped.Guard()()`.
-func Guard() func() {
-	old := debug.SetPanicOnFault(true)
-	return func() { debug.SetPanicOnFault(old) }
 }

@@ -2,10 +2,13 @@ package mapped
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 func tempFile(t *testing.T, data []byte) *os.File {
@@ -60,7 +63,7 @@ func TestReadAt(t *testing.T) {
 var sink byte
 
 // TestTruncated reads a mapping whose file was truncated: the fault must
-// be a recoverable panic under Guard, not a crash.
+// be an error under process.Guard, not a crash.
 func TestTruncated(t *testing.T) {
 	data := bytes.Repeat([]byte{1}, 1<<20)
 	f := tempFile(t, data)
@@ -72,21 +75,16 @@ func TestTruncated(t *testing.T) {
 	if err := os.Truncate(f.Name(), 0); err != nil {
 		t.Fatal(err)
 	}
-	faulted := func() (faulted bool) {
-		defer func() {
-			if e := recover(); e != nil {
-				if _, ok := e.(runtime.Error); !ok {
-					t.Errorf("panic %v is not a runtime.Error", e)
-				}
-				faulted = true
-			}
-		}()
-		defer Guard()()
+	err = process.Guard(f.Name(), func() error {
 		sink = r.Bytes()[len(data)-1]
-		return false
-	}()
-	if !faulted {
-		t.Error("reading a truncated mapping did not fault")
+		return nil
+	})
+	var pe *process.ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("reading a truncated mapping under process.Guard: %v, want a *process.ParseError", err)
+	}
+	if _, ok := pe.Panic.(runtime.Error); !ok {
+		t.Errorf("panic %v is not a runtime.Error", pe.Panic)
 	}
 }
 

@@ -3,7 +3,6 @@ package dwarfsym
 import (
 	"bytes"
 	"debug/elf"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 // debugFile is an opened separate debug file.
@@ -29,14 +30,13 @@ func (d *debugFile) Close() error {
 // reason (or nil) when there is none.
 func findDebugFile(f *elf.File, path, rootDir string, debugDirs []string) (*debugFile, string, error) {
 	var reasons []error
-	if id := buildID(f); len(id) >= 2 {
-		h := hex.EncodeToString(id)
+	if id := process.BuildID(f); len(id) >= 4 {
 		for _, dir := range debugDirs {
-			p := filepath.Join(dir, ".build-id", h[:2], h[2:]+".debug")
+			p := filepath.Join(dir, ".build-id", id[:2], id[2:]+".debug")
 			for _, c := range rooted(rootDir, p) {
 				df, err := openDebugCandidate(c, f, func(df *elf.File, _ *os.File) error {
-					if got := buildID(df); !bytes.Equal(got, id) {
-						return fmt.Errorf("build id %x, want %x", got, id)
+					if got := process.BuildID(df); got != id {
+						return fmt.Errorf("build id %q, want %s", got, id)
 					}
 					return nil
 				})
@@ -121,51 +121,6 @@ func openDebugCandidate(p string, f *elf.File, check func(*elf.File, *os.File) e
 		return nil, fmt.Errorf("debug file %s: no .debug_info", p)
 	}
 	return d, nil
-}
-
-// buildID returns the GNU build id of f (NT_GNU_BUILD_ID), or nil.
-func buildID(f *elf.File) []byte {
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE || s.Size > 1<<16 {
-			continue
-		}
-		if data, err := s.Data(); err == nil {
-			if id := noteBuildID(data, f.ByteOrder); id != nil {
-				return id
-			}
-		}
-	}
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE || p.Filesz > 1<<16 {
-			continue
-		}
-		data := make([]byte, p.Filesz)
-		if _, err := io.ReadFull(p.Open(), data); err == nil {
-			if id := noteBuildID(data, f.ByteOrder); id != nil {
-				return id
-			}
-		}
-	}
-	return nil
-}
-
-// noteBuildID finds the NT_GNU_BUILD_ID note in data, a sequence of ELF
-// notes (4-byte aligned name and descriptor).
-func noteBuildID(data []byte, bo interface{ Uint32([]byte) uint32 }) []byte {
-	for len(data) >= 12 {
-		namesz, descsz, typ := uint64(bo.Uint32(data)), uint64(bo.Uint32(data[4:])), bo.Uint32(data[8:])
-		data = data[12:]
-		nameEnd := (namesz + 3) &^ 3
-		descEnd := nameEnd + (descsz+3)&^3
-		if nameEnd > uint64(len(data)) || descEnd > uint64(len(data)) || nameEnd+descsz > uint64(len(data)) {
-			return nil
-		}
-		if typ == 3 && namesz == 4 && string(data[:4]) == "GNU\x00" && descsz > 0 {
-			return append([]byte(nil), data[nameEnd:nameEnd+descsz]...)
-		}
-		data = data[descEnd:]
-	}
-	return nil
 }
 
 // debugLink parses .gnu_debuglink: a NUL-terminated file name padded to 4

@@ -152,7 +152,7 @@ func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err 
 // OpenFile is Open reading f's sections from r, the file f was opened
 // from. When r (or a separate debug file) is an *os.File, uncompressed
 // debug sections are mapped rather than read into memory (see package
-// mapped): lookups that load a unit must then run under mapped.Guard when
+// mapped): lookups that load a unit must then run under process.Guard when
 // the file could be truncated.
 func OpenFile(f *elf.File, r io.ReaderAt, path, rootDir string, debugDirs []string) (t *Table, err error) {
 	defer func() {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -317,11 +318,10 @@ func TestAgainstAddr2line(t *testing.T) {
 // buildIDPath lays the debug file out as <dir>/.build-id/xx/yyyy.debug.
 func buildIDPath(t *testing.T, bin, debug, dir string) {
 	t.Helper()
-	id := buildID(openELF(t, bin))
-	if len(id) < 2 {
+	h := process.BuildID(openELF(t, bin))
+	if len(h) < 4 {
 		t.Fatalf("%s has no build id", bin)
 	}
-	h := fmt.Sprintf("%x", id)
 	p := filepath.Join(dir, ".build-id", h[:2], h[2:]+".debug")
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)

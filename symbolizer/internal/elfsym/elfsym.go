@@ -1,7 +1,7 @@
 // Package elfsym names addresses of one ELF file with its symbol tables
 // (.symtab, else .dynsym), the way addr2line does when a file has no debug
-// information, and reads the small ELF facts a symbolizer needs: section
-// contents with a size cap, and build ids.
+// information, and reads section contents with a size cap. Build ids are
+// internal/process's.
 //
 // A Table is built once per file and is read-only afterwards, so it is safe
 // for concurrent use. Lookups binary-search a sorted slice and allocate
@@ -43,69 +43,6 @@ func ReadSection(s *elf.Section, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("elfsym: reading section %s: %d of %d bytes: %w", s.Name, n, s.Size, err)
 	}
 	return data, nil
-}
-
-// BuildID returns the hex GNU build id of f (NT_GNU_BUILD_ID in a
-// .note.gnu.build-id section or a PT_NOTE segment), or "" when it has none.
-func BuildID(f *elf.File) string {
-	if s := f.Section(".note.gnu.build-id"); s != nil {
-		if data, err := ReadSection(s, 4096); err == nil {
-			if id := noteDesc(data, f.ByteOrder, "GNU", 3); id != nil {
-				return fmt.Sprintf("%x", id)
-			}
-		}
-	}
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE || p.Filesz > 64<<10 {
-			continue
-		}
-		data := make([]byte, p.Filesz)
-		if _, err := io.ReadFull(p.Open(), data); err != nil {
-			continue
-		}
-		if id := noteDesc(data, f.ByteOrder, "GNU", 3); id != nil {
-			return fmt.Sprintf("%x", id)
-		}
-	}
-	return ""
-}
-
-// GoBuildID returns the Go build id of f (the .note.go.buildid note, type 4,
-// owner "Go"), or "" when it has none.
-func GoBuildID(f *elf.File) string {
-	s := f.Section(".note.go.buildid")
-	if s == nil {
-		return ""
-	}
-	data, err := ReadSection(s, 4096)
-	if err != nil {
-		return ""
-	}
-	return string(noteDesc(data, f.ByteOrder, "Go", 4))
-}
-
-// noteDesc finds the descriptor of the first note of the given owner and
-// type in a sequence of ELF notes.
-func noteDesc(data []byte, bo binary.ByteOrder, owner string, typ uint32) []byte {
-	align := func(n uint32) uint64 { return (uint64(n) + 3) &^ 3 }
-	for len(data) >= 12 {
-		namesz, descsz, t := bo.Uint32(data), bo.Uint32(data[4:]), bo.Uint32(data[8:])
-		data = data[12:]
-		nlen, dlen := align(namesz), align(descsz)
-		if nlen > uint64(len(data)) || nlen+uint64(descsz) > uint64(len(data)) {
-			return nil
-		}
-		name := strings.TrimRight(string(data[:namesz]), "\x00")
-		desc := data[nlen : nlen+uint64(descsz)]
-		if t == typ && name == owner && len(desc) > 0 {
-			return desc
-		}
-		if nlen+dlen > uint64(len(data)) {
-			return nil
-		}
-		data = data[nlen+dlen:]
-	}
-	return nil
 }
 
 // Table is the function symbols of one file, sorted by address.

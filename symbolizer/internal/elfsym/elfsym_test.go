@@ -9,9 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -111,7 +111,7 @@ func TestAgainstAddr2lineDebugFile(t *testing.T) {
 	if err != nil {
 		t.Skipf("no libc to compare: %v", err)
 	}
-	id := BuildID(f)
+	id := process.BuildID(f)
 	f.Close()
 	debug := fmt.Sprintf("/usr/lib/debug/.build-id/%s/%s.debug", id[:2], id[2:])
 	testenv.RequireTool(t, "/usr/lib/debug/.build-id")
@@ -166,31 +166,6 @@ func TestDynsym(t *testing.T) {
 	}
 	if checked < 1000 {
 		t.Errorf("checked only %d libc functions", checked)
-	}
-}
-
-func TestBuildID(t *testing.T) {
-	file := workload(t, "symtest-c")
-	f, err := elf.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	out, err := exec.Command(testenv.RequireTool(t, "readelf"), "-n", file).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := BuildID(f)
-	if id == "" || !bytes.Contains(out, []byte("Build ID: "+id)) {
-		t.Errorf("BuildID = %q, not in readelf -n:\n%s", id, out)
-	}
-	g, err := elf.Open(workload(t, "symtest-go-stripped"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	if id := GoBuildID(g); strings.Count(id, "/") < 1 {
-		t.Errorf("GoBuildID = %q, want a Go build id with '/'", id)
 	}
 }
 

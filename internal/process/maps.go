@@ -1,19 +1,12 @@
-// Package procmaps parses the memory map of a Linux process as printed in
-// /proc/PID/maps, one mapping per line:
-//
-//	start-end perms offset major:minor inode   path
-//	55d0c1a00000-55d0c1a22000 r-xp 00002000 fe:00 247026 /usr/bin/cat
-//
-// The path column is optional (anonymous memory), may name a pseudo mapping
-// ("[vdso]", "[stack]", "[heap]", "[anon:name]"), may end in " (deleted)"
-// when the file was unlinked after it was mapped, and may contain spaces.
-package procmaps
+package process
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -59,35 +52,68 @@ func (m *Mapping) Memfd() bool { return strings.HasPrefix(m.Path, "/memfd:") }
 // maxLine bounds one line of the maps file: paths are at most PATH_MAX.
 const maxLine = 64 << 10
 
-// Parse reads a whole maps file. It stops at the first malformed line and
-// returns the mappings before it together with an error naming the line.
-// If execOnly is set only executable mappings are returned.
-func Parse(r io.Reader, execOnly bool) ([]Mapping, error) {
+// MapsError is a malformed line of a maps file.
+type MapsError struct {
+	Line int    // 1-based; 0 when the line was parsed alone (ParseLine)
+	Msg  string // what is wrong, quoting the field
+}
+
+func (e *MapsError) Error() string {
+	if e.Line == 0 {
+		return "process: maps: " + e.Msg
+	}
+	return fmt.Sprintf("process: maps line %d: %s", e.Line, e.Msg)
+}
+
+// ReadMaps reads and parses procDir/maps, procDir being a process's /proc
+// directory ("/proc/1234", "/proc/self"). Errors opening or reading the
+// file are returned as they are (os.ErrNotExist once the process is gone);
+// a malformed line is a *MapsError, after the mappings before it.
+func ReadMaps(procDir string) ([]Mapping, error) {
+	data, err := os.ReadFile(filepath.Join(procDir, "maps"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseMaps(bytes.NewReader(data))
+}
+
+// ParseMaps reads a whole maps file. It stops at the first malformed line
+// (or at a read error of r) and returns the mappings before it together
+// with a *MapsError naming the line. Callers wanting only code keep the mappings whose Exec is true.
+func ParseMaps(r io.Reader) ([]Mapping, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), maxLine)
 	var out []Mapping
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
 		m, err := ParseLine(string(line))
 		if err != nil {
-			return out, fmt.Errorf("procmaps: line %d: %w", n, err)
-		}
-		if execOnly && !m.Exec() {
-			continue
+			err.(*MapsError).Line = n
+			return out, err
 		}
 		out = append(out, m)
 	}
-	if err := sc.Err(); err != nil {
-		return out, fmt.Errorf("procmaps: %w", err)
+	if err := sc.Err(); err != nil { // a line longer than any path
+		return out, &MapsError{Line: n, Msg: err.Error()}
 	}
 	return out, nil
 }
 
-// ParseLine parses one line of a maps file (without the newline).
+// ParseLine parses one line of a maps file (without the newline). A
+// malformed line is a *MapsError.
 func ParseLine(line string) (Mapping, error) {
+	m, err := parseLine(line)
+	if err != nil {
+		return Mapping{}, &MapsError{Msg: err.Error()}
+	}
+	return m, nil
+}
+
+func parseLine(line string) (Mapping, error) {
 	var m Mapping
 	rest := line
 	field := func(what string) (string, error) {

@@ -1,6 +1,8 @@
-package procmaps
+package process
 
 import (
+	"bufio"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -90,13 +92,8 @@ func TestParseLineErrors(t *testing.T) {
 	}
 }
 
-func TestParseSelf(t *testing.T) {
-	f, err := os.Open("/proc/self/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	ms, err := Parse(f, true)
+func TestReadMapsSelf(t *testing.T) {
+	ms, err := ReadMaps("/proc/self")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,28 +101,32 @@ func TestParseSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
+	found, vdso := false, false
 	for _, m := range ms {
-		if !m.Exec() {
-			t.Errorf("execOnly returned non-executable %+v", m)
-		}
-		if m.Path == exe {
+		if m.Path == exe && m.Exec() {
 			found = true
 		}
+		if m.Path == "[vdso]" {
+			vdso = m.Exec()
+		}
 	}
-	if !found {
-		t.Errorf("no executable mapping of %s in /proc/self/maps: %+v", exe, ms)
+	if !found || !vdso {
+		t.Errorf("/proc/self/maps: executable mapping of %s found: %v, executable [vdso] found: %v\n%+v", exe, found, vdso, ms)
+	}
+	if _, err := ReadMaps("/proc/no-such-pid"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadMaps of a missing process: %v, want os.ErrNotExist", err)
 	}
 }
 
 func TestParseStopsAtBadLine(t *testing.T) {
 	in := "1000-2000 r-xp 00000000 00:00 0 /a\nbogus\n3000-4000 r-xp 0 00:00 0 /b\n"
-	ms, err := Parse(strings.NewReader(in), false)
-	if err == nil || !strings.Contains(err.Error(), "line 2") {
-		t.Errorf("Parse error = %v, want one naming line 2", err)
+	ms, err := ParseMaps(strings.NewReader(in))
+	var me *MapsError
+	if !errors.As(err, &me) || me.Line != 2 || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("ParseMaps error = %v, want a *MapsError naming line 2", err)
 	}
 	if len(ms) != 1 || ms[0].Path != "/a" {
-		t.Errorf("Parse returned %+v, want the first mapping", ms)
+		t.Errorf("ParseMaps returned %+v, want the first mapping", ms)
 	}
 }
 
@@ -144,6 +145,44 @@ func FuzzParseLine(f *testing.F) {
 		}
 		if m.Deleted && strings.HasSuffix(line, " (deleted)") == false {
 			t.Fatalf("Deleted set for %q", line)
+		}
+	})
+}
+
+func FuzzParseMaps(f *testing.F) {
+	f.Add("5618ea609000-5618ea60e000 r-xp 00002000 fe:00 247026                     /usr/bin/cat\n" +
+		"7ffd1c9f0000-7ffd1c9f2000 r-xp 00000000 00:00 0                          [vdso]\n")
+	f.Add("400000-401000 r-xp 00001000 08:01 1234 /tmp/my prog (deleted)\n\n7f2c21742000-7f2c21764000 rw-p 00000000 00:00 0 \n")
+	f.Add("1000-2000 r-xp 00000000 00:00 0 /a\nbogus\n")
+	if data, err := os.ReadFile("/proc/self/maps"); err == nil {
+		f.Add(string(data))
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		ms, err := ParseMaps(strings.NewReader(in))
+		var me *MapsError
+		if err != nil && errors.As(err, &me) && (me.Line < 1 || me.Line > strings.Count(in, "\n")+1) {
+			t.Fatalf("error names line %d of a %d-line input: %v", me.Line, strings.Count(in, "\n")+1, err)
+		}
+		// The mappings are the input's non-blank lines, in order, each
+		// parsed alone to the same result.
+		sc := bufio.NewScanner(strings.NewReader(in))
+		sc.Buffer(nil, maxLine)
+		i := 0
+		for sc.Scan() && i < len(ms) {
+			if strings.TrimSpace(sc.Text()) == "" {
+				continue
+			}
+			want, err := ParseLine(sc.Text())
+			if err != nil || ms[i] != want {
+				t.Fatalf("mapping %d = %+v, but its line %q parses alone to %+v, %v", i, ms[i], sc.Text(), want, err)
+			}
+			if ms[i].End < ms[i].Start {
+				t.Fatalf("accepted inverted range %+v", ms[i])
+			}
+			i++
+		}
+		if i != len(ms) {
+			t.Fatalf("%d mappings from %d lines", len(ms), i)
 		}
 	})
 }

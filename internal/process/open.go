@@ -1,0 +1,61 @@
+package process
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// OpenMapped opens the file behind mapping m of the process whose /proc
+// directory is procDir: through procDir/map_files/START-END, the very file
+// mapped even if it was deleted or replaced since or lives in another
+// mount namespace (opening it needs CAP_SYS_ADMIN, or CAP_CHECKPOINT_RESTORE
+// since Linux 5.9),
+// else through the process's root, procDir/root/PATH. The file must be a
+// regular file: a pseudo path, a device or a directory is an error.
+func OpenMapped(procDir string, m Mapping) (*os.File, error) {
+	if m.Path == "" || m.Pseudo() {
+		return nil, fmt.Errorf("process: mapping %x-%x has no file (%q)", m.Start, m.End, m.Path)
+	}
+	f, err := openRegular(filepath.Join(procDir, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End)))
+	if err == nil {
+		return f, nil
+	}
+	f, rerr := openRegular(filepath.Join(procDir, "root", m.Path))
+	if rerr != nil {
+		return nil, fmt.Errorf("process: opening %s: %w (through map_files: %v)", m.Path, rerr, err)
+	}
+	return f, nil
+}
+
+func openRegular(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file (%v)", path, fi.Mode().Type())
+	}
+	return f, nil
+}
+
+// FileKey identifies the contents of a file without reading them: its
+// device and inode, as the opened file reports them (not the maps file's
+// device column, which overlay file systems make differ), with its size
+// and modification time, so that a file rewritten in place gets a new key.
+// Files with a build id are better keyed by it. It returns "" when fi does
+// not come from a stat.
+func FileKey(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("f:%x:%x:%d:%d", st.Dev, st.Ino, fi.ModTime().UnixNano(), fi.Size())
+}
