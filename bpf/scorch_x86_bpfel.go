@@ -184,10 +184,8 @@ type ScorchUnwindState struct {
 	Flags        uint32
 	Caller       uint32
 	VmaUsed      uint32
-	Pad3         uint32
 	Requests     uint32
 	LostRequests uint32
-	Pad2         uint32
 	Hash         uint64
 	Stack        ScorchUnwindStack
 	Map          ScorchUnwindMapping

@@ -100,10 +100,8 @@ type ScorchFpUnwindState struct {
 	Flags        uint32
 	Caller       uint32
 	VmaUsed      uint32
-	Pad3         uint32
 	Requests     uint32
 	LostRequests uint32
-	Pad2         uint32
 	Hash         uint64
 	Stack        ScorchFpUnwindStack
 	Map          struct {

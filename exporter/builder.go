@@ -30,6 +30,11 @@ const (
 	// FrameTruncated is the outermost frame of a user stack whose walk
 	// stopped before the stack's end (too deep, unreadable memory).
 	FrameTruncated = "[truncated]"
+	// FrameUnknownCaller sits between a user leaf and the next address
+	// when the leaf was walked by frame pointer without an unwind table:
+	// a leaf that keeps no frame record hides its caller from that walk,
+	// so the next address may be the caller's caller.
+	FrameUnknownCaller = "[unknown caller]"
 )
 
 // Builder accumulates samples into one CPU profile. It is not safe for
@@ -162,6 +167,9 @@ func (b *Builder) Add(s sampler.Sample) {
 	for _, a := range s.User {
 		k := locKey{pid: s.Pid, addr: a, call: !leaf}
 		locs = append(locs, b.location(k, func() symbolizer.Frame { return b.res.ResolveUser(s.Pid, lookup(k)) }))
+		if leaf && s.UserCallerUnknown && len(s.User) > 1 {
+			locs = append(locs, b.pseudo(FrameUnknownCaller))
+		}
 		leaf = false
 	}
 	if s.UserTruncated && len(s.User) > 0 {

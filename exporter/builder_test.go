@@ -241,3 +241,33 @@ func TestMainMapping(t *testing.T) {
 		t.Errorf("without executables: %v, first %s", err, p.Mapping[0].File)
 	}
 }
+
+// TestBuilderUnknownCaller: a leaf walked without a table is followed by
+// the unknown-caller frame, never directly by the next address.
+func TestBuilderUnknownCaller(t *testing.T) {
+	res := &fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}
+	start := time.Unix(1700000000, 0)
+	b := NewBuilder(res, 100, start)
+	b.Add(sampler.Sample{Pid: 7, Comm: "app", User: []uint64{0x2000, 0x3000, 0x4000}, UserCallerUnknown: true, Count: 2})
+	b.Add(sampler.Sample{Pid: 7, Comm: "app", User: []uint64{0x2000, 0x3000, 0x4000}, Count: 1})
+	b.Add(sampler.Sample{Pid: 7, Comm: "app", User: []uint64{0x2000}, UserCallerUnknown: true, Count: 1}) // nothing above the leaf: no marker
+	p, err := b.Build(start.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"u2000,[unknown caller],inlined,u3fff": 2, "u2000,inlined,u3fff": 1, "u2000": 1}
+	for _, s := range p.Sample {
+		var names []string
+		for _, l := range s.Location {
+			names = append(names, l.Line[0].Function.Name)
+		}
+		got := strings.Join(names, ",")
+		if want[got] != s.Value[0] {
+			t.Errorf("sample %s: %d, want %d", got, s.Value[0], want[got])
+		}
+		delete(want, got)
+	}
+	if len(want) > 0 {
+		t.Errorf("missing samples %v", want)
+	}
+}

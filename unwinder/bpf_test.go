@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/internal/testenv"
@@ -29,6 +30,7 @@ func compileBPF(t *testing.T) string {
 	out := filepath.Join(t.TempDir(), "unwind_test.o")
 	cmd := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
 		"-D__TARGET_ARCH_"+arch, "-I/usr/include/"+map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]+"-linux-gnu",
+		"-I"+filepath.Join("..", "bpf", "src", "include"),
 		"-c", filepath.Join("bpf", "unwind_test.c"), "-o", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %v\n%s", cmd, err, b)
@@ -44,7 +46,7 @@ func TestBPFCompiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{"unwind_rows", "unwind_procs", "unwind_scratch"} {
+	for _, m := range []string{"unwind_rows", "unwind_files", "unwind_procs", "unwind_requests", "unwind_scratch"} {
 		if spec.Maps[m] == nil {
 			t.Errorf("map %s missing from the object", m)
 		}
@@ -58,10 +60,11 @@ func TestBPFCompiles(t *testing.T) {
 }
 
 const (
-	maxMappings   = 128 // UNWIND_MAX_MAPPINGS
+	procMappings  = 16  // UNWIND_PROC_MAPPINGS
 	maxFrames     = 128 // UNWIND_MAX_FRAMES
-	procValueSize = 8 + maxMappings*32
-	stateSize     = 64 + maxFrames*8 + 48 // struct unwind_state
+	procValueSize = 8 + procMappings*48
+	stackOffset   = 64                                  // of struct unwind_stack in struct unwind_state
+	stateSize     = stackOffset + 24 + maxFrames*8 + 56 // struct unwind_state
 )
 
 // TestBPFUnwindLive loads unwind.h into the kernel (the verifier must
@@ -90,35 +93,64 @@ func TestBPFUnwindLive(t *testing.T) {
 	ms := processMappings(t, pid, cache)
 	slices.SortFunc(ms, func(a, b *procMapping) int { return int(int64(a.start - b.start)) })
 
-	// Upload each file's table once and describe the mappings.
-	rows := coll.Maps["unwind_rows"]
-	first := map[*Table]uint32{}
-	var next uint32
-	proc := make([]byte, procValueSize)
-	binary.LittleEndian.PutUint32(proc, uint32(len(ms)))
-	for i, m := range ms {
-		f, ok := first[m.table]
-		if !ok {
-			f = next
-			first[m.table] = f
-			b, _ := m.table.AppendBinary(nil)
-			for j := 0; j < len(b); j += RowSize {
-				if err := rows.Update(next, b[j:j+RowSize], ebpf.UpdateAny); err != nil {
-					t.Fatalf("unwind_rows[%d]: %v", next, err)
-				}
-				next++
-			}
-		}
-		e := proc[8+i*32:]
-		binary.LittleEndian.PutUint64(e[0:], m.start)
-		binary.LittleEndian.PutUint64(e[8:], m.end)
-		binary.LittleEndian.PutUint64(e[16:], m.bias)
-		binary.LittleEndian.PutUint32(e[24:], f)
-		binary.LittleEndian.PutUint32(e[28:], uint32(m.table.Stats().Rows))
-	}
-	if err := coll.Maps["unwind_procs"].Update(uint32(pid), proc, ebpf.UpdateAny); err != nil {
+	// Answer the walker's requests for file tables, as the sampler's table
+	// worker does: upload each file's table once, then its entry.
+	rows, files := coll.Maps["unwind_rows"], coll.Maps["unwind_files"]
+	reqs, err := ringbuf.NewReader(coll.Maps["unwind_requests"])
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer reqs.Close()
+	first := map[*Table]uint32{}
+	var next uint32
+	answered := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { answered <- n }()
+		for {
+			rec, err := reqs.Read()
+			if err != nil {
+				return
+			}
+			key := rec.RawSample[:16] // struct unwind_file_key
+			start := binary.LittleEndian.Uint64(rec.RawSample[16:])
+			entry := make([]byte, 32)                    // struct unwind_file
+			binary.LittleEndian.PutUint32(entry[24:], 1) // UNWIND_FILE_READY
+			for _, m := range ms {
+				if m.start != start {
+					continue
+				}
+				f, ok := first[m.table]
+				if !ok {
+					f = next
+					first[m.table] = f
+					b, _ := m.table.AppendBinary(nil)
+					for j := 0; j < len(b); j += RowSize {
+						if err := rows.Update(next, b[j:j+RowSize], ebpf.UpdateAny); err != nil {
+							t.Errorf("unwind_rows[%d]: %v", next, err)
+							return
+						}
+						next++
+					}
+				}
+				binary.LittleEndian.PutUint32(entry[0:], f)
+				binary.LittleEndian.PutUint32(entry[4:], uint32(m.table.Stats().Rows))
+				binary.LittleEndian.PutUint64(entry[8:], m.start-m.off-m.bias) // adj: ELF address - file offset
+			}
+			if err := files.Update(key, entry, ebpf.UpdateAny); err != nil {
+				t.Errorf("unwind_files: %v", err)
+				return
+			}
+			n++
+		}
+	}()
+	nAnswered := -1
+	defer func() {
+		if nAnswered < 0 {
+			reqs.Close()
+			<-answered
+		}
+	}()
 	if err := coll.Maps["unwind_test_target"].Update(uint32(0), uint32(pid), ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +173,9 @@ func TestBPFUnwindLive(t *testing.T) {
 	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
 		t.Fatal(err)
 	}
+	// The first samples ask for the tables of the files they meet, one
+	// new mapping per sample; give the answers time to arrive.
+	time.Sleep(time.Second)
 
 	chains := map[string][]string{
 		"cmp_ints":     {"phase_sort", "run", "main", "_start"},
@@ -156,17 +191,19 @@ func TestBPFUnwindLive(t *testing.T) {
 		if err := coll.Maps["unwind_test_out"].Lookup(uint32(0), &st); err != nil {
 			t.Fatal(err)
 		}
-		n := binary.LittleEndian.Uint32(st[48:])
+		stk := st[stackOffset:]
+		n := binary.LittleEndian.Uint32(stk[0:])
 		if n == 0 {
 			continue
 		}
-		stop := binary.LittleEndian.Uint32(st[52:])
-		tableFrames += binary.LittleEndian.Uint32(st[56:])
-		fpFrames += binary.LittleEndian.Uint32(st[60:])
+		stop := binary.LittleEndian.Uint32(stk[4:])
+		tableFrames += binary.LittleEndian.Uint32(stk[8:])
+		fpFrames += binary.LittleEndian.Uint32(stk[12:])
 		names := make([]string, min(n, maxFrames))
 		for j := range names {
-			names[j] = symbolize(ms, binary.LittleEndian.Uint64(st[64+8*j:]))
+			names[j] = symbolize(ms, binary.LittleEndian.Uint64(stk[24+8*j:]))
 		}
+
 		if stop != 1 {
 			t.Errorf("unwinding stopped with reason %d, want 1 (end of stack): %v", stop, names)
 		}
@@ -176,7 +213,9 @@ func TestBPFUnwindLive(t *testing.T) {
 			return
 		}
 	}
-	t.Logf("innermost frames seen: %v; frames by table: %d, by frame pointer: %d", seen, tableFrames, fpFrames)
+	reqs.Close()
+	nAnswered = <-answered
+	t.Logf("innermost frames seen: %v; frames by table: %d, by frame pointer: %d; file requests answered: %d", seen, tableFrames, fpFrames, nAnswered)
 	if len(seen) == 0 {
 		t.Fatal("the BPF program recorded no stack")
 	}

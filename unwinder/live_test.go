@@ -20,6 +20,7 @@ import (
 // procMapping is an executable file mapping of a process.
 type procMapping struct {
 	start, end, bias uint64
+	off              uint64 // file offset of start
 	path             string
 	table            *Table
 	syms             []elf.Symbol // function symbols sorted by address
@@ -75,7 +76,7 @@ func processMappings(t testing.TB, pid int, cache map[string]*procMapping) []*pr
 			cache[path] = base
 		}
 		m := *base
-		m.start, m.end = start, end
+		m.start, m.end, m.off = start, end, off
 		m.bias = start - (off + base.bias)
 		out = append(out, &m)
 	}

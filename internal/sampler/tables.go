@@ -1,19 +1,15 @@
 package sampler
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -23,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/unwinder"
 )
 
@@ -82,6 +79,7 @@ type request struct {
 	pid        uint32
 	done       chan struct{} // closed when handled (may be nil)
 	preload    bool          // load: read pid's maps and answer for every file
+	sweep      bool          // sweep now (tests)
 }
 
 // table is one ELF file's rows in unwind_rows, shared by every file entry
@@ -251,9 +249,12 @@ func (m *tableManager) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-m.reqs:
-			if r.preload {
+			switch {
+			case r.preload:
 				m.preload(r.pid)
-			} else {
+			case r.sweep:
+				m.sweep(false)
+			default:
 				m.answer(r)
 			}
 			if len(m.reqs) == 0 {
@@ -316,24 +317,24 @@ func (m *tableManager) answer(r request) {
 // inode generation can be read, the entry is written right away.
 func (m *tableManager) preload(pid uint32) {
 	dir := m.procDir(pid)
-	maps, err := readExecMappings(dir)
-	if err != nil {
+	maps, err := process.ReadMaps(dir)
+	if err != nil && len(maps) == 0 {
 		m.log.Debug("unwind tables: process not loaded", "pid", pid, "err", err)
 		return
 	}
 	for _, mp := range maps {
-		if mp.path == "" || mp.inode == "0" {
+		if !mp.Exec() || mp.Anonymous() || mp.Pseudo() {
 			continue
 		}
-		f, path, err := openMapped(dir, mp.start, mp.end)
+		f, err := process.OpenMapped(dir, mp)
 		if err != nil {
 			continue
 		}
 		key, ok := kernelKey(f, mp)
 		if !ok {
-			m.tableOf(f, fileKey{}, path) // built; the entry waits for the kernel's request
+			m.tableOf(f, fileKey{}, mp.Path) // built; the entry waits for the kernel's request
 		} else if m.entries[key] == nil {
-			m.setEntry(key, &fileEntry{tab: m.tableOf(f, key, path)})
+			m.setEntry(key, &fileEntry{tab: m.tableOf(f, key, mp.Path)})
 		}
 		f.Close()
 	}
@@ -346,39 +347,37 @@ const fsIocGetversion = 0x80087601
 // kernelKey is the kernel's key for the file mp maps, opened as f: the
 // device and inode from the maps line, the generation by FS_IOC_GETVERSION
 // (false when the file system does not say).
-func kernelKey(f *os.File, mp execMapping) (fileKey, bool) {
-	maj, min, ok := strings.Cut(mp.dev, ":")
-	major, err1 := strconv.ParseUint(maj, 16, 32)
-	minor, err2 := strconv.ParseUint(min, 16, 32)
-	ino, err3 := strconv.ParseUint(mp.inode, 10, 64)
-	if !ok || err1 != nil || err2 != nil || err3 != nil {
-		return fileKey{}, false
-	}
+func kernelKey(f *os.File, mp process.Mapping) (fileKey, bool) {
 	gen, err := unix.IoctlGetUint32(int(f.Fd()), fsIocGetversion)
 	if err != nil {
 		return fileKey{}, false
 	}
-	return fileKey{Ino: ino, Dev: uint32(major<<20 | minor), Gen: gen}, true
+	major, minor := mp.Dev>>32, mp.Dev&0xffffffff
+	return fileKey{Ino: mp.Inode, Dev: uint32(major<<20 | minor), Gen: gen}, true
 }
 
 // tableOf returns the table of the ELF file f (nil when it has none usable),
 // building and loading it unless a file with the same contents has one.
 // Everything read from f is untrusted (a container's file): a malformed
 // file is counted and left to frame pointers, never a crash.
-func (m *tableManager) tableOf(f *os.File, key fileKey, path string) (tab *table) {
-	defer func() {
-		if p := recover(); p != nil {
-			m.stats.buildErrs.Add(1)
-			m.log.Warn("unwind tables: malformed file", "path", path, "panic", p)
-			tab = nil
+func (m *tableManager) tableOf(f *os.File, key fileKey, path string) *table {
+	var (
+		ef *elf.File
+		ck string
+	)
+	err := process.Guard(path, func() error {
+		var err error
+		if ef, err = elf.NewFile(f); err != nil {
+			return err
 		}
-	}()
-	ef, err := elf.NewFile(f)
+		ck = contentKey(ef, f, key)
+		return nil
+	})
 	if err != nil {
-		return nil // not ELF (a script interpreter's mapping, a JIT file)
+		m.countParseError(path, err)
+		return nil // not ELF (a script interpreter's mapping, a JIT file), or malformed
 	}
 	defer ef.Close()
-	ck := contentKey(ef, f, key)
 	if t := m.tables[ck]; t != nil {
 		return t
 	}
@@ -388,11 +387,21 @@ func (m *tableManager) tableOf(f *os.File, key fileKey, path string) (tab *table
 	return m.build(ck, ef, path)
 }
 
+// countParseError counts a file that made its parser panic (a malformed,
+// perhaps hostile, file from a container).
+func (m *tableManager) countParseError(path string, err error) {
+	var perr *process.ParseError
+	if errors.As(err, &perr) {
+		m.stats.buildErrs.Add(1)
+		m.log.Warn("unwind tables: malformed file", "path", path, "err", err)
+	}
+}
+
 // loadVDSO loads the table of the running kernel's vDSO under the zero key
 // (the walker looks the vDSO up there): every process maps the same image
 // of its word size.
 func (m *tableManager) loadVDSO() {
-	img, err := vdsoImage()
+	img, err := process.VDSO()
 	if err != nil {
 		m.log.Debug("unwind tables: no vDSO table", "err", err)
 		return
@@ -408,31 +417,6 @@ func (m *tableManager) loadVDSO() {
 	}
 }
 
-// vdsoImage reads our own vDSO (the same as every process's of our word
-// size, whatever the PID namespace).
-func vdsoImage() ([]byte, error) {
-	own, err := readExecMappings("/proc/self")
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range own {
-		if o.special != "[vdso]" {
-			continue
-		}
-		mem, err := os.Open("/proc/self/mem")
-		if err != nil {
-			return nil, err
-		}
-		defer mem.Close()
-		img := make([]byte, o.end-o.start)
-		if _, err := mem.ReadAt(img, int64(o.start)); err != nil {
-			return nil, err
-		}
-		return img, nil
-	}
-	return nil, errors.New("no [vdso] mapping")
-}
-
 // build builds the table of ef and copies it into unwind_rows; nil when
 // there is none or no room.
 func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
@@ -446,7 +430,11 @@ func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
 		}
 	}
 	start := time.Now()
-	tab, err := buildTable(ef)
+	var tab *unwinder.Table
+	err := process.Guard(path, func() (err error) {
+		tab, err = buildTable(ef)
+		return err
+	})
 	m.stats.builds.Add(1)
 	m.stats.buildNS.Add(uint64(time.Since(start)))
 	if err == nil && !found {
@@ -643,123 +631,35 @@ func (m *tableManager) procDir(pid uint32) string {
 }
 
 // openMapped opens the file behind the mapping [start, end) of the process
-// whose /proc directory is dir: through map_files (the very file mapped,
-// even if deleted or in another mount namespace), else through the
-// process's root and the path its maps give.
+// whose /proc directory is dir (see process.OpenMapped), finding its path
+// in the process's maps.
 func openMapped(dir string, start, end uint64) (*os.File, string, error) {
-	name := fmt.Sprintf("%s/map_files/%x-%x", dir, start, end)
-	f, err := os.Open(name)
-	if err == nil {
-		return f, name, nil
-	}
-	maps, merr := readExecMappings(dir)
-	if merr != nil {
-		return nil, name, err
+	maps, err := process.ReadMaps(dir)
+	if err != nil && len(maps) == 0 {
+		return nil, "", err
 	}
 	for _, mp := range maps {
-		if mp.start == start && mp.path != "" {
-			f, err := os.Open(dir + "/root" + mp.path)
-			return f, mp.path, err
+		if mp.Start == start && mp.End == end {
+			f, err := process.OpenMapped(dir, mp)
+			return f, mp.Path, err
 		}
 	}
-	return nil, name, err
+	return nil, "", fmt.Errorf("no mapping %x-%x in %s/maps", start, end, dir)
 }
 
-// contentKey identifies a file's contents: its GNU build id, else the
-// kernel's key for it with its size and modification time.
+// contentKey identifies a file's contents: its GNU (or Go) build id, else
+// its device, inode, size and modification time.
 func contentKey(ef *elf.File, f *os.File, key fileKey) string {
-	if id := buildID(ef); id != "" {
+	if id := process.BuildID(ef); id != "" {
 		return "build-id:" + id
 	}
-	k := fmt.Sprintf("inode:%x:%d:%d", key.Dev, key.Ino, key.Gen)
+	if id := process.GoBuildID(ef); id != "" {
+		return "go-build-id:" + id
+	}
 	if fi, err := f.Stat(); err == nil {
-		k += fmt.Sprintf(":%d:%d", fi.Size(), fi.ModTime().UnixNano())
-	}
-	return k
-}
-
-// buildID returns the hex GNU build id of ef, or "".
-func buildID(ef *elf.File) string {
-	for _, p := range ef.Progs {
-		if p.Type != elf.PT_NOTE || p.Filesz > 1<<16 {
-			continue
-		}
-		data, err := io.ReadAll(io.LimitReader(p.Open(), 1<<16))
-		if err != nil {
-			continue
-		}
-		for len(data) >= 12 {
-			nameSz := uint64(ef.ByteOrder.Uint32(data[0:]))
-			descSz := uint64(ef.ByteOrder.Uint32(data[4:]))
-			typ := ef.ByteOrder.Uint32(data[8:])
-			nameEnd := 12 + (nameSz+3)&^3
-			descEnd := nameEnd + (descSz+3)&^3
-			if nameSz > uint64(len(data)) || descSz > uint64(len(data)) || descEnd > uint64(len(data)) {
-				break
-			}
-			if typ == 3 /* NT_GNU_BUILD_ID */ && nameSz == 4 && bytes.Equal(data[12:15], []byte("GNU")) && descSz > 0 {
-				return hex.EncodeToString(data[nameEnd : nameEnd+descSz])
-			}
-			data = data[descEnd:]
+		if k := process.FileKey(fi); k != "" {
+			return k
 		}
 	}
-	return ""
-}
-
-// execMapping is an executable mapping of a process.
-type execMapping struct {
-	start, end, off uint64
-	path            string // the file, or "" (anonymous or special)
-	special         string // "[vdso]" and the like
-	dev, inode      string
-}
-
-// readExecMappings parses the executable mappings of dir/maps, dir being a
-// process's /proc directory.
-func readExecMappings(dir string) ([]execMapping, error) {
-	f, err := os.Open(dir + "/maps")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return parseExecMappings(f)
-}
-
-func parseExecMappings(r io.Reader) ([]execMapping, error) {
-	var out []execMapping
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	line := 0
-	for sc.Scan() {
-		line++
-		// start-end perms offset dev inode [path]
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			return nil, fmt.Errorf("maps line %d: %d fields, want at least 5", line, len(fields))
-		}
-		if len(fields[1]) < 3 || fields[1][2] != 'x' {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		off, err3 := strconv.ParseUint(fields[2], 16, 64)
-		if !ok || err1 != nil || err2 != nil || err3 != nil || end <= start {
-			return nil, fmt.Errorf("maps line %d: malformed range or offset %q %q", line, fields[0], fields[2])
-		}
-		mp := execMapping{start: start, end: end, off: off, dev: fields[3], inode: fields[4]}
-		if len(fields) >= 6 && strings.HasPrefix(fields[5], "/") {
-			// The path is the rest of the line (it may hold spaces), minus
-			// a " (deleted)" suffix.
-			text := sc.Text()
-			mp.path = strings.TrimSuffix(text[strings.Index(text, fields[5]):], " (deleted)")
-		} else if len(fields) == 6 {
-			mp.special = fields[5]
-		}
-		out = append(out, mp)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return fmt.Sprintf("inode:%x:%d:%d", key.Dev, key.Ino, key.Gen)
 }

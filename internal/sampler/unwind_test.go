@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -27,32 +28,31 @@ type symMapping struct {
 // function symbols (symtab and dynsym; stripped libc has only the latter).
 func symbolTable(t *testing.T, pid uint32) []symMapping {
 	t.Helper()
-	maps, err := readExecMappings(fmt.Sprintf("/proc/%d", pid))
+	dir := fmt.Sprintf("/proc/%d", pid)
+	maps, err := process.ReadMaps(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []symMapping
 	for _, mp := range maps {
-		if mp.path == "" {
+		if !mp.Exec() || mp.Anonymous() || mp.Pseudo() {
 			continue
 		}
-		f, _, err := openMapped(fmt.Sprintf("/proc/%d", pid), mp.start, mp.end)
+		f, err := process.OpenMapped(dir, mp)
 		if err != nil {
-			t.Fatalf("open %s: %v", mp.path, err)
+			t.Fatalf("open %s: %v", mp.Path, err)
 		}
 		ef, err := elf.NewFile(f)
 		if err != nil {
 			f.Close()
 			continue
 		}
-		var bias uint64
+		var loads []elf.ProgHeader
 		for _, p := range ef.Progs {
-			if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-				bias = mp.start - mp.off - (p.Vaddr - p.Off)
-				break
-			}
+			loads = append(loads, p.ProgHeader)
 		}
-		sm := symMapping{start: mp.start, end: mp.end, bias: bias, name: filepath.Base(mp.path)}
+		bias, _ := process.LoadBias(loads, mp)
+		sm := symMapping{start: mp.Start, end: mp.End, bias: bias, name: filepath.Base(mp.Path)}
 		syms, _ := ef.Symbols()
 		dyn, _ := ef.DynamicSymbols()
 		for _, s := range append(syms, dyn...) {

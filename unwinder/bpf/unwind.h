@@ -177,12 +177,10 @@ struct unwind_state {
 	__u64 pc, sp, fp, lr;
 	__u32 tgid;
 	__u32 flags;
-	__u32 caller;   /* enum unwind_caller of the last mapping lookup */
+	__u32 caller;        /* enum unwind_caller of the last mapping lookup */
 	__u32 vma_used;      /* bpf_find_vma was called: at most once per sample (see unwind_find_mapping) */
-	__u32 _pad3;
 	__u32 requests;      /* file requests sent by this walk */
 	__u32 lost_requests; /* ... and lost */
-	__u32 _pad2;
 	__u64 hash; /* of pcs[0..n), updated per frame (see unwind_hash) */
 	struct unwind_stack stack;
 	/* Lookup caches: the mapping of the last PC (map.end == 0: none) and

@@ -3,11 +3,10 @@
 // Compile check for unwind.h, and the program the Go tests load to check the
 // verifier accepts it: a perf_event program that unwinds the user stack of
 // the process in unwind_test_target and stores the result in
-// unwind_test_out.
-#include <linux/types.h>
-#include <linux/bpf.h>
-#include <linux/bpf_perf_event.h>
+// unwind_test_out. Built with -I for bpf/src/include (scorch_kernel.h).
+#include "scorch_kernel.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #include "unwind.h"
 
@@ -45,7 +44,7 @@ int unwind_test(struct bpf_perf_event_data *ctx)
 #else
 	if ((regs->cs & 3) != 3)
 		return 0;
-	struct unwind_state *st = unwind_user(tgid, regs->rip, regs->rsp, regs->rbp, 0);
+	struct unwind_state *st = unwind_user(tgid, regs->ip, regs->sp, regs->bp, 0);
 #endif
 	if (st)
 		bpf_map_update_elem(&unwind_test_out, &zero, st, BPF_ANY);

@@ -1,0 +1,283 @@
+package sampler
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scorch-profiler/scorch/internal/testenv"
+)
+
+func TestRowAllocator(t *testing.T) {
+	a := newRowAllocator(100)
+	x, ok := a.alloc(30)
+	y, ok2 := a.alloc(30)
+	z, ok3 := a.alloc(30)
+	if !ok || !ok2 || !ok3 || x != 0 || y != 30 || z != 60 || a.used != 90 {
+		t.Fatalf("alloc: %d %d %d used %d", x, y, z, a.used)
+	}
+	if _, ok := a.alloc(20); ok {
+		t.Fatal("allocated 20 rows with 10 free")
+	}
+	if err := a.release(y, 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.release(y, 30); err == nil {
+		t.Fatal("double release accepted")
+	}
+	if err := a.release(x, 30); err != nil {
+		t.Fatal(err)
+	}
+	// x and y merged with each other: 60 contiguous rows.
+	if r, ok := a.alloc(60); !ok || r != 0 {
+		t.Fatalf("after merging frees: %d %v (free %v)", r, ok, a.free)
+	}
+	if err := a.release(95, 10); err == nil {
+		t.Fatal("release past the end accepted")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func runEvents(s *Sampler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.ReadEvents(ctx, func(Event) {})
+	}()
+	return func() { cancel(); <-done }
+}
+
+// sweepNow makes the table worker drop the file entries the walker has not
+// used for tableLinger, and waits for it.
+func sweepNow(s *Sampler) {
+	done := make(chan struct{})
+	s.tables.reqs <- request{sweep: true, done: done}
+	<-done
+}
+
+// TestTablesShared checks that processes mapping the same files share one
+// table per file, built once, and that the tables go once the walker has
+// not used them for tableLinger.
+func TestTablesShared(t *testing.T) {
+	testenv.RequireRoot(t)
+	a := startWorkload(t, "nofp-c", "60")
+	b := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(a.Process.Pid), uint32(b.Process.Pid)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+
+	waitFor(t, "the tables of both processes", func() bool { ts := s.TableStats(); return ts.Tables >= 3 })
+	time.Sleep(time.Second) // both sampled
+	both := s.TableStats()
+	t.Logf("two processes: %+v", both)
+	if both.Tables < 3 || both.Builds != uint64(both.Tables) {
+		t.Fatalf("want ≥ 3 tables (program, libc, ld.so, vDSO) shared by both processes, each built once: %+v", both)
+	}
+	a.Process.Kill()
+	a.Wait()
+	b.Process.Kill()
+	b.Wait()
+	defer func(d time.Duration) { tableLinger = d }(tableLinger)
+	tableLinger = 0
+	sweepNow(s)
+	none := s.TableStats()
+	t.Logf("no process, swept: %+v", none)
+	if none.Tables > 1 || none.Rows >= both.Rows/4 { // the vDSO's stays
+		t.Errorf("tables not freed: %+v, with the processes %+v", none, both)
+	}
+}
+
+// TestTableLinger checks that the tables of a program outlive its process,
+// so that the next run of the same program, which user space is told
+// nothing about, unwinds whole from its first samples without building
+// anything.
+func TestTableLinger(t *testing.T) {
+	testenv.RequireRoot(t)
+	a := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 499, Pids: []uint32{uint32(a.Process.Pid)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+	waitFor(t, "the tables of the first run", func() bool { return s.TableStats().Tables >= 3 })
+	time.Sleep(500 * time.Millisecond)
+	first := s.TableStats()
+	a.Process.Kill()
+	a.Wait()
+
+	// The second run: a new process the sampler sees first in the kernel.
+	b := testenv.StartWorkload(t, "nofp-c", "60")
+	pid := uint32(b.Process.Pid)
+	if err := s.SetFilter(Filter{IncludePids: []uint32{pid}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Drain()
+	time.Sleep(time.Second)
+	samples, _, err := s.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := s.TableStats()
+	t.Logf("first run: %+v; second run: %+v", first, again)
+	if again.Builds != first.Builds {
+		t.Errorf("the second run of the program built tables again: %+v, first run %+v", again, first)
+	}
+	syms := symbolTable(t, pid)
+	var n, whole uint64
+	var bad []string
+	for _, smp := range samples {
+		if smp.Pid != pid || len(smp.User) == 0 {
+			continue
+		}
+		n += smp.Count
+		names := make([]string, len(smp.User))
+		for i, pc := range smp.User {
+			names[i] = name(syms, pc)
+		}
+		if names[len(names)-1] == "_start" && !smp.UserTruncated && !smp.UserCallerUnknown {
+			whole += smp.Count
+		} else if len(bad) < 5 {
+			bad = append(bad, strings.Join(names, " ← "))
+		}
+	}
+	if n < 100 || float64(whole) < 0.99*float64(n) {
+		t.Errorf("second run's first second: %d of %d samples whole; some others:\n%s", whole, n, strings.Join(bad, "\n"))
+	}
+}
+
+// TestTableMemoryBound checks that tables stay within UnwindTableBytes:
+// libc's table (~23k rows) does not fit in 4096 rows and is left to frame
+// pointers.
+func TestTableMemoryBound(t *testing.T) {
+	testenv.RequireRoot(t)
+	w := startWorkload(t, "nofp-c", "60")
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(w.Process.Pid)}, UnwindTableBytes: 4096 * 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := s.TableStats()
+	t.Logf("%+v", ts)
+	if ts.RowsCapacity != 4096 || ts.Rows > 4096 || ts.NoSpace == 0 || ts.Tables == 0 {
+		t.Errorf("want a 4096-row array, some files loaded and libc refused: %+v", ts)
+	}
+}
+
+// TestLearnMappingAfterDlopen runs a program that loads a library built
+// without frame pointers after sampling began: the kernel finds the new
+// mapping itself (bpf_find_vma), asks for the library's table, and the
+// library's stacks unwind to _start from then on.
+func TestLearnMappingAfterDlopen(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libhot.so")
+	prog := filepath.Join(dir, "dlopener")
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	libSrc := write("hot.c", `
+volatile unsigned long sink;
+__attribute__((noinline)) static void hot_leaf(void) { for (int i = 0; i < 100000; i++) sink += i; }
+__attribute__((noinline)) static unsigned long hot_rec(int d) {
+	if (d == 0) { hot_leaf(); return 1; }
+	unsigned long r = hot_rec(d - 1);
+	__asm__ volatile("" : "+r"(r));
+	return r + d;
+}
+void hot(void) { for (;;) sink += hot_rec(8); }
+`)
+	progSrc := write("main.c", `
+#include <dlfcn.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	char c;
+	if (read(0, &c, 1) != 1) /* the test says when */
+		return 1;
+	void *h = dlopen(argv[1], RTLD_NOW);
+	if (!h) return 1;
+	((void (*)(void))dlsym(h, "hot"))();
+	return 0;
+}
+`)
+	for _, args := range [][]string{
+		{"-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", lib, libSrc},
+		{"-O2", "-g", "-fomit-frame-pointer", "-o", prog, progSrc, "-ldl"},
+	} {
+		if out, err := exec.Command(testenv.RequireTool(t, "gcc"), args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, out)
+		}
+	}
+	cmd := exec.Command(prog, lib)
+	dlopenNow, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := uint32(cmd.Process.Pid)
+	time.Sleep(200 * time.Millisecond)
+
+	s, err := Open(Options{Frequency: 199, Pids: []uint32{pid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+	before := s.TableStats()
+	dlopenNow.Write([]byte{1}) // dlopen now
+
+	// Drain until the library's stacks come back whole.
+	var whole, inLib uint64
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && whole < 100; {
+		time.Sleep(300 * time.Millisecond)
+		samples, _, err := s.Drain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		syms := symbolTable(t, pid)
+		for _, smp := range samples {
+			if smp.Pid != pid || len(smp.User) == 0 || !strings.HasPrefix(name(syms, smp.User[0]), "hot") {
+				continue
+			}
+			inLib += smp.Count
+			if name(syms, smp.User[len(smp.User)-1]) == "_start" {
+				whole += smp.Count
+			}
+		}
+	}
+	after := s.TableStats()
+	t.Logf("tables before dlopen %+v, after %+v; %d samples in the library, %d of them whole", before, after, inLib, whole)
+	if after.Requests <= before.Requests || after.Tables <= before.Tables {
+		t.Errorf("the kernel asked for no table for the library: before %+v, after %+v", before, after)
+	}
+	if whole < 100 {
+		t.Errorf("only %d of %d samples in the library reach _start", whole, inLib)
+	}
+}
