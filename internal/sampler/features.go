@@ -17,9 +17,9 @@ import (
 type Program string
 
 const (
-	// ProgramTables walks user stacks with unwind tables where user space
-	// loaded them, through frame pointers elsewhere (bpf.LoadScorch). Needs
-	// Linux 5.17 (bpf_loop).
+	// ProgramTables walks user stacks with unwind tables kept per file,
+	// through frame pointers where a file has none (bpf.LoadScorch). Needs
+	// Linux 5.17 (bpf_loop, bpf_find_vma).
 	ProgramTables Program = "tables"
 	// ProgramFramePointers walks every user stack through frame pointers
 	// (bpf_get_stack), which stop at the first function built without
@@ -52,6 +52,7 @@ var tableFeatures = []kernelFeature{
 	}},
 	{"bpf_task_pt_regs", "5.15", func() error { return features.HaveProgramHelper(ebpf.PerfEvent, asm.FnTaskPtRegs) }},
 	{"bpf_loop", "5.17", func() error { return features.HaveProgramHelper(ebpf.PerfEvent, asm.FnLoop) }},
+	{"bpf_find_vma", "5.17", func() error { return features.HaveProgramHelper(ebpf.PerfEvent, asm.FnFindVma) }},
 }
 
 // probe runs the probes of fs and returns the names (with the release that

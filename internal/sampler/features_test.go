@@ -35,6 +35,8 @@ var helperSince = map[asm.BuiltinFunc][2]int{
 	asm.FnGetCurrentTaskBtf:  {5, 11},
 	asm.FnTaskPtRegs:         {5, 15},
 	asm.FnLoop:               {5, 17},
+	asm.FnFindVma:            {5, 17},
+	asm.FnKtimeGetNs:         {4, 1},
 }
 
 // newestHelper returns the newest helper the object's programs call and the
