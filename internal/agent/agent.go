@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,6 +158,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	fl := newFilterLoop(a.cfg.Include, a.cfg.Exclude, a.targets.procRoot, a.log)
 	a.filter = fl
 	opts := sampler.Options{Frequency: a.cfg.Frequency, DropIdle: a.cfg.DropIdle, StackMapEntries: a.cfg.StackMapSize}
+	if a.cfg.DataDir != "" {
+		// Unwind tables built once per binary, across restarts.
+		opts.TableCacheDir = filepath.Join(a.cfg.DataDir, "unwind-tables")
+	}
 	var onEvent func(sampler.Event)
 	if fl != nil {
 		if f, ok := fl.compute(); ok {

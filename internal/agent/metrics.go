@@ -66,6 +66,16 @@ func newMetrics(a *Agent) *metrics {
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "pid_event_ring_full"}, func(s sampler.Stats) uint64 { return s.LostPidEvents })
 	bpfCounter("lost_total", "Samples or parts of samples the BPF program could not record, by reason.", prometheus.Labels{"reason": "unwound_stack_map_full"}, func(s sampler.Stats) uint64 { return s.LostUnwoundStacks })
 
+	// Stacks that do not pretend: a leaf walked without a table has its
+	// caller marked unknown ("[unknown caller]"), by reason.
+	callerHelp := "User stacks whose leaf was walked without an unwind table, so that its caller is marked unknown, by reason."
+	bpfCounter("unwind_caller_unknown_total", callerHelp, prometheus.Labels{"reason": "no_table"}, func(s sampler.Stats) uint64 { return s.CallerNoTable })
+	bpfCounter("unwind_caller_unknown_total", callerHelp, prometheus.Labels{"reason": "table_pending"}, func(s sampler.Stats) uint64 { return s.CallerPending })
+	bpfCounter("unwind_caller_unknown_total", callerHelp, prometheus.Labels{"reason": "no_mapping"}, func(s sampler.Stats) uint64 { return s.CallerNoMapping })
+	requestHelp := "Files whose unwind tables the kernel asked for, by outcome (lost: the request ring buffer or the file map was full)."
+	bpfCounter("unwind_table_requests_total", requestHelp, prometheus.Labels{"outcome": "sent"}, func(s sampler.Stats) uint64 { return s.FileRequests })
+	bpfCounter("unwind_table_requests_total", requestHelp, prometheus.Labels{"outcome": "lost"}, func(s sampler.Stats) uint64 { return s.LostFileRequests })
+
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "targets_cached_processes", Help: "Processes whose target (service_name and labels) is cached."},
 		func() float64 { return float64(a.targets.size()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "tracked_processes", Help: "Processes observed and not yet released."},

@@ -57,6 +57,11 @@ type Options struct {
 	// DefaultUnwindTableBytes, 16 MiB; libc needs about 190 KB). Files that
 	// do not fit are unwound with frame pointers.
 	UnwindTableBytes int
+	// TableCacheDir, when set, keeps built unwind tables on disk there,
+	// by build id, within TableCacheBytes (default DefaultTableCacheBytes),
+	// so that a restarted agent builds each table once.
+	TableCacheDir   string
+	TableCacheBytes int64
 	// StackMapEntries is the number of distinct stacks of each kind
 	// (kernel, frame-pointer user, unwound user) the program can hold
 	// between two drains (default DefaultStackMapEntries); the counts map
@@ -258,7 +263,13 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	if !opts.FramePointersOnly {
 		cfg.Unwind = 1
-		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.barrier)
+		var cache *tableCache
+		if opts.TableCacheDir != "" {
+			if cache, err = newTableCache(opts.TableCacheDir, opts.TableCacheBytes, s.log); err != nil {
+				s.log.Warn("unwind tables are not cached on disk", "err", err)
+			}
+		}
+		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.barrier, cache)
 		if err != nil {
 			return nil, err
 		}

@@ -66,6 +66,7 @@ type TableStats struct {
 	BuildErrors  uint64        // files without a usable table (no CFI, not ELF, unreadable, malformed)
 	NoSpace      uint64        // files left to frame pointers: the row array was full
 	Dropped      uint64        // requests dropped: the worker's queue was full
+	CacheHits    uint64        // tables read from the on-disk cache instead of built
 }
 
 // fileKey is a mapped file as the kernel knows it (struct unwind_file_key).
@@ -125,12 +126,13 @@ type tableManager struct {
 	stats struct {
 		files, tables, rows                  atomic.Int64
 		requests, builds, buildNS, buildErrs atomic.Uint64
-		noSpace, dropped                     atomic.Uint64
+		noSpace, dropped, cacheHits          atomic.Uint64
 	}
 	capacity int
+	cache    *tableCache // nil: none
 }
 
-func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *ebpf.Map, barrier func() error) (*tableManager, error) {
+func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *ebpf.Map, barrier func() error, cache *tableCache) (*tableManager, error) {
 	rd, err := ringbuf.NewReader(requests)
 	if err != nil {
 		return nil, fmt.Errorf("open unwind_requests ring buffer: %w", err)
@@ -146,6 +148,7 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 		entries:  map[fileKey]*fileEntry{},
 		failed:   map[string]bool{},
 		capacity: int(rows.MaxEntries()),
+		cache:    cache,
 	}
 	m.loadVDSO()
 	readerDone := make(chan struct{})
@@ -238,6 +241,7 @@ func (m *tableManager) Stats() TableStats {
 		BuildErrors:  m.stats.buildErrs.Load(),
 		NoSpace:      m.stats.noSpace.Load(),
 		Dropped:      m.stats.dropped.Load(),
+		CacheHits:    m.stats.cacheHits.Load(),
 	}
 }
 
@@ -429,6 +433,11 @@ func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
 			break
 		}
 	}
+	if b, adj, ok := m.cache.get(ck); ok {
+		m.stats.cacheHits.Add(1)
+		t.adj = adj
+		return m.place(t, b, path)
+	}
 	start := time.Now()
 	var tab *unwinder.Table
 	err := process.Guard(path, func() (err error) {
@@ -450,6 +459,13 @@ func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
 		return nil
 	}
 	b, _ := tab.AppendBinary(nil)
+	m.cache.put(ck, b, t.adj)
+	return m.place(t, b, path)
+}
+
+// place copies the encoded rows b of t into unwind_rows; nil when there is
+// no room.
+func (m *tableManager) place(t *table, b []byte, path string) *table {
 	n := uint32(len(b) / unwinder.RowSize)
 	first, ok := m.alloc.alloc(n)
 	if !ok {
@@ -470,7 +486,7 @@ func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
 		return nil
 	}
 	t.first, t.rows = first, n
-	m.tables[ck] = t
+	m.tables[t.key] = t
 	return t
 }
 

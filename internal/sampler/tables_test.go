@@ -281,3 +281,31 @@ int main(int argc, char **argv) {
 		t.Errorf("only %d of %d samples in the library reach _start", whole, inLib)
 	}
 }
+
+// TestTableCacheAcrossRestart checks that a sampler opened again with the
+// same TableCacheDir reads the tables of files it saw before from disk
+// instead of building them.
+func TestTableCacheAcrossRestart(t *testing.T) {
+	testenv.RequireRoot(t)
+	w := startWorkload(t, "nofp-c", "60")
+	dir := t.TempDir()
+	open := func() TableStats {
+		s, err := Open(Options{Frequency: 199, Pids: []uint32{uint32(w.Process.Pid)}, TableCacheDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		return s.TableStats() // Open loaded the tables of the process before returning
+	}
+	first := open()
+	second := open()
+	t.Logf("first open: %+v; second: %+v", first, second)
+	if first.Tables < 3 || first.CacheHits != 0 {
+		t.Fatalf("first open: want ≥ 3 tables built, none from the cache: %+v", first)
+	}
+	// Every table but the vDSO's (not cached: it is read from memory) comes
+	// from the cache the second time.
+	if second.Tables != first.Tables || second.CacheHits < uint64(first.Tables-1) || second.Builds > 1 {
+		t.Errorf("second open built again: %+v (first %+v)", second, first)
+	}
+}
