@@ -550,6 +550,12 @@ int scorch_exec(void *ctx)
 	// Learn the new program's mappings and ask for its tables now, before
 	// its first sample. The entry point the kernel set is the
 	// interpreter's (ld.so), or the program's when it is static.
+	// Only for processes the filter records (record --pid, the agent's
+	// --include/--exclude): others never need tables.
+	__u32 zero = 0;
+	struct scorch_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || !cfg->unwind || sample_filter(cfg, pid, (__u32)bpf_get_current_pid_tgid()))
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct uregs u;
 	__u64 entry = 0;
