@@ -38,30 +38,39 @@
 //
 // bpf_get_stack follows the frame-pointer chain, which stops at the first
 // function built without one (Debian's libc, most C, C++ and Rust release
-// builds). So, unless Options.FramePointersOnly is set or the kernel lacks
-// bpf_loop, the sampler loads
-// unwind tables (package unwinder) into the kernel and the program walks
-// the user stacks of every process that has them with the table unwinder
+// builds) and skips the caller of a leaf that keeps no frame record. So,
+// unless Options.FramePointersOnly is set or the kernel lacks bpf_loop and
+// bpf_find_vma, the program walks every user stack with the table unwinder
 // of unwinder/bpf/unwind.h, under bpf_loop, up to 128 frames. Those stacks
 // go to a hash map per set keyed by a 64-bit hash of the addresses (the
-// sample key says STACK_UNWOUND and carries the hash); other processes keep
-// the frame-pointer path (STACK_HASHED). Why a walk stopped early is counted in Stats.
+// sample key says STACK_UNWOUND and carries the hash). Why a walk stopped
+// early, and why a leaf's caller had to be marked unknown
+// (Sample.UserCallerUnknown), is counted in Stats.
 //
-// Tables are managed by one worker goroutine (tables.go), so neither
-// sampling nor Drain ever waits for them. ReadEvents passes it the
-// lifecycle events: on a process's first sample (EventNewPid) it reads
-// /proc/PID/maps, opens every executable file mapped (through
-// /proc/PID/map_files, so files in containers and deleted files work),
-// builds each file's table once per build id and copies it into a slice of
-// the shared row array (first fit; Options.UnwindTableBytes bounds it, 16
-// MiB by default: files that do not fit use frame pointers), then writes
-// the process's mappings with their load bias and table slice. On exec and
-// exit it drops the process; a file's rows are freed a minute after no
-// process maps it any more (at once when the row array needs the room: a
-// program started again and again keeps its table), after the same barrier
-// Drain uses, so that no program still reads them. When Drain sees an unwound address outside every
-// mapping of the last scan (a library loaded later), it asks the worker
-// to read the mappings again. The vDSO's table is built once from the
+// Tables are kept per file, not per process, and the kernel finds a PC's
+// mapping itself: it keeps each process's executable mappings in
+// unwind_procs, learned with bpf_find_vma at exec (the program and its
+// interpreter), copied at fork, and added when a sample meets a PC in none
+// of them (one lookup per sample: in interrupt context a second one fails
+// until the mmap lock's deferred unlock has run). A mapped file is known by
+// the kernel's identity for it (device, inode number, generation); one the
+// kernel has no entry for is asked for once, on the unwind_requests ring
+// buffer. So a process started after the sampler unwinds whole from its
+// first samples when its files already have tables (libc, a program
+// started again and again), with no handshake with user space.
+//
+// The requests are answered by one worker goroutine (tables.go), so
+// neither sampling nor Drain ever waits for them: it opens the file through
+// the requesting process's /proc/PID/map_files (files in containers and
+// deleted files work; package process), builds its table once per build id
+// under process.Guard (a malformed file is counted, never a crash), reads it
+// from the on-disk cache instead when Options.TableCacheDir has it, copies
+// it into a slice of the shared row array (first fit;
+// Options.UnwindTableBytes bounds it, 16 MiB by default: files that do not
+// fit use frame pointers) and writes the file's entry. Entries the walker
+// has not used for a minute are removed and their rows freed (sooner when
+// the row array needs the room), after the same barrier Drain uses, so
+// that no program still reads them. The vDSO's table is built once from the
 // sampler's own vDSO, which is the same in every process.
 //
 // What the program could not record is counted per reason in a per-CPU
