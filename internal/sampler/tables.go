@@ -80,6 +80,9 @@ type request struct {
 	pid        uint32
 	done       chan struct{} // closed when handled (may be nil)
 	preload    bool          // load: read pid's maps and answer for every file
+	file       *os.File      // the file, opened by the reader (nil: not yet)
+	path       string        // what file was opened from
+	openErr    error         // why it could not be
 	sweep      bool          // sweep now (tests)
 }
 
@@ -182,9 +185,14 @@ func (m *tableManager) read(ctx context.Context, done chan<- struct{}) {
 		}
 		raw := (*bpf.ScorchUnwindRequest)(unsafe.Pointer(&rec.RawSample[0]))
 		m.stats.requests.Add(1)
-		if !m.send(request{key: raw.File, start: raw.Start, end: raw.End, pid: raw.Pid}) {
+		r := request{key: raw.File, start: raw.Start, end: raw.End, pid: raw.Pid}
+		m.openRequested(&r)
+		if !m.send(r) {
 			// Forget the placeholder, so that a later sample asks again.
 			m.files.Delete(raw.File)
+			if r.file != nil {
+				r.file.Close()
+			}
 		}
 	}
 }
@@ -290,30 +298,49 @@ func monotonic() uint64 {
 func (m *tableManager) answer(r request) {
 	if e := m.entries[r.key]; e != nil {
 		// Asked again: our entry went (the map was cleared); write it back.
+		if r.file != nil {
+			r.file.Close()
+		}
 		m.write(r.key, e)
 		return
 	}
-	var (
-		f    *os.File
-		err  error
-		path string
-	)
+	f, path, err := r.file, r.path, r.openErr
 	dir := m.procDir(r.pid)
-	if r.start == 0 && r.end == 0 {
-		path = "exe"
-		f, err = os.Open(dir + "/exe")
-	} else {
+	if f == nil && r.start != 0 {
+		// map_files did not open: through the process's root.
 		f, path, err = openMapped(dir, r.start, r.end)
 	}
 	if err != nil {
-		// The process is gone, or the file cannot be read: frame
-		// pointers for now; the kernel may ask again later.
 		m.log.Debug("unwind tables: open mapped file", "pid", r.pid, "path", path, "err", err)
+		if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
+			// The process exited first (a short-lived one): the next
+			// process mapping the file asks again.
+			m.files.Delete(r.key)
+			return
+		}
+		// The file cannot be read: frame pointers for a while, then the
+		// kernel may ask again.
 		m.setEntry(r.key, &fileEntry{expires: time.Now().Add(negativeTTL)})
 		return
 	}
 	defer f.Close()
 	m.setEntry(r.key, &fileEntry{tab: m.tableOf(f, r.key, path)})
+}
+
+// openRequested opens the file a request names, at once, before the
+// requesting process (perhaps short-lived) exits: its executable, or its
+// mapping through map_files. The worker tries the process's root after.
+func (m *tableManager) openRequested(r *request) {
+	dir := m.procDir(r.pid)
+	if r.start == 0 && r.end == 0 {
+		r.path = dir + "/exe"
+	} else {
+		r.path = fmt.Sprintf("%s/map_files/%x-%x", dir, r.start, r.end)
+	}
+	r.file, r.openErr = os.Open(r.path)
+	if r.openErr != nil && r.start != 0 {
+		r.openErr = nil // the worker tries the root
+	}
 }
 
 // preload builds the tables of pid's executable mappings; the kernel asks
