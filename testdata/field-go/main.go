@@ -10,7 +10,8 @@
 // Usage: field-go SECONDS [ROUNDS]. With SCORCH_FIELD_PPROF=FILE it also
 // writes a runtime/pprof CPU profile (sampled at 1000 Hz) of its run to
 // FILE, as the oracle Scorch's shares are checked against; with
-// SCORCH_FIELD_WORKERS=N, N goroutines each run the rounds.
+// SCORCH_FIELD_WORKERS=N, N goroutines each run the rounds (main.main
+// one of them).
 package main
 
 import (
@@ -92,9 +93,11 @@ func main() {
 			}
 		}()
 	}
+	// The first worker is main.main itself, so its stacks reach
+	// runtime.main; the others are goroutines.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for w := 0; w < max(workers, 1); w++ {
+	for w := 1; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -104,5 +107,7 @@ func main() {
 			mu.Unlock()
 		}()
 	}
+	x := run(seconds, rounds)
 	wg.Wait()
+	sink += x
 }
