@@ -8,10 +8,10 @@
 // hot_middle holds exactly 75% of its CPU time and cold_path 25%.
 //
 // Usage: field-go SECONDS [ROUNDS]. With SCORCH_FIELD_PPROF=FILE it also
-// writes a runtime/pprof CPU profile (sampled at 1000 Hz) of its run to
-// FILE, as the oracle Scorch's shares are checked against; with
-// SCORCH_FIELD_WORKERS=N, N goroutines each run the rounds (main.main
-// one of them).
+// writes a runtime/pprof CPU profile of its run to FILE (asking for
+// 1000 Hz: the kernel caps it at its tick rate, CONFIG_HZ), the oracle
+// Scorch's shares are checked against; with SCORCH_FIELD_WORKERS=N, N
+// goroutines each run the rounds (main.main one of them).
 package main
 
 import (
