@@ -2,8 +2,10 @@
 // build bin/scorch as the Dockerfile does (CGO_ENABLED=0), run it as a
 // separate process against an in-process Pyroscope receiver on loopback,
 // and drive it through churn, vanishing files, map pressure, export and
-// disk faults, restarts and a soak. They need root (the agent loads BPF
-// programs); in CI (CI set) they never skip.
+// disk faults, restarts and a soak; the field tests (field_test.go) run
+// `scorch record` over workloads with known caller shares on a quiet and a
+// busy host. They need root (the agent loads BPF programs); in CI (CI set)
+// they never skip.
 package reliability
 
 import (
