@@ -265,6 +265,11 @@ func measure(n int, run float64, gap time.Duration, freq int, drainEvery time.Du
 	}()
 
 	time.Sleep(time.Second) // past the sampler's start-up (tables of running processes)
+	st0, err := s.Stats()
+	if err != nil {
+		cancel()
+		return err
+	}
 	arg := strconv.FormatFloat(run, 'f', -1, 64)
 	var procs []*proc
 	for i := range n {
@@ -283,6 +288,12 @@ func measure(n int, run float64, gap time.Duration, freq int, drainEvery time.Du
 		time.Sleep(gap)
 	}
 	time.Sleep(3 * drainEvery) // the last samples
+	st1, err := s.Stats()
+	if err != nil {
+		cancel()
+		return err
+	}
+	tst := s.TableStats()
 	close(stopDrain)
 	<-drained
 	cancel()
@@ -367,6 +378,13 @@ func measure(n int, run float64, gap time.Duration, freq int, drainEvery time.Du
 	fmt.Printf("label=%s processes=%d without_complete=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f samples=%d complete_share=%.4f drain_interval_p50_ms=%.1f drain_interval_p99_ms=%.1f drain_time_p50_ms=%.1f drain_time_p99_ms=%.1f\n",
 		label, len(rows), missing, quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1), total, ratio(complete, total),
 		quantile(iv, 0.5), quantile(iv, 0.99), quantile(dd, 0.5), quantile(dd, 0.99))
+	// The program's counters over the processes' time, for every process
+	// on the host (the busy build's too): why walks stopped early.
+	fmt.Printf("label=%s host_unwound=%d host_max_frames=%d host_read_failed=%d host_bad_frame=%d host_caller_no_table=%d host_caller_pending=%d host_caller_no_mapping=%d host_file_requests=%d host_lost_file_requests=%d tables_builds=%d tables_errors=%d tables_no_space=%d tables_dropped=%d\n",
+		label, st1.Unwound-st0.Unwound, st1.UnwindMaxFrames-st0.UnwindMaxFrames, st1.UnwindReadFailed-st0.UnwindReadFailed,
+		st1.UnwindBadFrame-st0.UnwindBadFrame, st1.CallerNoTable-st0.CallerNoTable, st1.CallerPending-st0.CallerPending,
+		st1.CallerNoMapping-st0.CallerNoMapping, st1.FileRequests-st0.FileRequests, st1.LostFileRequests-st0.LostFileRequests,
+		tst.Builds, tst.BuildErrors, tst.NoSpace, tst.Dropped)
 	return nil
 }
 
