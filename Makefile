@@ -19,7 +19,7 @@ PREFIX   ?= /usr/local
 RUN_FLAGS ?=
 FUZZTIME ?= 10s
 
-.PHONY: help build generate check-generate testdata prereqs test test-unit test-root test-long lint test-kernels fuzz vet run bench install clean
+.PHONY: help build generate check-generate testdata prereqs test test-unit test-root test-long lint test-kernels fuzz vet run bench bench-startup install clean
 
 help:
 	@echo "make build           build $(BIN) (needs no clang: BPF objects are committed)"
@@ -35,6 +35,7 @@ help:
 	@echo "make check-generate  regenerate and fail if the committed objects differ"
 	@echo "make fuzz            run every fuzz target for FUZZTIME each ($(FUZZTIME))"
 	@echo "make bench           run the benchmarks and rewrite bench/RESULTS.md"
+	@echo "make bench-startup   only the start-up benchmarks (fresh-process cost, time to the first complete stack)"
 	@echo "make install         install the binary and the systemd unit"
 
 # Under sudo, what make creates in the checkout goes back to the user who
@@ -138,7 +139,10 @@ run: build
 	  $(call CHOWN_BACK,$(filter $(CURDIR)/%,$(abspath $(RUN_DATA)))); exit $$rc
 
 bench: build testdata
-	bench/run.sh
+	GO=$(GO) bench/run.sh
+
+bench-startup: build testdata
+	GO=$(GO) BENCH_ONLY="fresh firststack" bench/run.sh
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/scorch

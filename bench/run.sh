@@ -15,11 +15,36 @@
 #   scale     the agent's CPU per 1,000 samples as the workload's distinct
 #             stacks grow (1k, 10k, 100k)
 #   loss      samples lost by reason at 999 Hz on every CPU for BENCH_LOSS_S s
+#   fresh     (issue 14) the cost to a process new to a fresh profiler: a
+#             2-thread CPU-bound program of fixed work (bench/agent/fresh.c,
+#             about BENCH_FRESH_S s alone, no frame pointers) started 3 s
+#             after the profiler, timed with no profiler, with `scorch agent
+#             --frequency 999` and with `perf record -e cpu-clock -F 999 -g
+#             -a`, each profiler started fresh for each run, BENCH_FRESH_PAIRS
+#             rounds in rotating order
+#   firststack (issue 14) time from a process's exec to its first complete
+#             table-unwound user stack, p50 and p99 over BENCH_FS_N processes
+#             of testdata/bin/nofp-c (BENCH_FS_RUN s each), measured by
+#             bench/firststack (internal/sampler at 999 Hz drained every
+#             10 ms), on the quiet host and with a parallel gcc loop
+#             running ("busy"), for the same binary each time and for a new
+#             binary each time (copies with their own build ids)
+#
+# How to run: as root, from the repo root, `make bench` (all parts), or
+#
+#     make build testdata
+#     sudo BENCH_ONLY="fresh firststack" bench/run.sh
+#
+# for a subset. Sections of bench/RESULTS.md for parts not run are kept
+# from the previous RESULTS.md, marked as such. Raw data: bench/out/agent/
+# (not committed).
 #
 # Environment: BENCH_REPS (5), BENCH_WORK_S (target seconds of one overhead
-# run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_ONLY (space-separated
-# subset of "overhead steady memory scale loss"). Targets are reported, never
-# asserted.
+# run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_FRESH_PAIRS (9),
+# BENCH_FRESH_S (1.5), BENCH_FS_N (50), BENCH_FS_RUN (0.3), BENCH_ONLY
+# (space-separated subset of "overhead steady memory scale loss fresh
+# firststack"), GO (the go command, for firststack). Targets are reported,
+# never asserted.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +55,12 @@ REPS=${BENCH_REPS:-5}
 WORK_S=${BENCH_WORK_S:-10}
 LOSS_S=${BENCH_LOSS_S:-60}
 NPROCS=${BENCH_PROCS:-200}
-ONLY=${BENCH_ONLY:-overhead steady memory scale loss}
+FRESH_PAIRS=${BENCH_FRESH_PAIRS:-9}
+FRESH_S=${BENCH_FRESH_S:-1.5}
+FS_N=${BENCH_FS_N:-50}
+FS_RUN=${BENCH_FS_RUN:-0.3}
+ONLY=${BENCH_ONLY:-overhead steady memory scale loss fresh firststack}
+GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
 PORT=${BENCH_PORT:-17391}
 NCPU=$(nproc)
 
@@ -50,6 +80,7 @@ cp bin/scorch "$OUT/scorch"
 SCORCH=$OUT/scorch
 gcc -O1 -g -fno-omit-frame-pointer -o "$OUT/spin" bench/agent/spin.c
 gcc -O1 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -o "$OUT/stacks" bench/agent/stacks.c
+gcc -O2 -g -fomit-frame-pointer -pthread -o "$OUT/fresh" bench/agent/fresh.c
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -59,7 +90,9 @@ sysctl -qw kernel.bpf_stats_enabled=1 || log "cannot enable kernel.bpf_stats_ena
 
 AGENT_PID=
 PIDS_TO_KILL=()
+BUSY_PIDS=()
 cleanup() {
+	stop_busy
 	[ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
 	for p in "${PIDS_TO_KILL[@]}"; do kill "$p" 2>/dev/null || true; done
 	sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" 2>/dev/null || true
@@ -308,6 +341,97 @@ run_loss() {
 	stop_agent
 }
 
+# ---------------------------------------------------------------- fresh
+# A process new to a profiler that was itself started 3 s before: the
+# profiler is still loading (a fresh agent builds the unwind tables of the
+# host's processes) and must build the new program's tables while it runs.
+# Rounds of three runs (none, scorch-999, perf-999) in an order rotating
+# between rounds; ratio = wall time with / without in the same round.
+FRESH_ROWS=$OUT/fresh.tsv
+: >"$FRESH_ROWS"
+run_fresh() {
+	# Calibrate: the fastest of 3 runs of 2e8 iterations per thread.
+	local t iter
+	t=$(for _ in 1 2 3; do { /usr/bin/time -f %e "$OUT/fresh" 200000000 >/dev/null; } 2>&1; done | sort -n | head -1)
+	iter=$(python3 -c "print(int(200000000 * $FRESH_S / max($t, 0.01)))")
+	log "fresh: $iter iterations per thread (${t}s per 2e8 alone, fastest of 3), $FRESH_PAIRS rounds"
+	echo "$iter" >"$OUT/fresh-iterations"
+	local configs=(none scorch-999)
+	if command -v perf >/dev/null; then configs+=(perf-999); else log "fresh: perf not installed (Debian: apt-get install linux-perf): measured without it"; fi
+	for rep in $(seq "$FRESH_PAIRS"); do
+		local n=${#configs[@]} k
+		for k in $(seq 0 $((n - 1))); do
+			local cfg=${configs[$(((k + rep) % n))]}
+			local ppid="" c0=0 t0 t1 wall cpu=""
+			t0=$(now)
+			case $cfg in
+			scorch-*)
+				start_agent "${cfg#scorch-}"
+				ppid=$AGENT_PID
+				;;
+			perf-*)
+				perf record -e cpu-clock -F "${cfg#perf-}" -g -a -o "$OUT/perf-fresh.data" >/dev/null 2>&1 &
+				ppid=$!
+				PIDS_TO_KILL+=("$ppid")
+				;;
+			esac
+			# The workload starts 3 s after the profiler was started.
+			sleep "$(echo "3 - ($(now) - $t0)" | bc -l | awk '{ print ($1 > 0) ? $1 : 0 }')"
+			[ -n "$ppid" ] && c0=$(cpu_s "$ppid")
+			t0=$(now)
+			"$OUT/fresh" "$iter"
+			t1=$(now)
+			wall=$(echo "$t1 - $t0" | bc -l)
+			[ -n "$ppid" ] && cpu=$(echo "$(cpu_s "$ppid") - $c0" | bc -l)
+			case $cfg in
+			scorch-*) stop_agent ;;
+			perf-*) kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true ;;
+			esac
+			printf '%s\t%s\t%s\t%s\n' "$rep" "$cfg" "$wall" "$cpu" >>"$FRESH_ROWS"
+			log "fresh: round $rep $cfg: ${wall}s, profiler CPU ${cpu:-0}s"
+			sleep 1
+		done
+	done
+}
+
+# ---------------------------------------------------------------- firststack
+# busy: one gcc compile loop per CPU (a parallel build: many short-lived
+# compiler processes, all CPUs taken).
+start_busy() {
+	local i
+	for i in $(seq "$NCPU"); do
+		( while :; do gcc -O2 -g -c bench/agent/stacks.c -o "$OUT/busy-$i.o"; gcc -O2 -c bench/agent/fresh.c -o "$OUT/busy-$i.o"; done ) >/dev/null 2>&1 &
+		BUSY_PIDS+=($!)
+	done
+	sleep 2
+}
+stop_busy() {
+	local p
+	for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${BUSY_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	BUSY_PIDS=()
+}
+FS_SUMMARY=$OUT/firststack.txt
+: >"$FS_SUMMARY"
+run_firststack() {
+	"$GO" build -o "$OUT/firststack" ./bench/firststack || die "go build ./bench/firststack failed (set GO)"
+	rm -rf "$OUT/fscopies"
+	mkdir -p "$OUT/fscopies"
+	local i cond wl bins
+	for i in $(seq "$FS_N"); do
+		python3 bench/agent/relabel.py testdata/bin/nofp-c "$OUT/fscopies/nofp-c-$i" "scorch-firststack-$i"
+	done
+	for cond in quiet busy; do
+		[ "$cond" = busy ] && start_busy
+		for wl in same distinct; do
+			if [ "$wl" = same ]; then bins=(testdata/bin/nofp-c); else bins=("$OUT"/fscopies/nofp-c-*); fi
+			log "firststack: $cond, $wl binary: $FS_N processes"
+			"$OUT/firststack" -n "$FS_N" -run "$FS_RUN" -label "$cond-$wl" -o "$OUT/firststack-$cond-$wl.tsv" "${bins[@]}" | tee -a "$FS_SUMMARY" >&2
+		done
+		[ "$cond" = busy ] && stop_busy
+	done
+}
+
 for part in $ONLY; do
 	case $part in
 	overhead) run_overhead ;;
@@ -315,6 +439,8 @@ for part in $ONLY; do
 	memory) run_memory ;;
 	scale) run_scale ;;
 	loss) run_loss ;;
+	fresh) run_fresh ;;
+	firststack) run_firststack ;;
 	*) die "unknown part $part" ;;
 	esac
 done
@@ -324,5 +450,6 @@ LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 bench/agent/report.py \
 	--out "$OUT" --results "$RESULTS" --started "$STARTED" --elapsed "$ELAPSED" \
 	--loadavg-start "$LOADAVG_START" --loadavg-end "$LOADAVG_END" --reps "$REPS" \
-	--procs "$NPROCS" --loss-s "$LOSS_S" --ncpu "$NCPU"
+	--procs "$NPROCS" --loss-s "$LOSS_S" --ncpu "$NCPU" --parts "$ONLY" \
+	--fresh-s "$FRESH_S" --fs-n "$FS_N" --fs-run "$FS_RUN"
 log "wrote $RESULTS in ${ELAPSED}s"
