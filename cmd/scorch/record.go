@@ -39,6 +39,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	flagval.IntVar(fs.FlagSet, &mapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (64 to 1048576); more are counted as lost")
 	flagval.BoolVar(fs.FlagSet, &unwindTables, "unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
+	tableCache := fs.String("unwind-table-cache", defaultTableCache(), "directory where built unwind tables are kept by build id, so that the next run builds each once (at most 64 MiB; empty: none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,7 +90,8 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 		_ = sym.Observe(pid)
 	}
 	prof, err := profiler.Open(profiler.Config{
-		Sampler:    sampler.Options{Frequency: frequency, Pids: pids, DropIdle: dropIdle, FramePointersOnly: !unwindTables, StackMapEntries: mapSize},
+		Sampler: sampler.Options{Frequency: frequency, Pids: pids, DropIdle: dropIdle, FramePointersOnly: !unwindTables,
+			StackMapEntries: mapSize, TableCacheDir: *tableCache},
 		Symbolizer: sym,
 		Logger:     logger,
 	})
@@ -193,4 +195,14 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, usageError{fmt.Errorf("--log-level: %v", err)}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// defaultTableCache is where record keeps unwind tables between runs: the
+// user's cache directory ($XDG_CACHE_HOME, else ~/.cache), or none.
+func defaultTableCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "scorch", "unwind-tables")
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -45,6 +46,8 @@ const (
 	pendingTTL = 10 * time.Second
 	// maxFailed bounds the files remembered as having no usable table.
 	maxFailed = 4096
+	// tableBuilders is how many tables are built at once.
+	tableBuilders = 2
 )
 
 // tableLinger is how long a file's entry stays in the kernel after the
@@ -133,6 +136,15 @@ type tableManager struct {
 	}
 	capacity int
 	cache    *tableCache // nil: none
+
+	// Builders: at most cap(slots) tables are built at once, each on a
+	// goroutine of its own (owned by the manager: close waits for them),
+	// which hands the result back on built.
+	ctx      context.Context
+	slots    chan struct{}
+	built    chan built
+	builders sync.WaitGroup
+	inflight map[string][]fileKey // content keys being built -> the files waiting
 }
 
 func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *ebpf.Map, barrier func() error, cache *tableCache) (*tableManager, error) {
@@ -152,6 +164,10 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 		failed:   map[string]bool{},
 		capacity: int(rows.MaxEntries()),
 		cache:    cache,
+		ctx:      ctx,
+		slots:    make(chan struct{}, tableBuilders),
+		built:    make(chan built, tableBuilders),
+		inflight: map[string][]fileKey{},
 	}
 	m.loadVDSO()
 	readerDone := make(chan struct{})
@@ -159,6 +175,7 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 	go func() {
 		m.run(ctx)
 		<-readerDone
+		m.builders.Wait()
 		close(m.done)
 	}()
 	return m, nil
@@ -276,6 +293,9 @@ func (m *tableManager) run(ctx context.Context) {
 			if r.done != nil {
 				close(r.done)
 			}
+		case b := <-m.built:
+			m.builtOne(b)
+			m.publish()
 		case <-sweep.C:
 			m.sweep(false)
 			m.reclaim()
@@ -323,8 +343,90 @@ func (m *tableManager) answer(r request) {
 		m.setEntry(r.key, &fileEntry{expires: time.Now().Add(negativeTTL)})
 		return
 	}
-	defer f.Close()
-	m.setEntry(r.key, &fileEntry{tab: m.tableOf(f, r.key, path)})
+	m.answerFile(r.key, f, path)
+}
+
+// answerFile answers for key with the table of f, at once when a file with
+// the same contents has one, else when a builder goroutine has built it:
+// a large table (a big Go binary, libc) being built does not hold up the
+// answer for a small program started beside it.
+func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
+	ef, ck, err := m.parse(f, key, path)
+	if err != nil {
+		f.Close()
+		m.setEntry(key, &fileEntry{})
+		return
+	}
+	switch {
+	case m.tables[ck] != nil:
+		ef.Close()
+		f.Close()
+		m.setEntry(key, &fileEntry{tab: m.tables[ck]})
+		return
+	case m.failed[ck]:
+		ef.Close()
+		f.Close()
+		m.setEntry(key, &fileEntry{})
+		return
+	}
+	if waiters, ok := m.inflight[ck]; ok {
+		m.inflight[ck] = append(waiters, key)
+		ef.Close()
+		f.Close()
+		return
+	}
+	m.inflight[ck] = []fileKey{key}
+	m.builders.Add(1)
+	go func() {
+		defer m.builders.Done()
+		defer f.Close()
+		defer ef.Close()
+		select {
+		case m.slots <- struct{}{}:
+		case <-m.ctx.Done():
+			return
+		}
+		b := m.encode(ck, ef, path)
+		<-m.slots
+		select {
+		case m.built <- b:
+		case <-m.ctx.Done():
+		}
+	}()
+}
+
+// builtOne loads a table a builder finished and answers every file that
+// waited for it.
+func (m *tableManager) builtOne(b built) {
+	waiters := m.inflight[b.ck]
+	delete(m.inflight, b.ck)
+	t := m.finishBuild(b)
+	for _, k := range waiters {
+		if m.entries[k] == nil {
+			m.setEntry(k, &fileEntry{tab: t})
+		}
+	}
+}
+
+// parse reads f's ELF header and content key, under the recover boundary.
+func (m *tableManager) parse(f *os.File, key fileKey, path string) (*elf.File, string, error) {
+	var (
+		ef *elf.File
+		ck string
+	)
+	err := process.Guard(path, func() error {
+		var err error
+		if ef, err = elf.NewFile(f); err != nil {
+			return err
+		}
+		ck = contentKey(ef, f, key)
+		return nil
+	})
+	if err != nil {
+		m.countParseError(path, err)
+		return nil, "", err // not ELF (a script interpreter's mapping, a JIT file), or malformed
+	}
+	return ef, ck, nil
 }
 
 // openRequested opens the file a request names, at once, before the
@@ -392,21 +494,9 @@ func kernelKey(f *os.File, mp process.Mapping) (fileKey, bool) {
 // Everything read from f is untrusted (a container's file): a malformed
 // file is counted and left to frame pointers, never a crash.
 func (m *tableManager) tableOf(f *os.File, key fileKey, path string) *table {
-	var (
-		ef *elf.File
-		ck string
-	)
-	err := process.Guard(path, func() error {
-		var err error
-		if ef, err = elf.NewFile(f); err != nil {
-			return err
-		}
-		ck = contentKey(ef, f, key)
-		return nil
-	})
+	ef, ck, err := m.parse(f, key, path)
 	if err != nil {
-		m.countParseError(path, err)
-		return nil // not ELF (a script interpreter's mapping, a JIT file), or malformed
+		return nil
 	}
 	defer ef.Close()
 	if t := m.tables[ck]; t != nil {
@@ -451,43 +541,70 @@ func (m *tableManager) loadVDSO() {
 // build builds the table of ef and copies it into unwind_rows; nil when
 // there is none or no room.
 func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
-	t := &table{key: ck}
+	b := m.encode(ck, ef, path)
+	return m.finishBuild(b)
+}
+
+// built is a table encoded by encode, perhaps on a builder goroutine.
+type built struct {
+	ck, path string
+	rows     []byte
+	adj      int64
+	err      error
+}
+
+// encode builds the rows of ef (or reads them from the on-disk cache). It
+// touches no worker state, so builder goroutines run it.
+func (m *tableManager) encode(ck string, ef *elf.File, path string) built {
+	b := built{ck: ck, path: path}
 	found := false
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-			t.adj = int64(p.Vaddr - p.Off)
+			b.adj = int64(p.Vaddr - p.Off)
 			found = true
 			break
 		}
 	}
-	if b, adj, ok := m.cache.get(ck); ok {
+	if rows, adj, ok := m.cache.get(ck); ok {
 		m.stats.cacheHits.Add(1)
-		t.adj = adj
-		return m.place(t, b, path)
+		b.rows, b.adj = rows, adj
+		return b
 	}
 	start := time.Now()
 	var tab *unwinder.Table
-	err := process.Guard(path, func() (err error) {
+	b.err = process.Guard(path, func() (err error) {
 		tab, err = buildTable(ef)
 		return err
 	})
 	m.stats.builds.Add(1)
 	m.stats.buildNS.Add(uint64(time.Since(start)))
-	if err == nil && !found {
-		err = errors.New("no executable segment")
+	if b.err == nil && !found {
+		b.err = errors.New("no executable segment")
 	}
-	if err != nil {
+	if b.err != nil {
+		return b
+	}
+	b.rows, _ = tab.AppendBinary(nil)
+	m.cache.put(ck, b.rows, b.adj)
+	return b
+}
+
+// finishBuild loads an encoded table (worker goroutine); nil when there is
+// none or no room.
+func (m *tableManager) finishBuild(b built) *table {
+	if b.err != nil {
 		m.stats.buildErrs.Add(1)
 		if len(m.failed) >= maxFailed {
 			clear(m.failed)
 		}
-		m.failed[ck] = true
-		m.log.Debug("unwind tables: no table", "path", path, "err", err)
+		m.failed[b.ck] = true
+		m.log.Debug("unwind tables: no table", "path", b.path, "err", b.err)
 		return nil
 	}
-	b, _ := tab.AppendBinary(nil)
-	m.cache.put(ck, b, t.adj)
-	return m.place(t, b, path)
+	if t := m.tables[b.ck]; t != nil {
+		return t // loaded meanwhile (a preload)
+	}
+	return m.place(&table{key: b.ck, adj: b.adj}, b.rows, b.path)
 }
 
 // place copies the encoded rows b of t into unwind_rows; nil when there is
