@@ -382,7 +382,8 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *pc,
 // unwind_tables walks the user stack with the process's unwind tables and
 // stores it in the set's stacks_unwound map. It returns the stack id for
 // the sample key (STACK_UNWOUND or STACK_LOST) and sets *hash.
-static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u32 pid, __u32 set, __u64 *hash)
+static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u32 pid, __u32 set, __u64 *hash,
+					  __u32 *learned)
 {
 	__u64 pc, sp, fp, lr;
 	if (!user_regs(ctx, &pc, &sp, &fp, &lr))
@@ -391,6 +392,7 @@ static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u3
 	if (!st)
 		return STACK_NONE;
 	stat_inc(STAT_UNWOUND);
+	*learned = st->vma_used == 2;
 	switch (st->stack.stop) {
 	case UNWIND_STOP_MAX_FRAMES:
 		stat_inc(STAT_UNWIND_MAX_FRAMES);
@@ -485,6 +487,7 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	}
 
 	struct sample_key key = {};
+	__u32 learned = 0;
 	key.pid = pid;
 	key.tid = tid;
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
@@ -499,7 +502,7 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 					 STAT_LOST_KERNEL_STACK, &key.kern_stack_hash);
 #ifndef SCORCH_FP_ONLY
 	if (user && cfg->unwind)
-		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash);
+		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash, &learned);
 	else
 #endif
 	if (user)
@@ -525,8 +528,11 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	}
 
 	if (user) {
+		// Announced again when the walk met code in a mapping the kernel
+		// had not seen for the process (a library ld.so or dlopen mapped
+		// since): user space reads its mappings while it lives.
 		__u8 *seen = bpf_map_lookup_elem(&seen_pids, &pid);
-		if (!seen) {
+		if (!seen || learned) {
 			__u8 one = 1;
 			bpf_map_update_elem(&seen_pids, &pid, &one, BPF_ANY);
 			emit_event(EVENT_NEW_PID, pid);

@@ -375,6 +375,24 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 		f.Close()
 		return
 	}
+	if rows, adj, ok := m.cache.get(ck); ok {
+		// Built by an earlier run: loaded here at once.
+		m.stats.cacheHits.Add(1)
+		t := m.finishBuild(built{ck: ck, path: path, rows: rows, adj: adj})
+		ef.Close()
+		f.Close()
+		m.setEntry(key, &fileEntry{tab: t})
+		return
+	}
+	if unwindInfoSize(ef) < inlineBuildBytes {
+		// A small program: built here at once (a millisecond or so),
+		// never behind a big table in the builders' queue.
+		t := m.build(ck, ef, path)
+		ef.Close()
+		f.Close()
+		m.setEntry(key, &fileEntry{tab: t})
+		return
+	}
 	m.inflight[ck] = []fileKey{key}
 	m.builders.Add(1)
 	go func() {
@@ -393,6 +411,21 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 		case <-m.ctx.Done():
 		}
 	}()
+}
+
+// inlineBuildBytes is the size of unwind information under which a table
+// is built by the worker itself rather than by a builder.
+const inlineBuildBytes = 128 << 10
+
+// unwindInfoSize is the size of what building ef's table reads.
+func unwindInfoSize(ef *elf.File) uint64 {
+	var n uint64
+	for _, name := range []string{".eh_frame", ".debug_frame", ".gopclntab"} {
+		if sec := ef.Section(name); sec != nil {
+			n += sec.Size
+		}
+	}
+	return n
 }
 
 // builtOne loads a table a builder finished and answers every file that

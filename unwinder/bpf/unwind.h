@@ -178,7 +178,7 @@ struct unwind_state {
 	__u32 tgid;
 	__u32 flags;
 	__u32 caller;        /* enum unwind_caller of the last mapping lookup */
-	__u32 vma_used;      /* bpf_find_vma was called: at most once per sample (see unwind_find_mapping) */
+	__u32 vma_used;      /* 1: bpf_find_vma was called (at most once per sample, see unwind_find_mapping); 2: it found a new mapping */
 	__u32 requests;      /* file requests sent by this walk */
 	__u32 lost_requests; /* ... and lost */
 	__u64 hash; /* of pcs[0..n), updated per frame (see unwind_hash) */
@@ -232,6 +232,8 @@ struct {
 static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
 	struct unwind_proc_mapping *m = data;
+	if (!(BPF_CORE_READ(vma, vm_flags) & 0x4 /* VM_EXEC */))
+		return 0; /* not code: a garbage PC in data, the heap or a stack */
 	m->start = BPF_CORE_READ(vma, vm_start);
 	m->end = BPF_CORE_READ(vma, vm_end);
 	m->pgoff = BPF_CORE_READ(vma, vm_pgoff);
@@ -331,6 +333,7 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 		m = unwind_learn(proc, bpf_get_current_task_btf(), pc);
 		if (!m)
 			return; /* no mapping (a garbage PC) or the mmap lock is taken */
+		st->vma_used = 2; /* learned */
 	}
 	struct unwind_proc_mapping v = *m;
 	st->map.start = v.start;

@@ -79,6 +79,7 @@ struct mm_struct {
 struct vm_area_struct {
 	unsigned long vm_start;
 	unsigned long vm_end;
+	unsigned long vm_flags;
 	struct mm_struct *vm_mm;
 	unsigned long vm_pgoff;
 	struct file *vm_file;
