@@ -135,7 +135,8 @@ type tableManager struct {
 		noSpace, dropped, cacheHits          atomic.Uint64
 	}
 	capacity int
-	cache    *tableCache // nil: none
+	cache    *tableCache  // nil: none
+	rowMem   *ebpf.Memory // unwind_rows mapped, or nil
 
 	// Builders: at most cap(slots) tables are built at once, each on a
 	// goroutine of its own (owned by the manager: close waits for them),
@@ -168,6 +169,11 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 		slots:    make(chan struct{}, tableBuilders),
 		built:    make(chan built, tableBuilders),
 		inflight: map[string][]fileKey{},
+	}
+	if mem, err := rows.Memory(); err == nil && !mem.ReadOnly() {
+		m.rowMem = mem
+	} else {
+		log.Debug("unwind tables: row array not mapped; writing rows by map updates", "err", err)
 	}
 	m.loadVDSO()
 	readerDone := make(chan struct{})
@@ -790,9 +796,14 @@ func buildTable(ef *elf.File) (*unwinder.Table, error) {
 	return tab, nil // Build refuses files beyond the 4 GiB rows address
 }
 
-// writeRows copies encoded rows into unwind_rows from index first, in
-// batches.
+// writeRows copies encoded rows into unwind_rows from index first: one
+// copy into the map's memory where it is mapped (the rows of libc in tens
+// of microseconds rather than milliseconds), else batched updates.
 func (m *tableManager) writeRows(first uint32, b []byte) error {
+	if m.rowMem != nil {
+		_, err := m.rowMem.WriteAt(b, int64(first)*unwinder.RowSize)
+		return err
+	}
 	const batch = 8192
 	n := len(b) / unwinder.RowSize
 	keys := make([]uint32, 0, batch)

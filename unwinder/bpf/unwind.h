@@ -190,9 +190,13 @@ struct unwind_state {
 	struct unwind_row row;
 };
 
+/* Memory-mappable (BPF_F_MMAPABLE, Linux 5.5): user space copies a table
+ * in with one memcpy instead of a map update per row, before it publishes
+ * the file's entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, UNWIND_MAX_ROWS);
+	__uint(map_flags, 1024 /* BPF_F_MMAPABLE */);
 	__type(key, __u32);
 	__type(value, struct unwind_row);
 } unwind_rows SEC(".maps");
