@@ -495,7 +495,12 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 	// The idle task and kernel threads have no user stack: keep them as
 	// kernel-only stacks.
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	int user = tid != 0 && !(BPF_CORE_READ(task, flags) & PF_KTHREAD);
+	unsigned int tflags = BPF_CORE_READ(task, flags);
+	int user = tid != 0 && !(tflags & PF_KTHREAD);
+	// A task in exit (do_exit tears its memory down) keeps its kernel
+	// stack only: its user stack is being unmapped under the walk.
+	if (tflags & PF_EXITING)
+		user = 0;
 
 	__u32 set = cfg->active_set;
 	key.kern_stack_id = hashed_stack(ctx, set == 0 ? (void *)&stacks_kern0 : (void *)&stacks_kern1, 0,

@@ -57,6 +57,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	raisePriority()
 	return a.Run(ctx)
 }
 

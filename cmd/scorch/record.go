@@ -89,6 +89,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 		// files are known even if it exits or never runs on a CPU.
 		_ = sym.Observe(pid)
 	}
+	raisePriority()
 	prof, err := profiler.Open(profiler.Config{
 		Sampler: sampler.Options{Frequency: frequency, Pids: pids, DropIdle: dropIdle, FramePointersOnly: !unwindTables,
 			StackMapEntries: mapSize, TableCacheDir: *tableCache},
