@@ -32,7 +32,8 @@ const tableCacheHeader = len(tableCacheMagic) + 16
 
 // tableCache keeps built tables on disk, by the file's build id, so that a
 // restarted agent, or a host running the same binaries again, builds each
-// table once. The cache belongs to the table worker goroutine. A file that
+// table once. The table worker and its builders use it at once: it keeps no
+// state but the directory (a write is a rename). A file that
 // does not read back whole and unchanged (truncated, corrupt, written by
 // another build of Scorch) is removed and the table built again.
 type tableCache struct {
@@ -40,7 +41,6 @@ type tableCache struct {
 	maxBytes int64
 	version  string // of this build of Scorch: tables from another are not trusted
 	log      *slog.Logger
-	writes   int
 }
 
 func newTableCache(dir string, maxBytes int64, log *slog.Logger) (*tableCache, error) {
@@ -164,7 +164,6 @@ func (c *tableCache) put(ck string, rows []byte, adj int64) {
 		c.log.Debug("unwind table cache: write", "err", err)
 		return
 	}
-	c.writes++
 	c.trim(p)
 }
 
