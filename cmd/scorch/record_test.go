@@ -485,3 +485,48 @@ func sampling() bool {
 	}
 	return false
 }
+
+// TestRecordStartedAfter is the regression test of the "[truncated] for
+// life" bug (issue 14): a program built with gcc's defaults (no frame
+// pointers, a frameless leaf, no call into libc in its hot loop) started
+// after sampling began must unwind to _start, not stop at libc's
+// __libc_start_call_main for the whole run. The shell that execs it spins
+// until sampling has started, so the program is new to the profiler.
+func TestRecordStartedAfter(t *testing.T) {
+	requireRoot(t)
+	bin := testenv.Workload(t, "field-c")
+	flag := filepath.Join(t.TempDir(), "go")
+	cmd := exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do :; done; exec "$0" 4`, bin, flag)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	go func() {
+		defer os.WriteFile(flag, nil, 0o644)
+		for deadline := time.Now().Add(60 * time.Second); !sampling() && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	p, _, _ := record(t, "--duration", "6s", "--frequency", "499", "--pid", fmt.Sprint(pid))
+	var n, whole int64
+	var bad []string
+	for s, names := range userStacks(p, pid) {
+		if s.Label["comm"][0] != "field-c" || !slices.Contains(names, "hot_inner") {
+			continue
+		}
+		n += s.Value[0]
+		if names[len(names)-1] == "_start" && slices.Contains(names, "main") {
+			whole += s.Value[0]
+		} else if len(bad) < 5 {
+			bad = append(bad, strings.Join(names, " <- "))
+		}
+	}
+	t.Logf("pid %d: %d samples in hot_inner after the exec, %d reach _start through main", pid, n, whole)
+	if n < 500 {
+		t.Fatalf("only %d samples of the program in its hot loop", n)
+	}
+	if float64(whole) < 0.99*float64(n) {
+		t.Errorf("%d of %d stacks (%.2f%%) reach _start, want >= 99%%; others:\n%s", whole, n, 100*float64(whole)/float64(n), strings.Join(bad, "\n"))
+	}
+}
