@@ -46,24 +46,28 @@
 // # How the BPF side finds tables (bpf/unwind.h)
 //
 // Tables live in one BPF_MAP_TYPE_ARRAY of rows (unwind_rows, 2M rows = 16
-// MiB by default): user space gives every distinct ELF file (by build id or
-// device+inode) a contiguous slice [first_row, first_row+nrows), shared by
-// all processes that map it, and frees slices when no process uses the
-// file any more (a simple first-fit allocator is enough; tables are
-// immutable). One big array keeps the verifier simple (a single map, bounded
-// index) compared with ARRAY_OF_MAPS, whose inner maps would need one map
-// per file and a lookup per frame.
+// MiB by default, memory-mapped so that user space copies a table in at
+// once): user space gives every distinct ELF file (by build id) a
+// contiguous slice [first_row, first_row+nrows), and frees slices the walker
+// has not used for a while (a simple first-fit allocator is enough; tables
+// are immutable). One big array keeps the verifier simple (a single map,
+// bounded index) compared with ARRAY_OF_MAPS, whose inner maps would need
+// one map per file and a lookup per frame.
 //
-// Per process, unwind_procs (a hash keyed by tgid) holds up to 128
-// executable mappings sorted by start: (start, end, bias, first_row, nrows)
-// with bias = runtime address - ELF virtual address, from /proc/PID/maps and
-// the file's PT_LOAD headers. nrows = 0 marks mappings without a table
-// (JIT code, files not yet processed): the FP chain is used there.
-// User space (internal/sampler) fills it when a process is first seen and
-// on exec/mmap changes (the sampler's EVENT_NEW_PID / EVENT_EXEC), and
-// deletes it on exit.
+// The kernel, not user space, says which file and offset a PC belongs to:
+// unwind_procs (keyed by tgid) holds up to 16 executable mappings per
+// process, learned with bpf_find_vma at exec (the program and its
+// interpreter), copied from the parent at fork, and added for a PC in none
+// of them (once per sample: in interrupt context a second bpf_find_vma
+// fails until the mmap lock's deferred unlock has run). Each mapping names
+// its file as the kernel knows it (device, inode, generation); unwind_files
+// maps that to the file's slice and to the offset between file offsets and
+// ELF addresses, so bias = start - page offset - that offset. A file with
+// no entry is asked for once on the unwind_requests ring buffer; until user
+// space answers, and for files without a table (JIT code, a file without
+// CFI), the FP chain is used there.
 //
-// Each step binary-searches the mappings (at most 8 probes) and then the
+// Each step scans the process's mappings (at most 16) and binary-searches the
 // file's rows (at most 22 probes, one map lookup each) for the last row with
 // pc <= PC-bias (PC-1 for return addresses, since a call may be the last
 // instruction of a function), applies the row and moves to the caller. The

@@ -12,16 +12,20 @@
  *   unwind_files  the file's identity as the kernel sees it (device, inode
  *                 number and generation of the mapped inode) -> its slice
  *                 and the offset between file offsets and ELF addresses.
- * For each PC the walker asks the kernel which mapping holds it
- * (bpf_find_vma: start, file, page offset), looks the file up and binary
- * searches its rows. A file not in unwind_files is requested once: the
+ *   unwind_procs  per process (tgid), the executable mappings the kernel has
+ *                 learned for it with bpf_find_vma (start, end, page
+ *                 offset, file): at exec (unwind_exec), at fork
+ *                 (unwind_fork), and for a PC in none of them, once per
+ *                 sample (see unwind_learn). User space writes nothing here.
+ * For each PC the walker finds its mapping in that list, looks the file up
+ * and binary searches its rows. A file not in unwind_files is requested once: the
  * walker inserts a placeholder (no rows) and sends a struct unwind_request
  * on the unwind_requests ring buffer; user space builds the table and
  * fills the entry. Until then, and for files without a table (JIT code,
  * anonymous memory, a file without CFI), frames follow the frame-pointer
  * chain, so FP and table frames mix freely in one stack.
  *
- * The program calls unwind_user(pc, sp, fp, lr) with the user registers of
+ * The program calls unwind_user(tgid, pc, sp, fp, lr) with the user registers of
  * the interrupted (current) task and gets the per-CPU unwind_state back with
  * stack.pcs[0..stack.n) filled, innermost first. Steps run under bpf_loop,
  * so stacks are not limited to what the verifier accepts for an unrolled
