@@ -130,10 +130,11 @@ type ScorchUnwindMapping struct {
 }
 
 type ScorchUnwindProc struct {
-	_    structs.HostLayout
-	N    uint32
-	Next uint32
-	M    [16]ScorchUnwindProcMapping
+	_      structs.HostLayout
+	N      uint32
+	Next   uint32
+	MissNs uint64
+	M      [16]ScorchUnwindProcMapping
 }
 
 type ScorchUnwindProcMapping struct {

@@ -57,10 +57,11 @@ type ScorchFpUnwindFileKey struct {
 }
 
 type ScorchFpUnwindProc struct {
-	_    structs.HostLayout
-	N    uint32
-	Next uint32
-	M    [16]struct {
+	_      structs.HostLayout
+	N      uint32
+	Next   uint32
+	MissNs uint64
+	M      [16]struct {
 		_     structs.HostLayout
 		Start uint64
 		End   uint64

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,8 +47,14 @@ const (
 	pendingTTL = 10 * time.Second
 	// maxFailed bounds the files remembered as having no usable table.
 	maxFailed = 4096
-	// tableBuilders is how many tables are built at once.
-	tableBuilders = 2
+	// tableBuilders is how many tables are built at once. Building a big
+	// Go binary's table (dockerd: about 30 MB of text) allocates over
+	// 100 MB for a moment: one at a time bounds the agent's peak.
+	tableBuilders = 1
+	// bigBuildBytes of unwind information make a build big enough that
+	// its garbage is handed back to the OS at once (debug.FreeOSMemory)
+	// rather than kept in the agent's RSS until the scavenger gets to it.
+	bigBuildBytes = 8 << 20
 )
 
 // tableLinger is how long a file's entry stays in the kernel after the
@@ -135,8 +142,10 @@ type tableManager struct {
 		noSpace, dropped, cacheHits          atomic.Uint64
 	}
 	capacity int
-	cache    *tableCache  // nil: none
-	rowMem   *ebpf.Memory // unwind_rows mapped, or nil
+	cache    *tableCache // nil: none
+	// rowsMmapable: unwind_rows can be mapped (BPF_F_MMAPABLE), so rows
+	// are copied in rather than updated one by one.
+	rowsMmapable bool
 
 	// Builders: at most cap(slots) tables are built at once, each on a
 	// goroutine of its own (owned by the manager: close waits for them),
@@ -170,10 +179,8 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 		built:    make(chan built, tableBuilders),
 		inflight: map[string][]fileKey{},
 	}
-	if mem, err := rows.Memory(); err == nil && !mem.ReadOnly() {
-		m.rowMem = mem
-	} else {
-		log.Debug("unwind tables: row array not mapped; writing rows by map updates", "err", err)
+	if info, err := rows.Info(); err == nil && info.Flags&unix.BPF_F_MMAPABLE != 0 {
+		m.rowsMmapable = true
 	}
 	m.loadVDSO()
 	readerDone := make(chan struct{})
@@ -411,6 +418,9 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 			return
 		}
 		b := m.encode(ck, ef, path)
+		if unwindInfoSize(ef) >= bigBuildBytes {
+			debug.FreeOSMemory()
+		}
 		<-m.slots
 		select {
 		case m.built <- b:
@@ -800,9 +810,19 @@ func buildTable(ef *elf.File) (*unwinder.Table, error) {
 // copy into the map's memory where it is mapped (the rows of libc in tens
 // of microseconds rather than milliseconds), else batched updates.
 func (m *tableManager) writeRows(first uint32, b []byte) error {
-	if m.rowMem != nil {
-		_, err := m.rowMem.WriteAt(b, int64(first)*unwinder.RowSize)
-		return err
+	if m.rowsMmapable {
+		// Mapped for the copy only: a mapping kept would count the row
+		// array's pages in the agent's RSS.
+		off := int64(first) * unwinder.RowSize
+		page := int64(os.Getpagesize())
+		start := off &^ (page - 1)
+		mem, err := unix.Mmap(m.rows.FD(), start, int(off-start)+len(b), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err == nil {
+			copy(mem[off-start:], b)
+			return unix.Munmap(mem)
+		}
+		m.rowsMmapable = false
+		m.log.Debug("unwind tables: row array not mapped; writing rows by map updates", "err", err)
 	}
 	const batch = 8192
 	n := len(b) / unwinder.RowSize

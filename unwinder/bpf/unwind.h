@@ -125,10 +125,17 @@ enum unwind_mapping_kind {
  * interpreter), at fork (the parent's), and one per sample for a PC in no
  * known mapping. A full list replaces its oldest entry. */
 struct unwind_proc {
-	__u32 n;    /* valid entries in m */
-	__u32 next; /* the slot the next mapping takes */
+	__u32 n;      /* valid entries in m */
+	__u32 next;   /* the slot the next mapping takes */
+	__u64 miss_ns; /* when a lookup last found no code at a PC (a garbage PC) */
 	struct unwind_proc_mapping m[UNWIND_PROC_MAPPINGS];
 };
+
+/* After a lookup that found no code, the process's next lookups wait this
+ * long: a stack whose frame-pointer fallback ends in garbage would
+ * otherwise pay a bpf_find_vma (the mmap lock, and an interrupt for its
+ * deferred unlock) at every sample. */
+#define UNWIND_MISS_BACKOFF_NS 200000000ull
 
 /* The mapping of a PC, as the walker caches it: runtime addresses [start,
  * end), runtime address - ELF address, and the file's table. */
@@ -337,10 +344,16 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 	if (!m) {
 		if (st->vma_used)
 			return; /* one bpf_find_vma per sample: frame pointers */
+		__u64 now = bpf_ktime_get_ns();
+		if (now - proc->miss_ns < UNWIND_MISS_BACKOFF_NS)
+			return;
 		st->vma_used = 1;
 		m = unwind_learn(proc, bpf_get_current_task_btf(), pc);
-		if (!m)
-			return; /* no mapping (a garbage PC) or the mmap lock is taken */
+		if (!m) {
+			/* No code there (a garbage PC) or the mmap lock is taken. */
+			proc->miss_ns = now;
+			return;
+		}
 		st->vma_used = 2; /* learned */
 	}
 	struct unwind_proc_mapping v = *m;
