@@ -61,10 +61,11 @@
 //
 // The requests are answered by one worker goroutine (tables.go), so
 // neither sampling nor Drain ever waits for them; it hands tables with a
-// lot of unwind information (libc, a big Go binary) to at most two builder
-// goroutines, so that a small program started beside one is answered at
-// once. The file is opened as the request arrives (a short-lived process
-// may exit before it is built): through
+// lot of unwind information (libc, a big Go binary) to a builder goroutine
+// (one build at a time: a big Go binary's allocates over 100 MB), so that
+// a small program started beside one is answered at once. The file is
+// opened as the request arrives (a short-lived process may exit before it
+// is built): through
 // the requesting process's /proc/PID/map_files (files in containers and
 // deleted files work; package process), builds its table once per build id
 // under process.Guard (a malformed file is counted, never a crash), reads it
