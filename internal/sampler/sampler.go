@@ -378,23 +378,31 @@ func (s *Sampler) LifecycleHooks() bool { return s.lifecycle }
 // the events to the unwind table worker: without a running ReadEvents, no
 // tables are loaded (but for Options.Pids) and stacks use frame pointers.
 func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
+	return readRing(ctx, s.events, "events", func(rec []byte) {
+		if len(rec) < 8 {
+			return
+		}
+		raw := (*bpf.ScorchEvent)(unsafe.Pointer(&rec[0]))
+		fn(Event{Type: EventType(raw.Type), Pid: raw.Pid})
+	})
+}
+
+// readRing passes each record of rd to fn until ctx ends (it returns
+// ctx.Err()) or rd is closed (nil). what names the ring in errors.
+func readRing(ctx context.Context, rd *ringbuf.Reader, what string, fn func(rec []byte)) error {
 	var rec ringbuf.Record
 	for ctx.Err() == nil {
-		s.events.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		err := s.events.ReadInto(&rec)
+		rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		err := rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
 		case err != nil:
-			return fmt.Errorf("read events: %w", err)
+			return fmt.Errorf("read %s: %w", what, err)
 		}
-		if len(rec.RawSample) < 8 {
-			continue
-		}
-		raw := (*bpf.ScorchEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		fn(Event{Type: EventType(raw.Type), Pid: raw.Pid})
+		fn(rec.RawSample)
 	}
 	return ctx.Err()
 }

@@ -197,23 +197,11 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 // read forwards the kernel's requests to the worker until ctx ends.
 func (m *tableManager) read(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
-	var rec ringbuf.Record
-	for ctx.Err() == nil {
-		m.requests.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		err := m.requests.ReadInto(&rec)
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			continue
-		case err != nil:
-			if !errors.Is(err, ringbuf.ErrClosed) {
-				m.log.Warn("unwind tables: read requests", "err", err)
-			}
+	err := readRing(ctx, m.requests, "unwind table requests", func(rec []byte) {
+		if len(rec) < int(unsafe.Sizeof(bpf.ScorchUnwindRequest{})) {
 			return
 		}
-		if len(rec.RawSample) < int(unsafe.Sizeof(bpf.ScorchUnwindRequest{})) {
-			continue
-		}
-		raw := (*bpf.ScorchUnwindRequest)(unsafe.Pointer(&rec.RawSample[0]))
+		raw := (*bpf.ScorchUnwindRequest)(unsafe.Pointer(&rec[0]))
 		m.stats.requests.Add(1)
 		r := request{key: raw.File, start: raw.Start, end: raw.End, pid: raw.Pid}
 		m.openRequested(&r)
@@ -224,6 +212,9 @@ func (m *tableManager) read(ctx context.Context, done chan<- struct{}) {
 				r.file.Close()
 			}
 		}
+	})
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("unwind tables", "err", err)
 	}
 }
 
@@ -370,37 +361,13 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 		m.setEntry(key, &fileEntry{})
 		return
 	}
-	switch {
-	case m.tables[ck] != nil:
-		ef.Close()
-		f.Close()
-		m.setEntry(key, &fileEntry{tab: m.tables[ck]})
-		return
-	case m.failed[ck]:
-		ef.Close()
-		f.Close()
-		m.setEntry(key, &fileEntry{})
-		return
-	}
 	if waiters, ok := m.inflight[ck]; ok {
 		m.inflight[ck] = append(waiters, key)
 		ef.Close()
 		f.Close()
 		return
 	}
-	if rows, adj, ok := m.cache.get(ck); ok {
-		// Built by an earlier run: loaded here at once.
-		m.stats.cacheHits.Add(1)
-		t := m.finishBuild(built{ck: ck, path: path, rows: rows, adj: adj})
-		ef.Close()
-		f.Close()
-		m.setEntry(key, &fileEntry{tab: t})
-		return
-	}
-	if unwindInfoSize(ef) < inlineBuildBytes {
-		// A small program: built here at once (a millisecond or so),
-		// never behind a big table in the builders' queue.
-		t := m.build(ck, ef, path)
+	if t, ok := m.tableNow(ck, ef, path, false); ok {
 		ef.Close()
 		f.Close()
 		m.setEntry(key, &fileEntry{tab: t})
@@ -427,6 +394,27 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 		case <-m.ctx.Done():
 		}
 	}()
+}
+
+// tableNow returns ck's table when it can be had without a builder, and
+// true: loaded already, known to have none (nil), read from the on-disk
+// cache, or built here when it is small (a millisecond or so, never behind
+// a big table in the builder's queue) or when always is set.
+func (m *tableManager) tableNow(ck string, ef *elf.File, path string, always bool) (*table, bool) {
+	if t := m.tables[ck]; t != nil {
+		return t, true
+	}
+	if m.failed[ck] {
+		return nil, true
+	}
+	if rows, adj, ok := m.cache.get(ck); ok {
+		m.stats.cacheHits.Add(1)
+		return m.finishBuild(built{ck: ck, path: path, rows: rows, adj: adj}), true
+	}
+	if always || unwindInfoSize(ef) < inlineBuildBytes {
+		return m.finishBuild(m.encode(ck, ef, path)), true
+	}
+	return nil, false
 }
 
 // inlineBuildBytes is the size of unwind information under which a table
@@ -548,13 +536,8 @@ func (m *tableManager) tableOf(f *os.File, key fileKey, path string) *table {
 		return nil
 	}
 	defer ef.Close()
-	if t := m.tables[ck]; t != nil {
-		return t
-	}
-	if m.failed[ck] {
-		return nil
-	}
-	return m.build(ck, ef, path)
+	t, _ := m.tableNow(ck, ef, path, true)
+	return t
 }
 
 // countParseError counts a file that made its parser panic (a malformed,
@@ -581,17 +564,10 @@ func (m *tableManager) loadVDSO() {
 		m.log.Debug("unwind tables: no vDSO table", "err", err)
 		return
 	}
-	if t := m.build("vdso", ef, "[vdso]"); t != nil {
+	if t := m.finishBuild(m.encode("vdso", ef, "[vdso]")); t != nil {
 		m.setEntry(fileKey{}, &fileEntry{tab: t})
 		t.refs++ // never released
 	}
-}
-
-// build builds the table of ef and copies it into unwind_rows; nil when
-// there is none or no room.
-func (m *tableManager) build(ck string, ef *elf.File, path string) *table {
-	b := m.encode(ck, ef, path)
-	return m.finishBuild(b)
 }
 
 // built is a table encoded by encode, perhaps on a builder goroutine.
@@ -602,7 +578,7 @@ type built struct {
 	err      error
 }
 
-// encode builds the rows of ef (or reads them from the on-disk cache). It
+// encode builds the rows of ef and keeps them in the on-disk cache. It
 // touches no worker state, so builder goroutines run it.
 func (m *tableManager) encode(ck string, ef *elf.File, path string) built {
 	b := built{ck: ck, path: path}
@@ -613,11 +589,6 @@ func (m *tableManager) encode(ck string, ef *elf.File, path string) built {
 			found = true
 			break
 		}
-	}
-	if rows, adj, ok := m.cache.get(ck); ok {
-		m.stats.cacheHits.Add(1)
-		b.rows, b.adj = rows, adj
-		return b
 	}
 	start := time.Now()
 	var tab *unwinder.Table
