@@ -636,6 +636,20 @@ static __always_inline __u64 unwind_hash(const struct unwind_state *st)
 	return h;
 }
 
+/* unwind_learn_requested learns the mapping at addr (unwind_learn) and asks
+ * for its file's table unless the kernel has an entry for the file. */
+static __always_inline struct unwind_proc_mapping *unwind_learn_requested(struct unwind_proc *proc,
+									   struct task_struct *task, __u64 addr,
+									   __u32 tgid)
+{
+	struct unwind_proc_mapping *m = unwind_learn(proc, task, addr);
+	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
+		struct unwind_proc_mapping v = *m;
+		unwind_request_file(&v.file, v.start, v.end, tgid);
+	}
+	return m;
+}
+
 /* unwind_exec starts a process's mapping list afresh at exec, with the
  * new program's text (from start_code) and the code at entry_pc (its
  * interpreter, ld.so, or the program itself), and asks for the tables of
@@ -648,18 +662,10 @@ static __always_inline void unwind_exec(__u32 tgid, __u64 start_code, __u64 entr
 	if (!proc)
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct unwind_proc_mapping *m = unwind_learn(proc, task, start_code);
-	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
-		struct unwind_proc_mapping v = *m;
-		unwind_request_file(&v.file, v.start, v.end, tgid);
-	}
+	struct unwind_proc_mapping *m = unwind_learn_requested(proc, task, start_code, tgid);
 	if (m && entry_pc >= m->start && entry_pc < m->end)
 		return; /* a static program: no interpreter */
-	m = unwind_learn(proc, task, entry_pc);
-	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
-		struct unwind_proc_mapping v = *m;
-		unwind_request_file(&v.file, v.start, v.end, tgid);
-	}
+	unwind_learn_requested(proc, task, entry_pc, tgid);
 }
 
 /* unwind_fork gives a new process its parent's mappings (fork copies them). */
