@@ -426,32 +426,9 @@ func (b *syncBuffer) String() string {
 // left unnamed.
 func TestRecordExec(t *testing.T) {
 	requireRoot(t)
-	bin := testenv.Workload(t, "cpuburn-go")
-	// The shell spins until the flag file exists, then execs the burner.
-	// The flag is made once sampling has started and the shell has had
-	// 0.3 s of CPU under it, so that both sides of the exec are sampled
-	// however busy the host is.
-	flag := filepath.Join(t.TempDir(), "go")
-	cmd := exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do :; done; exec "$0" 3`, bin, flag)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	pid := cmd.Process.Pid
-	go func() {
-		defer os.WriteFile(flag, nil, 0o644)
-		deadline := time.Now().Add(60 * time.Second)
-		for !sampling() {
-			if time.Now().After(deadline) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		start, _ := testenv.CPUTime(pid)
-		for now, err := testenv.CPUTime(pid); err == nil && now-start < 300*time.Millisecond && time.Now().Before(deadline); now, err = testenv.CPUTime(pid) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	// 0.3 s of shell CPU before the exec, so that both sides of it are
+	// sampled however busy the host is.
+	pid := execOnceSampling(t, testenv.Workload(t, "cpuburn-go"), "3", 300*time.Millisecond)
 	p, _, _ := record(t, "--duration", "8s", "--frequency", "499", "--pid", fmt.Sprint(pid))
 	var shell, burner, named int64
 	for s, names := range userStacks(p, pid) {
@@ -474,6 +451,35 @@ func TestRecordExec(t *testing.T) {
 	}
 }
 
+// execOnceSampling starts a shell that spins until this process's record
+// has started sampling and, after that, has had shellCPU of CPU, then
+// execs bin arg in the same pid, which it returns.
+func execOnceSampling(t *testing.T, bin, arg string, shellCPU time.Duration) int {
+	t.Helper()
+	flag := filepath.Join(t.TempDir(), "go")
+	cmd := exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do :; done; exec "$0" "$2"`, bin, flag, arg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	go func() {
+		defer os.WriteFile(flag, nil, 0o644)
+		deadline := time.Now().Add(60 * time.Second)
+		for !sampling() {
+			if time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		start, _ := testenv.CPUTime(pid)
+		for now, err := testenv.CPUTime(pid); err == nil && now-start < shellCPU && time.Now().Before(deadline); now, err = testenv.CPUTime(pid) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return pid
+}
+
 // sampling reports whether this process holds a perf event, which the
 // in-process record opens once it starts sampling.
 func sampling() bool {
@@ -494,20 +500,7 @@ func sampling() bool {
 // until sampling has started, so the program is new to the profiler.
 func TestRecordStartedAfter(t *testing.T) {
 	requireRoot(t)
-	bin := testenv.Workload(t, "field-c")
-	flag := filepath.Join(t.TempDir(), "go")
-	cmd := exec.Command("/bin/sh", "-c", `while [ ! -e "$1" ]; do :; done; exec "$0" 4`, bin, flag)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	pid := cmd.Process.Pid
-	go func() {
-		defer os.WriteFile(flag, nil, 0o644)
-		for deadline := time.Now().Add(60 * time.Second); !sampling() && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	pid := execOnceSampling(t, testenv.Workload(t, "field-c"), "4", 0)
 	p, _, _ := record(t, "--duration", "6s", "--frequency", "499", "--pid", fmt.Sprint(pid))
 	var n, whole int64
 	var bad []string
