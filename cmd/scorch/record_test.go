@@ -430,24 +430,43 @@ func TestRecordExec(t *testing.T) {
 	// sampled however busy the host is.
 	pid := execOnceSampling(t, testenv.Workload(t, "cpuburn-go"), "3", 300*time.Millisecond)
 	p, _, _ := record(t, "--duration", "8s", "--frequency", "499", "--pid", fmt.Sprint(pid))
-	var shell, burner, named int64
+	// Named from the new program: every user frame has a name and the
+	// stack holds Go code (the shell has none). The Go runtime's own
+	// threads (sysmon, the scheduler) are part of the new program too.
+	fromGo := func(names []string) bool {
+		goCode := false
+		for _, n := range names {
+			if strings.HasPrefix(n, "0x") || strings.HasPrefix(n, "[") {
+				return false
+			}
+			goCode = goCode || strings.HasPrefix(n, "main.") || strings.HasPrefix(n, "runtime.")
+		}
+		return goCode
+	}
+	var shell, burner, named, hot int64
 	for s, names := range userStacks(p, pid) {
 		switch s.Label["comm"][0] {
 		case "cpuburn-go":
 			burner += s.Value[0]
-			if slices.Contains(names, "main.hotA") || slices.Contains(names, "main.hotB") {
+			if fromGo(names) {
 				named += s.Value[0]
+			}
+			if slices.Contains(names, "main.hotA") || slices.Contains(names, "main.hotB") {
+				hot += s.Value[0]
 			}
 		default:
 			shell += s.Value[0]
 		}
 	}
-	t.Logf("pid %d: %d samples as the shell, %d after the exec, %d of them in main.hotA/main.hotB", pid, shell, burner, named)
+	t.Logf("pid %d: %d samples as the shell, %d after the exec, %d of them named from the new program, %d in main.hotA/main.hotB", pid, shell, burner, named, hot)
 	if shell == 0 || burner < 200 {
 		t.Fatalf("want samples before and after the exec: %d and %d", shell, burner)
 	}
 	if float64(named) < 0.95*float64(burner) {
 		t.Errorf("only %d of %d samples after the exec are named from the new program", named, burner)
+	}
+	if float64(hot) < 0.75*float64(burner) {
+		t.Errorf("only %d of %d samples after the exec are in the program's hot functions", hot, burner)
 	}
 }
 
