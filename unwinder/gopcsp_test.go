@@ -47,6 +47,16 @@ func TestGoStrippedRows(t *testing.T) {
 		t.Fatalf("%s is not stripped", stripped)
 	}
 	compareWithReadelfOf(t, stripped, full)
+
+	// The entry point (_rt0_amd64_linux) is the process's first frame:
+	// its "return address" is argc, so unwinding stops there.
+	tab, err := Build(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row, ok := tab.Lookup(f.Entry); !ok || row.Kind != KindEndOfStack {
+		t.Errorf("row at the entry point %#x: %+v (found %v), want end of stack", f.Entry, row, ok)
+	}
 }
 
 // TestGoLeafCallers samples a stripped Go program whose time splits 75/25

@@ -199,6 +199,12 @@ var endOfStackSymbols = map[string]bool{
 	"runtime.goexit.abi0": true,
 	"runtime.rt0_go.abi0": true,
 	"runtime.mstart.abi0": true,
+	// A Go program's ELF entry point and the function it jumps to: the
+	// process's first frame, whose "return address" is argc.
+	"_rt0_amd64_linux": true,
+	"_rt0_amd64":       true,
+	"_rt0_arm64_linux": true,
+	"_rt0_arm64":       true,
 	// Go functions that switch to the system stack and never return to
 	// their caller there: the system stack ends with them.
 	"runtime.morestack.abi0": true,

@@ -279,6 +279,10 @@ func Open(opts Options) (_ *Sampler, err error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s.tables.load(ctx, filter.IncludePids)
 			cancel()
+		} else {
+			// Every process: the libraries most of them map, in the
+			// background, for the processes that start from now on.
+			s.tables.startWarm()
 		}
 	}
 	if err := s.objs.Config.Put(uint32(0), cfg); err != nil {

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +93,8 @@ type request struct {
 	pid        uint32
 	done       chan struct{} // closed when handled (may be nil)
 	preload    bool          // load: read pid's maps and answer for every file
+	warm       bool          // warm: build file's table; write key's entry when keyed
+	keyed      bool          // warm: key is the kernel's key for file
 	file       *os.File      // the file, opened by the reader (nil: not yet)
 	path       string        // what file was opened from
 	openErr    error         // why it could not be
@@ -285,6 +290,8 @@ func (m *tableManager) run(ctx context.Context) {
 			switch {
 			case r.preload:
 				m.preload(r.pid)
+			case r.warm:
+				m.warmOne(r)
 			case r.sweep:
 				m.sweep(false)
 			default:
@@ -347,22 +354,27 @@ func (m *tableManager) answer(r request) {
 		m.setEntry(r.key, &fileEntry{expires: time.Now().Add(negativeTTL)})
 		return
 	}
-	m.answerFile(r.key, f, path)
+	m.answerFile(r.key, true, f, path)
 }
 
 // answerFile answers for key with the table of f, at once when a file with
 // the same contents has one, else when a builder goroutine has built it:
 // a large table (a big Go binary, libc) being built does not hold up the
-// answer for a small program started beside it.
-func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
+// answer for a small program started beside it. Without keyed, the table
+// is only built: the kernel's request for the file finds it loaded.
+func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path string) {
 	ef, ck, err := m.parse(f, key, path)
 	if err != nil {
 		f.Close()
-		m.setEntry(key, &fileEntry{})
+		if keyed {
+			m.setEntry(key, &fileEntry{})
+		}
 		return
 	}
 	if waiters, ok := m.inflight[ck]; ok {
-		m.inflight[ck] = append(waiters, key)
+		if keyed {
+			m.inflight[ck] = append(waiters, key)
+		}
 		ef.Close()
 		f.Close()
 		return
@@ -370,10 +382,15 @@ func (m *tableManager) answerFile(key fileKey, f *os.File, path string) {
 	if t, ok := m.tableNow(ck, ef, path, false); ok {
 		ef.Close()
 		f.Close()
-		m.setEntry(key, &fileEntry{tab: t})
+		if keyed {
+			m.setEntry(key, &fileEntry{tab: t})
+		}
 		return
 	}
-	m.inflight[ck] = []fileKey{key}
+	m.inflight[ck] = nil
+	if keyed {
+		m.inflight[ck] = []fileKey{key}
+	}
 	m.builders.Add(1)
 	go func() {
 		defer m.builders.Done()
@@ -508,6 +525,112 @@ func (m *tableManager) preload(pid uint32) {
 		}
 		f.Close()
 	}
+}
+
+const (
+	// warmFiles is how many shared libraries a system-wide sampler loads
+	// the tables of when it starts (see warm).
+	warmFiles = 32
+	// warmMinProcs is how many processes must map a library for warm to
+	// load it.
+	warmMinProcs = 2
+)
+
+// warm loads, behind the kernel's requests, the tables of the shared
+// libraries the host's running processes map most (libc, the dynamic
+// loader, libstdc++, libgcc_s...): a process started after the sampler
+// then finds them in place, and only its own program is new to the
+// profiler. Without this the first process to need libc after the sampler
+// started waits for libc's table, and its samples in the meantime stop in
+// libc ([truncated]). It reads /proc on the calling goroutine and hands
+// each file to the worker as a request; it returns when they are queued.
+// A build costs the same CPU as the kernel's request for the file would
+// later; the on-disk cache makes it a read for a restarted agent.
+func (m *tableManager) warm(ctx context.Context) {
+	ents, err := os.ReadDir(m.procRoot)
+	if err != nil {
+		m.log.Debug("unwind tables: no warm-up", "err", err)
+		return
+	}
+	type lib struct {
+		dir   string
+		mp    process.Mapping
+		procs int
+	}
+	libs := map[[2]uint64]*lib{}
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := strconv.ParseUint(e.Name(), 10, 32); err != nil {
+			continue
+		}
+		dir := filepath.Join(m.procRoot, e.Name())
+		maps, _ := process.ReadMaps(dir) // a process that exited has none
+		seen := map[[2]uint64]bool{}
+		for _, mp := range maps {
+			if !mp.Exec() || mp.Anonymous() || mp.Pseudo() || mp.Deleted || !isSharedLibrary(mp.Path) {
+				continue
+			}
+			id := [2]uint64{mp.Dev, mp.Inode}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if l := libs[id]; l != nil {
+				l.procs++
+			} else {
+				libs[id] = &lib{dir: dir, mp: mp, procs: 1}
+			}
+		}
+	}
+	order := make([]*lib, 0, len(libs))
+	for _, l := range libs {
+		if l.procs >= warmMinProcs {
+			order = append(order, l)
+		}
+	}
+	slices.SortFunc(order, func(a, b *lib) int { return b.procs - a.procs })
+	for _, l := range order[:min(len(order), warmFiles)] {
+		if ctx.Err() != nil {
+			return
+		}
+		f, err := process.OpenMapped(l.dir, l.mp)
+		if err != nil {
+			continue // its process exited meanwhile
+		}
+		key, keyed := kernelKey(f, l.mp)
+		if !m.send(request{warm: true, key: key, keyed: keyed, file: f, path: l.mp.Path}) {
+			f.Close()
+			return
+		}
+	}
+}
+
+// startWarm runs warm on a goroutine of the manager's (close waits for it).
+func (m *tableManager) startWarm() {
+	m.builders.Add(1)
+	go func() {
+		defer m.builders.Done()
+		m.warm(m.ctx)
+	}()
+}
+
+// isSharedLibrary reports whether path names a shared library (libc.so.6,
+// ld-linux-x86-64.so.2, libfoo.so) rather than a program.
+func isSharedLibrary(path string) bool {
+	base := filepath.Base(path)
+	return strings.HasSuffix(base, ".so") || strings.Contains(base, ".so.")
+}
+
+// warmOne builds the table of a library warm found and, when the kernel's
+// key for it is known, writes its entry.
+func (m *tableManager) warmOne(r request) {
+	if r.keyed && m.entries[r.key] != nil {
+		r.file.Close()
+		return
+	}
+	m.answerFile(r.key, r.keyed, r.file, r.path)
 }
 
 // fsIocGetversion is FS_IOC_GETVERSION (_IOR('v', 1, long)): the inode's
