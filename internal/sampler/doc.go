@@ -76,7 +76,12 @@
 // has not used for a minute are removed and their rows freed (sooner when
 // the row array needs the room), after the same barrier Drain uses, so
 // that no program still reads them. The vDSO's table is built once from the
-// sampler's own vDSO, which is the same in every process.
+// sampler's own vDSO, which is the same in every process. A sampler of
+// every process also loads, in the background when it starts, the tables
+// of the shared libraries that most running processes map (libc, the
+// dynamic loader, libstdc++; see warm): without it the first process to
+// need libc after the sampler started would wait for libc's table, its
+// samples in the meantime stopping in libc.
 //
 // What the program could not record is counted per reason in a per-CPU
 // array; Drain reports those counters with every batch.

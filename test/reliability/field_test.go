@@ -49,7 +49,11 @@ var fieldWorkloads = []fieldWorkload{
 
 const (
 	fieldFrequency = 999
-	fieldSeconds   = 7 // each workload's run, and the streams'
+	// fieldSeconds is each workload's run, and the streams'. On the busy
+	// host a workload gets about a sixth of a CPU, some 3,000 samples in
+	// 20 s: the 3-point bound on a 75% share is then 4 binomial standard
+	// deviations (in 7 s, 2.3: one phase in ten failed by chance).
+	fieldSeconds = 20
 	// badFrameBound is the share of a workload's samples that may hold a
 	// frame marking a failed walk ([truncated], [unknown caller],
 	// [unknown], an unnamed address); it is also the share of hot_inner's
@@ -79,13 +83,16 @@ const (
 // process (a 50 ms process spends a few percent of its samples in the
 // dynamic loader, whose entry point is not named _start).
 //
-// It is the acceptance test of issue 14 and does not pass yet: the first
-// tens of milliseconds of a program new to the profiler, and the first
-// samples of each new process's libraries (one mapping learned per
-// sample), are walked without tables, which puts 0.5-2% of each
-// workload's samples over the 0.5% bound while the shares hold. Until it
-// passes it runs under `make test-field` (SCORCH_FIELD_TESTS=1), not in
-// `make test`, whose gate it would hold red.
+// It is the acceptance test of issue 14 and does not pass yet. The C, C++
+// and Rust workloads pass the quiet and busy phases (0-0.03% bad frames);
+// what fails: the stripped Go program's first 45-55 samples in hot_inner
+// carry [unknown caller] (0.5-1.7%), and in the C++ and Rust streams each
+// new process's libraries are learned one per sample (the kernel allows
+// one mmap-lock lookup per sample in the perf event's interrupt, and the
+// VMA iterator refuses interrupt context), so the first samples in
+// libstdc++, libm or libgcc_s stop there (1-3.5%). Until it passes it runs
+// under `make test-field` (SCORCH_FIELD_TESTS=1), not in `make test`,
+// whose gate it would hold red.
 func TestFieldShares(t *testing.T) {
 	if os.Getenv("SCORCH_FIELD_TESTS") == "" {
 		t.Skip("the acceptance test of issue 14, not passing yet: run it with make test-field (SCORCH_FIELD_TESTS=1)")
