@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -308,4 +311,49 @@ func TestTableCacheAcrossRestart(t *testing.T) {
 	if second.Tables != first.Tables || second.CacheHits < uint64(first.Tables-1) || second.Builds > 1 {
 		t.Errorf("second open built again: %+v (first %+v)", second, first)
 	}
+}
+
+// TestWarmSharedLibraries checks that a sampler of every process loads the
+// table of a library that running processes share (libc) by itself, with
+// no sample asking for it: a program started after the sampler then finds
+// libc's table in place. The include filter names a cgroup that does not
+// exist, so nothing is sampled and the kernel requests nothing.
+func TestWarmSharedLibraries(t *testing.T) {
+	testenv.RequireRoot(t)
+	a := startWorkload(t, "nofp-c", "60")
+	startWorkload(t, "nofp-c", "60") // a second process mapping libc
+	dir := fmt.Sprintf("/proc/%d", a.Process.Pid)
+	var libc process.Mapping
+	waitFor(t, "libc in the workload's maps", func() bool {
+		maps, _ := process.ReadMaps(dir)
+		for _, mp := range maps {
+			if mp.Exec() && strings.HasPrefix(filepath.Base(mp.Path), "libc.so") {
+				libc = mp
+				return true
+			}
+		}
+		return false
+	})
+	f, err := process.OpenMapped(dir, libc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, ok := kernelKey(f, libc)
+	f.Close()
+	if !ok {
+		t.Skipf("%s's file system gives no inode generation: the table is built, its kernel entry waits for a request", libc.Path)
+	}
+	s, err := Open(Options{Frequency: 99, Filter: Filter{IncludeCgroups: []uint64{1 << 62}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v bpf.ScorchUnwindFile
+	waitFor(t, "libc's table in the kernel", func() bool {
+		return s.objs.UnwindFiles.Lookup(key, &v) == nil && v.Nrows > 0
+	})
+	if ts := s.TableStats(); ts.Requests != 0 {
+		t.Errorf("the kernel asked for %d tables with nothing sampled: %+v", ts.Requests, ts)
+	}
+	t.Logf("libc (%s): %d rows, loaded without a request; %+v", libc.Path, v.Nrows, s.TableStats())
 }
