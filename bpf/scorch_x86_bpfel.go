@@ -13,6 +13,27 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ScorchDeferredSample struct {
+	_          structs.HostLayout
+	Pid        uint32
+	Tid        uint32
+	Comm       [16]int8
+	Sp         uint64
+	Fp         uint64
+	Lr         uint64
+	At         uint32
+	Flags      uint32
+	N          uint32
+	Stop       uint32
+	LeafCaller uint32
+	KernN      uint32
+	StackLen   uint32
+	Pad        uint32
+	Kern       [127]uint64
+	Pcs        [128]uint64
+	Stack      [8192]uint8
+}
+
 type ScorchEvent struct {
 	_    structs.HostLayout
 	Type uint32
@@ -82,6 +103,8 @@ const (
 	ScorchStatKeySTAT_CALLER_NO_MAPPING ScorchStatKey = 16
 	ScorchStatKeySTAT_FILE_REQUESTS     ScorchStatKey = 17
 	ScorchStatKeySTAT_LOST_FILE_REQUEST ScorchStatKey = 18
+	ScorchStatKeySTAT_DEFERRED          ScorchStatKey = 19
+	ScorchStatKeySTAT_LOST_DEFERRED     ScorchStatKey = 20
 	ScorchStatKeySTAT_MAX               ScorchStatKey = 24
 )
 
@@ -193,6 +216,14 @@ type ScorchUnwindState struct {
 	RowLo        uint32
 	RowHi        uint32
 	Row          ScorchUnwindRow
+	Defer        uint32
+	VmaBusy      uint32
+	PendingYoung uint32
+	DeferAt      uint32
+	DeferFlags   uint32
+	_            [4]byte
+	DeferSp      uint64
+	DeferFp      uint64
 }
 
 type ScorchUnwindStop uint32
@@ -214,6 +245,7 @@ const (
 	ScorchMapConfig                = "config"
 	ScorchMapCounts0               = "counts0"
 	ScorchMapCounts1               = "counts1"
+	ScorchMapDeferred              = "deferred"
 	ScorchMapEvents                = "events"
 	ScorchMapPidFilter             = "pid_filter"
 	ScorchMapSeenPids              = "seen_pids"
@@ -235,6 +267,7 @@ const (
 	ScorchProgScorchExit           = "scorch_exit"
 	ScorchProgScorchFork           = "scorch_fork"
 	ScorchProgScorchSample         = "scorch_sample"
+	ScorchVarUnusedDeferredSample  = "unused_deferred_sample"
 	ScorchVarUnusedEvent           = "unused_event"
 	ScorchVarUnusedEventType       = "unused_event_type"
 	ScorchVarUnusedFilterFlag      = "unused_filter_flag"
@@ -306,6 +339,7 @@ type ScorchMapSpecs struct {
 	Config         *ebpf.MapSpec `ebpf:"config"`
 	Counts0        *ebpf.MapSpec `ebpf:"counts0"`
 	Counts1        *ebpf.MapSpec `ebpf:"counts1"`
+	Deferred       *ebpf.MapSpec `ebpf:"deferred"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
@@ -329,6 +363,7 @@ type ScorchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchVariableSpecs struct {
+	UnusedDeferredSample  *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
 	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
@@ -368,6 +403,7 @@ type ScorchMaps struct {
 	Config         *ebpf.Map `ebpf:"config"`
 	Counts0        *ebpf.Map `ebpf:"counts0"`
 	Counts1        *ebpf.Map `ebpf:"counts1"`
+	Deferred       *ebpf.Map `ebpf:"deferred"`
 	Events         *ebpf.Map `ebpf:"events"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
@@ -394,6 +430,7 @@ func (m *ScorchMaps) Close() error {
 		m.Config,
 		m.Counts0,
 		m.Counts1,
+		m.Deferred,
 		m.Events,
 		m.PidFilter,
 		m.SeenPids,
@@ -418,6 +455,7 @@ func (m *ScorchMaps) Close() error {
 //
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchVariables struct {
+	UnusedDeferredSample  *ebpf.Variable `ebpf:"unused_deferred_sample"`
 	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`

@@ -115,9 +115,17 @@ type ScorchFpUnwindState struct {
 		Known    uint32
 		Pad      uint32
 	}
-	RowLo uint32
-	RowHi uint32
-	Row   ScorchFpUnwindRow
+	RowLo        uint32
+	RowHi        uint32
+	Row          ScorchFpUnwindRow
+	Defer        uint32
+	VmaBusy      uint32
+	PendingYoung uint32
+	DeferAt      uint32
+	DeferFlags   uint32
+	_            [4]byte
+	DeferSp      uint64
+	DeferFp      uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -129,6 +137,7 @@ const (
 	ScorchFpMapConfig                = "config"
 	ScorchFpMapCounts0               = "counts0"
 	ScorchFpMapCounts1               = "counts1"
+	ScorchFpMapDeferred              = "deferred"
 	ScorchFpMapEvents                = "events"
 	ScorchFpMapPidFilter             = "pid_filter"
 	ScorchFpMapSeenPids              = "seen_pids"
@@ -150,6 +159,7 @@ const (
 	ScorchFpProgScorchExit           = "scorch_exit"
 	ScorchFpProgScorchFork           = "scorch_fork"
 	ScorchFpProgScorchSample         = "scorch_sample"
+	ScorchFpVarUnusedDeferredSample  = "unused_deferred_sample"
 	ScorchFpVarUnusedEvent           = "unused_event"
 	ScorchFpVarUnusedEventType       = "unused_event_type"
 	ScorchFpVarUnusedFilterFlag      = "unused_filter_flag"
@@ -221,6 +231,7 @@ type ScorchFpMapSpecs struct {
 	Config         *ebpf.MapSpec `ebpf:"config"`
 	Counts0        *ebpf.MapSpec `ebpf:"counts0"`
 	Counts1        *ebpf.MapSpec `ebpf:"counts1"`
+	Deferred       *ebpf.MapSpec `ebpf:"deferred"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
@@ -244,6 +255,7 @@ type ScorchFpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchFpVariableSpecs struct {
+	UnusedDeferredSample  *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
 	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
@@ -283,6 +295,7 @@ type ScorchFpMaps struct {
 	Config         *ebpf.Map `ebpf:"config"`
 	Counts0        *ebpf.Map `ebpf:"counts0"`
 	Counts1        *ebpf.Map `ebpf:"counts1"`
+	Deferred       *ebpf.Map `ebpf:"deferred"`
 	Events         *ebpf.Map `ebpf:"events"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
@@ -309,6 +322,7 @@ func (m *ScorchFpMaps) Close() error {
 		m.Config,
 		m.Counts0,
 		m.Counts1,
+		m.Deferred,
 		m.Events,
 		m.PidFilter,
 		m.SeenPids,
@@ -333,6 +347,7 @@ func (m *ScorchFpMaps) Close() error {
 //
 // It can be passed to LoadScorchFpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchFpVariables struct {
+	UnusedDeferredSample  *ebpf.Variable `ebpf:"unused_deferred_sample"`
 	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`

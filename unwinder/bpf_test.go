@@ -64,7 +64,7 @@ const (
 	maxFrames     = 128 // UNWIND_MAX_FRAMES
 	procValueSize = 16 + procMappings*48
 	stackOffset   = 64                                  // of struct unwind_stack in struct unwind_state
-	stateSize     = stackOffset + 24 + maxFrames*8 + 56 // struct unwind_state
+	stateSize     = stackOffset + 24 + maxFrames*8 + 72 // struct unwind_state
 )
 
 // TestBPFUnwindLive loads unwind.h into the kernel (the verifier must

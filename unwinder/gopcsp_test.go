@@ -104,7 +104,11 @@ func TestGoLeafCallers(t *testing.T) {
 	slices.SortFunc(named, func(a, b elf.Symbol) int { return int(int64(a.Value - b.Value)) })
 	cache[stripped].syms = named
 
-	goOutermost := []string{"runtime.goexit.abi0", "runtime.mstart.abi0", "runtime.morestack.abi0", "runtime.mcall", "runtime.mcall.abi0", "runtime.rt0_go.abi0", "runtime.systemstack.abi0"}
+	// Where a runtime stack ends: a goroutine's, a thread's, a system
+	// stack's (at the switch), and a signal handler's (runtime.sigtramp,
+	// a top frame as Go's own traceback has it; the stop that samples
+	// here can land while the thread handles a signal).
+	goOutermost := []string{"runtime.goexit.abi0", "runtime.mstart.abi0", "runtime.morestack.abi0", "runtime.mcall", "runtime.mcall.abi0", "runtime.rt0_go.abi0", "runtime.systemstack.abi0", "runtime.sigtramp.abi0"}
 	var n, hot1, hot2, inLeaf, fpMissing int64
 	const samples = 200
 	for i := 0; i < samples; i++ {

@@ -159,6 +159,21 @@ func (t *Table) AppendBinary(b []byte) ([]byte, error) {
 	return b, nil
 }
 
+// FromBinary is the table whose rows AppendBinary wrote (as the kernel
+// keeps them), for a machine: what user space reads back from the kernel
+// to finish a walk the kernel handed over. It fails on a length that is
+// not a whole number of rows.
+func FromBinary(machine elf.Machine, b []byte) (*Table, error) {
+	if len(b)%RowSize != 0 {
+		return nil, fmt.Errorf("unwinder: %d bytes of rows is not a multiple of %d", len(b), RowSize)
+	}
+	rows := make([]uint64, len(b)/RowSize)
+	for i := range rows {
+		rows[i] = binary.LittleEndian.Uint64(b[i*RowSize:])
+	}
+	return &Table{machine: machine, rows: rows}, nil
+}
+
 // Lookup returns the row covering the ELF virtual address pc.
 func (t *Table) Lookup(pc uint64) (Row, bool) {
 	if pc > 0xffffffff || len(t.rows) == 0 {

@@ -26,6 +26,17 @@ var sigFrame = map[elf.Machine]sigOffsets{
 // ok=false for PCs without a table (those frames are unwound through the
 // frame-pointer chain). It returns at most maxFrames PCs, innermost first.
 func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor func(pc uint64) (t *Table, bias uint64, ok bool), maxFrames int) []uint64 {
+	pcs, _ := UnwindFrom(regs, true, readMem, tableFor, maxFrames)
+	return pcs
+}
+
+// UnwindFrom is Unwind from a frame that need not be the leaf: with exact
+// false, regs.PC is a return address (the row of the call instruction
+// before it applies). complete reports whether the walk reached the
+// outermost frame (an end-of-stack row, or a zero return address) rather
+// than stopping at a read it could not make or a frame that went the
+// wrong way.
+func UnwindFrom(regs Regs, exact bool, readMem func(addr uint64, buf []byte) error, tableFor func(pc uint64) (t *Table, bias uint64, ok bool), maxFrames int) (pcs []uint64, complete bool) {
 	var buf [8]byte
 	read := func(addr uint64) (uint64, bool) {
 		if readMem(addr, buf[:]) != nil {
@@ -33,9 +44,7 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 		}
 		return binary.LittleEndian.Uint64(buf[:]), true
 	}
-	var pcs []uint64
 	pc, sp, fp := regs.PC, regs.SP, regs.FP
-	exact := true
 	for len(pcs) < maxFrames {
 		pcs = append(pcs, pc)
 		var row Row
@@ -58,7 +67,7 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 		nfp = fp
 		switch kind {
 		case KindEndOfStack:
-			return pcs
+			return pcs, true
 		case KindCFA:
 			base := sp
 			if row.CFAReg == RegFP {
@@ -67,15 +76,15 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 			cfa = base + uint64(row.CFAOffset)
 			if row.RAOffset == 0 {
 				if len(pcs) != 1 {
-					return pcs
+					return pcs, false
 				}
 				ra = regs.LR
 			} else if ra, ok = read(cfa + uint64(int64(row.RAOffset))); !ok {
-				return pcs
+				return pcs, false
 			}
 			if row.FPOffset != 0 {
 				if nfp, ok = read(cfa + uint64(int64(row.FPOffset))); !ok {
-					return pcs
+					return pcs, false
 				}
 			}
 			nsp = cfa
@@ -85,7 +94,7 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 				cfa += 8
 			}
 			if ra, ok = read(cfa - 8); !ok {
-				return pcs
+				return pcs, false
 			}
 			nsp = cfa
 		case KindSignal:
@@ -94,35 +103,41 @@ func Unwind(regs Regs, readMem func(addr uint64, buf []byte) error, tableFor fun
 			ra, ok1 = read(sp + o.pc)
 			nsp, ok2 = read(sp + o.sp)
 			nfp, ok3 = read(sp + o.fp)
-			if !ok1 || !ok2 || !ok3 || ra == 0 {
-				return pcs
+			if !ok1 || !ok2 || !ok3 {
+				return pcs, false
+			}
+			if ra == 0 {
+				return pcs, true
 			}
 			pc, sp, fp, exact = ra, nsp, nfp, true
 			continue
 		default: // KindFramePointer, KindStackSwitch, KindUnsupported
 			if fp == 0 {
-				return pcs
+				return pcs, true
 			}
 			var ok1, ok2 bool
 			ra, ok1 = read(fp + 8)
 			nfp, ok2 = read(fp)
 			if !ok1 || !ok2 {
-				return pcs
+				return pcs, false
 			}
 			nsp = fp + 16
 			if kind == KindStackSwitch {
 				// The caller runs on another stack: its SP may be anywhere.
 				if ra == 0 {
-					return pcs
+					return pcs, true
 				}
 				pc, sp, fp, exact = ra, nsp, nfp, false
 				continue
 			}
 		}
-		if ra == 0 || nsp <= sp {
-			return pcs
+		if ra == 0 {
+			return pcs, true
+		}
+		if nsp <= sp {
+			return pcs, false
 		}
 		pc, sp, fp, exact = ra, nsp, nfp, false
 	}
-	return pcs
+	return pcs, false
 }

@@ -62,6 +62,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define STACK_LOST -2
 #define STACK_UNWOUND -3
 #define STACK_HASHED -4
+#define STACK_DEFERRED -5 // sent to user space to finish (deferred); not counted here
 
 // Keys of the per-CPU `stats` array. Keep in sync with internal/sampler.
 enum stat_key {
@@ -86,6 +87,8 @@ enum stat_key {
 	STAT_CALLER_NO_MAPPING = 16, // ... the kernel could not say which mapping holds the leaf
 	STAT_FILE_REQUESTS = 17,     // files whose tables were requested (unwind_requests)
 	STAT_LOST_FILE_REQUEST = 18, // file requests not sent: unwind_requests or unwind_files full
+	STAT_DEFERRED = 19,          // samples whose user stack user space finishes (struct deferred_sample)
+	STAT_LOST_DEFERRED = 20,     // ... not sent (the deferred ring buffer was full): kept as the kernel walked it
 	STAT_MAX = 24,
 };
 
@@ -97,6 +100,29 @@ struct sample_key {
 	char comm[TASK_COMM_LEN];
 	__u64 user_stack_hash; // key in stacks_user{0,1} (STACK_HASHED) or stacks_unwound{0,1} (STACK_UNWOUND)
 	__u64 kern_stack_hash; // key in stacks_kern{0,1} when kern_stack_id is STACK_HASHED
+};
+
+// A sample whose user stack walk met code whose table is on the way (see
+// unwind_state.defer_at): the registers of that frame and a copy of the
+// stack above them, for user space to walk on from there when the table is
+// in; the kernel stack and the whole walk as the kernel did it (by frame
+// pointer from that frame on) ride along, to fall back on.
+#define DEFER_STACK_BYTES 8192
+struct deferred_sample {
+	__u32 pid, tid;
+	char comm[TASK_COMM_LEN];
+	__u64 sp, fp, lr;     // of the frame to walk on from, pcs[at-1]
+	__u32 at;             // 1 + the index of that frame in pcs
+	__u32 flags;          // UNWIND_F_EXACT_PC: its pc is not a return address; UNWIND_F_DEFER_NO_MAPPING
+	__u32 n;              // user addresses in pcs, as the kernel walked them
+	__u32 stop;           // enum unwind_stop of the kernel's walk
+	__u32 leaf_caller;    // enum unwind_caller of the kernel's walk
+	__u32 kern_n;         // kernel addresses in kern
+	__u32 stack_len;      // bytes of the stack from sp in stack
+	__u32 _pad;
+	__u64 kern[MAX_STACK_DEPTH];
+	__u64 pcs[UNWIND_MAX_FRAMES];
+	__u8 stack[DEFER_STACK_BYTES];
 };
 
 struct scorch_config {
@@ -140,6 +166,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+// Deferred samples (struct deferred_sample). User space resizes it (one
+// page in the frame-pointer-only object, which sends none).
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 512 * 1024);
+} deferred SEC(".maps");
 
 // Map sizes are defaults: user space resizes them before loading
 // (internal/sampler, Options.StackMapEntries).
@@ -259,6 +292,7 @@ const struct unwind_file *unused_unwind_file __attribute__((unused));
 const enum unwind_caller *unused_unwind_caller __attribute__((unused));
 const enum unwind_file_state *unused_unwind_file_state __attribute__((unused));
 const enum unwind_stop *unused_unwind_stop __attribute__((unused));
+const struct deferred_sample *unused_deferred_sample __attribute__((unused));
 const enum filter_flag *unused_filter_flag __attribute__((unused));
 const struct raw_stack *unused_raw_stack __attribute__((unused));
 
@@ -379,16 +413,62 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *pc,
 	return 1;
 }
 
+// defer_sample sends the sample to user space to finish its user stack
+// (see struct deferred_sample). Returns 0 when the ring buffer is full.
+static __always_inline int defer_sample(struct bpf_perf_event_data *ctx, const struct unwind_state *st,
+					const struct sample_key *key)
+{
+	struct deferred_sample *r = bpf_ringbuf_reserve(&deferred, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	r->pid = key->pid;
+	r->tid = key->tid;
+	__builtin_memcpy(r->comm, key->comm, sizeof(r->comm));
+	r->sp = st->defer_sp;
+	r->fp = st->defer_fp;
+	r->lr = st->lr;
+	r->at = st->defer_at;
+	r->flags = st->defer_flags;
+	r->stop = st->stack.stop;
+	r->leaf_caller = st->stack.leaf_caller;
+	r->_pad = 0;
+	r->n = st->stack.n > UNWIND_MAX_FRAMES ? UNWIND_MAX_FRAMES : st->stack.n;
+	if (bpf_probe_read_kernel(r->pcs, sizeof(r->pcs), st->stack.pcs))
+		r->n = 0;
+	long kn = bpf_get_stack(ctx, r->kern, sizeof(r->kern), 0);
+	r->kern_n = kn > 0 ? (__u32)kn / sizeof(__u64) : 0;
+	// The stack above sp, in 1 KiB pieces while they read, then smaller
+	// ones up to the end of the stack's mapping (a whole piece across it
+	// fails).
+	__u64 sp = st->defer_sp;
+	__u32 got = 0;
+	for (__u32 i = 0; i < DEFER_STACK_BYTES / 1024; i++) {
+		if (bpf_probe_read_user(&r->stack[i * 1024], 1024, (const void *)(sp + i * 1024)))
+			break;
+		got = (i + 1) * 1024;
+	}
+	for (__u32 sz = 512; sz >= 8; sz /= 2) {
+		if (got > DEFER_STACK_BYTES - sz)
+			break;
+		if (!bpf_probe_read_user(&r->stack[got], sz, (const void *)(sp + got)))
+			got += sz;
+	}
+	r->stack_len = got;
+	bpf_ringbuf_submit(r, 0);
+	return 1;
+}
+
 // unwind_tables walks the user stack with the process's unwind tables and
 // stores it in the set's stacks_unwound map. It returns the stack id for
-// the sample key (STACK_UNWOUND or STACK_LOST) and sets *hash.
-static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u32 pid, __u32 set, __u64 *hash,
-					  __u32 *learned)
+// the sample key (STACK_UNWOUND, STACK_DEFERRED or STACK_LOST) and sets
+// *hash.
+static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, const struct sample_key *key, __u32 set,
+					  __u64 *hash, __u32 *learned)
 {
 	__u64 pc, sp, fp, lr;
 	if (!user_regs(ctx, &pc, &sp, &fp, &lr))
 		return STACK_NONE;
-	struct unwind_state *st = unwind_user(pid, pc, sp, fp, lr);
+	struct unwind_state *st = unwind_user(key->pid, pc, sp, fp, lr, 1);
 	if (!st)
 		return STACK_NONE;
 	stat_inc(STAT_UNWOUND);
@@ -422,6 +502,19 @@ static __always_inline __s32 unwind_tables(struct bpf_perf_event_data *ctx, __u3
 		stat_add(STAT_FILE_REQUESTS, st->requests);
 	if (st->lost_requests)
 		stat_add(STAT_LOST_FILE_REQUEST, st->lost_requests);
+	if (st->defer_at) {
+		// Code in a mapping the kernel has not learned is likely new to
+		// user space too (a library mapped since the process was
+		// announced): announce it again, so that its mappings are read
+		// while it lives.
+		if (st->defer_flags & UNWIND_F_DEFER_NO_MAPPING)
+			*learned = 1;
+		if (defer_sample(ctx, st, key)) {
+			stat_inc(STAT_DEFERRED);
+			return STACK_DEFERRED;
+		}
+		stat_inc(STAT_LOST_DEFERRED); // kept as the kernel walked it
+	}
 	__u64 h = unwind_hash(st);
 	void *stacks = set == 0 ? (void *)&stacks_unwound0 : (void *)&stacks_unwound1;
 	if (!bpf_map_lookup_elem(stacks, &h)) {
@@ -507,7 +600,7 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 					 STAT_LOST_KERNEL_STACK, &key.kern_stack_hash);
 #ifndef SCORCH_FP_ONLY
 	if (user && cfg->unwind)
-		key.user_stack_id = unwind_tables(ctx, pid, set, &key.user_stack_hash, &learned);
+		key.user_stack_id = unwind_tables(ctx, &key, set, &key.user_stack_hash, &learned);
 	else
 #endif
 	if (user)
@@ -517,8 +610,10 @@ int scorch_sample(struct bpf_perf_event_data *ctx)
 		key.user_stack_id = STACK_NONE;
 
 	void *counts = set == 0 ? (void *)&counts0 : (void *)&counts1;
-	__u64 *val = bpf_map_lookup_elem(counts, &key);
-	if (val) {
+	__u64 *val = key.user_stack_id == STACK_DEFERRED ? 0 : bpf_map_lookup_elem(counts, &key);
+	if (key.user_stack_id == STACK_DEFERRED) {
+		// Counted by user space when it has finished the stack.
+	} else if (val) {
 		__sync_fetch_and_add(val, 1);
 	} else {
 		__u64 one = 1;

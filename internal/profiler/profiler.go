@@ -6,16 +6,15 @@
 package profiler
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/scorch-profiler/scorch/exporter"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
@@ -215,7 +214,11 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	}
 	p.mu.Unlock()
 
-	samples, st, err := p.sampler.Drain()
+	drain := p.sampler.Drain
+	if final {
+		drain = p.sampler.DrainFinal // nothing left waiting for a table
+	}
+	samples, st, err := drain()
 	if err != nil {
 		return err
 	}
@@ -240,12 +243,7 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 // alive says whether process pid exists (a zombie counts as gone: it has
 // no mappings left to sample).
 func alive(pid uint32) bool {
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	return process.Alive("/proc/" + strconv.FormatUint(uint64(pid), 10))
 }
 
 // Close stops sampling and frees the kernel objects.

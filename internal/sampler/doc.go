@@ -83,6 +83,16 @@
 // need libc after the sampler started would wait for libc's table, its
 // samples in the meantime stopping in libc.
 //
+// A sample whose walk meets code whose table is still on the way (a
+// program new to the profiler, in its first milliseconds), or code in a
+// mapping the sample could not learn, is not counted by the program: it is
+// deferred to user space with the registers of that frame, a copy of the
+// stack above them and the kernel's own walk, and the table worker walks
+// on from there once the table is in (deferred.go); Drain returns it with
+// the samples of the maps. So no sample's stack is guessed by frame
+// pointer for want of a table that is on its way, and none ends up worse
+// than the kernel's walk. DrainFinal finishes those still waiting.
+//
 // What the program could not record is counted per reason in a per-CPU
 // array; Drain reports those counters with every batch.
 package sampler

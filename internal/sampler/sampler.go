@@ -127,6 +127,13 @@ type Stats struct {
 
 	FileRequests     uint64 // files whose tables the kernel asked for
 	LostFileRequests uint64 // requests not sent: ring buffer or unwind_files full
+
+	// Samples whose user stack walk met code whose table was on the way
+	// (or a mapping the sample could not learn): sent to user space to
+	// finish (see TableStats for how they ended), or, when the deferred
+	// ring buffer was full, kept as walked so far (cut short).
+	Deferred     uint64
+	LostDeferred uint64
 }
 
 // Lost is the number of samples dropped whole.
@@ -238,7 +245,9 @@ func Open(opts Options) (_ *Sampler, err error) {
 		for _, name := range []string{"unwind_rows", "unwind_files", "stacks_unwound0", "stacks_unwound1"} {
 			spec.Maps[name].MaxEntries = 1
 		}
+		spec.Maps["deferred"].MaxEntries = uint32(os.Getpagesize()) // the smallest ring buffer
 	} else {
+		spec.Maps["deferred"].MaxEntries = deferredRingBytes
 		if opts.UnwindTableBytes <= 0 {
 			opts.UnwindTableBytes = DefaultUnwindTableBytes
 		}
@@ -269,7 +278,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 				s.log.Warn("unwind tables are not cached on disk", "err", err)
 			}
 		}
-		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.barrier, cache)
+		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.objs.Deferred, s.barrier, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -478,6 +487,17 @@ func (s *Sampler) barrier() error {
 // Drain returns every sample recorded since the previous Drain (or Open)
 // and the program's counters.
 func (s *Sampler) Drain() ([]Sample, Stats, error) {
+	return s.drain(false)
+}
+
+// DrainFinal is Drain for the last time: the samples whose user stacks
+// wait in user space for a table (see Stats.Deferred) are finished with
+// what there is rather than left waiting.
+func (s *Sampler) DrainFinal() ([]Sample, Stats, error) {
+	return s.drain(true)
+}
+
+func (s *Sampler) drain(final bool) ([]Sample, Stats, error) {
 	old := s.active
 	next := 1 - old
 	if err := s.flip(next); err != nil {
@@ -491,6 +511,10 @@ func (s *Sampler) Drain() ([]Sample, Stats, error) {
 
 	ms := s.set(old)
 	samples, err := s.drainSet(ms)
+	if s.tables != nil {
+		// Samples whose user stacks user space finished (deferred.go).
+		samples = append(samples, s.tables.takeFinished(final)...)
+	}
 	st, serr := s.Stats()
 	if err == nil {
 		err = serr
@@ -774,6 +798,8 @@ func (s *Sampler) Stats() (Stats, error) {
 		bpf.ScorchStatKeySTAT_CALLER_NO_MAPPING: &st.CallerNoMapping,
 		bpf.ScorchStatKeySTAT_FILE_REQUESTS:     &st.FileRequests,
 		bpf.ScorchStatKeySTAT_LOST_FILE_REQUEST: &st.LostFileRequests,
+		bpf.ScorchStatKeySTAT_DEFERRED:          &st.Deferred,
+		bpf.ScorchStatKeySTAT_LOST_DEFERRED:     &st.LostDeferred,
 	}
 	for k, dst := range fields {
 		var perCPU []uint64

@@ -80,6 +80,10 @@ type TableStats struct {
 	NoSpace      uint64        // files left to frame pointers: the row array was full
 	Dropped      uint64        // requests dropped: the worker's queue was full
 	CacheHits    uint64        // tables read from the on-disk cache instead of built
+	// Deferred samples (Stats.Deferred) received, finished with tables
+	// once they were in, and finished short of the outermost frame (no
+	// table in time, the stack copy too short, the process gone).
+	Deferred, DeferredFinished, DeferredIncomplete uint64
 }
 
 // fileKey is a mapped file as the kernel knows it (struct unwind_file_key).
@@ -94,6 +98,9 @@ type request struct {
 	done       chan struct{} // closed when handled (may be nil)
 	preload    bool          // load: read pid's maps and answer for every file
 	warm       bool          // warm: build file's table; write key's entry when keyed
+	parked     *parked       // a deferred sample to finish
+	flush      bool          // finish the deferred samples of processes gone
+	flushAll   bool          // flush: ... and of the others
 	keyed      bool          // warm: key is the kernel's key for file
 	file       *os.File      // the file, opened by the reader (nil: not yet)
 	path       string        // what file was opened from
@@ -145,6 +152,9 @@ type tableManager struct {
 		files, tables, rows                  atomic.Int64
 		requests, builds, buildNS, buildErrs atomic.Uint64
 		noSpace, dropped, cacheHits          atomic.Uint64
+		// Deferred samples: received, finished with tables, and finished
+		// short of the outermost frame.
+		deferred, deferredFinished, deferredIncomplete atomic.Uint64
 	}
 	capacity int
 	cache    *tableCache // nil: none
@@ -160,12 +170,25 @@ type tableManager struct {
 	built    chan built
 	builders sync.WaitGroup
 	inflight map[string][]fileKey // content keys being built -> the files waiting
+
+	// Deferred samples (deferred.go): read by a reader goroutine of the
+	// manager's, held by the worker until their tables are in, then queued
+	// for Drain.
+	deferredRing *ringbuf.Reader
+	parked       []*parked                  // worker state
+	decoded      map[*table]*unwinder.Table // loaded tables read back for them (worker state)
+	finished     finishedSamples
 }
 
-func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *ebpf.Map, barrier func() error, cache *tableCache) (*tableManager, error) {
+func newTableManager(log *slog.Logger, procRoot string, rows, files, requests, deferred *ebpf.Map, barrier func() error, cache *tableCache) (*tableManager, error) {
 	rd, err := ringbuf.NewReader(requests)
 	if err != nil {
 		return nil, fmt.Errorf("open unwind_requests ring buffer: %w", err)
+	}
+	drd, err := ringbuf.NewReader(deferred)
+	if err != nil {
+		rd.Close()
+		return nil, fmt.Errorf("open deferred ring buffer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &tableManager{
@@ -183,6 +206,9 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 		slots:    make(chan struct{}, tableBuilders),
 		built:    make(chan built, tableBuilders),
 		inflight: map[string][]fileKey{},
+
+		deferredRing: drd,
+		decoded:      map[*table]*unwinder.Table{},
 	}
 	if info, err := rows.Info(); err == nil && info.Flags&unix.BPF_F_MMAPABLE != 0 {
 		m.rowsMmapable = true
@@ -190,9 +216,12 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests *e
 	m.loadVDSO()
 	readerDone := make(chan struct{})
 	go m.read(ctx, readerDone)
+	deferredDone := make(chan struct{})
+	go m.readDeferred(ctx, drd, deferredDone)
 	go func() {
 		m.run(ctx)
 		<-readerDone
+		<-deferredDone
 		m.builders.Wait()
 		close(m.done)
 	}()
@@ -261,6 +290,7 @@ func (m *tableManager) close() {
 	m.cancel()
 	<-m.done
 	m.requests.Close()
+	m.deferredRing.Close()
 }
 
 func (m *tableManager) Stats() TableStats {
@@ -276,18 +306,34 @@ func (m *tableManager) Stats() TableStats {
 		NoSpace:      m.stats.noSpace.Load(),
 		Dropped:      m.stats.dropped.Load(),
 		CacheHits:    m.stats.cacheHits.Load(),
+
+		Deferred:           m.stats.deferred.Load(),
+		DeferredFinished:   m.stats.deferredFinished.Load(),
+		DeferredIncomplete: m.stats.deferredIncomplete.Load(),
 	}
 }
 
 func (m *tableManager) run(ctx context.Context) {
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
+	// Fires when the first parked sample's time is up.
+	parkTimer := time.NewTimer(time.Hour)
+	defer parkTimer.Stop()
 	for {
+		if t := m.nextDeadline(); !t.IsZero() {
+			parkTimer.Reset(time.Until(t))
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-parkTimer.C:
+			m.resolveParked()
 		case r := <-m.reqs:
 			switch {
+			case r.parked != nil:
+				m.park(r.parked)
+			case r.flush:
+				m.flushParked(r.flushAll)
 			case r.preload:
 				m.preload(r.pid)
 			case r.warm:
@@ -300,12 +346,14 @@ func (m *tableManager) run(ctx context.Context) {
 			if len(m.reqs) == 0 {
 				m.reclaim() // once per burst: it waits for running programs
 			}
+			m.resolveParked()
 			m.publish() // who waits for the request reads the stats next
 			if r.done != nil {
 				close(r.done)
 			}
 		case b := <-m.built:
 			m.builtOne(b)
+			m.resolveParked()
 			m.publish()
 		case <-sweep.C:
 			m.sweep(false)
@@ -343,9 +391,10 @@ func (m *tableManager) answer(r request) {
 	}
 	if err != nil {
 		m.log.Debug("unwind tables: open mapped file", "pid", r.pid, "path", path, "err", err)
-		if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
-			// The process exited first (a short-lived one): the next
-			// process mapping the file asks again.
+		if !process.Alive(dir) {
+			// The process exited first (a short-lived one; a zombie
+			// has no files left to open): the next process mapping the
+			// file asks again.
 			m.files.Delete(r.key)
 			return
 		}
@@ -805,6 +854,7 @@ func (m *tableManager) unref(t *table) {
 		return
 	}
 	delete(m.tables, t.key)
+	delete(m.decoded, t)
 	m.pending = append(m.pending, t)
 }
 

@@ -357,3 +357,69 @@ func TestWarmSharedLibraries(t *testing.T) {
 	}
 	t.Logf("libc (%s): %d rows, loaded without a request; %+v", libc.Path, v.Nrows, s.TableStats())
 }
+
+// TestDeferredFirstSamples starts a stripped Go program after a sampler
+// of every process opened, so that its first samples meet its table while
+// it is being built (a builder goroutine's job: its .gopclntab is big):
+// those samples must be deferred to user space and finished there once the
+// table is in, not walked by frame pointer. Of the program's samples, at
+// most 0.5% may be cut short or have their leaf's caller marked unknown;
+// the run is short (0.6 s) so that the build's window is a large share of
+// it (it was 2-10% before deferral).
+func TestDeferredFirstSamples(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := testenv.Workload(t, "field-go")
+	s, err := Open(Options{Frequency: 999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := runEvents(s)
+	defer stop()
+	cmd := exec.Command(bin, "0.6")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	var all []Sample
+	for done := false; !done; {
+		drain := s.Drain
+		select {
+		case <-exited:
+			done, drain = true, s.DrainFinal
+		case <-time.After(200 * time.Millisecond):
+		}
+		smp, _, err := drain()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, smp...)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, bad uint64
+	for _, smp := range all {
+		if smp.Pid != pid || len(smp.User) == 0 {
+			continue
+		}
+		n += smp.Count
+		if smp.UserTruncated || smp.UserCallerUnknown {
+			bad += smp.Count
+		}
+	}
+	ts := s.TableStats()
+	t.Logf("%d samples of the program, %d cut short or with an unknown caller; deferred %d (lost %d); finished %d, incomplete %d", n, bad, st.Deferred, st.LostDeferred, ts.DeferredFinished, ts.DeferredIncomplete)
+	if n < 200 {
+		t.Fatalf("only %d samples of the program", n)
+	}
+	if st.Deferred == 0 || ts.DeferredFinished == 0 {
+		t.Errorf("no sample was deferred and finished (deferred %d, finished %d): the table was in before the first sample?", st.Deferred, ts.DeferredFinished)
+	}
+	if float64(bad) > 0.005*float64(n) {
+		t.Errorf("%d of %d samples (%.2f%%) cut short or with an unknown caller, want at most 0.5%%", bad, n, 100*float64(bad)/float64(n))
+	}
+}

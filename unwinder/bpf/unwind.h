@@ -90,7 +90,7 @@ struct unwind_file {
 	__u32 first_row; /* the file's table in unwind_rows */
 	__u32 nrows;     /* 0: no table (none built yet, or none usable): FP */
 	__s64 adj;       /* ELF virtual address = file offset + adj */
-	__u64 last_used; /* bpf_ktime_get_ns of a recent lookup (coarse) */
+	__u64 last_used; /* READY: bpf_ktime_get_ns of a recent lookup (coarse); PENDING: of the request */
 	__u32 state;     /* enum unwind_file_state */
 	__u32 _pad;
 };
@@ -137,6 +137,12 @@ struct unwind_proc {
  * deferred unlock) at every sample. */
 #define UNWIND_MISS_BACKOFF_NS 200000000ull
 
+/* Samples are deferred (see unwind_state.defer_at) for a file whose table was
+ * requested less than this long ago: a table that takes longer (a big Go
+ * binary on a busy host) would otherwise send every sample of its process
+ * to user space until it is in. */
+#define UNWIND_DEFER_NS 500000000ull
+
 /* The mapping of a PC, as the walker caches it: runtime addresses [start,
  * end), runtime address - ELF address, and the file's table. */
 struct unwind_mapping {
@@ -159,6 +165,7 @@ enum unwind_stop {
 };
 
 #define UNWIND_F_EXACT_PC 1 /* pc is not a return address: don't look up pc-1 */
+#define UNWIND_F_DEFER_NO_MAPPING 0x100 /* defer_flags: deferred for want of the mapping, not of its table */
 
 /* The unwound stack. The sampling program stores it as is (a map value),
  * so it is a struct of its own at the end of unwind_state. */
@@ -199,6 +206,19 @@ struct unwind_state {
 	struct unwind_mapping map;
 	__u32 row_lo, row_hi;
 	struct unwind_row row;
+	__u32 defer;    /* 1: note the first frame where user space can do better (defer_at) */
+	__u32 vma_busy; /* the last lookup found no mapping because the sample's one bpf_find_vma was spent, or the mmap lock was busy */
+	__u32 pending_young; /* the last lookup's file was requested less than UNWIND_DEFER_NS ago */
+	/* With defer: the first frame walked without a table because its
+	 * table is on the way (or its mapping could not be learned in this
+	 * sample; its one bpf_find_vma was spent or the mmap lock was busy):
+	 * 1 + its index in stack.pcs (0: none), and its registers. The walk
+	 * goes on by frame pointer as without defer; the caller may hand
+	 * these registers and a copy of the stack to user space, which walks
+	 * from there with the table once it is in. */
+	__u32 defer_at;
+	__u32 defer_flags;
+	__u64 defer_sp, defer_fp;
 };
 
 /* Memory-mappable (BPF_F_MMAPABLE, Linux 5.5): user space copies a table
@@ -270,10 +290,11 @@ static long unwind_vma_cb(struct task_struct *task, struct vm_area_struct *vma, 
  * call bpf_find_vma once: the mmap lock's deferred unlock is per CPU, and a
  * second call before it runs fails with EBUSY. Returns the entry, or NULL. */
 static __always_inline struct unwind_proc_mapping *unwind_learn(struct unwind_proc *proc, struct task_struct *task,
-								 __u64 addr)
+								 __u64 addr, long *err)
 {
 	struct unwind_proc_mapping m = {};
-	if (bpf_find_vma(task, addr, unwind_vma_cb, &m, 0) || m.end <= m.start)
+	*err = bpf_find_vma(task, addr, unwind_vma_cb, &m, 0);
+	if (*err || m.end <= m.start)
 		return 0;
 	__u32 i = proc->next % UNWIND_PROC_MAPPINGS;
 	proc->m[i] = m;
@@ -323,6 +344,8 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 	st->map.start = pc;
 	st->map.end = pc + 1;
 	st->caller = UNWIND_CALLER_NO_MAPPING;
+	st->vma_busy = 0;
+	st->pending_young = 0;
 
 	__u32 tgid = st->tgid;
 	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &tgid);
@@ -342,15 +365,25 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 		}
 	}
 	if (!m) {
-		if (st->vma_used)
-			return; /* one bpf_find_vma per sample: frame pointers */
+		if (st->vma_used) {
+			st->vma_busy = 1; /* one bpf_find_vma per sample */
+			return;
+		}
 		__u64 now = bpf_ktime_get_ns();
 		if (now - proc->miss_ns < UNWIND_MISS_BACKOFF_NS)
 			return;
 		st->vma_used = 1;
-		m = unwind_learn(proc, bpf_get_current_task_btf(), pc);
+		long err;
+		m = unwind_learn(proc, bpf_get_current_task_btf(), pc, &err);
 		if (!m) {
-			/* No code there (a garbage PC) or the mmap lock is taken. */
+			if (err == -16 /* EBUSY */) {
+				/* The mmap lock is taken (the process is mapping
+				 * memory: ld.so at start-up) or the CPU's deferred
+				 * unlock is still queued: not the PC's fault. */
+				st->vma_busy = 1;
+				return;
+			}
+			/* No code there: a garbage PC. */
 			proc->miss_ns = now;
 			return;
 		}
@@ -376,15 +409,17 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 				st->lost_requests++;
 		}
 		st->caller = UNWIND_CALLER_PENDING;
+		st->pending_young = 1;
 		return;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	if (now - f->last_used > 1000000000ull)
-		f->last_used = now;
 	if (f->state != UNWIND_FILE_READY) {
 		st->caller = UNWIND_CALLER_PENDING;
+		st->pending_young = now - f->last_used < UNWIND_DEFER_NS;
 		return;
 	}
+	if (now - f->last_used > 1000000000ull)
+		f->last_used = now;
 	st->map.known = 1;
 	st->map.bias = v.start - (v.pgoff << unwind_page_shift) - f->adj;
 	st->map.first_row = f->first_row;
@@ -471,6 +506,16 @@ static __always_inline int unwind_step(struct unwind_state *st)
 	int kind = UNWIND_KIND_UNSUPPORTED;
 	if (unwind_find_row(st, pc, &row))
 		kind = UNWIND_ROW_KIND(&row);
+	if (kind == UNWIND_KIND_UNSUPPORTED && st->defer && !st->defer_at &&
+	    ((st->caller == UNWIND_CALLER_PENDING && st->pending_young) ||
+	     (st->caller == UNWIND_CALLER_NO_MAPPING && st->vma_busy))) {
+		st->defer_at = st->stack.n;
+		st->defer_flags = st->flags;
+		if (st->caller == UNWIND_CALLER_NO_MAPPING)
+			st->defer_flags |= UNWIND_F_DEFER_NO_MAPPING;
+		st->defer_sp = st->sp;
+		st->defer_fp = st->fp;
+	}
 	if (st->stack.n == 1 && kind == UNWIND_KIND_UNSUPPORTED)
 		st->stack.leaf_caller = st->caller == UNWIND_CALLER_OK && st->map.nrows ? UNWIND_CALLER_NO_TABLE : st->caller;
 
@@ -592,8 +637,11 @@ static long unwind_loop_cb(__u32 i, void *ctx)
 }
 
 /* unwind_user unwinds the user stack from the given registers (lr: arm64
- * x30, 0 on amd64). Returns the per-CPU state, or NULL. */
-static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __u64 sp, __u64 fp, __u64 lr)
+ * x30, 0 on amd64). With defer, it notes the first frame whose table is on
+ * the way or whose mapping it could not learn (defer_at). Returns the
+ * per-CPU state, or NULL. */
+static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __u64 sp, __u64 fp, __u64 lr,
+							 __u32 defer)
 {
 	__u32 zero = 0;
 	struct unwind_state *st = bpf_map_lookup_elem(&unwind_scratch, &zero);
@@ -609,6 +657,9 @@ static __always_inline struct unwind_state *unwind_user(__u32 tgid, __u64 pc, __
 	st->caller = 0;
 	st->requests = 0;
 	st->vma_used = 0;
+	st->vma_busy = 0;
+	st->defer = defer;
+	st->defer_at = 0;
 	st->lost_requests = 0;
 	st->stack.leaf_caller = 0;
 	st->row_lo = 1;
@@ -642,7 +693,8 @@ static __always_inline struct unwind_proc_mapping *unwind_learn_requested(struct
 									   struct task_struct *task, __u64 addr,
 									   __u32 tgid)
 {
-	struct unwind_proc_mapping *m = unwind_learn(proc, task, addr);
+	long err;
+	struct unwind_proc_mapping *m = unwind_learn(proc, task, addr, &err);
 	if (m && m->kind == UNWIND_MAPPING_FILE && !bpf_map_lookup_elem(&unwind_files, &m->file)) {
 		struct unwind_proc_mapping v = *m;
 		unwind_request_file(&v.file, v.start, v.end, tgid);

@@ -40,11 +40,11 @@ int unwind_test(struct bpf_perf_event_data *ctx)
 #if defined(__TARGET_ARCH_arm64)
 	if (regs->pstate & 0xf)
 		return 0;
-	struct unwind_state *st = unwind_user(tgid, regs->pc, regs->sp, regs->regs[29], regs->regs[30]);
+	struct unwind_state *st = unwind_user(tgid, regs->pc, regs->sp, regs->regs[29], regs->regs[30], 0);
 #else
 	if ((regs->cs & 3) != 3)
 		return 0;
-	struct unwind_state *st = unwind_user(tgid, regs->ip, regs->sp, regs->bp, 0);
+	struct unwind_state *st = unwind_user(tgid, regs->ip, regs->sp, regs->bp, 0, 0);
 #endif
 	if (st)
 		bpf_map_update_elem(&unwind_test_out, &zero, st, BPF_ANY);

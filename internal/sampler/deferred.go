@@ -1,0 +1,404 @@
+package sampler
+
+import (
+	"context"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/internal/process"
+	"github.com/scorch-profiler/scorch/unwinder"
+)
+
+// Deferred samples. When the program's walk meets code whose file's table
+// is on the way (the first milliseconds of a program new to the
+// profiler), or code in a mapping the sample could not learn (its one
+// mmap-lock lookup was spent on another library of a process that has
+// just started, or the lock was busy), it walks on by frame pointer as
+// before, but instead of counting the sample it sends it to user space
+// (struct deferred_sample): the registers of that frame, a copy of the
+// stack above them, and the kernel's walk. The manager's deferral reader
+// reads the process's mappings at once (the process may be short-lived)
+// and hands the sample to the table worker, which holds it until the
+// table it needs is in (at most deferWait), walks on from that frame with
+// unwinder.UnwindFrom on the rows the kernel has, and queues the sample for
+// the next Drain. Where the copy of the stack ends before the walk does
+// (a Go system stack whose caller is on the goroutine's stack), the walk
+// goes on with the kernel's frames after the last frame both have; where
+// there is still no table, the sample is the kernel's walk. So a process's
+// first samples have whole, right stacks, as later ones do, and none is
+// worse than the kernel's walk.
+
+const (
+	// deferWait is how long a deferred sample waits for the table of the
+	// code it stopped in; then it is finished with what there is.
+	deferWait = time.Second
+	// maxParked bounds the deferred samples waiting (each holds up to
+	// 8 KiB of stack): more finish at once with what there is.
+	maxParked = 512
+	// deferredRingBytes is the size of the deferred ring buffer (about 48
+	// samples of 10 KiB in flight).
+	deferredRingBytes = 512 << 10
+)
+
+// parked is a deferred sample waiting for its tables (worker state).
+type parked struct {
+	pid, tid uint32
+	comm     string
+	regs     unwinder.Regs // of the frame to walk on from, pcs[at]
+	exact    bool          // regs.PC is the interrupted PC, not a return address
+	at       int           // the index of that frame in pcs
+	pcs      []uint64      // the user stack as the kernel walked it
+	// The kernel's walk ended at the outermost frame; its leaf's caller
+	// is marked unknown.
+	kernelComplete, kernelCallerUnknown bool
+	kern                                []uint64
+	stack                               []byte // the stack from regs.SP
+	maps                                []process.Mapping
+	deadline                            time.Time
+}
+
+// finishedSamples is the queue of finished deferred samples Drain takes.
+type finishedSamples struct {
+	mu      sync.Mutex
+	samples []Sample
+}
+
+func (f *finishedSamples) add(s Sample) {
+	f.mu.Lock()
+	f.samples = append(f.samples, s)
+	f.mu.Unlock()
+}
+
+func (f *finishedSamples) take() []Sample {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.samples
+	f.samples = nil
+	return s
+}
+
+// readDeferred forwards deferred samples to the worker until ctx ends.
+func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, done chan<- struct{}) {
+	defer close(done)
+	maps := map[uint32][]process.Mapping{} // of the pids of the last records
+	err := readRing(ctx, rd, "deferred samples", func(rec []byte) {
+		var raw bpf.ScorchDeferredSample
+		if len(rec) < int(unsafe.Sizeof(raw)) {
+			return
+		}
+		raw = *(*bpf.ScorchDeferredSample)(unsafe.Pointer(&rec[0]))
+		m.stats.deferred.Add(1)
+		n := min(int(raw.N), len(raw.Pcs))
+		if raw.At == 0 || int(raw.At) > n {
+			return // malformed: no frame to walk on from
+		}
+		p := &parked{
+			pid: raw.Pid, tid: raw.Tid, comm: commString(raw.Comm),
+			regs:                unwinder.Regs{PC: raw.Pcs[raw.At-1], SP: raw.Sp, FP: raw.Fp, LR: raw.Lr},
+			exact:               raw.Flags&1 != 0, // UNWIND_F_EXACT_PC
+			at:                  int(raw.At) - 1,
+			pcs:                 append([]uint64(nil), raw.Pcs[:n]...),
+			kernelComplete:      raw.Stop == uint32(bpf.ScorchUnwindStopUNWIND_STOP_END),
+			kernelCallerUnknown: raw.LeafCaller != 0,
+			kern:                append([]uint64(nil), raw.Kern[:min(int(raw.KernN), len(raw.Kern))]...),
+			stack:               append([]byte(nil), raw.Stack[:min(int(raw.StackLen), len(raw.Stack))]...),
+			deadline:            time.Now().Add(deferWait),
+		}
+		// The process's code mappings, now, while it lives; read again
+		// when the cached ones lack the PC (a library mapped since).
+		ms, ok := maps[p.pid]
+		if !ok || findMapping(ms, p.regs.PC) == nil {
+			if len(maps) >= 64 {
+				clear(maps)
+			}
+			ms = codeMappings(m.procDir(p.pid))
+			maps[p.pid] = ms
+		}
+		p.maps = ms
+		if !m.send(request{parked: p}) {
+			m.finish(p, nil) // the worker's queue is full: as walked so far
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("deferred samples", "err", err)
+	}
+}
+
+// codeMappings are the file-backed code mappings of the process whose
+// /proc directory is dir (none when it has exited).
+func codeMappings(dir string) []process.Mapping {
+	all, _ := process.ReadMaps(dir)
+	var out []process.Mapping
+	for _, mp := range all {
+		if mp.Exec() && !mp.Anonymous() && !mp.Pseudo() {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+func findMapping(ms []process.Mapping, pc uint64) *process.Mapping {
+	for i := range ms {
+		if ms[i].Start <= pc && pc < ms[i].End {
+			return &ms[i]
+		}
+	}
+	return nil
+}
+
+// inodeKey is a file's device (the kernel's encoding, as in fileKey) and
+// inode number: what /proc/PID/maps says of a mapping's file.
+type inodeKey struct {
+	dev uint32
+	ino uint64
+}
+
+func mappingInode(mp *process.Mapping) inodeKey {
+	major, minor := mp.Dev>>32, mp.Dev&0xffffffff
+	return inodeKey{dev: uint32(major<<20 | minor), ino: mp.Inode}
+}
+
+// park takes a deferred sample (worker goroutine).
+func (m *tableManager) park(p *parked) {
+	if len(m.parked) >= maxParked {
+		m.finishParked(m.parked[0], m.byInode())
+		m.parked = m.parked[1:]
+	}
+	m.parked = append(m.parked, p)
+}
+
+// byInode indexes the worker's file entries by device and inode.
+func (m *tableManager) byInode() map[inodeKey]*fileEntry {
+	idx := make(map[inodeKey]*fileEntry, len(m.entries))
+	for k, e := range m.entries {
+		idx[inodeKey{dev: k.Dev, ino: k.Ino}] = e
+	}
+	return idx
+}
+
+// resolveParked finishes the deferred samples whose table has been
+// answered (with or without rows), and those past their time (worker
+// goroutine).
+func (m *tableManager) resolveParked() {
+	if len(m.parked) == 0 {
+		return
+	}
+	now := time.Now()
+	idx := m.byInode()
+	keep := m.parked[:0]
+	for _, p := range m.parked {
+		mp := findMapping(p.maps, p.regs.PC)
+		if mp == nil || idx[mappingInode(mp)] != nil || now.After(p.deadline) {
+			m.finishParked(p, idx)
+			continue
+		}
+		keep = append(keep, p)
+	}
+	clear(m.parked[len(keep):])
+	m.parked = keep
+}
+
+// flushParked finishes the deferred samples of processes that are gone
+// (worker goroutine): the profiler forgets a dead process's mappings after
+// the drain that follows its exit, so its samples must be in that drain.
+// Those of live processes wait on for their tables.
+func (m *tableManager) flushParked(all bool) {
+	if len(m.parked) == 0 {
+		return
+	}
+	idx := m.byInode()
+	keep := m.parked[:0]
+	for _, p := range m.parked {
+		if all || !process.Alive(m.procDir(p.pid)) {
+			m.finishParked(p, idx)
+			continue
+		}
+		keep = append(keep, p)
+	}
+	clear(m.parked[len(keep):])
+	m.parked = keep
+}
+
+// takeFinished returns the deferred samples finished so far, after the
+// worker has taken every one the kernel sent before now and finished
+// those of processes that are gone (see flushParked), or all of them. Drain
+// calls it.
+func (m *tableManager) takeFinished(all bool) []Sample {
+	// Records submitted before the drain's barrier are in the ring: let
+	// the reader hand them to the worker.
+	for end := time.Now().Add(100 * time.Millisecond); m.deferredRing.AvailableBytes() > 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan struct{})
+	if m.send(request{flush: true, flushAll: all, done: done}) {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		case <-m.ctx.Done():
+		}
+	}
+	return m.finished.take()
+}
+
+// nextDeadline is when the first parked sample's time is up (zero: none).
+func (m *tableManager) nextDeadline() time.Time {
+	var t time.Time
+	for _, p := range m.parked {
+		if t.IsZero() || p.deadline.Before(t) {
+			t = p.deadline
+		}
+	}
+	return t
+}
+
+// finishParked walks the rest of p's stack with the tables the kernel has
+// and queues the sample.
+func (m *tableManager) finishParked(p *parked, idx map[inodeKey]*fileEntry) {
+	tableFor := func(pc uint64) (*unwinder.Table, uint64, bool) {
+		mp := findMapping(p.maps, pc)
+		if mp == nil {
+			return nil, 0, false
+		}
+		e := idx[mappingInode(mp)]
+		if e == nil || e.tab == nil {
+			return nil, 0, false
+		}
+		t := m.decodedTable(e.tab)
+		if t == nil {
+			return nil, 0, false
+		}
+		return t, mp.Start - mp.Offset - uint64(e.tab.adj), true
+	}
+	m.finish(p, tableFor)
+}
+
+// finish completes p's user stack with tableFor (nil: none) and queues
+// the sample for Drain. Without a table for the frame the kernel stopped
+// trusting, the sample is the kernel's walk.
+func (m *tableManager) finish(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool)) {
+	s := Sample{Pid: p.pid, Tid: p.tid, Comm: p.comm, Kernel: p.kern, Count: 1,
+		User: p.pcs, UserTruncated: !p.kernelComplete, UserCallerUnknown: p.kernelCallerUnknown}
+	if tableFor != nil {
+		if _, _, ok := tableFor(p.regs.PC); ok {
+			m.walkOn(p, tableFor, &s)
+		}
+	}
+	if s.UserTruncated {
+		m.stats.deferredIncomplete.Add(1)
+	}
+	m.finished.add(s)
+}
+
+// walkOn walks p's stack on from the frame the kernel stopped trusting,
+// with tables, and sets s's user stack when it gets further than the
+// kernel's walk or as far.
+func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool), s *Sample) {
+	readMem := func(addr uint64, buf []byte) error {
+		if addr < p.regs.SP || addr-p.regs.SP+uint64(len(buf)) > uint64(len(p.stack)) {
+			return errOutsideCopy
+		}
+		copy(buf, p.stack[addr-p.regs.SP:])
+		return nil
+	}
+	rest, complete := unwinder.UnwindFrom(p.regs, p.exact, readMem, tableFor, unwindMaxFrames-p.at)
+	if len(rest) == 0 {
+		return
+	}
+	user := append(p.pcs[:p.at:p.at], rest...)
+	if !complete {
+		// The copy of the stack may end before the stack does (a Go
+		// system stack whose caller runs on the goroutine's): go on
+		// with the kernel's frames after the last frame both walks have.
+		last := rest[len(rest)-1]
+		j := slices.Index(p.pcs[p.at:], last)
+		if j < 0 {
+			return // the kernel's walk stands
+		}
+		user = append(user, p.pcs[p.at+j+1:]...)
+		complete = p.kernelComplete
+	}
+	m.stats.deferredFinished.Add(1)
+	s.User = user[:min(len(user), unwindMaxFrames)]
+	s.UserTruncated = !complete
+	// The leaf's caller is known when the leaf is the frame walked on
+	// from (it has a table); else the kernel's walk of the leaf stands.
+	s.UserCallerUnknown = p.at > 0 && p.kernelCallerUnknown
+}
+
+var errOutsideCopy = errors.New("outside the copied stack")
+
+// unwindMaxFrames is UNWIND_MAX_FRAMES, the frames a user stack keeps.
+const unwindMaxFrames = 128
+
+// maxDecoded bounds the tables kept decoded for finishing deferred
+// samples (a few files: the programs that have just started).
+const maxDecoded = 16
+
+// decodedTable is t as an unwinder.Table, read back from the kernel once
+// and kept while t is loaded (worker goroutine).
+func (m *tableManager) decodedTable(t *table) *unwinder.Table {
+	if d, ok := m.decoded[t]; ok {
+		return d
+	}
+	if len(m.decoded) >= maxDecoded {
+		clear(m.decoded)
+	}
+	d := m.readTable(t)
+	m.decoded[t] = d
+	return d
+}
+
+// readTable reads t's rows back from the kernel's row array.
+func (m *tableManager) readTable(t *table) *unwinder.Table {
+	b := make([]byte, int(t.rows)*unwinder.RowSize)
+	if err := m.readRows(t.first, b); err != nil {
+		m.log.Debug("unwind tables: read rows back", "err", err)
+		return nil
+	}
+	tab, err := unwinder.FromBinary(machine(), b)
+	if err != nil {
+		return nil
+	}
+	return tab
+}
+
+// readRows copies rows [first, first+len(b)/8) of unwind_rows into b.
+func (m *tableManager) readRows(first uint32, b []byte) error {
+	if m.rowsMmapable {
+		off := int64(first) * unwinder.RowSize
+		page := int64(os.Getpagesize())
+		start := off &^ (page - 1)
+		mem, err := unix.Mmap(m.rows.FD(), start, int(off-start)+len(b), unix.PROT_READ, unix.MAP_SHARED)
+		if err == nil {
+			copy(b, mem[off-start:])
+			return unix.Munmap(mem)
+		}
+	}
+	var v uint64
+	for i := 0; i < len(b)/unwinder.RowSize; i++ {
+		if err := m.rows.Lookup(first+uint32(i), &v); err != nil {
+			return err
+		}
+		binary.LittleEndian.PutUint64(b[i*unwinder.RowSize:], v)
+	}
+	return nil
+}
+
+// machine is the ELF machine of the tables this sampler builds.
+func machine() elf.Machine {
+	if runtime.GOARCH == "arm64" {
+		return elf.EM_AARCH64
+	}
+	return elf.EM_X86_64
+}
