@@ -374,3 +374,51 @@ func TestReadelf(t *testing.T) {
 		})
 	}
 }
+
+// TestCRTSections checks the rows given to glibc's .init and .fini code,
+// which has no CFI (see crtSections): the CFA is SP+8 at entry and at the
+// ret, SP+16 between sub $8,%rsp and add $8,%rsp.
+func TestCRTSections(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("crti/crtn rows are built on amd64 only")
+	}
+	bin := testenv.Workload(t, "nofp-cpp")
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := Build(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, name := range []string{".init", ".fini"} {
+		s := f.Section(name)
+		if s == nil {
+			continue
+		}
+		code, err := s.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub := bytes.Index(code, amd64SubRSP8)
+		ret := len(code) - 1
+		if sub < 0 || code[ret] != 0xc3 {
+			t.Fatalf("%s of %s is not crti/crtn code: % x", name, bin, code)
+		}
+		for _, c := range []struct {
+			off  int
+			want int32
+		}{{0, 8}, {sub + 4, 16}, {ret - 4, 16}, {ret, 8}} {
+			row, ok := tab.Lookup(s.Addr + uint64(c.off))
+			if !ok || row.Kind != KindCFA || row.CFAReg != RegSP || row.CFAOffset != c.want || row.RAOffset != -8 {
+				t.Errorf("%s+%#x: %+v (found %v), want CFA = SP+%d, RA at CFA-8", name, c.off, row, ok, c.want)
+			}
+		}
+		checked++
+	}
+	if checked != 2 {
+		t.Fatalf("%s has %d of .init and .fini", bin, checked)
+	}
+}

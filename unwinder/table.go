@@ -316,6 +316,7 @@ func Build(f *elf.File) (*Table, error) {
 		}
 	}
 	b.applySymbols(f, goFuncs)
+	b.crtSections(f)
 	b.merge()
 	t := &Table{machine: f.Machine, rows: slices.Clip(b.rows)}
 	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
@@ -668,6 +669,52 @@ func untilPop(code []byte, i int) int {
 		}
 	}
 	return i
+}
+
+// amd64 instructions of glibc's crti/crtn code (see crtSections).
+var (
+	amd64Endbr64    = []byte{0xf3, 0x0f, 0x1e, 0xfa}
+	amd64SubRSP8    = []byte{0x48, 0x83, 0xec, 0x08}       // sub $8, %rsp
+	amd64AddRSP8Ret = []byte{0x48, 0x83, 0xc4, 0x08, 0xc3} // add $8, %rsp; ret
+)
+
+// crtSections gives rows to .init and .fini on amd64. They hold glibc's
+// crti/crtn code (sub $8,%rsp; a call; add $8,%rsp; ret), which has no
+// CFI: a sample there (a library's constructors called by ld.so at
+// start-up, its destructors at exit) would be walked by frame pointer,
+// which skips its caller. Sections that do not hold exactly that pattern
+// keep their rows.
+func (b *builder) crtSections(f *elf.File) {
+	if f.Machine != elf.EM_X86_64 {
+		return
+	}
+	for _, name := range []string{".init", ".fini"} {
+		s := f.Section(name)
+		if s == nil || s.Type != elf.SHT_PROGBITS || s.Size == 0 || s.Size > 64 {
+			continue
+		}
+		code, err := s.Data()
+		if err != nil {
+			continue
+		}
+		i := 0
+		if bytes.HasPrefix(code, amd64Endbr64) {
+			i = len(amd64Endbr64)
+		}
+		if !bytes.HasPrefix(code[i:], amd64SubRSP8) {
+			continue
+		}
+		body := i + len(amd64SubRSP8)
+		j := bytes.Index(code[body:], amd64AddRSP8Ret)
+		if j < 0 || body+j+len(amd64AddRSP8Ret) != len(code) {
+			continue
+		}
+		ret := uint64(body + j + len(amd64SubRSP8)) // the ret's offset
+		frame := func(off int32) Row { return Row{Kind: KindCFA, CFAReg: RegSP, CFAOffset: off, RAOffset: -8} }
+		b.markRange(s.Addr, s.Addr+uint64(body), frame(8))
+		b.markRange(s.Addr+uint64(body), s.Addr+ret, frame(16))
+		b.markRange(s.Addr+ret, s.Addr+s.Size, frame(8))
+	}
 }
 
 // markRange makes [lo, hi) use row r, keeping the rule after hi.
