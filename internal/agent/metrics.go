@@ -75,6 +75,9 @@ func newMetrics(a *Agent) *metrics {
 	requestHelp := "Files whose unwind tables the kernel asked for, by outcome (lost: the request ring buffer or the file map was full)."
 	bpfCounter("unwind_table_requests_total", requestHelp, prometheus.Labels{"outcome": "sent"}, func(s sampler.Stats) uint64 { return s.FileRequests })
 	bpfCounter("unwind_table_requests_total", requestHelp, prometheus.Labels{"outcome": "lost"}, func(s sampler.Stats) uint64 { return s.LostFileRequests })
+	deferHelp := "Samples whose user stack met code whose unwind table was on the way, by outcome (sent: to user space, which walks them with the table once it is in; lost: the deferred ring buffer was full, kept as the kernel walked them)."
+	bpfCounter("unwind_deferred_total", deferHelp, prometheus.Labels{"outcome": "sent"}, func(s sampler.Stats) uint64 { return s.Deferred })
+	bpfCounter("unwind_deferred_total", deferHelp, prometheus.Labels{"outcome": "lost"}, func(s sampler.Stats) uint64 { return s.LostDeferred })
 
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "targets_cached_processes", Help: "Processes whose target (service_name and labels) is cached."},
 		func() float64 { return float64(a.targets.size()) }))
