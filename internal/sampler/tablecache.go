@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/unwinder"
 )
 
@@ -53,19 +55,25 @@ func newTableCache(dir string, maxBytes int64, log *slog.Logger) (*tableCache, e
 	return &tableCache{dir: dir, maxBytes: maxBytes, version: buildVersion(), log: log}, nil
 }
 
-// buildVersion identifies this build of Scorch (its module version and VCS
-// revision), so that a table cached by another build, whose unwinder may
-// differ, is not read.
+// buildVersion identifies this build of Scorch, so that a table cached by
+// another build, whose unwinder may differ, is not read: the Go build id
+// of the running executable (a hash of what it was built from), with the
+// module version and VCS revision. The VCS stamp alone is not enough: a
+// build without it (-buildvcs=false, or no repository) says "(devel)"
+// whatever its code, and read tables an older unwinder had built.
 func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
-			v += "," + s.Value
+	v := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
+				v += "," + s.Value
+			}
 		}
+	}
+	if f, err := elf.Open("/proc/self/exe"); err == nil {
+		v += "," + process.GoBuildID(f)
+		f.Close()
 	}
 	return v
 }

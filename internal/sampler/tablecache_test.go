@@ -2,9 +2,12 @@ package sampler
 
 import (
 	"bytes"
+	"debug/elf"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +77,24 @@ func TestTableCache(t *testing.T) {
 	}
 	if _, _, ok := c.get("build-id:4"); !ok {
 		t.Error("the newest table was evicted")
+	}
+}
+
+// TestBuildVersionNamesTheCode checks that the cache's build version holds
+// the running executable's Go build id, which changes with its code: a
+// build without VCS stamping (go build -buildvcs=false) reads tables from
+// its own code only.
+func TestBuildVersionNamesTheCode(t *testing.T) {
+	f, err := elf.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	id := process.GoBuildID(f)
+	if id == "" {
+		t.Fatal("the test binary has no Go build id")
+	}
+	if v := buildVersion(); !strings.HasSuffix(v, ","+id) {
+		t.Errorf("buildVersion() = %q, want it to end with the Go build id %q", v, id)
 	}
 }
