@@ -3,12 +3,13 @@ package sampler
 import (
 	"bytes"
 	"debug/elf"
-	"github.com/scorch-profiler/scorch/internal/process"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 func TestTableCache(t *testing.T) {
