@@ -157,6 +157,7 @@ type ScorchUnwindProc struct {
 	N      uint32
 	Next   uint32
 	MissNs uint64
+	MissPc uint64
 	M      [16]ScorchUnwindProcMapping
 }
 

@@ -61,6 +61,7 @@ type ScorchFpUnwindProc struct {
 	N      uint32
 	Next   uint32
 	MissNs uint64
+	MissPc uint64
 	M      [16]struct {
 		_     structs.HostLayout
 		Start uint64

@@ -62,7 +62,7 @@ func TestBPFCompiles(t *testing.T) {
 const (
 	procMappings  = 16  // UNWIND_PROC_MAPPINGS
 	maxFrames     = 128 // UNWIND_MAX_FRAMES
-	procValueSize = 16 + procMappings*48
+	procValueSize = 24 + procMappings*48
 	stackOffset   = 64                                  // of struct unwind_stack in struct unwind_state
 	stateSize     = stackOffset + 24 + maxFrames*8 + 72 // struct unwind_state
 )

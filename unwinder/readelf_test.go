@@ -422,3 +422,32 @@ func TestCRTSections(t *testing.T) {
 		t.Fatalf("%s has %d of .init and .fini", bin, checked)
 	}
 }
+
+// TestEntryEnd checks that the dynamic loader's entry point, which no CFI
+// covers (glibc's RTLD_START), ends the stack: its return address into
+// _start is the outermost frame of every process while ld.so runs.
+func TestEntryEnd(t *testing.T) {
+	var path string
+	for _, p := range []string{"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"} {
+		if _, err := os.Stat(p); err == nil {
+			path = p
+		}
+	}
+	if path == "" {
+		t.Skip("no glibc dynamic loader")
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := Build(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range []uint64{f.Entry, f.Entry + 7} {
+		if row, ok := tab.Lookup(pc); !ok || row.Kind != KindEndOfStack {
+			t.Errorf("%s entry %#x: row at %#x is %+v (found %v), want end of stack", path, f.Entry, pc, row, ok)
+		}
+	}
+}

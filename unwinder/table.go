@@ -317,6 +317,7 @@ func Build(f *elf.File) (*Table, error) {
 	}
 	b.applySymbols(f, goFuncs)
 	b.crtSections(f)
+	b.entryEnd(f)
 	b.merge()
 	t := &Table{machine: f.Machine, rows: slices.Clip(b.rows)}
 	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
@@ -715,6 +716,49 @@ func (b *builder) crtSections(f *elf.File) {
 		b.markRange(s.Addr+uint64(body), s.Addr+ret, frame(16))
 		b.markRange(s.Addr+ret, s.Addr+s.Size, frame(8))
 	}
+}
+
+// entryEnd ends the stack at the file's entry point where no CFI covers
+// it. The dynamic loader's _start (glibc's RTLD_START) has none, and it is
+// the outermost frame of every dynamically linked process while ld.so
+// runs: walking on from it reads argc as a return address, a garbage PC.
+// Nothing calls an entry point, so its code is always the first frame.
+func (b *builder) entryEnd(f *elf.File) {
+	if f.Entry == 0 || f.Entry > 0xffffffff {
+		return
+	}
+	var sec *elf.Section
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_EXECINSTR != 0 && s.Addr <= f.Entry && f.Entry < s.Addr+s.Size {
+			sec = s
+			break
+		}
+	}
+	if sec == nil {
+		return
+	}
+	hi := min(sec.Addr+sec.Size, 0xffffffff)
+	i, _ := slices.BinarySearchFunc(b.rows, f.Entry+1, func(v uint64, pc uint64) int {
+		return cmpUint64(uint64(uint32(v)), pc)
+	})
+	// b.rows[i-1] is the row in force at f.Entry, b.rows[i] the next one.
+	if i > 0 && decode(b.rows[i-1], 0).Kind != KindUnsupported {
+		return
+	}
+	if i < len(b.rows) {
+		hi = min(hi, uint64(uint32(b.rows[i])))
+	}
+	b.markRange(f.Entry, hi, Row{Kind: KindEndOfStack})
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // markRange makes [lo, hi) use row r, keeping the rule after hi.

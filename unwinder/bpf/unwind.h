@@ -128,13 +128,15 @@ struct unwind_proc {
 	__u32 n;      /* valid entries in m */
 	__u32 next;   /* the slot the next mapping takes */
 	__u64 miss_ns; /* when a lookup last found no code at a PC (a garbage PC) */
+	__u64 miss_pc; /* ... and that PC */
 	struct unwind_proc_mapping m[UNWIND_PROC_MAPPINGS];
 };
 
-/* After a lookup that found no code, the process's next lookups wait this
- * long: a stack whose frame-pointer fallback ends in garbage would
- * otherwise pay a bpf_find_vma (the mmap lock, and an interrupt for its
- * deferred unlock) at every sample. */
+/* After a lookup that found no code, the process's next lookups in the
+ * same page wait this long: a stack whose frame-pointer fallback ends in
+ * the same garbage would otherwise pay a bpf_find_vma (the mmap lock, and
+ * an interrupt for its deferred unlock) at every sample. Lookups elsewhere
+ * go on: a garbage PC must not keep a process's libraries unlearned. */
 #define UNWIND_MISS_BACKOFF_NS 200000000ull
 
 /* Samples are deferred (see unwind_state.defer_at) for a file whose table was
@@ -370,7 +372,7 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 			return;
 		}
 		__u64 now = bpf_ktime_get_ns();
-		if (now - proc->miss_ns < UNWIND_MISS_BACKOFF_NS)
+		if (now - proc->miss_ns < UNWIND_MISS_BACKOFF_NS && (pc ^ proc->miss_pc) < 4096)
 			return;
 		st->vma_used = 1;
 		long err;
@@ -385,6 +387,7 @@ static __always_inline void unwind_find_mapping(struct unwind_state *st, __u64 p
 			}
 			/* No code there: a garbage PC. */
 			proc->miss_ns = now;
+			proc->miss_pc = pc;
 			return;
 		}
 		st->vma_used = 2; /* learned */
