@@ -83,20 +83,17 @@ const (
 // process (a 50 ms process spends a few percent of its samples in the
 // dynamic loader, whose entry point is not named _start).
 //
-// It is the acceptance test of issue 14 and does not pass yet. The C, C++
-// and Rust workloads pass the quiet and busy phases (0-0.03% bad frames);
-// what fails: the stripped Go program's first 45-55 samples in hot_inner
-// carry [unknown caller] (0.5-1.7%), and in the C++ and Rust streams each
-// new process's libraries are learned one per sample (the kernel allows
-// one mmap-lock lookup per sample in the perf event's interrupt, and the
-// VMA iterator refuses interrupt context), so the first samples in
-// libstdc++, libm or libgcc_s stop there (1-3.5%). Until it passes it runs
-// under `make test-field` (SCORCH_FIELD_TESTS=1), not in `make test`,
-// whose gate it would hold red.
+// It is the acceptance test of issue 14. The quiet and busy phases pass
+// for every workload (0-0.05% bad frames) and run in `make test`. The
+// stream phase does not pass yet for two of the five: in the C++ stream
+// 1-1.5% of the samples name libc's frames [unknown] (a 50 ms process's
+// mappings are read when its first sample arrives, before ld.so has
+// mapped libc, and not again before it exits), and in the Go stream about
+// 0.5% keep [unknown caller] (the first process exits before its table is
+// built, and its deferred samples are finished with the kernel's walk).
+// The stream phase runs under `make test-field` (SCORCH_FIELD_TESTS=1)
+// until it passes.
 func TestFieldShares(t *testing.T) {
-	if os.Getenv("SCORCH_FIELD_TESTS") == "" {
-		t.Skip("the acceptance test of issue 14, not passing yet: run it with make test-field (SCORCH_FIELD_TESTS=1)")
-	}
 	requireRoot(t)
 	bins := map[string]string{}
 	for _, w := range fieldWorkloads {
@@ -112,6 +109,9 @@ func TestFieldShares(t *testing.T) {
 		{"stream", true, true, 0.05},
 	} {
 		t.Run(phase.name, func(t *testing.T) {
+			if phase.stream && os.Getenv("SCORCH_FIELD_TESTS") == "" {
+				t.Skip("the stream phase does not pass yet: run it with make test-field (SCORCH_FIELD_TESTS=1)")
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var load *busyLoad
