@@ -2,6 +2,7 @@ package unwinder
 
 import (
 	"bufio"
+	"bytes"
 	"debug/elf"
 	"fmt"
 	"os"
@@ -39,7 +40,7 @@ func processMappings(t testing.TB, pid int, cache map[string]*procMapping) []*pr
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || !strings.Contains(fields[1], "x") || !strings.HasPrefix(fields[5], "/") {
+		if len(fields) < 6 || !strings.Contains(fields[1], "x") || !strings.HasPrefix(fields[5], "/") && fields[5] != "[vdso]" {
 			continue
 		}
 		lo, hi, _ := strings.Cut(fields[0], "-")
@@ -49,7 +50,23 @@ func processMappings(t testing.TB, pid int, cache map[string]*procMapping) []*pr
 		path := fields[5]
 		base := cache[path]
 		if base == nil {
-			ef, err := elf.Open(path)
+			var ef *elf.File
+			var err error
+			if path == "[vdso]" {
+				// The vDSO (Go's nanotime1 and walltime call into it): an
+				// ELF image in the process's memory.
+				img := make([]byte, end-start)
+				var mem *os.File
+				if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err == nil {
+					_, err = mem.ReadAt(img, int64(start))
+					mem.Close()
+				}
+				if err == nil {
+					ef, err = elf.NewFile(bytes.NewReader(img))
+				}
+			} else {
+				ef, err = elf.Open(path)
+			}
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}

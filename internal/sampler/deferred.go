@@ -209,25 +209,72 @@ func (m *tableManager) resolveParked() {
 	m.parked = keep
 }
 
-// flushParked finishes the deferred samples of processes that are gone
-// (worker goroutine): the profiler forgets a dead process's mappings after
-// the drain that follows its exit, so its samples must be in that drain.
-// Those of live processes wait on for their tables.
-func (m *tableManager) flushParked(all bool) {
-	if len(m.parked) == 0 {
+// flushWait is a drain waiting for the deferred samples of processes
+// that are gone (or of all, at the last drain), some of whose tables a
+// builder is still building (worker state).
+type flushWait struct {
+	done     chan struct{}
+	all      bool
+	deadline time.Time
+}
+
+// flushGrace is how long a drain waits for a table being built for the
+// deferred samples of a process that is gone: the profiler forgets a dead
+// process's mappings after the drain that follows its exit, so those
+// samples must be in that drain, and a 50 ms process often exits before
+// its program's table is built.
+const flushGrace = 300 * time.Millisecond
+
+// flush takes a drain's flush request (worker goroutine); done is closed
+// once the samples it waits for are finished (see checkFlushes).
+func (m *tableManager) flush(done chan struct{}, all bool) {
+	m.flushWaits = append(m.flushWaits, flushWait{done: done, all: all, deadline: time.Now().Add(flushGrace)})
+	m.checkFlushes()
+}
+
+// checkFlushes finishes the deferred samples the waiting drains need (of
+// processes that are gone, or all) whose tables are in, are not being
+// built, or have been waited for long enough, and releases the drains
+// that need nothing more (worker goroutine).
+func (m *tableManager) checkFlushes() {
+	if len(m.flushWaits) == 0 {
 		return
 	}
-	idx := m.byInode()
-	keep := m.parked[:0]
-	for _, p := range m.parked {
-		if all || !process.Alive(m.procDir(p.pid)) {
-			m.finishParked(p, idx)
-			continue
+	now := time.Now()
+	building := map[inodeKey]bool{}
+	for _, keys := range m.inflight {
+		for _, k := range keys {
+			building[inodeKey{dev: k.Dev, ino: k.Ino}] = true
 		}
-		keep = append(keep, p)
 	}
-	clear(m.parked[len(keep):])
-	m.parked = keep
+	idx := m.byInode()
+	keep := m.flushWaits[:0]
+	for _, w := range m.flushWaits {
+		force := now.After(w.deadline)
+		waiting := false
+		parked := m.parked[:0]
+		for _, p := range m.parked {
+			if !w.all && process.Alive(m.procDir(p.pid)) {
+				parked = append(parked, p)
+				continue
+			}
+			if mp := findMapping(p.maps, p.regs.PC); !force && mp != nil && idx[mappingInode(mp)] == nil && building[mappingInode(mp)] {
+				waiting = true
+				parked = append(parked, p)
+				continue
+			}
+			m.finishParked(p, idx)
+		}
+		clear(m.parked[len(parked):])
+		m.parked = parked
+		if waiting {
+			keep = append(keep, w)
+		} else if w.done != nil {
+			close(w.done)
+		}
+	}
+	clear(m.flushWaits[len(keep):])
+	m.flushWaits = keep
 }
 
 // takeFinished returns the deferred samples finished so far, after the
@@ -251,12 +298,18 @@ func (m *tableManager) takeFinished(all bool) []Sample {
 	return m.finished.take()
 }
 
-// nextDeadline is when the first parked sample's time is up (zero: none).
+// nextDeadline is when the first parked sample's time, or a waiting
+// drain's, is up (zero: none).
 func (m *tableManager) nextDeadline() time.Time {
 	var t time.Time
 	for _, p := range m.parked {
 		if t.IsZero() || p.deadline.Before(t) {
 			t = p.deadline
+		}
+	}
+	for _, w := range m.flushWaits {
+		if t.IsZero() || w.deadline.Before(t) {
+			t = w.deadline
 		}
 	}
 	return t

@@ -176,6 +176,7 @@ type tableManager struct {
 	// for Drain.
 	deferredRing *ringbuf.Reader
 	parked       []*parked                  // worker state
+	flushWaits   []flushWait                // drains waiting for deferred samples (worker state)
 	decoded      map[*table]*unwinder.Table // loaded tables read back for them (worker state)
 	finished     finishedSamples
 }
@@ -328,12 +329,14 @@ func (m *tableManager) run(ctx context.Context) {
 			return
 		case <-parkTimer.C:
 			m.resolveParked()
+			m.checkFlushes()
 		case r := <-m.reqs:
 			switch {
 			case r.parked != nil:
 				m.park(r.parked)
 			case r.flush:
-				m.flushParked(r.flushAll)
+				m.flush(r.done, r.flushAll)
+				r.done = nil // closed by checkFlushes
 			case r.preload:
 				m.preload(r.pid)
 			case r.warm:
@@ -354,6 +357,7 @@ func (m *tableManager) run(ctx context.Context) {
 		case b := <-m.built:
 			m.builtOne(b)
 			m.resolveParked()
+			m.checkFlushes()
 			m.publish()
 		case <-sweep.C:
 			m.sweep(false)
