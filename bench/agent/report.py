@@ -392,7 +392,8 @@ if fs:
 for what, goal, got, ok in list(prev_targets):
     part = target_part(what)
     if part is not None and part not in parts and not any(t[0] == what for t in targets):
-        targets.append((what, goal, f"{got} (previous run)", {"met": True}.get(ok, False if "missed" in ok else None)))
+        kept = got if got.endswith("(previous run)") else f"{got} (previous run)"
+        targets.append((what, goal, kept, {"met": True}.get(ok, False if "missed" in ok else None)))
 if targets:
     L.append("## Targets\n")
     L.append("| target | goal | measured | |")

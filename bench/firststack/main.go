@@ -280,7 +280,16 @@ func measure(n int, run float64, gap time.Duration, freq int, drainEvery time.Du
 			return fmt.Errorf("start %s: %w", b.path, err)
 		}
 		p := &proc{pid: cmd.Process.Pid, bin: b, exec: time.Now()}
-		p.maps, p.err = readMappings(p.pid, b.path)
+		// Start returns once the child's exec is past its point of no
+		// return (the close-on-exec pipe closes in begin_new_exec), which
+		// can be before the kernel has mapped the new program: read until
+		// it has.
+		for deadline := time.Now().Add(200 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+			p.maps, p.err = readMappings(p.pid, b.path)
+			if p.err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		procs = append(procs, p)
 		if err := cmd.Wait(); err != nil {
 			p.err = errors.Join(p.err, fmt.Errorf("%s: %w", b.path, err))
