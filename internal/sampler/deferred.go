@@ -46,6 +46,9 @@ const (
 	// maxParked bounds the deferred samples waiting (each holds up to
 	// 8 KiB of stack): more finish at once with what there is.
 	maxParked = 512
+	// mapsFresh is how long the mappings read for one deferred sample
+	// serve the next ones of the same process.
+	mapsFresh = 100 * time.Millisecond
 	// deferredRingBytes is the size of the deferred ring buffer (about 48
 	// samples of 10 KiB in flight).
 	deferredRingBytes = 512 << 10
@@ -91,7 +94,18 @@ func (f *finishedSamples) take() []Sample {
 // readDeferred forwards deferred samples to the worker until ctx ends.
 func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, done chan<- struct{}) {
 	defer close(done)
-	maps := map[uint32][]process.Mapping{} // of the pids of the last records
+	// The mappings of the processes of the last records, by pid and comm
+	// (a process that execs changes its comm as well as its mappings) and
+	// read at most mapsFresh ago.
+	type procKey struct {
+		pid  uint32
+		comm string
+	}
+	type procMaps struct {
+		maps []process.Mapping
+		read time.Time
+	}
+	maps := map[procKey]procMaps{}
 	err := readRing(ctx, rd, "deferred samples", func(rec []byte) {
 		var raw bpf.ScorchDeferredSample
 		if len(rec) < int(unsafe.Sizeof(raw)) {
@@ -117,15 +131,16 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 		}
 		// The process's code mappings, now, while it lives; read again
 		// when the cached ones lack the PC (a library mapped since).
-		ms, ok := maps[p.pid]
-		if !ok || findMapping(ms, p.regs.PC) == nil {
+		k := procKey{p.pid, p.comm}
+		pm, ok := maps[k]
+		if !ok || findMapping(pm.maps, p.regs.PC) == nil || time.Since(pm.read) > mapsFresh {
 			if len(maps) >= 64 {
 				clear(maps)
 			}
-			ms = codeMappings(m.procDir(p.pid))
-			maps[p.pid] = ms
+			pm = procMaps{codeMappings(m.procDir(p.pid)), time.Now()}
+			maps[k] = pm
 		}
-		p.maps = ms
+		p.maps = pm.maps
 		if !m.send(request{parked: p}) {
 			m.finish(p, nil) // the worker's queue is full: as walked so far
 		}
@@ -165,8 +180,7 @@ type inodeKey struct {
 }
 
 func mappingInode(mp *process.Mapping) inodeKey {
-	major, minor := mp.Dev>>32, mp.Dev&0xffffffff
-	return inodeKey{dev: uint32(major<<20 | minor), ino: mp.Inode}
+	return inodeKey{dev: kernelDev(mp.Dev), ino: mp.Inode}
 }
 
 // park takes a deferred sample (worker goroutine).
@@ -178,11 +192,15 @@ func (m *tableManager) park(p *parked) {
 	m.parked = append(m.parked, p)
 }
 
-// byInode indexes the worker's file entries by device and inode.
+// byInode indexes the worker's file entries by device and inode (an entry
+// with a table first, where two generations of an inode number have one).
 func (m *tableManager) byInode() map[inodeKey]*fileEntry {
 	idx := make(map[inodeKey]*fileEntry, len(m.entries))
 	for k, e := range m.entries {
-		idx[inodeKey{dev: k.Dev, ino: k.Ino}] = e
+		ik := inodeKey{dev: k.Dev, ino: k.Ino}
+		if old := idx[ik]; old == nil || old.tab == nil {
+			idx[ik] = e
+		}
 	}
 	return idx
 }
@@ -279,7 +297,7 @@ func (m *tableManager) checkFlushes() {
 
 // takeFinished returns the deferred samples finished so far, after the
 // worker has taken every one the kernel sent before now and finished
-// those of processes that are gone (see flushParked), or all of them. Drain
+// those of processes that are gone (see checkFlushes), or all of them. Drain
 // calls it.
 func (m *tableManager) takeFinished(all bool) []Sample {
 	// Records submitted before the drain's barrier are in the ring: let

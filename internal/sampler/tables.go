@@ -698,8 +698,14 @@ func kernelKey(f *os.File, mp process.Mapping) (fileKey, bool) {
 	if err != nil {
 		return fileKey{}, false
 	}
-	major, minor := mp.Dev>>32, mp.Dev&0xffffffff
-	return fileKey{Ino: mp.Inode, Dev: uint32(major<<20 | minor), Gen: gen}, true
+	return fileKey{Ino: mp.Inode, Dev: kernelDev(mp.Dev), Gen: gen}, true
+}
+
+// kernelDev is the kernel's encoding of a device number (MAJOR << 20 |
+// MINOR, as unwind_file_key has it) of one from /proc/PID/maps
+// (process.Mapping.Dev: major << 32 | minor).
+func kernelDev(dev uint64) uint32 {
+	return uint32(dev>>32<<20 | dev&0xffffffff)
 }
 
 // tableOf returns the table of the ELF file f (nil when it has none usable),
