@@ -225,6 +225,15 @@ func (m *tableManager) resolveParked() {
 	}
 	clear(m.parked[len(keep):])
 	m.parked = keep
+	m.dropDecoded()
+}
+
+// dropDecoded lets the tables read back for deferred samples go once none
+// waits: a big program's table is megabytes.
+func (m *tableManager) dropDecoded() {
+	if len(m.parked) == 0 && len(m.decoded) > 0 {
+		clear(m.decoded)
+	}
 }
 
 // flushWait is a drain waiting for the deferred samples of processes
@@ -293,6 +302,7 @@ func (m *tableManager) checkFlushes() {
 	}
 	clear(m.flushWaits[len(keep):])
 	m.flushWaits = keep
+	m.dropDecoded()
 }
 
 // takeFinished returns the deferred samples finished so far, after the
@@ -413,8 +423,9 @@ var errOutsideCopy = errors.New("outside the copied stack")
 const unwindMaxFrames = 128
 
 // maxDecoded bounds the tables kept decoded for finishing deferred
-// samples (a few files: the programs that have just started).
-const maxDecoded = 16
+// samples (a few files: the programs that have just started); they go as
+// soon as no deferred sample waits (see dropDecoded).
+const maxDecoded = 8
 
 // decodedTable is t as an unwinder.Table, read back from the kernel once
 // and kept while t is loaded (worker goroutine).
