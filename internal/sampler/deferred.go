@@ -41,8 +41,10 @@ import (
 
 const (
 	// deferWait is how long a deferred sample waits for the table of the
-	// code it stopped in; then it is finished with what there is.
-	deferWait = time.Second
+	// code it stopped in; then it is finished with what there is. The
+	// kernel defers samples for a table asked for up to a second ago
+	// (UNWIND_DEFER_NS).
+	deferWait = 2 * time.Second
 	// maxParked bounds the deferred samples waiting (each holds up to
 	// 8 KiB of stack): more finish at once with what there is.
 	maxParked = 512

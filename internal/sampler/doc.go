@@ -62,7 +62,7 @@
 // The requests are answered by one worker goroutine (tables.go), so
 // neither sampling nor Drain ever waits for them; it hands tables with a
 // lot of unwind information (libc, a big Go binary) to a builder goroutine
-// (one build at a time: a big Go binary's allocates over 100 MB), so that
+// (two at a time, one of them big: a big Go binary's allocates over 100 MB), so that
 // a small program started beside one is answered at once. The file is
 // opened as the request arrives (a short-lived process may exit before it
 // is built): through

@@ -50,10 +50,14 @@ const (
 	pendingTTL = 10 * time.Second
 	// maxFailed bounds the files remembered as having no usable table.
 	maxFailed = 4096
-	// tableBuilders is how many tables are built at once. Building a big
-	// Go binary's table (dockerd: about 30 MB of text) allocates over
-	// 100 MB for a moment: one at a time bounds the agent's peak.
-	tableBuilders = 1
+	// tableBuilders is how many tables are built at once, and
+	// bigBuilders how many of them may be big (bigBuildBytes or more).
+	// Building a big Go binary's table (dockerd: about 30 MB of text)
+	// allocates over 100 MB and takes a CPU for half a second: one at a
+	// time bounds the agent's peak, and the other builder keeps a program
+	// that has just started from waiting behind it.
+	tableBuilders = 2
+	bigBuilders   = 1
 	// bigBuildBytes of unwind information make a build big enough that
 	// its garbage is handed back to the OS at once (debug.FreeOSMemory)
 	// rather than kept in the agent's RSS until the scavenger gets to it.
@@ -165,11 +169,13 @@ type tableManager struct {
 	// Builders: at most cap(slots) tables are built at once, each on a
 	// goroutine of its own (owned by the manager: close waits for them),
 	// which hands the result back on built.
-	ctx      context.Context
-	slots    chan struct{}
-	built    chan built
-	builders sync.WaitGroup
-	inflight map[string][]fileKey // content keys being built -> the files waiting
+	ctx       context.Context
+	slots     chan struct{}
+	warmSlots chan struct{} // the builder of warm's tables, beside those of the kernel's requests
+	bigSlots  chan struct{} // held, with one of slots, by a big build
+	built     chan built
+	builders  sync.WaitGroup
+	inflight  map[string][]fileKey // content keys being built -> the files waiting
 
 	// Deferred samples (deferred.go): read by a reader goroutine of the
 	// manager's, held by the worker until their tables are in, then queued
@@ -194,19 +200,21 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests, d
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &tableManager{
 		log: log, procRoot: procRoot, rows: rows, files: files, requests: rd, barrier: barrier,
-		reqs:     make(chan request, tableQueue),
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		alloc:    newRowAllocator(rows.MaxEntries()),
-		tables:   map[string]*table{},
-		entries:  map[fileKey]*fileEntry{},
-		failed:   map[string]bool{},
-		capacity: int(rows.MaxEntries()),
-		cache:    cache,
-		ctx:      ctx,
-		slots:    make(chan struct{}, tableBuilders),
-		built:    make(chan built, tableBuilders),
-		inflight: map[string][]fileKey{},
+		reqs:      make(chan request, tableQueue),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		alloc:     newRowAllocator(rows.MaxEntries()),
+		tables:    map[string]*table{},
+		entries:   map[fileKey]*fileEntry{},
+		failed:    map[string]bool{},
+		capacity:  int(rows.MaxEntries()),
+		cache:     cache,
+		ctx:       ctx,
+		slots:     make(chan struct{}, tableBuilders),
+		bigSlots:  make(chan struct{}, bigBuilders),
+		warmSlots: make(chan struct{}, 1),
+		built:     make(chan built, tableBuilders),
+		inflight:  map[string][]fileKey{},
 
 		deferredRing: drd,
 		decoded:      map[*table]*unwinder.Table{},
@@ -407,15 +415,17 @@ func (m *tableManager) answer(r request) {
 		m.setEntry(r.key, &fileEntry{expires: time.Now().Add(negativeTTL)})
 		return
 	}
-	m.answerFile(r.key, true, f, path)
+	m.answerFile(r.key, true, f, path, m.slots)
 }
 
 // answerFile answers for key with the table of f, at once when a file with
 // the same contents has one, else when a builder goroutine has built it:
 // a large table (a big Go binary, libc) being built does not hold up the
 // answer for a small program started beside it. Without keyed, the table
-// is only built: the kernel's request for the file finds it loaded.
-func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path string) {
+// is only built: the kernel's request for the file finds it loaded. A
+// builder takes one of slots first (m.slots for the kernel's requests,
+// m.warmSlots for warm's, so that those never wait behind warm's).
+func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path string, slots chan struct{}) {
 	ef, ck, err := m.parse(f, key, path)
 	if err != nil {
 		f.Close()
@@ -449,16 +459,30 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 		defer m.builders.Done()
 		defer f.Close()
 		defer ef.Close()
+		big := unwindInfoSize(ef) >= bigBuildBytes
+		if big {
+			select {
+			case m.bigSlots <- struct{}{}:
+			case <-m.ctx.Done():
+				return
+			}
+		}
 		select {
-		case m.slots <- struct{}{}:
+		case slots <- struct{}{}:
 		case <-m.ctx.Done():
+			if big {
+				<-m.bigSlots
+			}
 			return
 		}
 		b := m.encode(ck, ef, path)
-		if unwindInfoSize(ef) >= bigBuildBytes {
+		if big {
 			debug.FreeOSMemory()
 		}
-		<-m.slots
+		<-slots
+		if big {
+			<-m.bigSlots
+		}
 		select {
 		case m.built <- b:
 		case <-m.ctx.Done():
@@ -683,7 +707,7 @@ func (m *tableManager) warmOne(r request) {
 		r.file.Close()
 		return
 	}
-	m.answerFile(r.key, r.keyed, r.file, r.path)
+	m.answerFile(r.key, r.keyed, r.file, r.path, m.warmSlots)
 }
 
 // fsIocGetversion is FS_IOC_GETVERSION (_IOR('v', 1, long)): the inode's

@@ -140,10 +140,10 @@ struct unwind_proc {
 #define UNWIND_MISS_BACKOFF_NS 200000000ull
 
 /* Samples are deferred (see unwind_state.defer_at) for a file whose table was
- * requested less than this long ago: a table that takes longer (a big Go
- * binary on a busy host) would otherwise send every sample of its process
- * to user space until it is in. */
-#define UNWIND_DEFER_NS 500000000ull
+ * requested less than this long ago: a table that takes longer would
+ * otherwise send every sample of its process to user space until it is in.
+ * On a busy host a big Go binary's table takes hundreds of milliseconds. */
+#define UNWIND_DEFER_NS 1000000000ull
 
 /* The mapping of a PC, as the walker caches it: runtime addresses [start,
  * end), runtime address - ELF address, and the file's table. */
