@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -422,7 +421,7 @@ func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Tab
 var errOutsideCopy = errors.New("outside the copied stack")
 
 // unwindMaxFrames is UNWIND_MAX_FRAMES, the frames a user stack keeps.
-const unwindMaxFrames = 128
+const unwindMaxFrames = len(bpf.ScorchUnwindStack{}.Pcs)
 
 // maxDecoded bounds the tables kept decoded for finishing deferred
 // samples (a few files: the programs that have just started); they go as
@@ -459,15 +458,8 @@ func (m *tableManager) readTable(t *table) *unwinder.Table {
 
 // readRows copies rows [first, first+len(b)/8) of unwind_rows into b.
 func (m *tableManager) readRows(first uint32, b []byte) error {
-	if m.rowsMmapable {
-		off := int64(first) * unwinder.RowSize
-		page := int64(os.Getpagesize())
-		start := off &^ (page - 1)
-		mem, err := unix.Mmap(m.rows.FD(), start, int(off-start)+len(b), unix.PROT_READ, unix.MAP_SHARED)
-		if err == nil {
-			copy(b, mem[off-start:])
-			return unix.Munmap(mem)
-		}
+	if ok, err := m.withRows(first, len(b), unix.PROT_READ, func(rows []byte) { copy(b, rows) }); ok {
+		return err
 	}
 	var v uint64
 	for i := 0; i < len(b)/unwinder.RowSize; i++ {

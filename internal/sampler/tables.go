@@ -988,19 +988,8 @@ func buildTable(ef *elf.File) (*unwinder.Table, error) {
 // copy into the map's memory where it is mapped (the rows of libc in tens
 // of microseconds rather than milliseconds), else batched updates.
 func (m *tableManager) writeRows(first uint32, b []byte) error {
-	if m.rowsMmapable {
-		// Mapped for the copy only: a mapping kept would count the row
-		// array's pages in the agent's RSS.
-		off := int64(first) * unwinder.RowSize
-		page := int64(os.Getpagesize())
-		start := off &^ (page - 1)
-		mem, err := unix.Mmap(m.rows.FD(), start, int(off-start)+len(b), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err == nil {
-			copy(mem[off-start:], b)
-			return unix.Munmap(mem)
-		}
-		m.rowsMmapable = false
-		m.log.Debug("unwind tables: row array not mapped; writing rows by map updates", "err", err)
+	if ok, err := m.withRows(first, len(b), unix.PROT_READ|unix.PROT_WRITE, func(rows []byte) { copy(rows, b) }); ok {
+		return err
 	}
 	const batch = 8192
 	n := len(b) / unwinder.RowSize
@@ -1024,6 +1013,27 @@ func (m *tableManager) writeRows(first uint32, b []byte) error {
 		}
 	}
 	return nil
+}
+
+// withRows calls fn with the size bytes of unwind_rows from row first,
+// mapped with prot for the call only (a mapping kept would count the row
+// array's pages in the agent's RSS). It reports false when the array
+// cannot be mapped (not BPF_F_MMAPABLE, or mmap failed): the caller goes
+// through map lookups or updates instead, from then on.
+func (m *tableManager) withRows(first uint32, size, prot int, fn func(rows []byte)) (bool, error) {
+	if !m.rowsMmapable {
+		return false, nil
+	}
+	off := int64(first) * unwinder.RowSize
+	start := off &^ int64(os.Getpagesize()-1)
+	mem, err := unix.Mmap(m.rows.FD(), start, int(off-start)+size, prot, unix.MAP_SHARED)
+	if err != nil {
+		m.rowsMmapable = false
+		m.log.Debug("unwind tables: row array not mapped; copying rows by map lookups and updates", "err", err)
+		return false, nil
+	}
+	fn(mem[off-start:])
+	return true, unix.Munmap(mem)
 }
 
 // procDir is the /proc directory of pid (a pid of the PID namespace of the
