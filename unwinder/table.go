@@ -2,6 +2,7 @@ package unwinder
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -739,7 +740,7 @@ func (b *builder) entryEnd(f *elf.File) {
 	}
 	hi := min(sec.Addr+sec.Size, 0xffffffff)
 	i, _ := slices.BinarySearchFunc(b.rows, f.Entry+1, func(v uint64, pc uint64) int {
-		return cmpUint64(uint64(uint32(v)), pc)
+		return cmp.Compare(uint64(uint32(v)), pc)
 	})
 	// b.rows[i-1] is the row in force at f.Entry, b.rows[i] the next one.
 	if i > 0 && decode(b.rows[i-1], 0).Kind != KindUnsupported {
@@ -749,16 +750,6 @@ func (b *builder) entryEnd(f *elf.File) {
 		hi = min(hi, uint64(uint32(b.rows[i])))
 	}
 	b.markRange(f.Entry, hi, Row{Kind: KindEndOfStack})
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // markRange makes [lo, hi) use row r, keeping the rule after hi.
