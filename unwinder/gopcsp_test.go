@@ -38,11 +38,7 @@ func TestGoStrippedRows(t *testing.T) {
 		t.Skip("pclntab rows are built on amd64 only")
 	}
 	stripped, full := buildGoSplit(t)
-	f, err := elf.Open(stripped)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f, tab := buildFile(t, stripped)
 	if f.Section(".debug_frame") != nil || f.Section(".eh_frame") != nil || f.Section(".symtab") != nil {
 		t.Fatalf("%s is not stripped", stripped)
 	}
@@ -50,10 +46,6 @@ func TestGoStrippedRows(t *testing.T) {
 
 	// The entry point (_rt0_amd64_linux) is the process's first frame:
 	// its "return address" is argc, so unwinding stops there.
-	tab, err := Build(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if row, ok := tab.Lookup(f.Entry); !ok || row.Kind != KindEndOfStack {
 		t.Errorf("row at the entry point %#x: %+v (found %v), want end of stack", f.Entry, row, ok)
 	}

@@ -383,15 +383,7 @@ func TestCRTSections(t *testing.T) {
 		t.Skip("crti/crtn rows are built on amd64 only")
 	}
 	bin := testenv.Workload(t, "nofp-cpp")
-	f, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tab, err := Build(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, tab := buildFile(t, bin)
 	checked := 0
 	for _, name := range []string{".init", ".fini"} {
 		s := f.Section(name)
@@ -436,18 +428,25 @@ func TestEntryEnd(t *testing.T) {
 	if path == "" {
 		t.Skip("no glibc dynamic loader")
 	}
-	f, err := elf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tab, err := Build(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, tab := buildFile(t, path)
 	for _, pc := range []uint64{f.Entry, f.Entry + 7} {
 		if row, ok := tab.Lookup(pc); !ok || row.Kind != KindEndOfStack {
 			t.Errorf("%s entry %#x: row at %#x is %+v (found %v), want end of stack", path, f.Entry, pc, row, ok)
 		}
 	}
+}
+
+// buildFile opens the ELF file at path for the test and builds its table.
+func buildFile(t *testing.T, path string) (*elf.File, *Table) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	tab, err := Build(f)
+	if err != nil {
+		t.Fatalf("Build(%s): %v", path, err)
+	}
+	return f, tab
 }

@@ -1,7 +1,6 @@
 package unwinder
 
 import (
-	"debug/elf"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -44,15 +43,7 @@ func TestStackSwitchRows(t *testing.T) {
 	if len(want) < 3 {
 		t.Fatalf("objdump shows only %d system-stack calls in %s", len(want), bin)
 	}
-	f, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tab, err := Build(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, tab := buildFile(t, bin)
 	for pc := range want {
 		if r, _ := tab.Lookup(pc); r.Kind != KindStackSwitch {
 			t.Errorf("call at %#x: row %+v, want a stack switch", pc, r)
