@@ -12,5 +12,5 @@
 // fails when the result differs from what is committed.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type sample_key -type event -type scorch_config -type stat_key -type event_type -type unwind_stack -type unwind_request -type unwind_file -type unwind_file_key -type unwind_file_state -type unwind_proc -type unwind_proc_mapping -type unwind_caller -type unwind_mapping -type unwind_stop -type filter_flag -type raw_stack -type deferred_sample Scorch src/scorch.bpf.c -- -I/usr/include/x86_64-linux-gnu -I./src/include -I../unwinder/bpf -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type sample_key -type event -type scorch_config -type stat_key -type event_type -type unwind_stack -type unwind_request -type unwind_file -type unwind_file_key -type unwind_file_state -type unwind_proc -type unwind_proc_mapping -type unwind_caller -type unwind_mapping -type unwind_mapping_kind -type unwind_stop -type filter_flag -type raw_stack -type deferred_sample Scorch src/scorch.bpf.c -- -I/usr/include/x86_64-linux-gnu -I./src/include -I../unwinder/bpf -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -tags linux -target amd64,arm64 ScorchFp src/scorch.bpf.c -- -DSCORCH_FP_ONLY -I/usr/include/x86_64-linux-gnu -I./src/include -I../unwinder/bpf -O2 -g -Wall -Werror

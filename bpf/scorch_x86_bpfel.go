@@ -152,6 +152,14 @@ type ScorchUnwindMapping struct {
 	Pad      uint32
 }
 
+type ScorchUnwindMappingKind uint32
+
+const (
+	ScorchUnwindMappingKindUNWIND_MAPPING_ANON ScorchUnwindMappingKind = 0
+	ScorchUnwindMappingKindUNWIND_MAPPING_FILE ScorchUnwindMappingKind = 1
+	ScorchUnwindMappingKindUNWIND_MAPPING_VDSO ScorchUnwindMappingKind = 2
+)
+
 type ScorchUnwindProc struct {
 	_      structs.HostLayout
 	N      uint32
@@ -241,46 +249,47 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ScorchMapBarrierInner          = "barrier_inner"
-	ScorchMapCgroupFilter          = "cgroup_filter"
-	ScorchMapConfig                = "config"
-	ScorchMapCounts0               = "counts0"
-	ScorchMapCounts1               = "counts1"
-	ScorchMapDeferred              = "deferred"
-	ScorchMapEvents                = "events"
-	ScorchMapPidFilter             = "pid_filter"
-	ScorchMapSeenPids              = "seen_pids"
-	ScorchMapStackScratch          = "stack_scratch"
-	ScorchMapStacksKern0           = "stacks_kern0"
-	ScorchMapStacksKern1           = "stacks_kern1"
-	ScorchMapStacksUnwound0        = "stacks_unwound0"
-	ScorchMapStacksUnwound1        = "stacks_unwound1"
-	ScorchMapStacksUser0           = "stacks_user0"
-	ScorchMapStacksUser1           = "stacks_user1"
-	ScorchMapStats                 = "stats"
-	ScorchMapSyncBarrier           = "sync_barrier"
-	ScorchMapUnwindFiles           = "unwind_files"
-	ScorchMapUnwindProcs           = "unwind_procs"
-	ScorchMapUnwindRequests        = "unwind_requests"
-	ScorchMapUnwindRows            = "unwind_rows"
-	ScorchMapUnwindScratch         = "unwind_scratch"
-	ScorchProgScorchExec           = "scorch_exec"
-	ScorchProgScorchExit           = "scorch_exit"
-	ScorchProgScorchFork           = "scorch_fork"
-	ScorchProgScorchSample         = "scorch_sample"
-	ScorchVarUnusedDeferredSample  = "unused_deferred_sample"
-	ScorchVarUnusedEvent           = "unused_event"
-	ScorchVarUnusedEventType       = "unused_event_type"
-	ScorchVarUnusedFilterFlag      = "unused_filter_flag"
-	ScorchVarUnusedRawStack        = "unused_raw_stack"
-	ScorchVarUnusedStatKey         = "unused_stat_key"
-	ScorchVarUnusedUnwindCaller    = "unused_unwind_caller"
-	ScorchVarUnusedUnwindFile      = "unused_unwind_file"
-	ScorchVarUnusedUnwindFileState = "unused_unwind_file_state"
-	ScorchVarUnusedUnwindRequest   = "unused_unwind_request"
-	ScorchVarUnusedUnwindStack     = "unused_unwind_stack"
-	ScorchVarUnusedUnwindStop      = "unused_unwind_stop"
-	ScorchVarUnwindPageShift       = "unwind_page_shift"
+	ScorchMapBarrierInner            = "barrier_inner"
+	ScorchMapCgroupFilter            = "cgroup_filter"
+	ScorchMapConfig                  = "config"
+	ScorchMapCounts0                 = "counts0"
+	ScorchMapCounts1                 = "counts1"
+	ScorchMapDeferred                = "deferred"
+	ScorchMapEvents                  = "events"
+	ScorchMapPidFilter               = "pid_filter"
+	ScorchMapSeenPids                = "seen_pids"
+	ScorchMapStackScratch            = "stack_scratch"
+	ScorchMapStacksKern0             = "stacks_kern0"
+	ScorchMapStacksKern1             = "stacks_kern1"
+	ScorchMapStacksUnwound0          = "stacks_unwound0"
+	ScorchMapStacksUnwound1          = "stacks_unwound1"
+	ScorchMapStacksUser0             = "stacks_user0"
+	ScorchMapStacksUser1             = "stacks_user1"
+	ScorchMapStats                   = "stats"
+	ScorchMapSyncBarrier             = "sync_barrier"
+	ScorchMapUnwindFiles             = "unwind_files"
+	ScorchMapUnwindProcs             = "unwind_procs"
+	ScorchMapUnwindRequests          = "unwind_requests"
+	ScorchMapUnwindRows              = "unwind_rows"
+	ScorchMapUnwindScratch           = "unwind_scratch"
+	ScorchProgScorchExec             = "scorch_exec"
+	ScorchProgScorchExit             = "scorch_exit"
+	ScorchProgScorchFork             = "scorch_fork"
+	ScorchProgScorchSample           = "scorch_sample"
+	ScorchVarUnusedDeferredSample    = "unused_deferred_sample"
+	ScorchVarUnusedEvent             = "unused_event"
+	ScorchVarUnusedEventType         = "unused_event_type"
+	ScorchVarUnusedFilterFlag        = "unused_filter_flag"
+	ScorchVarUnusedRawStack          = "unused_raw_stack"
+	ScorchVarUnusedStatKey           = "unused_stat_key"
+	ScorchVarUnusedUnwindCaller      = "unused_unwind_caller"
+	ScorchVarUnusedUnwindFile        = "unused_unwind_file"
+	ScorchVarUnusedUnwindFileState   = "unused_unwind_file_state"
+	ScorchVarUnusedUnwindMappingKind = "unused_unwind_mapping_kind"
+	ScorchVarUnusedUnwindRequest     = "unused_unwind_request"
+	ScorchVarUnusedUnwindStack       = "unused_unwind_stack"
+	ScorchVarUnusedUnwindStop        = "unused_unwind_stop"
+	ScorchVarUnwindPageShift         = "unwind_page_shift"
 )
 
 // LoadScorch returns the embedded CollectionSpec for Scorch.
@@ -364,19 +373,20 @@ type ScorchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchVariableSpecs struct {
-	UnusedDeferredSample  *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
-	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
-	UnusedRawStack        *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
-	UnusedStatKey         *ebpf.VariableSpec `ebpf:"unused_stat_key"`
-	UnusedUnwindCaller    *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
-	UnusedUnwindFile      *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
-	UnusedUnwindFileState *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
-	UnusedUnwindRequest   *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
-	UnusedUnwindStack     *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop      *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
-	UnwindPageShift       *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
+	UnusedDeferredSample    *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
+	UnusedEvent             *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterFlag        *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
+	UnusedRawStack          *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
+	UnusedStatKey           *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller      *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile        *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState   *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindMappingKind *ebpf.VariableSpec `ebpf:"unused_unwind_mapping_kind"`
+	UnusedUnwindRequest     *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack       *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop        *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnwindPageShift         *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
 }
 
 // ScorchObjects contains all objects after they have been loaded into the kernel.
@@ -456,19 +466,20 @@ func (m *ScorchMaps) Close() error {
 //
 // It can be passed to LoadScorchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchVariables struct {
-	UnusedDeferredSample  *ebpf.Variable `ebpf:"unused_deferred_sample"`
-	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`
-	UnusedRawStack        *ebpf.Variable `ebpf:"unused_raw_stack"`
-	UnusedStatKey         *ebpf.Variable `ebpf:"unused_stat_key"`
-	UnusedUnwindCaller    *ebpf.Variable `ebpf:"unused_unwind_caller"`
-	UnusedUnwindFile      *ebpf.Variable `ebpf:"unused_unwind_file"`
-	UnusedUnwindFileState *ebpf.Variable `ebpf:"unused_unwind_file_state"`
-	UnusedUnwindRequest   *ebpf.Variable `ebpf:"unused_unwind_request"`
-	UnusedUnwindStack     *ebpf.Variable `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop      *ebpf.Variable `ebpf:"unused_unwind_stop"`
-	UnwindPageShift       *ebpf.Variable `ebpf:"unwind_page_shift"`
+	UnusedDeferredSample    *ebpf.Variable `ebpf:"unused_deferred_sample"`
+	UnusedEvent             *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterFlag        *ebpf.Variable `ebpf:"unused_filter_flag"`
+	UnusedRawStack          *ebpf.Variable `ebpf:"unused_raw_stack"`
+	UnusedStatKey           *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller      *ebpf.Variable `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile        *ebpf.Variable `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState   *ebpf.Variable `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindMappingKind *ebpf.Variable `ebpf:"unused_unwind_mapping_kind"`
+	UnusedUnwindRequest     *ebpf.Variable `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack       *ebpf.Variable `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop        *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnwindPageShift         *ebpf.Variable `ebpf:"unwind_page_shift"`
 }
 
 // ScorchPrograms contains all programs after they have been loaded into the kernel.

@@ -133,46 +133,47 @@ type ScorchFpUnwindState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ScorchFpMapBarrierInner          = "barrier_inner"
-	ScorchFpMapCgroupFilter          = "cgroup_filter"
-	ScorchFpMapConfig                = "config"
-	ScorchFpMapCounts0               = "counts0"
-	ScorchFpMapCounts1               = "counts1"
-	ScorchFpMapDeferred              = "deferred"
-	ScorchFpMapEvents                = "events"
-	ScorchFpMapPidFilter             = "pid_filter"
-	ScorchFpMapSeenPids              = "seen_pids"
-	ScorchFpMapStackScratch          = "stack_scratch"
-	ScorchFpMapStacksKern0           = "stacks_kern0"
-	ScorchFpMapStacksKern1           = "stacks_kern1"
-	ScorchFpMapStacksUnwound0        = "stacks_unwound0"
-	ScorchFpMapStacksUnwound1        = "stacks_unwound1"
-	ScorchFpMapStacksUser0           = "stacks_user0"
-	ScorchFpMapStacksUser1           = "stacks_user1"
-	ScorchFpMapStats                 = "stats"
-	ScorchFpMapSyncBarrier           = "sync_barrier"
-	ScorchFpMapUnwindFiles           = "unwind_files"
-	ScorchFpMapUnwindProcs           = "unwind_procs"
-	ScorchFpMapUnwindRequests        = "unwind_requests"
-	ScorchFpMapUnwindRows            = "unwind_rows"
-	ScorchFpMapUnwindScratch         = "unwind_scratch"
-	ScorchFpProgScorchExec           = "scorch_exec"
-	ScorchFpProgScorchExit           = "scorch_exit"
-	ScorchFpProgScorchFork           = "scorch_fork"
-	ScorchFpProgScorchSample         = "scorch_sample"
-	ScorchFpVarUnusedDeferredSample  = "unused_deferred_sample"
-	ScorchFpVarUnusedEvent           = "unused_event"
-	ScorchFpVarUnusedEventType       = "unused_event_type"
-	ScorchFpVarUnusedFilterFlag      = "unused_filter_flag"
-	ScorchFpVarUnusedRawStack        = "unused_raw_stack"
-	ScorchFpVarUnusedStatKey         = "unused_stat_key"
-	ScorchFpVarUnusedUnwindCaller    = "unused_unwind_caller"
-	ScorchFpVarUnusedUnwindFile      = "unused_unwind_file"
-	ScorchFpVarUnusedUnwindFileState = "unused_unwind_file_state"
-	ScorchFpVarUnusedUnwindRequest   = "unused_unwind_request"
-	ScorchFpVarUnusedUnwindStack     = "unused_unwind_stack"
-	ScorchFpVarUnusedUnwindStop      = "unused_unwind_stop"
-	ScorchFpVarUnwindPageShift       = "unwind_page_shift"
+	ScorchFpMapBarrierInner            = "barrier_inner"
+	ScorchFpMapCgroupFilter            = "cgroup_filter"
+	ScorchFpMapConfig                  = "config"
+	ScorchFpMapCounts0                 = "counts0"
+	ScorchFpMapCounts1                 = "counts1"
+	ScorchFpMapDeferred                = "deferred"
+	ScorchFpMapEvents                  = "events"
+	ScorchFpMapPidFilter               = "pid_filter"
+	ScorchFpMapSeenPids                = "seen_pids"
+	ScorchFpMapStackScratch            = "stack_scratch"
+	ScorchFpMapStacksKern0             = "stacks_kern0"
+	ScorchFpMapStacksKern1             = "stacks_kern1"
+	ScorchFpMapStacksUnwound0          = "stacks_unwound0"
+	ScorchFpMapStacksUnwound1          = "stacks_unwound1"
+	ScorchFpMapStacksUser0             = "stacks_user0"
+	ScorchFpMapStacksUser1             = "stacks_user1"
+	ScorchFpMapStats                   = "stats"
+	ScorchFpMapSyncBarrier             = "sync_barrier"
+	ScorchFpMapUnwindFiles             = "unwind_files"
+	ScorchFpMapUnwindProcs             = "unwind_procs"
+	ScorchFpMapUnwindRequests          = "unwind_requests"
+	ScorchFpMapUnwindRows              = "unwind_rows"
+	ScorchFpMapUnwindScratch           = "unwind_scratch"
+	ScorchFpProgScorchExec             = "scorch_exec"
+	ScorchFpProgScorchExit             = "scorch_exit"
+	ScorchFpProgScorchFork             = "scorch_fork"
+	ScorchFpProgScorchSample           = "scorch_sample"
+	ScorchFpVarUnusedDeferredSample    = "unused_deferred_sample"
+	ScorchFpVarUnusedEvent             = "unused_event"
+	ScorchFpVarUnusedEventType         = "unused_event_type"
+	ScorchFpVarUnusedFilterFlag        = "unused_filter_flag"
+	ScorchFpVarUnusedRawStack          = "unused_raw_stack"
+	ScorchFpVarUnusedStatKey           = "unused_stat_key"
+	ScorchFpVarUnusedUnwindCaller      = "unused_unwind_caller"
+	ScorchFpVarUnusedUnwindFile        = "unused_unwind_file"
+	ScorchFpVarUnusedUnwindFileState   = "unused_unwind_file_state"
+	ScorchFpVarUnusedUnwindMappingKind = "unused_unwind_mapping_kind"
+	ScorchFpVarUnusedUnwindRequest     = "unused_unwind_request"
+	ScorchFpVarUnusedUnwindStack       = "unused_unwind_stack"
+	ScorchFpVarUnusedUnwindStop        = "unused_unwind_stop"
+	ScorchFpVarUnwindPageShift         = "unwind_page_shift"
 )
 
 // LoadScorchFp returns the embedded CollectionSpec for ScorchFp.
@@ -256,19 +257,20 @@ type ScorchFpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchFpVariableSpecs struct {
-	UnusedDeferredSample  *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
-	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventType       *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedFilterFlag      *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
-	UnusedRawStack        *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
-	UnusedStatKey         *ebpf.VariableSpec `ebpf:"unused_stat_key"`
-	UnusedUnwindCaller    *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
-	UnusedUnwindFile      *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
-	UnusedUnwindFileState *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
-	UnusedUnwindRequest   *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
-	UnusedUnwindStack     *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop      *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
-	UnwindPageShift       *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
+	UnusedDeferredSample    *ebpf.VariableSpec `ebpf:"unused_deferred_sample"`
+	UnusedEvent             *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterFlag        *ebpf.VariableSpec `ebpf:"unused_filter_flag"`
+	UnusedRawStack          *ebpf.VariableSpec `ebpf:"unused_raw_stack"`
+	UnusedStatKey           *ebpf.VariableSpec `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller      *ebpf.VariableSpec `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile        *ebpf.VariableSpec `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState   *ebpf.VariableSpec `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindMappingKind *ebpf.VariableSpec `ebpf:"unused_unwind_mapping_kind"`
+	UnusedUnwindRequest     *ebpf.VariableSpec `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack       *ebpf.VariableSpec `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop        *ebpf.VariableSpec `ebpf:"unused_unwind_stop"`
+	UnwindPageShift         *ebpf.VariableSpec `ebpf:"unwind_page_shift"`
 }
 
 // ScorchFpObjects contains all objects after they have been loaded into the kernel.
@@ -348,19 +350,20 @@ func (m *ScorchFpMaps) Close() error {
 //
 // It can be passed to LoadScorchFpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchFpVariables struct {
-	UnusedDeferredSample  *ebpf.Variable `ebpf:"unused_deferred_sample"`
-	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventType       *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedFilterFlag      *ebpf.Variable `ebpf:"unused_filter_flag"`
-	UnusedRawStack        *ebpf.Variable `ebpf:"unused_raw_stack"`
-	UnusedStatKey         *ebpf.Variable `ebpf:"unused_stat_key"`
-	UnusedUnwindCaller    *ebpf.Variable `ebpf:"unused_unwind_caller"`
-	UnusedUnwindFile      *ebpf.Variable `ebpf:"unused_unwind_file"`
-	UnusedUnwindFileState *ebpf.Variable `ebpf:"unused_unwind_file_state"`
-	UnusedUnwindRequest   *ebpf.Variable `ebpf:"unused_unwind_request"`
-	UnusedUnwindStack     *ebpf.Variable `ebpf:"unused_unwind_stack"`
-	UnusedUnwindStop      *ebpf.Variable `ebpf:"unused_unwind_stop"`
-	UnwindPageShift       *ebpf.Variable `ebpf:"unwind_page_shift"`
+	UnusedDeferredSample    *ebpf.Variable `ebpf:"unused_deferred_sample"`
+	UnusedEvent             *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterFlag        *ebpf.Variable `ebpf:"unused_filter_flag"`
+	UnusedRawStack          *ebpf.Variable `ebpf:"unused_raw_stack"`
+	UnusedStatKey           *ebpf.Variable `ebpf:"unused_stat_key"`
+	UnusedUnwindCaller      *ebpf.Variable `ebpf:"unused_unwind_caller"`
+	UnusedUnwindFile        *ebpf.Variable `ebpf:"unused_unwind_file"`
+	UnusedUnwindFileState   *ebpf.Variable `ebpf:"unused_unwind_file_state"`
+	UnusedUnwindMappingKind *ebpf.Variable `ebpf:"unused_unwind_mapping_kind"`
+	UnusedUnwindRequest     *ebpf.Variable `ebpf:"unused_unwind_request"`
+	UnusedUnwindStack       *ebpf.Variable `ebpf:"unused_unwind_stack"`
+	UnusedUnwindStop        *ebpf.Variable `ebpf:"unused_unwind_stop"`
+	UnwindPageShift         *ebpf.Variable `ebpf:"unwind_page_shift"`
 }
 
 // ScorchFpPrograms contains all programs after they have been loaded into the kernel.

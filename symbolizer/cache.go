@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	proc "github.com/scorch-profiler/scorch/internal/process"
 )
 
 // objectLinger is how long an object no process maps any more stays open
@@ -26,10 +28,14 @@ var objectLinger = time.Minute
 type fileCache struct {
 	limit int64
 
-	mu       sync.Mutex
-	byKey    map[string]*object
-	byFile   map[string]*object // file key -> object, to skip re-reading headers
-	head     *object            // most recently used
+	mu     sync.Mutex
+	byKey  map[string]*object
+	byFile map[string]*object // file key -> object, to skip re-reading headers
+	// byInode finds the object of a file by its device and inode, which is
+	// all the kernel says of the mappings of a process that has exited
+	// (see Symbolizer.UseKernelMappings).
+	byInode  map[proc.Inode]*object
+	head     *object // most recently used
 	tail     *object
 	bytes    int64
 	loaded   int
@@ -44,7 +50,20 @@ type idleObject struct {
 }
 
 func newFileCache(limit int64) *fileCache {
-	return &fileCache{limit: limit, byKey: make(map[string]*object), byFile: make(map[string]*object)}
+	return &fileCache{limit: limit, byKey: make(map[string]*object), byFile: make(map[string]*object),
+		byInode: make(map[proc.Inode]*object)}
+}
+
+// lookupInode returns the object open for the file with that device and
+// inode, with a new reference.
+func (c *fileCache) lookupInode(in proc.Inode) *object {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o := c.byInode[in]; o != nil {
+		o.refs++
+		return o
+	}
+	return nil
 }
 
 // lookupFile returns the object already open for a file key, with a new
@@ -59,10 +78,11 @@ func (c *fileCache) lookupFile(fkey string) *object {
 	return nil
 }
 
-// add registers a freshly opened object and returns the object to use with
-// a new reference: an existing one with the same build id wins, and the
-// new one is closed.
-func (c *fileCache) add(o *object, fkey string) *object {
+// add registers a freshly opened object, the file of key fkey and inode
+// in (zero when unknown), and returns the object to use with a new
+// reference: an existing one with the same build id wins, and the new one
+// is closed.
+func (c *fileCache) add(o *object, fkey string, in proc.Inode) *object {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked(time.Now())
@@ -77,11 +97,17 @@ func (c *fileCache) add(o *object, fkey string) *object {
 		if fkey != "" {
 			c.byFile[fkey] = old
 		}
+		if in != (proc.Inode{}) {
+			c.byInode[in] = old
+		}
 		return old
 	}
 	c.byKey[o.key] = o
 	if fkey != "" {
 		c.byFile[fkey] = o
+	}
+	if in != (proc.Inode{}) {
+		c.byInode[in] = o
 	}
 	c.openObjs++
 	o.refs = 1
@@ -205,6 +231,11 @@ func (c *fileCache) remove(o *object) {
 			delete(c.byFile, k)
 		}
 	}
+	for k, v := range c.byInode {
+		if v == o {
+			delete(c.byInode, k)
+		}
+	}
 	if o.charged != 0 {
 		c.bytes -= o.charged
 		o.charged = 0
@@ -253,6 +284,6 @@ func (c *fileCache) closeAll() {
 		o.tabs.Store(nil)
 		o.close()
 	}
-	c.byKey, c.byFile = map[string]*object{}, map[string]*object{}
+	c.byKey, c.byFile, c.byInode = map[string]*object{}, map[string]*object{}, map[proc.Inode]*object{}
 	c.head, c.tail, c.bytes, c.loaded, c.openObjs = nil, nil, 0, 0, 0
 }

@@ -150,6 +150,7 @@ func (s *Symbolizer) openMapping(p *process, m *proc.Mapping) *object {
 		f.Close()
 		return o
 	}
+	in, _ := proc.FileInode(fi)
 	o, err := openObject(f, m.Path, p.root)
 	if err != nil {
 		if pe := (*proc.ParseError)(nil); errors.As(err, &pe) {
@@ -161,7 +162,7 @@ func (s *Symbolizer) openMapping(p *process, m *proc.Mapping) *object {
 		}
 		return nil
 	}
-	return s.files.add(o, fkey)
+	return s.files.add(o, fkey, in)
 }
 
 // find returns the mapping containing addr. p.mu must be held.

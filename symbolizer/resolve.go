@@ -1,8 +1,10 @@
 package symbolizer
 
 import (
+	"cmp"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ type Symbolizer struct {
 	dem   *demangler
 	files *fileCache
 	kern  *kernel
+	kmaps func(pid uint32, addr uint64) (proc.Mapping, bool)
 
 	mu    sync.Mutex
 	procs map[uint32]*process
@@ -35,7 +38,7 @@ type counters struct {
 	userLookups, kernelLookups                                    atomic.Uint64
 	missNoMapping, missNoFile, missNoSymbol, missJIT, missKernel  atomic.Uint64
 	parseErrors, recoveredPanics, kallsymsReloads, perfMapReloads atomic.Uint64
-	mapsReads                                                     atomic.Uint64
+	mapsReads, kernelMappings                                     atomic.Uint64
 }
 
 // maxStrippedNotes bounds the set of files noted as stripped.
@@ -65,6 +68,80 @@ func New(opts Options) *Symbolizer {
 	s.stripped.max = maxStrippedNotes
 	s.kern = newKernel(s)
 	return s
+}
+
+// UseKernelMappings makes the symbolizer ask f for the mapping of an
+// address in none of a process's mappings read from /proc/PID/maps. f
+// returns the executable mapping of process pid that holds addr as the
+// kernel's unwinder learned it (Path "[vdso]" for the vDSO, Inode 0 for
+// anonymous memory, else Dev and Inode name the file), or false; it must
+// not block, as it is called with the process's lock held. The
+// mappings of a process are read while it lives, when it is first sampled
+// and again when the kernel meets a mapping new to it, but a process that
+// lives 50 ms on a busy host can exit before either read, and the kernel
+// still knows what its samples ran in. The file is found among the files
+// already open, by device and inode (a program that runs again and again,
+// a shared library), else by reading the maps again while the process
+// lives. Call it before the first lookup.
+func (s *Symbolizer) UseKernelMappings(f func(pid uint32, addr uint64) (proc.Mapping, bool)) {
+	s.kmaps = f
+}
+
+// kernelMapping adds to p the mapping holding addr that the kernel knows
+// of (see UseKernelMappings), or returns nil. p.mu must be held.
+func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
+	if s.kmaps == nil {
+		return nil
+	}
+	m, ok := s.kmaps(p.pid, addr)
+	if !ok {
+		return nil
+	}
+	pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
+	switch {
+	case m.Path == "[vdso]":
+		pm.vdso = true
+		if v := s.vdsoObject(); v != nil {
+			pm.m.BuildID = v.buildID
+		}
+	case m.Inode == 0:
+		pm.anon = true
+	default:
+		pm.obj = s.files.lookupInode(proc.Inode{Dev: m.Dev, Ino: m.Inode})
+		if pm.obj == nil {
+			// Not open yet: the maps name the file, while the process
+			// lives.
+			if s.readMaps(p) == nil {
+				if pm := p.find(addr); pm != nil {
+					return pm
+				}
+			}
+			pm.m.File = "[unknown]"
+		} else {
+			pm.m.File, pm.path = pm.obj.path, pm.obj.path
+			pm.m.BuildID = pm.obj.buildID
+		}
+	}
+	s.stats.kernelMappings.Add(1)
+	p.insert(pm, s.files)
+	return pm
+}
+
+// insert adds pm to p's mappings, in place of any it overlaps (an old
+// mapping the process has since replaced). p.mu must be held.
+func (p *process) insert(pm *pmapping, files *fileCache) {
+	next := p.maps[:0:0]
+	for _, o := range p.maps {
+		if o.m.Start < pm.m.Limit && pm.m.Start < o.m.Limit {
+			if o.obj != nil {
+				files.release(o.obj)
+			}
+			continue
+		}
+		next = append(next, o)
+	}
+	i, _ := slices.BinarySearchFunc(next, pm.m.Start, func(o *pmapping, a uint64) int { return cmp.Compare(o.m.Start, a) })
+	p.maps = slices.Insert(next, i, pm)
 }
 
 // Observe reads the memory map of pid and opens the executable files it
@@ -121,6 +198,9 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 	p, _ := s.process(pid)
 	p.mu.Lock()
 	pm := p.find(addr)
+	if pm == nil {
+		pm = s.kernelMapping(p, addr)
+	}
 	if pm == nil && !p.lastRead.IsZero() && time.Since(p.lastRead) > mapsRereadInterval {
 		s.readMaps(p) // a library loaded or JIT region created since
 		pm = p.find(addr)
@@ -250,6 +330,7 @@ func (s *Symbolizer) Stats() Stats {
 		KallsymsReloads: s.stats.kallsymsReloads.Load(),
 		PerfMapReloads:  s.stats.perfMapReloads.Load(),
 		MapsReads:       s.stats.mapsReads.Load(),
+		KernelMappings:  s.stats.kernelMappings.Load(),
 	}
 }
 

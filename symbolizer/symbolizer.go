@@ -118,4 +118,8 @@ type Stats struct {
 	KallsymsReloads uint64
 	PerfMapReloads  uint64
 	MapsReads       uint64
+	// KernelMappings counts mappings learned from the kernel's unwinder
+	// (see Symbolizer.UseKernelMappings) because /proc/PID/maps, when it
+	// was read, did not have them.
+	KernelMappings uint64
 }

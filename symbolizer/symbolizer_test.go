@@ -203,3 +203,67 @@ func TestResolveUnknown(t *testing.T) {
 		t.Errorf("MissNoMapping = %d, want 1", st.MissNoMapping)
 	}
 }
+
+// TestKernelMappings checks the samples of a process that exited before
+// its maps were read (a 50 ms process on a busy host): the mapping comes
+// from the kernel's unwinder (UseKernelMappings, here a function giving
+// what the process's maps said while it ran), the file from the objects
+// already open for another process running the same program, found by
+// device and inode, and the names agree with addr2line.
+func TestKernelMappings(t *testing.T) {
+	bin := workload(t, "symtest-c")
+	first := start(t, bin)
+	gone := start(t, bin)
+	maps, err := proc.ReadMaps(fmt.Sprintf("/proc/%d", gone.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaddrs, _ := funcAddrs(t, bin, 17, nil)
+	addrs := runtimeAddrs(t, gone.Process.Pid, bin, vaddrs)
+	gone.Process.Kill()
+	gone.Wait()
+
+	s := New(Options{})
+	defer s.Close()
+	if err := s.Observe(uint32(first.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(gone.Process.Pid)
+	var asked int
+	s.UseKernelMappings(func(p uint32, addr uint64) (proc.Mapping, bool) {
+		asked++
+		if p != pid {
+			t.Errorf("asked about pid %d, want %d", p, pid)
+		}
+		for _, m := range maps {
+			if m.Exec() && m.Start <= addr && addr < m.End {
+				return proc.Mapping{Start: m.Start, End: m.End, Offset: m.Offset, Dev: m.Dev, Inode: m.Inode}, true
+			}
+		}
+		return proc.Mapping{}, false
+	})
+	want, _ := addr2line(t, vaddrs, testenv.RequireTool(t, "addr2line"), "-f", "-e", bin)
+	same := 0
+	for i, a := range addrs {
+		fr := s.ResolveUser(pid, a)
+		if fr.Mapping == nil || fr.Mapping.File != bin {
+			t.Fatalf("ResolveUser(%#x) of an exited process = %+v, want a frame of %s", a, fr, bin)
+		}
+		if fr.Lines[0].Function == want[i] {
+			same++
+		}
+	}
+	if float64(same) < 0.995*float64(len(addrs)) {
+		t.Errorf("only %d of %d addresses of the exited process agree with addr2line", same, len(addrs))
+	}
+	if asked != 1 {
+		t.Errorf("the kernel was asked %d times, want once (the mapping is kept)", asked)
+	}
+	if st := s.Stats(); st.KernelMappings != 1 {
+		t.Errorf("Stats().KernelMappings = %d, want 1", st.KernelMappings)
+	}
+	// An address in no mapping the kernel knows stays unknown.
+	if fr := s.ResolveUser(pid, 0x10); fr.Lines[0].Function != "[unknown]" {
+		t.Errorf("ResolveUser(0x10) = %+v, want [unknown]", fr)
+	}
+}

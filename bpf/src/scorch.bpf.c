@@ -295,6 +295,7 @@ const enum unwind_stop *unused_unwind_stop __attribute__((unused));
 const struct deferred_sample *unused_deferred_sample __attribute__((unused));
 const enum filter_flag *unused_filter_flag __attribute__((unused));
 const struct raw_stack *unused_raw_stack __attribute__((unused));
+const enum unwind_mapping_kind *unused_unwind_mapping_kind __attribute__((unused));
 
 static __always_inline void stat_inc(__u32 key)
 {
@@ -680,11 +681,18 @@ int scorch_exit(void *ctx)
 	if (pid != (__u32)id)
 		return 0; // a thread, not the whole process
 	bpf_map_delete_elem(&pid_filter, &pid); // the pid may be reused
+	if (!bpf_map_lookup_elem(&seen_pids, &pid)) {
 #ifndef SCORCH_FP_ONLY
-	bpf_map_delete_elem(&unwind_procs, &pid);
+		bpf_map_delete_elem(&unwind_procs, &pid);
 #endif
-	if (!bpf_map_lookup_elem(&seen_pids, &pid))
 		return 0; // never sampled: nothing for user space to release
+	}
+	// A sampled process keeps its unwind_procs entry, the mappings the
+	// walker learned, until user space has named its last samples and
+	// forgets it (Sampler.Forget): a 50 ms process is gone long before
+	// its samples are drained, and its /proc/PID/maps with it. A new
+	// process with the same pid never sees the entry (scorch_fork
+	// replaces it).
 	bpf_map_delete_elem(&seen_pids, &pid);
 	emit_event(EVENT_EXIT, pid);
 	return 0;

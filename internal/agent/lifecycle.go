@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
@@ -113,6 +114,11 @@ func (p *processes) Forget(pid uint32) {
 	delete(p.observed, pid)
 	delete(p.suspects, pid)
 	p.mu.Unlock()
+}
+
+// UseKernelMappings implements profiler.Symbolizer.
+func (p *processes) UseKernelMappings(f func(pid uint32, addr uint64) (proc.Mapping, bool)) {
+	p.sym.UseKernelMappings(f)
 }
 
 // ResolveUser and ResolveKernel implement exporter.Resolver.

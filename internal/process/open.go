@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // OpenMapped opens the file behind mapping m of the process whose /proc
@@ -58,4 +60,19 @@ func FileKey(fi os.FileInfo) string {
 		return ""
 	}
 	return fmt.Sprintf("f:%x:%x:%d:%d", st.Dev, st.Ino, fi.ModTime().UnixNano(), fi.Size())
+}
+
+// Inode is a file's device and inode number: Dev as in Mapping
+// (major<<32 | minor), which is how both /proc/PID/maps and the kernel's
+// own description of a mapping (bpf_find_vma) name the file.
+type Inode struct{ Dev, Ino uint64 }
+
+// FileInode returns the device and inode of an opened file; ok is false
+// when fi does not come from a stat.
+func FileInode(fi os.FileInfo) (in Inode, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return in, false
+	}
+	return Inode{Dev: uint64(unix.Major(st.Dev))<<32 | uint64(unix.Minor(st.Dev)), Ino: st.Ino}, true
 }

@@ -30,6 +30,10 @@ type Symbolizer interface {
 	Forget(pid uint32)
 	// Observed says whether pid has state.
 	Observed(pid uint32) bool
+	// UseKernelMappings gives the symbolizer the kernel's knowledge of
+	// a process's mappings, for the samples of processes that exited
+	// before their mappings could be read (sampler.KernelMapping).
+	UseKernelMappings(func(pid uint32, addr uint64) (process.Mapping, bool))
 }
 
 // Config configures a Profiler.
@@ -102,6 +106,7 @@ func Open(cfg Config) (*Profiler, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Symbolizer.UseKernelMappings(s.KernelMapping)
 	return &Profiler{cfg: cfg, log: cfg.Logger, sampler: s}, nil
 }
 
@@ -233,6 +238,7 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 
 	for _, pid := range dead {
 		p.cfg.Symbolizer.Forget(pid)
+		p.sampler.Forget(pid)
 		if p.cfg.OnForget != nil {
 			p.cfg.OnForget(pid)
 		}

@@ -403,10 +403,13 @@ func (m *tableManager) answer(r request) {
 	}
 	if err != nil {
 		m.log.Debug("unwind tables: open mapped file", "pid", r.pid, "path", path, "err", err)
-		if !process.Alive(dir) {
+		if errors.Is(err, errMappingGone) || !process.Alive(dir) {
 			// The process exited first (a short-lived one; a zombie
-			// has no files left to open): the next process mapping the
-			// file asks again.
+			// has no files left to open), or exec'd again: nothing is
+			// wrong with the file, and the next process mapping it asks
+			// again. (A negative answer here once left the dynamic
+			// loader without a table for ten seconds, for every
+			// program started in them.)
 			m.files.Delete(r.key)
 			return
 		}
@@ -1056,8 +1059,13 @@ func openMapped(dir string, start, end uint64) (*os.File, string, error) {
 			return f, mp.Path, err
 		}
 	}
-	return nil, "", fmt.Errorf("no mapping %x-%x in %s/maps", start, end, dir)
+	return nil, "", fmt.Errorf("%w: no mapping %x-%x in %s/maps", errMappingGone, start, end, dir)
 }
+
+// errMappingGone says the process no longer maps what it asked about: it
+// exec'd again or unmapped it since (a shell exec'ing its command, a
+// dlclose).
+var errMappingGone = errors.New("mapping gone")
 
 // contentKey identifies a file's contents: its GNU (or Go) build id, else
 // its device, inode, size and modification time.

@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/scorch-profiler/scorch/bpf"
 	"github.com/scorch-profiler/scorch/internal/process"
@@ -425,5 +428,37 @@ func TestDeferredFirstSamples(t *testing.T) {
 	}
 	if float64(bad) > 0.005*float64(n) {
 		t.Errorf("%d of %d samples (%.2f%%) cut short or with an unknown caller, want at most 0.5%%", bad, n, 100*float64(bad)/float64(n))
+	}
+}
+
+// TestMappingGoneAsksAgain checks the answer to a request whose process is
+// alive but no longer maps what it asked about (it exec'd again: a shell
+// running its command): the kernel's placeholder goes, so that the next
+// process mapping the file asks again, and no negative answer is kept. A
+// negative answer once left the dynamic loader without a table for ten
+// seconds on a busy host, and every program started in them with broken
+// stacks.
+func TestMappingGoneAsksAgain(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := Open(Options{Frequency: 99, Pids: []uint32{uint32(os.Getpid())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := fileKey{Ino: 1<<40 + 7, Dev: 1, Gen: 3}
+	if err := s.tables.files.Put(key, bpf.ScorchUnwindFile{State: uint32(bpf.ScorchUnwindFileStateUNWIND_FILE_PENDING), LastUsed: monotonic()}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	// A range no process maps: below the lowest address mmap hands out.
+	s.tables.reqs <- request{key: key, pid: uint32(os.Getpid()), start: 0x1000, end: 0x2000, done: done}
+	<-done
+	var v bpf.ScorchUnwindFile
+	if err := s.tables.files.Lookup(key, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("the kernel's entry for a mapping gone from a live process: %+v (err %v), want none (asked again)", v, err)
+	}
+	sweepNow(s) // a request after ours: the worker is done with ours
+	if e := s.tables.entries[key]; e != nil {
+		t.Errorf("a negative answer was kept: %+v", e)
 	}
 }

@@ -16,7 +16,9 @@
  *                 learned for it with bpf_find_vma (start, end, page
  *                 offset, file): at exec (unwind_exec), at fork
  *                 (unwind_fork), and for a PC in none of them, once per
- *                 sample (see unwind_learn). User space writes nothing here.
+ *                 sample (see unwind_learn). User space reads a process's
+ *                 entry to name the samples of a process that has exited,
+ *                 and deletes it then.
  * For each PC the walker finds its mapping in that list, looks the file up
  * and binary searches its rows. A file not in unwind_files is requested once: the
  * walker inserts a placeholder (no rows) and sends a struct unwind_request
@@ -723,12 +725,16 @@ static __always_inline void unwind_exec(__u32 tgid, __u64 start_code, __u64 entr
 	unwind_learn_requested(proc, task, entry_pc, tgid);
 }
 
-/* unwind_fork gives a new process its parent's mappings (fork copies them). */
+/* unwind_fork gives a new process its parent's mappings (fork copies them),
+ * or none: an entry left under the child's pid by an exited process (kept
+ * for user space until it forgets that process) is not the child's. */
 static __always_inline void unwind_fork(__u32 parent, __u32 child)
 {
 	struct unwind_proc *proc = bpf_map_lookup_elem(&unwind_procs, &parent);
 	if (proc)
 		bpf_map_update_elem(&unwind_procs, &child, proc, BPF_ANY);
+	else
+		bpf_map_delete_elem(&unwind_procs, &child);
 }
 
 #endif /* SCORCH_UNWIND_H */

@@ -1,0 +1,65 @@
+package sampler
+
+import (
+	"errors"
+	"math/bits"
+	"os"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/internal/process"
+)
+
+// The table walk learns each process's executable mappings in the kernel
+// (bpf_find_vma: start, end, page offset, and the file's device and inode),
+// in the unwind_procs map. A sampled process keeps its entry after it exits,
+// until Forget: its samples are named after it is gone, when
+// /proc/PID/maps no longer exists, and for a process that lived 50 ms on a
+// busy host the symbolizer may never have read it, or read it before the
+// dynamic loader had mapped the libraries its later samples ran in.
+
+// KernelMapping returns the executable mapping of process pid that holds
+// addr, as the kernel's walker learned it: Start, End, Offset, Dev (major<<32
+// | minor, as process.ReadMaps gives it) and Inode; Path is "[vdso]" for the
+// vDSO and "" otherwise (anonymous memory has Inode 0). ok is false when the
+// walker knows no such mapping (the frame-pointer program learns none).
+func (s *Sampler) KernelMapping(pid uint32, addr uint64) (m process.Mapping, ok bool) {
+	if s.tables == nil {
+		return m, false
+	}
+	var p bpf.ScorchUnwindProc
+	if err := s.objs.UnwindProcs.Lookup(pid, &p); err != nil {
+		return m, false
+	}
+	for i := 0; i < int(min(p.N, uint32(len(p.M)))); i++ {
+		km := &p.M[i]
+		if km.Start > addr || addr >= km.End {
+			continue
+		}
+		m = process.Mapping{Start: km.Start, End: km.End, Perm: process.Read | process.Exec, Offset: km.Pgoff << pageShift}
+		switch km.Kind {
+		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_FILE):
+			m.Dev = uint64(km.File.Dev>>20)<<32 | uint64(km.File.Dev&(1<<20-1))
+			m.Inode = km.File.Ino
+		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_VDSO):
+			m.Path = "[vdso]"
+		}
+		return m, true
+	}
+	return m, false
+}
+
+// Forget deletes what the kernel keeps of process pid for naming its samples
+// (see KernelMapping); call it once they are named.
+func (s *Sampler) Forget(pid uint32) {
+	if s.tables == nil {
+		return
+	}
+	if err := s.objs.UnwindProcs.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		s.log.Debug("forget process in the kernel", "pid", pid, "err", err)
+	}
+}
+
+// pageShift converts the page offsets bpf_find_vma gives to bytes.
+var pageShift = bits.TrailingZeros(uint(os.Getpagesize()))
