@@ -89,6 +89,11 @@ def target_part(what):
     return None
 
 
+# measured: for the previous RESULTS.md's sections that were kept from an
+# even earlier run, when that run was.
+measured = {}
+
+
 def previous(path):
     """The previous RESULTS.md: its run's date, sections by heading, target rows."""
     try:
@@ -103,8 +108,16 @@ def previous(path):
             name = line[3:].strip()
             sections[name] = []
             continue
-        if name is not None and not line.startswith(KEPT):
-            sections[name].append(line)
+        if name is None:
+            continue
+        if line.startswith(KEPT):
+            # Kept already: it was measured in an earlier run than the
+            # previous one, whose date this note carries.
+            k = re.search(r"\(run of (\S+?)\)", line)
+            if k:
+                measured[name] = k.group(1)
+            continue
+        sections[name].append(line)
     rows = []
     for line in sections.get("Targets", []):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -141,7 +154,8 @@ def keep(part):
     if part in parts or title not in prev_sections:
         return
     L.append(f"## {title}\n")
-    L.append(f"{KEPT}{' (run of ' + prev_when + ')' if prev_when else ''}, not re-measured.*\n")
+    when = measured.get(title, prev_when)
+    L.append(f"{KEPT}{' (run of ' + when + ')' if when else ''}, not re-measured.*\n")
     L.append(prev_sections[title] + "\n")
 
 
