@@ -278,13 +278,6 @@ func (s *Symbolizer) Executable(pid uint32) *Mapping {
 	return nil
 }
 
-// Observed says whether pid was observed and not forgotten since.
-func (s *Symbolizer) Observed(pid uint32) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.procs[pid] != nil
-}
-
 // Forget drops what is known of pid. Files no other process maps stay
 // open for a minute (objectLinger) unless evicted sooner.
 func (s *Symbolizer) Forget(pid uint32) {

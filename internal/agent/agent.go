@@ -39,7 +39,7 @@ type Agent struct {
 	log *slog.Logger
 
 	sym     *symbolizer.Symbolizer
-	procs   *processes
+	prof    atomic.Pointer[profiler.Profiler] // set while Run runs, for /metrics
 	lock    *dataDirLock
 	store   *store.Store
 	exp     *pyroscope.Exporter
@@ -75,7 +75,6 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger})
 	a.targets = newTargets(&a.cfg, "/proc")
-	a.procs = newProcesses(a.sym, a.targets, "/proc")
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
@@ -172,13 +171,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	prof, err := profiler.Open(profiler.Config{
 		Sampler:    opts,
 		NextDrain:  a.nextDrain,
-		Symbolizer: a.procs,
-		OnEvent:    onEvent,
-		Logger:     a.log,
+		Symbolizer: a.sym,
+		// A process's target is resolved while it lives (a process
+		// that lives 50 ms is gone by the next drain), again when its
+		// image changed, and leaves the cache with the process.
+		OnObserve: func(pid uint32, changed bool) {
+			if changed {
+				a.targets.forget(pid)
+			}
+			a.targets.prewarm(pid)
+		},
+		OnForget: a.targets.forget,
+		OnEvent:  onEvent,
+		Logger:   a.log,
 	})
 	if err != nil {
 		return err
 	}
+	a.prof.Store(prof)
 	defer prof.Close()
 	if fl != nil {
 		fl.installed(opts.Filter)
@@ -239,7 +249,6 @@ func (a *Agent) nextDrain(prev time.Time) time.Time {
 
 func (a *Agent) onBatch(b profiler.Batch) {
 	a.m.observeBatch(b)
-	defer a.procs.sweep(b.Time)
 	for _, s := range b.Samples {
 		tg := a.targets.lookup(s.Pid, s.Comm)
 		if tg.excluded {

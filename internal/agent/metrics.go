@@ -82,9 +82,9 @@ func newMetrics(a *Agent) *metrics {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "targets_cached_processes", Help: "Processes whose target (service_name and labels) is cached."},
 		func() float64 { return float64(a.targets.size()) }))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "scorch", Name: "tracked_processes", Help: "Processes observed and not yet released."},
-		func() float64 { n, _ := a.procs.stats(); return float64(n) }))
+		func() float64 { return float64(a.tracked(false)) }))
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scorch", Name: "swept_processes_total", Help: "Exited processes released by the periodic sweep because no exit event came."},
-		func() float64 { _, n := a.procs.stats(); return float64(n) }))
+		func() float64 { return float64(a.tracked(true)) }))
 	m.reg.MustRegister(&symbolizerCollector{a: a})
 	if a.exp != nil {
 		m.reg.MustRegister(&exporterCollector{a: a})
@@ -182,4 +182,18 @@ func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(symParseErrDesc, prometheus.CounterValue, float64(s.ParseErrors))
 	ch <- prometheus.MustNewConstMetric(symProcsDesc, prometheus.GaugeValue, float64(s.Processes))
 	ch <- prometheus.MustNewConstMetric(symFilesDesc, prometheus.GaugeValue, float64(s.Files))
+}
+
+// tracked is the profiler's count of processes with state (swept: of
+// those released by its sweep), 0 before it runs.
+func (a *Agent) tracked(swept bool) uint64 {
+	p := a.prof.Load()
+	if p == nil {
+		return 0
+	}
+	n, s := p.Tracked()
+	if swept {
+		return s
+	}
+	return uint64(n)
 }

@@ -1,15 +1,15 @@
 // Package profiler runs the sampling loop shared by `scorch record` and
 // `scorch agent`: it owns a sampler.Sampler, drains it on an interval, makes
 // sure the symbolizer has seen every process before its samples are
-// resolved, and releases the symbolizer's state of processes that exited
-// once their last samples were handed out.
+// resolved, and is the one owner of which processes have state: it
+// releases a process's state everywhere (symbolizer, kernel, caller) once
+// its last samples were handed out (see lifecycle.go).
 package profiler
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -28,8 +28,6 @@ type Symbolizer interface {
 	Refresh(pid uint32) error
 	// Forget drops a process's state.
 	Forget(pid uint32)
-	// Observed says whether pid has state.
-	Observed(pid uint32) bool
 	// UseKernelMappings gives the symbolizer the kernel's knowledge of
 	// a process's mappings, for the samples of processes that exited
 	// before their mappings could be read (sampler.KernelMapping).
@@ -46,6 +44,11 @@ type Config struct {
 	// drain exactly at window boundaries.
 	NextDrain  func(prev time.Time) time.Time
 	Symbolizer Symbolizer
+	// OnObserve, if set, is called after a process's mappings were read
+	// while it lives (on the event reader goroutine, or Run's); changed
+	// says they were read again because its image changed (exec), so
+	// that what the caller derived from the old one is stale.
+	OnObserve func(pid uint32, changed bool)
 	// OnForget, if set, is called (on Run's goroutine) for each process
 	// whose state is released after it exited.
 	OnForget func(pid uint32)
@@ -75,18 +78,11 @@ type Profiler struct {
 	log     *slog.Logger
 	sampler *sampler.Sampler
 
+	tracked *tracked
+
 	mu      sync.Mutex
 	pending []uint32 // processes to forget after their last samples are out
-	// execed are processes read again at their exec and not sampled since:
-	// the kernel announces an exit only for processes sampled since their
-	// exec (or with unwind tables), so each drain checks whether these are
-	// still alive.
-	execed map[uint32]struct{}
 }
-
-// maxExeced bounds Profiler.execed; past it the sweeps of the caller
-// release what exits unannounced.
-const maxExeced = 1 << 14
 
 // Open loads the BPF program and starts sampling. Samples accumulate in the
 // kernel until Run drains them.
@@ -107,7 +103,11 @@ func Open(cfg Config) (*Profiler, error) {
 		return nil, err
 	}
 	cfg.Symbolizer.UseKernelMappings(s.KernelMapping)
-	return &Profiler{cfg: cfg, log: cfg.Logger, sampler: s}, nil
+	procRoot := cfg.Sampler.ProcRoot
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	return &Profiler{cfg: cfg, log: cfg.Logger, sampler: s, tracked: newTracked(procRoot)}, nil
 }
 
 // CPUs is the number of CPUs sampled.
@@ -166,40 +166,25 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 	}
 	switch ev.Type {
 	case sampler.EventNewPid:
-		// The first sample since the process's exec: read its mappings,
-		// again if it was observed before (a sample taken inside execve,
-		// or before it, announced the process while its new program was
-		// not mapped yet).
-		if err := p.cfg.Symbolizer.Refresh(ev.Pid); err != nil {
-			p.log.Debug("observe process", "pid", ev.Pid, "err", err)
-		}
-		p.mu.Lock()
-		delete(p.execed, ev.Pid) // its exit will be announced
-		p.mu.Unlock()
+		// The first sample since the process's exec (or its first code
+		// in a mapping new to the kernel): read its mappings, again if it
+		// was read before (a sample taken inside execve, or before it,
+		// announced the process while its new program was not mapped
+		// yet; ld.so maps libraries after the first samples).
+		p.observe(ev.Pid, true)
 	case sampler.EventExec:
-		// Every exec on the host is reported; only processes we hold
-		// state for need reading again (one not observed yet is read at
-		// its first sample). On a host that runs hundreds of short
-		// programs a second, reading every one of them cost the agent
-		// more than sampling. At the exec tracepoint the new program and
-		// its dynamic loader are mapped.
-		if p.cfg.Symbolizer.Observed(ev.Pid) {
-			if err := p.cfg.Symbolizer.Refresh(ev.Pid); err != nil {
-				p.log.Debug("read process after exec", "pid", ev.Pid, "err", err)
-			}
-			p.mu.Lock()
-			if p.execed == nil {
-				p.execed = map[uint32]struct{}{}
-			}
-			if len(p.execed) < maxExeced {
-				p.execed[ev.Pid] = struct{}{}
-			}
-			p.mu.Unlock()
+		// Every exec on the host is reported; only processes with state
+		// need reading again (one not read yet is read at its first
+		// sample). On a host that runs hundreds of short programs a
+		// second, reading every one of them cost the agent more than
+		// sampling. At the exec tracepoint the new program and its
+		// loader are mapped.
+		if p.tracked.has(ev.Pid) {
+			p.observe(ev.Pid, true)
 		}
 	case sampler.EventExit:
 		p.mu.Lock()
 		p.pending = append(p.pending, ev.Pid)
-		delete(p.execed, ev.Pid)
 		p.mu.Unlock()
 	}
 }
@@ -210,13 +195,6 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	p.mu.Lock()
 	dead := p.pending
 	p.pending = nil
-	// An exec'd process gone before this drain has all its samples in it.
-	for pid := range p.execed {
-		if !alive(pid) {
-			dead = append(dead, pid)
-			delete(p.execed, pid)
-		}
-	}
 	p.mu.Unlock()
 
 	drain := p.sampler.Drain
@@ -231,25 +209,21 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	for _, s := range samples {
 		if len(s.User) > 0 && !seen[s.Pid] {
 			seen[s.Pid] = true
-			_ = p.cfg.Symbolizer.Observe(s.Pid) // cheap when already observed
+			if !p.observe(s.Pid, false) {
+				// Gone before it could be read: its samples are named
+				// through the kernel's mappings, and the state that
+				// creates goes after this batch.
+				dead = append(dead, s.Pid)
+			}
 		}
 	}
 	fn(Batch{Samples: samples, Stats: st, Time: time.Now(), Scheduled: scheduled, Final: final})
 
+	dead = append(dead, p.tracked.gone(time.Now())...)
 	for _, pid := range dead {
-		p.cfg.Symbolizer.Forget(pid)
-		p.sampler.Forget(pid)
-		if p.cfg.OnForget != nil {
-			p.cfg.OnForget(pid)
-		}
+		p.forget(pid)
 	}
 	return nil
-}
-
-// alive says whether process pid exists (a zombie counts as gone: it has
-// no mappings left to sample).
-func alive(pid uint32) bool {
-	return process.Alive("/proc/" + strconv.FormatUint(uint64(pid), 10))
 }
 
 // Close stops sampling and frees the kernel objects.

@@ -1,0 +1,135 @@
+package profiler
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scorch-profiler/scorch/internal/process"
+	"github.com/scorch-profiler/scorch/internal/sampler"
+	"github.com/scorch-profiler/scorch/internal/testenv"
+	"github.com/scorch-profiler/scorch/symbolizer"
+)
+
+// fakeSymbolizer records what the profiler asks of it.
+type fakeSymbolizer struct {
+	mu                 sync.Mutex
+	observed, refreshd map[uint32]int
+	forgotten          map[uint32]int
+}
+
+func newFake() *fakeSymbolizer {
+	return &fakeSymbolizer{observed: map[uint32]int{}, refreshd: map[uint32]int{}, forgotten: map[uint32]int{}}
+}
+
+func (f *fakeSymbolizer) count(m map[uint32]int, pid uint32) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return m[pid]
+}
+
+func (f *fakeSymbolizer) Observe(pid uint32) error {
+	f.mu.Lock()
+	f.observed[pid]++
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeSymbolizer) Refresh(pid uint32) error {
+	f.mu.Lock()
+	f.refreshd[pid]++
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeSymbolizer) Forget(pid uint32) {
+	f.mu.Lock()
+	f.forgotten[pid]++
+	f.mu.Unlock()
+}
+
+func (f *fakeSymbolizer) UseKernelMappings(func(uint32, uint64) (process.Mapping, bool)) {}
+
+func (f *fakeSymbolizer) ResolveUser(uint32, uint64) symbolizer.Frame { return symbolizer.Frame{} }
+func (f *fakeSymbolizer) ResolveKernel(uint64) symbolizer.Frame       { return symbolizer.Frame{} }
+
+// TestLifecycle runs the profiler on the real kernel and checks that it is
+// the one owner of process state: a workload started after it is read
+// once while it lives and released exactly once, everywhere (symbolizer,
+// caller), after its exit; a process whose exit event never comes (here a
+// pid tracked by hand, as if its event had been lost) is released by the
+// sweep after being found gone twice; and Tracked counts both.
+func TestLifecycle(t *testing.T) {
+	testenv.RequireRoot(t)
+	defer func(d time.Duration) { sweepInterval = d }(sweepInterval)
+	sweepInterval = 300 * time.Millisecond
+
+	sym := newFake()
+	var mu sync.Mutex
+	observedCB, forgotCB := map[uint32]int{}, map[uint32]int{}
+	p, err := Open(Config{
+		Sampler:       sampler.Options{Frequency: 499},
+		DrainInterval: 100 * time.Millisecond,
+		Symbolizer:    sym,
+		OnObserve: func(pid uint32, changed bool) {
+			mu.Lock()
+			observedCB[pid]++
+			mu.Unlock()
+		},
+		OnForget: func(pid uint32) {
+			mu.Lock()
+			forgotCB[pid]++
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// A pid no process has (beyond pid_max), tracked as if its exit event
+	// had been lost.
+	const lost = 1<<22 + 17
+	p.tracked.add(lost, 12345)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, func(Batch) {}) }()
+
+	w := testenv.StartWorkload(t, "nofp-c", "1")
+	pid := uint32(w.Process.Pid)
+	if err := w.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && (sym.count(sym.forgotten, pid) == 0 || sym.count(sym.forgotten, lost) == 0) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // anything that would release twice has
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	reads := sym.count(sym.observed, pid) + sym.count(sym.refreshd, pid)
+	if sym.count(sym.observed, pid) != 1 {
+		t.Errorf("the workload was observed %d times (refreshed %d), want once", sym.count(sym.observed, pid), sym.count(sym.refreshd, pid))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if observedCB[pid] != reads {
+		t.Errorf("OnObserve called %d times for %d reads of the workload", observedCB[pid], reads)
+	}
+	for _, q := range []uint32{pid, lost} {
+		if n := sym.count(sym.forgotten, q); n != 1 || forgotCB[q] != 1 {
+			t.Errorf("pid %d released %d times by the symbolizer, %d by OnForget; want once", q, n, forgotCB[q])
+		}
+	}
+	n, swept := p.Tracked()
+	if swept < 1 {
+		t.Errorf("Tracked: %d swept, want the lost pid at least", swept)
+	}
+	if p.tracked.has(pid) || p.tracked.has(lost) {
+		t.Errorf("released processes still tracked (%d tracked)", n)
+	}
+}
