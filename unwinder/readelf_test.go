@@ -450,3 +450,76 @@ func buildFile(t *testing.T, path string) (*elf.File, *Table) {
 	}
 	return f, tab
 }
+
+// TestGapCode checks the rows given to gcc's crtstuff functions, which have
+// no CFI, against their symbols in a program built with symbols: the
+// return address at the top of the stack throughout, or one word below it
+// between __do_global_dtors_aux's push and pop of %rbp. libstdc++ (no
+// symbols) has its one gap between FDEs covered the same way.
+func TestGapCode(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("gap rows are built on amd64 only")
+	}
+	bin := testenv.Workload(t, "nofp-cpp")
+	f, tab := buildFile(t, bin)
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := f.Section(".text")
+	checked := 0
+	for _, s := range syms {
+		switch s.Name {
+		case "deregister_tm_clones", "register_tm_clones", "frame_dummy", "__do_global_dtors_aux":
+		default:
+			continue
+		}
+		code := make([]byte, 64)
+		if _, err := text.ReadAt(code, int64(s.Value-text.Addr)); err != nil {
+			t.Fatal(err)
+		}
+		push, pop := -1, -1
+		if s.Name == "__do_global_dtors_aux" {
+			// endbr64; cmpb $0,x(%rip); jne; push %rbp ... pop %rbp; ret
+			push = bytes.Index(code, []byte{0x75})
+			if push < 0 || code[push+2] != 0x55 {
+				t.Fatalf("__do_global_dtors_aux is not gcc's: % x", code)
+			}
+			push += 2
+			pop = bytes.Index(code, []byte{0x5d, 0xc3})
+		}
+		for off := 0; off < 16; off++ {
+			want := int32(8)
+			if push >= 0 && off > push && off <= pop {
+				want = 16
+			}
+			row, ok := tab.Lookup(s.Value + uint64(off))
+			if !ok || row.Kind != KindCFA || row.CFAReg != RegSP || row.CFAOffset != want || row.RAOffset != -8 {
+				t.Errorf("%s+%#x: %+v (found %v), want CFA = SP+%d, RA at CFA-8", s.Name, off, row, ok, want)
+			}
+		}
+		if push >= 0 {
+			for _, c := range []struct {
+				off  int
+				want int32
+			}{{push, 8}, {push + 1, 16}, {pop, 16}, {pop + 1, 8}} {
+				row, _ := tab.Lookup(s.Value + uint64(c.off))
+				if row.Kind != KindCFA || row.CFAOffset != c.want {
+					t.Errorf("%s+%#x: %+v, want CFA = SP+%d", s.Name, c.off, row, c.want)
+				}
+			}
+		}
+		checked++
+	}
+	if checked != 4 {
+		t.Fatalf("%s has %d of gcc's 4 crtstuff functions", bin, checked)
+	}
+	lib := "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("no %s", lib)
+	}
+	_, ltab := buildFile(t, lib)
+	if n := ltab.Stats().Unsupported[reasonNoCFI]; n != 0 {
+		t.Errorf("%s: %d gaps between FDEs without rows, want its crtstuff covered", lib, n)
+	}
+}

@@ -319,6 +319,7 @@ func Build(f *elf.File) (*Table, error) {
 	b.applySymbols(f, goFuncs)
 	b.crtSections(f)
 	b.entryEnd(f)
+	b.gapCode(f, len(goFuncs) > 0) // after entryEnd: an entry point in a gap ends the stack
 	b.merge()
 	t := &Table{machine: f.Machine, rows: slices.Clip(b.rows)}
 	t.stats = Stats{FDEs: b.fdes, Rows: len(t.rows), Bytes: len(t.rows) * RowSize, TextBytes: b.textBytes, Unsupported: b.unsupported}
@@ -336,6 +337,7 @@ type builder struct {
 	fdes        int
 	textBytes   uint64
 	unsupported map[string]int
+	gaps        [][2]uint64 // [lo, hi) between FDEs, for gapCode
 }
 
 const reasonNoCFI = "no CFI (gap between FDEs)"
@@ -372,6 +374,7 @@ func (b *builder) build(fdes []*cfi.FDE) error {
 			if f.Begin-end >= 16 {
 				b.add(Row{PC: end, Kind: KindUnsupported})
 				b.unsupported[reasonNoCFI]++
+				b.gaps = append(b.gaps, [2]uint64{end, f.Begin})
 			}
 		}
 		signal := f.CIE.SignalFrame
