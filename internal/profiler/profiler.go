@@ -232,3 +232,7 @@ func (p *Profiler) Close() error { return p.sampler.Close() }
 // SetFilter changes which processes the BPF program records (see
 // sampler.Filter); it may be called from any goroutine until Close.
 func (p *Profiler) SetFilter(f sampler.Filter) error { return p.sampler.SetFilter(f) }
+
+// TableStats describes the unwind tables and the deferred samples (see
+// sampler.TableStats).
+func (p *Profiler) TableStats() sampler.TableStats { return p.sampler.TableStats() }
