@@ -89,10 +89,7 @@ func (s *Symbolizer) readMaps(p *process) error {
 		pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
 		switch {
 		case m.Path == "[vdso]":
-			pm.vdso = true
-			if v := s.vdsoObject(); v != nil {
-				pm.m.BuildID = v.buildID
-			}
+			s.setVDSO(pm)
 		case m.Path == "[vsyscall]":
 		case m.Anonymous() && !m.Memfd():
 			pm.anon = true
@@ -127,6 +124,14 @@ func (s *Symbolizer) readMaps(p *process) error {
 	})
 	p.maps = next
 	return perr
+}
+
+// setVDSO marks pm as the vDSO, named by the image of our own.
+func (s *Symbolizer) setVDSO(pm *pmapping) {
+	pm.vdso = true
+	if v := s.vdsoObject(); v != nil {
+		pm.m.BuildID = v.buildID
+	}
 }
 
 // openMapping opens the file of a mapping (proc.OpenMapped: through

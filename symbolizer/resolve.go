@@ -100,10 +100,7 @@ func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
 	pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
 	switch {
 	case m.Path == "[vdso]":
-		pm.vdso = true
-		if v := s.vdsoObject(); v != nil {
-			pm.m.BuildID = v.buildID
-		}
+		s.setVDSO(pm)
 	case m.Inode == 0:
 		pm.anon = true
 	default:

@@ -10,12 +10,24 @@ import (
 // Alive says whether the process whose /proc directory is procDir still
 // runs: a zombie counts as gone (its mappings are gone with it).
 func Alive(procDir string) bool {
+	b := statAfterComm(procDir)
+	return len(b) >= 2 && b[1] != 'Z' && b[1] != 'X'
+}
+
+// statAfterComm returns the stat file of the process whose /proc directory
+// is procDir from just after its comm (field 2, in parentheses, which may
+// hold anything: the fields resume after the last ')'), so from " STATE";
+// nil when the process is gone or the file malformed.
+func statAfterComm(procDir string) []byte {
 	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
 	if err != nil {
-		return false
+		return nil
 	}
 	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	if i < 0 {
+		return nil
+	}
+	return b[i+1:]
 }
 
 // StartTime returns the start time of the process whose /proc directory is
@@ -23,17 +35,7 @@ func Alive(procDir string) bool {
 // tells a process from a later one with the same pid; 0 when the process
 // is gone or the file malformed.
 func StartTime(procDir string) uint64 {
-	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
-	if err != nil {
-		return 0
-	}
-	// comm (field 2) is in parentheses and may hold anything: fields
-	// resume after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	fields := bytes.Fields(b[i+1:])
+	fields := bytes.Fields(statAfterComm(procDir))
 	// fields[0] is field 3 (state); field 22 is fields[19].
 	if len(fields) < 20 {
 		return 0

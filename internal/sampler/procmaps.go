@@ -40,7 +40,7 @@ func (s *Sampler) KernelMapping(pid uint32, addr uint64) (m process.Mapping, ok 
 		m = process.Mapping{Start: km.Start, End: km.End, Perm: process.Read | process.Exec, Offset: km.Pgoff << pageShift}
 		switch km.Kind {
 		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_FILE):
-			m.Dev = uint64(km.File.Dev>>20)<<32 | uint64(km.File.Dev&(1<<20-1))
+			m.Dev = userDev(km.File.Dev)
 			m.Inode = km.File.Ino
 		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_VDSO):
 			m.Path = "[vdso]"
@@ -61,5 +61,6 @@ func (s *Sampler) Forget(pid uint32) {
 	}
 }
 
-// pageShift converts the page offsets bpf_find_vma gives to bytes.
+// pageShift is log2 of the page size: the BPF program's unwind_page_shift,
+// and what converts the page offsets bpf_find_vma gives to bytes.
 var pageShift = bits.TrailingZeros(uint(os.Getpagesize()))

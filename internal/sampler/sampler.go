@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"os"
 	"reflect"
 	"strconv"
@@ -253,7 +252,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}
 		spec.Maps["unwind_rows"].MaxEntries = uint32(max(1, min(opts.UnwindTableBytes/unwinder.RowSize, 1<<28)))
 		if v := spec.Variables["unwind_page_shift"]; v != nil {
-			if err := v.Set(uint32(bits.TrailingZeros(uint(os.Getpagesize())))); err != nil {
+			if err := v.Set(uint32(pageShift)); err != nil {
 				return nil, fmt.Errorf("set unwind_page_shift: %w", err)
 			}
 		}

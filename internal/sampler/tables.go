@@ -735,6 +735,12 @@ func kernelDev(dev uint64) uint32 {
 	return uint32(dev>>32<<20 | dev&0xffffffff)
 }
 
+// userDev is the inverse of kernelDev: a kernel device number as
+// /proc/PID/maps gives it.
+func userDev(kdev uint32) uint64 {
+	return uint64(kdev>>20)<<32 | uint64(kdev&(1<<20-1))
+}
+
 // tableOf returns the table of the ELF file f (nil when it has none usable),
 // building and loading it unless a file with the same contents has one.
 // Everything read from f is untrusted (a container's file): a malformed
