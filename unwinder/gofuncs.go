@@ -46,7 +46,7 @@ func symbolName(name string) string {
 // once the function has saved it (see goFrameSave). It returns the
 // functions, for applySymbols, or nil when f has no usable pclntab.
 func (b *builder) goRows(f *elf.File) ([]goFunc, error) {
-	tab, err := gopclntab.OpenFuncs(f)
+	tab, err := gopclntab.OpenFuncs(f, b.r)
 	if errors.Is(err, gopclntab.ErrNotGo) {
 		return nil, nil
 	}
@@ -59,7 +59,7 @@ func (b *builder) goRows(f *elf.File) ([]goFunc, error) {
 	text := f.Section(".text")
 	var code []byte
 	if text != nil && text.Type != elf.SHT_NOBITS {
-		if code, err = text.Data(); err != nil {
+		if code, err = b.section(text, maxSection); err != nil {
 			return nil, fmt.Errorf("unwinder: reading .text: %w", err)
 		}
 	}

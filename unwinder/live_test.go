@@ -70,7 +70,7 @@ func processMappings(t testing.TB, pid int, cache map[string]*procMapping) []*pr
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
-			tab, err := Build(ef)
+			tab, err := Build(ef, nil)
 			if err != nil {
 				t.Fatalf("Build(%s): %v", path, err)
 			}

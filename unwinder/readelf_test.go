@@ -208,12 +208,8 @@ func compareWithReadelfOf(t *testing.T, path, cfiPath string) {
 		t.Fatal(err)
 	}
 	defer cf.Close()
-	f, err := elf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tab, err := Build(f)
+	f, r := openELF(t, path)
+	tab, err := Build(f, r)
 	if err != nil {
 		t.Fatalf("Build(%s): %v", path, err)
 	}
@@ -311,7 +307,7 @@ func compareWithReadelfOf(t *testing.T, path, cfiPath string) {
 
 // goFuncAt returns the pclntab function containing a PC, or nil.
 func goFuncAt(t *testing.T, f *elf.File) func(pc uint64) *gopclntab.Func {
-	tab, err := gopclntab.OpenFuncs(f)
+	tab, err := gopclntab.OpenFuncs(f, nil)
 	if err != nil {
 		return func(uint64) *gopclntab.Func { return nil }
 	}
@@ -439,12 +435,8 @@ func TestEntryEnd(t *testing.T) {
 // buildFile opens the ELF file at path for the test and builds its table.
 func buildFile(t *testing.T, path string) (*elf.File, *Table) {
 	t.Helper()
-	f, err := elf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	tab, err := Build(f)
+	f, r := openELF(t, path)
+	tab, err := Build(f, r)
 	if err != nil {
 		t.Fatalf("Build(%s): %v", path, err)
 	}
@@ -522,4 +514,20 @@ func TestGapCode(t *testing.T) {
 	if n := ltab.Stats().Unsupported[reasonNoCFI]; n != 0 {
 		t.Errorf("%s: %d gaps between FDEs without rows, want its crtstuff covered", lib, n)
 	}
+}
+
+// openELF opens path as the agent does: the *os.File is handed to Build
+// beside the parsed file, so that its sections are mapped.
+func openELF(t *testing.T, path string) (*elf.File, *os.File) {
+	t.Helper()
+	r, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	f, err := elf.NewFile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, r
 }

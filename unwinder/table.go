@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/scorch-profiler/scorch/internal/mapped"
 	"github.com/scorch-profiler/scorch/unwinder/internal/cfi"
 )
 
@@ -254,8 +255,12 @@ func isStackSwitchSymbol(name string) bool {
 }
 
 // Build compiles the .eh_frame and .debug_frame of f into a table. PCs not
-// covered by any FDE get KindUnsupported rows.
-func Build(f *elf.File) (*Table, error) {
+// covered by any FDE get KindUnsupported rows. r reads the bytes f was
+// parsed from: given the *os.File, the big sections (.text, .gopclntab,
+// .eh_frame, .symtab) are mapped rather than copied, which in a big Go
+// binary is most of the build's time; nil reads them through f. A mapped
+// file truncated while Build runs faults: call it under process.Guard.
+func Build(f *elf.File, r io.ReaderAt) (*Table, error) {
 	var a arch
 	switch f.Machine {
 	case elf.EM_X86_64:
@@ -268,7 +273,8 @@ func Build(f *elf.File) (*Table, error) {
 	if f.Class != elf.ELFCLASS64 {
 		return nil, fmt.Errorf("unwinder: unsupported ELF class %v", f.Class)
 	}
-	b := &builder{arch: a, unsupported: map[string]int{}}
+	b := &builder{arch: a, unsupported: map[string]int{}, r: r}
+	defer b.closeSections()
 	var textBase, dataBase uint64
 	for _, s := range f.Sections {
 		if s.Flags&elf.SHF_EXECINSTR != 0 {
@@ -287,10 +293,7 @@ func Build(f *elf.File) (*Table, error) {
 		if s == nil || s.Type == elf.SHT_NOBITS {
 			continue
 		}
-		if s.Size > cfi.MaxSectionSize {
-			return nil, fmt.Errorf("unwinder: %s is %d bytes, limit %d", name, s.Size, cfi.MaxSectionSize)
-		}
-		data, err := io.ReadAll(io.LimitReader(s.Open(), cfi.MaxSectionSize+1))
+		data, err := b.section(s, cfi.MaxSectionSize)
 		if err != nil {
 			return nil, fmt.Errorf("unwinder: reading %s: %w", name, err)
 		}
@@ -338,6 +341,32 @@ type builder struct {
 	textBytes   uint64
 	unsupported map[string]int
 	gaps        [][2]uint64 // [lo, hi) between FDEs, for gapCode
+
+	r        io.ReaderAt       // the file's bytes (see Build); nil: through the elf.File
+	sections []*mapped.Region // what section mapped or read, released by closeSections
+}
+
+// maxSection bounds a section the builder reads other than the CFI and
+// pclntab (whose parsers have their own limits): .text, .symtab, .strtab.
+const maxSection = 1 << 30
+
+// section returns the bytes of s, mapped from b.r where it can be. They
+// stay valid until closeSections: nothing the table keeps may point into
+// them.
+func (b *builder) section(s *elf.Section, max uint64) ([]byte, error) {
+	reg, err := mapped.Section(b.r, s, max)
+	if err != nil {
+		return nil, err
+	}
+	b.sections = append(b.sections, reg)
+	return reg.Bytes(), nil
+}
+
+func (b *builder) closeSections() {
+	for _, reg := range b.sections {
+		reg.Close()
+	}
+	b.sections = nil
 }
 
 const reasonNoCFI = "no CFI (gap between FDEs)"
@@ -547,7 +576,7 @@ func (b *builder) applySymbols(f *elf.File, goFuncs []goFunc) {
 			funcs[s.Name] = s
 		}
 	}
-	funcSymbols(f, func(name []byte) bool {
+	b.funcSymbols(f, func(name []byte) bool {
 		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
 	}, found)
 	if len(funcs) == 0 && len(eos) == 0 {
@@ -580,16 +609,16 @@ func (b *builder) applySymbols(f *elf.File, goFuncs []goFunc) {
 // .dynsym (64-bit) whose name want accepts. It reads the symbol and string
 // tables raw instead of through (*elf.File).Symbols, which makes a string
 // of every name: 45 MB for node, of which a few names are wanted.
-func funcSymbols(f *elf.File, want func(name []byte) bool, fn func(elf.Symbol)) {
+func (b *builder) funcSymbols(f *elf.File, want func(name []byte) bool, fn func(elf.Symbol)) {
 	for _, sec := range f.Sections {
 		if sec.Type != elf.SHT_SYMTAB && sec.Type != elf.SHT_DYNSYM || int(sec.Link) >= len(f.Sections) {
 			continue
 		}
-		syms, err := sec.Data()
+		syms, err := b.section(sec, maxSection)
 		if err != nil {
 			continue
 		}
-		strs, err := f.Sections[sec.Link].Data()
+		strs, err := b.section(f.Sections[sec.Link], maxSection)
 		if err != nil {
 			continue
 		}

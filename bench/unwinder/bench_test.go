@@ -68,16 +68,20 @@ func buildGo(b *testing.B, once *sync.Once, goBin *string, goBinErr *error, flag
 }
 
 func benchBuild(b *testing.B, path string) {
-	f, err := elf.Open(path)
+	r, err := os.Open(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
+	defer r.Close()
+	f, err := elf.NewFile(r)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var t *unwinder.Table
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		t, err = unwinder.Build(f)
+		t, err = unwinder.Build(f, r)
 		if err != nil {
 			b.Fatal(err)
 		}

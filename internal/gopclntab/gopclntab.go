@@ -83,10 +83,10 @@ func Open(f *elf.File, r io.ReaderAt) (*Table, error) {
 }
 
 // OpenFuncs reads the pclntab of f for its functions and SP deltas
-// (Funcs, AppendSP) only: the section is copied, and the inline trees
-// Resolve expands are not read.
-func OpenFuncs(f *elf.File) (*Table, error) {
-	return openELF(f, nil, false)
+// (Funcs, AppendSP) only: the inline trees Resolve expands are not read.
+// r is as for Open; nil copies the section through f.
+func OpenFuncs(f *elf.File, r io.ReaderAt) (*Table, error) {
+	return openELF(f, r, false)
 }
 
 func openELF(f *elf.File, r io.ReaderAt, inline bool) (*Table, error) {

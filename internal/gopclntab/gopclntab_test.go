@@ -206,7 +206,7 @@ func TestFuncs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, err := OpenFuncs(ef)
+	tab, err := OpenFuncs(ef, osf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -445,7 +446,7 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 		f.Close()
 		return
 	}
-	if t, ok := m.tableNow(ck, ef, path, false); ok {
+	if t, ok := m.tableNow(ck, ef, f, path, false); ok {
 		ef.Close()
 		f.Close()
 		if keyed {
@@ -478,7 +479,7 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 			}
 			return
 		}
-		b := m.encode(ck, ef, path)
+		b := m.encode(ck, ef, f, path)
 		if big {
 			debug.FreeOSMemory()
 		}
@@ -497,7 +498,7 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 // true: loaded already, known to have none (nil), read from the on-disk
 // cache, or built here when it is small (a millisecond or so, never behind
 // a big table in the builder's queue) or when always is set.
-func (m *tableManager) tableNow(ck string, ef *elf.File, path string, always bool) (*table, bool) {
+func (m *tableManager) tableNow(ck string, ef *elf.File, r io.ReaderAt, path string, always bool) (*table, bool) {
 	if t := m.tables[ck]; t != nil {
 		return t, true
 	}
@@ -509,7 +510,7 @@ func (m *tableManager) tableNow(ck string, ef *elf.File, path string, always boo
 		return m.finishBuild(built{ck: ck, path: path, rows: rows, adj: adj}), true
 	}
 	if always || unwindInfoSize(ef) < inlineBuildBytes {
-		return m.finishBuild(m.encode(ck, ef, path)), true
+		return m.finishBuild(m.encode(ck, ef, r, path)), true
 	}
 	return nil, false
 }
@@ -751,7 +752,7 @@ func (m *tableManager) tableOf(f *os.File, key fileKey, path string) *table {
 		return nil
 	}
 	defer ef.Close()
-	t, _ := m.tableNow(ck, ef, path, true)
+	t, _ := m.tableNow(ck, ef, f, path, true)
 	return t
 }
 
@@ -774,12 +775,13 @@ func (m *tableManager) loadVDSO() {
 		m.log.Debug("unwind tables: no vDSO table", "err", err)
 		return
 	}
-	ef, err := elf.NewFile(bytes.NewReader(img))
+	ra := bytes.NewReader(img)
+	ef, err := elf.NewFile(ra)
 	if err != nil {
 		m.log.Debug("unwind tables: no vDSO table", "err", err)
 		return
 	}
-	if t := m.finishBuild(m.encode("vdso", ef, "[vdso]")); t != nil {
+	if t := m.finishBuild(m.encode("vdso", ef, ra, "[vdso]")); t != nil {
 		m.setEntry(fileKey{}, &fileEntry{tab: t})
 		t.refs++ // never released
 	}
@@ -793,9 +795,10 @@ type built struct {
 	err      error
 }
 
-// encode builds the rows of ef and keeps them in the on-disk cache. It
-// touches no worker state, so builder goroutines run it.
-func (m *tableManager) encode(ck string, ef *elf.File, path string) built {
+// encode builds the rows of ef, whose bytes r reads (see unwinder.Build),
+// and keeps them in the on-disk cache. It touches no worker state, so
+// builder goroutines run it.
+func (m *tableManager) encode(ck string, ef *elf.File, r io.ReaderAt, path string) built {
 	b := built{ck: ck, path: path}
 	found := false
 	for _, p := range ef.Progs {
@@ -808,7 +811,7 @@ func (m *tableManager) encode(ck string, ef *elf.File, path string) built {
 	start := time.Now()
 	var tab *unwinder.Table
 	b.err = process.Guard(path, func() (err error) {
-		tab, err = buildTable(ef)
+		tab, err = buildTable(ef, r)
 		return err
 	})
 	m.stats.builds.Add(1)
@@ -978,8 +981,8 @@ func (m *tableManager) publish() {
 	m.stats.rows.Store(int64(m.alloc.used))
 }
 
-func buildTable(ef *elf.File) (*unwinder.Table, error) {
-	tab, err := unwinder.Build(ef)
+func buildTable(ef *elf.File, r io.ReaderAt) (*unwinder.Table, error) {
+	tab, err := unwinder.Build(ef, r)
 	if err != nil {
 		return nil, err
 	}
