@@ -19,9 +19,11 @@
 #             2-thread CPU-bound program of fixed work (bench/agent/fresh.c,
 #             about BENCH_FRESH_S s alone, no frame pointers) started 3 s
 #             after the profiler, timed with no profiler, with `scorch agent
-#             --frequency 999` and with `perf record -e cpu-clock -F 999 -g
-#             -a`, each profiler started fresh for each run, BENCH_FRESH_PAIRS
-#             rounds in rotating order
+#             --frequency 999`, with `perf record -e cpu-clock -F 999 -g
+#             -a` and with bench/floor (a BPF program that does nothing on a
+#             cpu-clock event per CPU: the cost of any such sampler here),
+#             each started fresh for each run, BENCH_FRESH_PAIRS rounds in
+#             rotating order
 #   firststack (issue 14) time from a process's exec to its first complete
 #             table-unwound user stack, p50 and p99 over BENCH_FS_N processes
 #             of testdata/bin/nofp-c (BENCH_FS_RUN s each), measured by
@@ -81,6 +83,7 @@ SCORCH=$OUT/scorch
 gcc -O1 -g -fno-omit-frame-pointer -o "$OUT/spin" bench/agent/spin.c
 gcc -O1 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -o "$OUT/stacks" bench/agent/stacks.c
 gcc -O2 -g -fomit-frame-pointer -pthread -o "$OUT/fresh" bench/agent/fresh.c
+"$GO" build -o "$OUT/floor" ./bench/floor || die "go build ./bench/floor failed (set GO)"
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -203,7 +206,7 @@ run_overhead() {
 			fi
 			case $cfg in
 			scorch-*) stop_agent ;;
-			perf-*) kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true ;;
+			perf-* | floor-*) kill -INT "$ppid"; wait "$ppid" 2>/dev/null || true ;;
 			esac
 			printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$cfg" "$wall" "${cpu:-}" "${bpfns:-}" >>"$OVERHEAD_ROWS"
 			log "overhead: round $rep $cfg: ${wall}s, profiler CPU ${cpu:-0}s, BPF ${bpfns:-n/a} (ns/run runs)"
@@ -356,7 +359,7 @@ run_fresh() {
 	iter=$(python3 -c "print(int(200000000 * $FRESH_S / max($t, 0.01)))")
 	log "fresh: $iter iterations per thread (${t}s per 2e8 alone, fastest of 3), $FRESH_PAIRS rounds"
 	echo "$iter" >"$OUT/fresh-iterations"
-	local configs=(none scorch-999)
+	local configs=(none scorch-999 floor-999)
 	if command -v perf >/dev/null; then configs+=(perf-999); else log "fresh: perf not installed (Debian: apt-get install linux-perf): measured without it"; fi
 	for rep in $(seq "$FRESH_PAIRS"); do
 		local n=${#configs[@]} k
@@ -371,6 +374,11 @@ run_fresh() {
 				;;
 			perf-*)
 				perf record -e cpu-clock -F "${cfg#perf-}" -g -a -o "$OUT/perf-fresh.data" >/dev/null 2>&1 &
+				ppid=$!
+				PIDS_TO_KILL+=("$ppid")
+				;;
+			floor-*)
+				"$OUT/floor" "${cfg#floor-}" &
 				ppid=$!
 				PIDS_TO_KILL+=("$ppid")
 				;;

@@ -320,15 +320,19 @@ if fr:
              "built with `-O2 -fomit-frame-pointer` so that a table-walking profiler must build its unwind tables (and libc's) "
              "while it runs. The profiler is started fresh for every run and the workload 3 s after it, so the profiler's own "
              "start-up (a fresh agent builds the tables of the host's processes and names their frames) overlaps the workload. "
-             f"Rounds: {len(base)}; in each, the three configurations run once, in an order that rotates between rounds. "
+             "`floor` is the cost any cpu-clock sampler pays on this machine before it does anything: `bench/floor` attaches a BPF "
+             "program that returns at once to a cpu-clock event on every CPU, as the agent's sampler does (the timer interrupt, "
+             "the perf event, entering the program). "
+             f"Rounds: {len(base)}; in each, every configuration runs once, in an order that rotates between rounds. "
              "Ratio = wall time of the workload with the profiler / without it in the same round. Profiler CPU = utime+stime "
              "of its process during the workload / the workload's wall time.\n")
     L.append("| profiler | command | workload s (median) | ratio median | ratio min–max | profiler CPU, % of one core (median) |")
     L.append("|---|---|---:|---:|---:|---:|")
     cmds = {"none": "—", "scorch-999": "`scorch agent --frequency 999 --interval 15s --data-dir TMPDIR`",
-            "perf-999": "`perf record -e cpu-clock -F 999 -g -a -o FILE`"}
+            "perf-999": "`perf record -e cpu-clock -F 999 -g -a -o FILE`",
+            "floor-999": "`bench/floor 999` (a BPF program that does nothing)"}
     fsum = {}
-    for c in ("none", "scorch-999", "perf-999"):
+    for c in ("none", "scorch-999", "perf-999", "floor-999"):
         rs = [r for r in fr if r[1] == c]
         if not rs:
             continue
@@ -352,6 +356,8 @@ if fr:
     if "scorch-999" in fsum:
         med, lo_, hi_, q1, q3 = fsum["scorch-999"]
         peer = f"; perf: {(fsum['perf-999'][0] - 1) * 100:+.1f}%" if "perf-999" in fsum else ""
+        if "floor-999" in fsum:
+            peer += f"; a BPF sampler doing nothing: {(fsum['floor-999'][0] - 1) * 100:+.1f}%"
         # The median of the pairs is the measure; a disturbed round or
         # two (a neighbour's burst) moves the extremes, not the middle
         # half, which must be narrower than the margin for the median to
