@@ -370,9 +370,11 @@ type receiver struct {
 	mode     atomic.Value // "ok", "503", "429", "stall"
 	requests atomic.Int64
 	refused  atomic.Int64
-	mu       sync.Mutex
-	got      []pushed
-	stallCh  chan struct{}
+	// abandoned counts requests the client gave up on before the answer.
+	abandoned atomic.Int64
+	mu        sync.Mutex
+	got       []pushed
+	stallCh   chan struct{}
 }
 
 type pushed struct {
@@ -417,7 +419,13 @@ func (r *receiver) handler() http.Handler {
 	})
 }
 
+// Push keeps what it was sent, as a transactional server would: all of a
+// request or, when the client gave up on it before the answer (its push
+// timeout on a busy machine), none of it. A real server may have ingested
+// such a request, and the agent's retry then duplicates it: delivery is at
+// least once, the tests check that it is not more than that otherwise.
 func (r *receiver) Push(ctx context.Context, req *connect.Request[pushv1.PushRequest]) (*connect.Response[pushv1.PushResponse], error) {
+	var got []pushed
 	for _, s := range req.Msg.Series {
 		labels := map[string]string{}
 		for _, l := range s.Labels {
@@ -436,11 +444,16 @@ func (r *receiver) Push(ctx context.Context, req *connect.Request[pushv1.PushReq
 			if err != nil {
 				return nil, connect.NewError(connect.CodeInvalidArgument, err)
 			}
-			r.mu.Lock()
-			r.got = append(r.got, pushed{labels, p})
-			r.mu.Unlock()
+			got = append(got, pushed{labels, p})
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		r.abandoned.Add(1)
+		return nil, err
+	}
+	r.mu.Lock()
+	r.got = append(r.got, got...)
+	r.mu.Unlock()
 	return connect.NewResponse(&pushv1.PushResponse{}), nil
 }
 
