@@ -106,7 +106,8 @@ struct sample_key {
 // unwind_state.defer_at): the registers of that frame and a copy of the
 // stack above them, for user space to walk on from there when the table is
 // in; the kernel stack and the whole walk as the kernel did it (by frame
-// pointer from that frame on) ride along, to fall back on.
+// pointer from that frame on) ride along, to fall back on. A record in the
+// ring buffer ends after its stack_len bytes of stack.
 #define DEFER_STACK_BYTES 8192
 struct deferred_sample {
 	__u32 pid, tid;
@@ -414,12 +415,39 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *pc,
 	return 1;
 }
 
+// Per-CPU room to build a deferred sample in: it goes to the ring buffer
+// only as long as its stack copy (bpf_ringbuf_output), so that a burst of
+// new processes fills the ring five times more slowly than whole records.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct deferred_sample);
+} deferred_scratch SEC(".maps");
+
+// defer_stack_limit is how much of the stack above sp a deferred sample
+// copies: DEFER_STACK_BYTES, or for a process's main thread no further
+// than the top of its stack (mm->start_stack, where argc lies; every frame
+// is below it), in whole KiB: the stack of a shallow program in 1 KiB
+// instead of 8.
+static __always_inline __u32 defer_stack_limit(__u64 sp)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->pid != task->tgid)
+		return DEFER_STACK_BYTES;
+	__u64 top = BPF_CORE_READ(task, mm, start_stack); // 0 without an mm
+	if (top <= sp || top - sp > DEFER_STACK_BYTES - 64)
+		return DEFER_STACK_BYTES;
+	return ((__u32)(top - sp) + 64 + 1023) & ~1023U; // argc and a little above, in 1 KiB pieces
+}
+
 // defer_sample sends the sample to user space to finish its user stack
 // (see struct deferred_sample). Returns 0 when the ring buffer is full.
 static __always_inline int defer_sample(struct bpf_perf_event_data *ctx, const struct unwind_state *st,
 					const struct sample_key *key)
 {
-	struct deferred_sample *r = bpf_ringbuf_reserve(&deferred, sizeof(*r), 0);
+	__u32 zero = 0;
+	struct deferred_sample *r = bpf_map_lookup_elem(&deferred_scratch, &zero);
 	if (!r)
 		return 0;
 	r->pid = key->pid;
@@ -442,21 +470,28 @@ static __always_inline int defer_sample(struct bpf_perf_event_data *ctx, const s
 	// ones up to the end of the stack's mapping (a whole piece across it
 	// fails).
 	__u64 sp = st->defer_sp;
-	__u32 got = 0;
+	__u32 limit = defer_stack_limit(sp);
+	__u32 got = 0, enough = 0;
 	for (__u32 i = 0; i < DEFER_STACK_BYTES / 1024; i++) {
+		if (i * 1024 >= limit) {
+			enough = 1;
+			break;
+		}
 		if (bpf_probe_read_user(&r->stack[i * 1024], 1024, (const void *)(sp + i * 1024)))
 			break;
 		got = (i + 1) * 1024;
 	}
-	for (__u32 sz = 512; sz >= 8; sz /= 2) {
+	for (__u32 sz = 512; sz >= 8 && !enough; sz /= 2) {
 		if (got > DEFER_STACK_BYTES - sz)
 			break;
 		if (!bpf_probe_read_user(&r->stack[got], sz, (const void *)(sp + got)))
 			got += sz;
 	}
 	r->stack_len = got;
-	bpf_ringbuf_submit(r, 0);
-	return 1;
+	__u64 size = __builtin_offsetof(struct deferred_sample, stack) + (__u64)got;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	return bpf_ringbuf_output(&deferred, r, size, 0) == 0;
 }
 
 // unwind_tables walks the user stack with the process's unwind tables and

@@ -126,7 +126,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	}
 	ts := prof.TableStats()
 	logger.Info("sampling done", "samples", b.Samples(), "deferred", last.Deferred, "deferred_lost", last.LostDeferred,
-		"deferred_finished", ts.DeferredFinished, "deferred_incomplete", ts.DeferredIncomplete,
+		"deferred_finished", ts.DeferredFinished, "deferred_incomplete", ts.DeferredIncomplete, "deferred_bytes", ts.DeferredBytes,
 		"table_requests", ts.Requests, "table_builds", ts.Builds, "table_build_time", ts.BuildTime,
 		"table_build_errors", ts.BuildErrors, "table_requests_dropped", ts.Dropped, "file_requests_lost", last.LostFileRequests)
 	p, err := b.Build(end)

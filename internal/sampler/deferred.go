@@ -50,10 +50,18 @@ const (
 	// mapsFresh is how long the mappings read for one deferred sample
 	// serve the next ones of the same process.
 	mapsFresh = 100 * time.Millisecond
-	// deferredRingBytes is the size of the deferred ring buffer (about 48
-	// samples of 10 KiB in flight).
-	deferredRingBytes = 512 << 10
+	// deferredRingBytes is the size of the deferred ring buffer: about 200
+	// samples in flight of a goroutine, a thread other than the main one or
+	// a deep stack (10 KiB, their stack copy whole), up to 600 of a shallow
+	// main thread (3 KiB: its stack up to the top). With 512 KiB, a third
+	// of the samples deferred on a host running two parallel builds beside
+	// the field test's load were lost (kept as the kernel walked them).
+	deferredRingBytes = 2 << 20
 )
+
+// deferredStackOffset is where a deferred sample's stack copy starts: the
+// record is that long plus the bytes of stack it copied.
+const deferredStackOffset = unsafe.Offsetof(bpf.ScorchDeferredSample{}.Stack)
 
 // parked is a deferred sample waiting for its tables (worker state).
 type parked struct {
@@ -108,12 +116,15 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 	}
 	maps := map[procKey]procMaps{}
 	err := readRing(ctx, rd, "deferred samples", func(rec []byte) {
+		// A record ends after the stack it copied (stack_len bytes).
 		var raw bpf.ScorchDeferredSample
-		if len(rec) < int(unsafe.Sizeof(raw)) {
+		if len(rec) < int(deferredStackOffset) {
 			return
 		}
-		raw = *(*bpf.ScorchDeferredSample)(unsafe.Pointer(&rec[0]))
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&raw)), unsafe.Sizeof(raw)), rec)
+		raw.StackLen = min(raw.StackLen, uint32(len(rec)-int(deferredStackOffset)))
 		m.stats.deferred.Add(1)
+		m.stats.deferredBytes.Add(uint64(len(rec)))
 		n := min(int(raw.N), len(raw.Pcs))
 		if raw.At == 0 || int(raw.At) > n {
 			return // malformed: no frame to walk on from

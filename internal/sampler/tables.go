@@ -89,6 +89,9 @@ type TableStats struct {
 	// once they were in, and finished short of the outermost frame (no
 	// table in time, the stack copy too short, the process gone).
 	Deferred, DeferredFinished, DeferredIncomplete uint64
+	// DeferredBytes is the size of the deferred samples received: a
+	// main thread's carries its stack up to the top only.
+	DeferredBytes uint64
 }
 
 // fileKey is a mapped file as the kernel knows it (struct unwind_file_key).
@@ -160,6 +163,7 @@ type tableManager struct {
 		// Deferred samples: received, finished with tables, and finished
 		// short of the outermost frame.
 		deferred, deferredFinished, deferredIncomplete atomic.Uint64
+		deferredBytes                                  atomic.Uint64
 	}
 	capacity int
 	cache    *tableCache // nil: none
@@ -320,6 +324,7 @@ func (m *tableManager) Stats() TableStats {
 		Deferred:           m.stats.deferred.Load(),
 		DeferredFinished:   m.stats.deferredFinished.Load(),
 		DeferredIncomplete: m.stats.deferredIncomplete.Load(),
+		DeferredBytes:      m.stats.deferredBytes.Load(),
 	}
 }
 

@@ -419,7 +419,7 @@ func TestDeferredFirstSamples(t *testing.T) {
 		}
 	}
 	ts := s.TableStats()
-	t.Logf("%d samples of the program, %d cut short or with an unknown caller; deferred %d (lost %d); finished %d, incomplete %d", n, bad, st.Deferred, st.LostDeferred, ts.DeferredFinished, ts.DeferredIncomplete)
+	t.Logf("%d samples of the program, %d cut short or with an unknown caller; deferred %d (lost %d, %d bytes); finished %d, incomplete %d", n, bad, st.Deferred, st.LostDeferred, ts.DeferredBytes, ts.DeferredFinished, ts.DeferredIncomplete)
 	if n < 500 {
 		t.Fatalf("only %d samples of the program", n)
 	}

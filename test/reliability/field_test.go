@@ -83,21 +83,17 @@ const (
 // process (a 50 ms process spends a few percent of its samples in the
 // dynamic loader, whose entry point is not named _start).
 //
-// It is the acceptance test of issue 14. The quiet and busy phases pass
-// for every workload and run in `make test`. The stream phase is the
-// hardest: a 50 ms process spends a tenth of its life in the dynamic
-// loader and in its libraries' constructors and destructors (gcc's
-// crtstuff code, which has no CFI: see unwinder.gapCode), its events are
-// often read after it has exited (its frames are then named through the
-// kernel's list of its mappings), and its tables must come from files
-// other processes mapped before. It passes on this test's own busy host
-// (C++ 0.07-0.13%, the rest 0-0.20% in 5 runs, and a fresh-clone CI run),
-// but not reliably when the machine is busier still: with one more
-// compile loop running, 3 of 3 runs failed (one at 1-2% of every
-// workload's samples walked without the program's table, hot_inner <-
-// [truncated], in the first processes of each stream while the table is
-// built; the others on one workload each). It runs under
-// `make test-field` (SCORCH_FIELD_TESTS=1) until it passes there too.
+// It is the acceptance test of issue 14, and runs whole in `make test`.
+// The stream phase is the hardest: a 50 ms process spends a tenth of its
+// life in the dynamic loader and in its libraries' constructors and
+// destructors (gcc's crtstuff code, which has no CFI: see
+// unwinder.gapCode), its events are often read after it has exited (its
+// frames are then named through the kernel's list of its mappings), its
+// tables must come from files other processes mapped before, and its first
+// samples are deferred to user space while the table of a program new to
+// the host is built. With two more compile loops beside the test's own
+// load, it passed 4 runs of 4 (worst workload 0.32% of bad frames, bound
+// 0.5%).
 func TestFieldShares(t *testing.T) {
 	requireRoot(t)
 	bins := map[string]string{}
@@ -114,9 +110,6 @@ func TestFieldShares(t *testing.T) {
 		{"stream", true, true, 0.05},
 	} {
 		t.Run(phase.name, func(t *testing.T) {
-			if phase.stream && os.Getenv("SCORCH_FIELD_TESTS") == "" {
-				t.Skip("the stream phase does not pass reliably on a busier machine yet: run it with make test-field (SCORCH_FIELD_TESTS=1)")
-			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var load *busyLoad
@@ -445,7 +438,7 @@ func startRecord(t *testing.T) *recordProc {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "field.pb.gz")
 	cmd := exec.Command(scorchBin, "record", "--output", out, "--top", "0", "--duration", "10m",
-		"--frequency", fmt.Sprint(fieldFrequency))
+		"--frequency", fmt.Sprint(fieldFrequency), "--log-level", "info")
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

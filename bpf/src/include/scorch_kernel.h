@@ -74,6 +74,7 @@ struct mm_struct {
 	mm_context_t context;
 	struct file *exe_file;
 	unsigned long start_code;
+	unsigned long start_stack;
 } __attribute__((preserve_access_index));
 
 struct vm_area_struct {
