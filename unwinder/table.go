@@ -342,7 +342,7 @@ type builder struct {
 	unsupported map[string]int
 	gaps        [][2]uint64 // [lo, hi) between FDEs, for gapCode
 
-	r        io.ReaderAt       // the file's bytes (see Build); nil: through the elf.File
+	r        io.ReaderAt      // the file's bytes (see Build); nil: through the elf.File
 	sections []*mapped.Region // what section mapped or read, released by closeSections
 }
 
