@@ -13,6 +13,27 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ScorchFpDeferredSample struct {
+	_          structs.HostLayout
+	Pid        uint32
+	Tid        uint32
+	Comm       [16]int8
+	Sp         uint64
+	Fp         uint64
+	Lr         uint64
+	At         uint32
+	Flags      uint32
+	N          uint32
+	Stop       uint32
+	LeafCaller uint32
+	KernN      uint32
+	StackLen   uint32
+	Pad        uint32
+	Kern       [127]uint64
+	Pcs        [128]uint64
+	Stack      [8192]uint8
+}
+
 type ScorchFpRawStack struct {
 	_   structs.HostLayout
 	Pcs [127]uint64
@@ -139,6 +160,7 @@ const (
 	ScorchFpMapCounts0                 = "counts0"
 	ScorchFpMapCounts1                 = "counts1"
 	ScorchFpMapDeferred                = "deferred"
+	ScorchFpMapDeferredScratch         = "deferred_scratch"
 	ScorchFpMapEvents                  = "events"
 	ScorchFpMapPidFilter               = "pid_filter"
 	ScorchFpMapSeenPids                = "seen_pids"
@@ -228,29 +250,30 @@ type ScorchFpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ScorchFpMapSpecs struct {
-	BarrierInner   *ebpf.MapSpec `ebpf:"barrier_inner"`
-	CgroupFilter   *ebpf.MapSpec `ebpf:"cgroup_filter"`
-	Config         *ebpf.MapSpec `ebpf:"config"`
-	Counts0        *ebpf.MapSpec `ebpf:"counts0"`
-	Counts1        *ebpf.MapSpec `ebpf:"counts1"`
-	Deferred       *ebpf.MapSpec `ebpf:"deferred"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
-	SeenPids       *ebpf.MapSpec `ebpf:"seen_pids"`
-	StackScratch   *ebpf.MapSpec `ebpf:"stack_scratch"`
-	StacksKern0    *ebpf.MapSpec `ebpf:"stacks_kern0"`
-	StacksKern1    *ebpf.MapSpec `ebpf:"stacks_kern1"`
-	StacksUnwound0 *ebpf.MapSpec `ebpf:"stacks_unwound0"`
-	StacksUnwound1 *ebpf.MapSpec `ebpf:"stacks_unwound1"`
-	StacksUser0    *ebpf.MapSpec `ebpf:"stacks_user0"`
-	StacksUser1    *ebpf.MapSpec `ebpf:"stacks_user1"`
-	Stats          *ebpf.MapSpec `ebpf:"stats"`
-	SyncBarrier    *ebpf.MapSpec `ebpf:"sync_barrier"`
-	UnwindFiles    *ebpf.MapSpec `ebpf:"unwind_files"`
-	UnwindProcs    *ebpf.MapSpec `ebpf:"unwind_procs"`
-	UnwindRequests *ebpf.MapSpec `ebpf:"unwind_requests"`
-	UnwindRows     *ebpf.MapSpec `ebpf:"unwind_rows"`
-	UnwindScratch  *ebpf.MapSpec `ebpf:"unwind_scratch"`
+	BarrierInner    *ebpf.MapSpec `ebpf:"barrier_inner"`
+	CgroupFilter    *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	Config          *ebpf.MapSpec `ebpf:"config"`
+	Counts0         *ebpf.MapSpec `ebpf:"counts0"`
+	Counts1         *ebpf.MapSpec `ebpf:"counts1"`
+	Deferred        *ebpf.MapSpec `ebpf:"deferred"`
+	DeferredScratch *ebpf.MapSpec `ebpf:"deferred_scratch"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	PidFilter       *ebpf.MapSpec `ebpf:"pid_filter"`
+	SeenPids        *ebpf.MapSpec `ebpf:"seen_pids"`
+	StackScratch    *ebpf.MapSpec `ebpf:"stack_scratch"`
+	StacksKern0     *ebpf.MapSpec `ebpf:"stacks_kern0"`
+	StacksKern1     *ebpf.MapSpec `ebpf:"stacks_kern1"`
+	StacksUnwound0  *ebpf.MapSpec `ebpf:"stacks_unwound0"`
+	StacksUnwound1  *ebpf.MapSpec `ebpf:"stacks_unwound1"`
+	StacksUser0     *ebpf.MapSpec `ebpf:"stacks_user0"`
+	StacksUser1     *ebpf.MapSpec `ebpf:"stacks_user1"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	SyncBarrier     *ebpf.MapSpec `ebpf:"sync_barrier"`
+	UnwindFiles     *ebpf.MapSpec `ebpf:"unwind_files"`
+	UnwindProcs     *ebpf.MapSpec `ebpf:"unwind_procs"`
+	UnwindRequests  *ebpf.MapSpec `ebpf:"unwind_requests"`
+	UnwindRows      *ebpf.MapSpec `ebpf:"unwind_rows"`
+	UnwindScratch   *ebpf.MapSpec `ebpf:"unwind_scratch"`
 }
 
 // ScorchFpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -293,29 +316,30 @@ func (o *ScorchFpObjects) Close() error {
 //
 // It can be passed to LoadScorchFpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ScorchFpMaps struct {
-	BarrierInner   *ebpf.Map `ebpf:"barrier_inner"`
-	CgroupFilter   *ebpf.Map `ebpf:"cgroup_filter"`
-	Config         *ebpf.Map `ebpf:"config"`
-	Counts0        *ebpf.Map `ebpf:"counts0"`
-	Counts1        *ebpf.Map `ebpf:"counts1"`
-	Deferred       *ebpf.Map `ebpf:"deferred"`
-	Events         *ebpf.Map `ebpf:"events"`
-	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
-	SeenPids       *ebpf.Map `ebpf:"seen_pids"`
-	StackScratch   *ebpf.Map `ebpf:"stack_scratch"`
-	StacksKern0    *ebpf.Map `ebpf:"stacks_kern0"`
-	StacksKern1    *ebpf.Map `ebpf:"stacks_kern1"`
-	StacksUnwound0 *ebpf.Map `ebpf:"stacks_unwound0"`
-	StacksUnwound1 *ebpf.Map `ebpf:"stacks_unwound1"`
-	StacksUser0    *ebpf.Map `ebpf:"stacks_user0"`
-	StacksUser1    *ebpf.Map `ebpf:"stacks_user1"`
-	Stats          *ebpf.Map `ebpf:"stats"`
-	SyncBarrier    *ebpf.Map `ebpf:"sync_barrier"`
-	UnwindFiles    *ebpf.Map `ebpf:"unwind_files"`
-	UnwindProcs    *ebpf.Map `ebpf:"unwind_procs"`
-	UnwindRequests *ebpf.Map `ebpf:"unwind_requests"`
-	UnwindRows     *ebpf.Map `ebpf:"unwind_rows"`
-	UnwindScratch  *ebpf.Map `ebpf:"unwind_scratch"`
+	BarrierInner    *ebpf.Map `ebpf:"barrier_inner"`
+	CgroupFilter    *ebpf.Map `ebpf:"cgroup_filter"`
+	Config          *ebpf.Map `ebpf:"config"`
+	Counts0         *ebpf.Map `ebpf:"counts0"`
+	Counts1         *ebpf.Map `ebpf:"counts1"`
+	Deferred        *ebpf.Map `ebpf:"deferred"`
+	DeferredScratch *ebpf.Map `ebpf:"deferred_scratch"`
+	Events          *ebpf.Map `ebpf:"events"`
+	PidFilter       *ebpf.Map `ebpf:"pid_filter"`
+	SeenPids        *ebpf.Map `ebpf:"seen_pids"`
+	StackScratch    *ebpf.Map `ebpf:"stack_scratch"`
+	StacksKern0     *ebpf.Map `ebpf:"stacks_kern0"`
+	StacksKern1     *ebpf.Map `ebpf:"stacks_kern1"`
+	StacksUnwound0  *ebpf.Map `ebpf:"stacks_unwound0"`
+	StacksUnwound1  *ebpf.Map `ebpf:"stacks_unwound1"`
+	StacksUser0     *ebpf.Map `ebpf:"stacks_user0"`
+	StacksUser1     *ebpf.Map `ebpf:"stacks_user1"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	SyncBarrier     *ebpf.Map `ebpf:"sync_barrier"`
+	UnwindFiles     *ebpf.Map `ebpf:"unwind_files"`
+	UnwindProcs     *ebpf.Map `ebpf:"unwind_procs"`
+	UnwindRequests  *ebpf.Map `ebpf:"unwind_requests"`
+	UnwindRows      *ebpf.Map `ebpf:"unwind_rows"`
+	UnwindScratch   *ebpf.Map `ebpf:"unwind_scratch"`
 }
 
 func (m *ScorchFpMaps) Close() error {
@@ -326,6 +350,7 @@ func (m *ScorchFpMaps) Close() error {
 		m.Counts0,
 		m.Counts1,
 		m.Deferred,
+		m.DeferredScratch,
 		m.Events,
 		m.PidFilter,
 		m.SeenPids,

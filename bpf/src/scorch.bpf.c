@@ -175,6 +175,17 @@ struct {
 	__uint(max_entries, 512 * 1024);
 } deferred SEC(".maps");
 
+// Per-CPU room to build a deferred sample in: it goes to the ring buffer
+// only as long as its stack copy (bpf_ringbuf_output), so that a burst of
+// new short processes fills it more slowly than whole records would
+// (defined in the frame-pointer-only object too, which uses neither).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct deferred_sample);
+} deferred_scratch SEC(".maps");
+
 // Map sizes are defaults: user space resizes them before loading
 // (internal/sampler, Options.StackMapEntries).
 #define COUNTS_MAP(name)                          \
@@ -414,16 +425,6 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, __u64 *pc,
 	*lr = UREGS_LR(&u);
 	return 1;
 }
-
-// Per-CPU room to build a deferred sample in: it goes to the ring buffer
-// only as long as its stack copy (bpf_ringbuf_output), so that a burst of
-// new processes fills the ring five times more slowly than whole records.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct deferred_sample);
-} deferred_scratch SEC(".maps");
 
 // defer_stack_limit is how much of the stack above sp a deferred sample
 // copies: DEFER_STACK_BYTES, or for a process's main thread no further
