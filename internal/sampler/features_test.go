@@ -32,6 +32,7 @@ var helperSince = map[asm.BuiltinFunc][2]int{
 	asm.FnProbeReadUser:      {5, 5},
 	asm.FnRingbufReserve:     {5, 8},
 	asm.FnRingbufSubmit:      {5, 8},
+	asm.FnRingbufOutput:      {5, 8},
 	asm.FnGetCurrentTaskBtf:  {5, 11},
 	asm.FnTaskPtRegs:         {5, 15},
 	asm.FnLoop:               {5, 17},
