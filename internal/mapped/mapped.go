@@ -23,6 +23,7 @@ package mapped
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -113,6 +114,14 @@ func ReadAt(f io.ReaderAt, off, n uint64, max uint64) (*Region, error) {
 		}
 		// Files that cannot be mapped (some special file systems) are read.
 	}
+	// A reader that knows its size (bytes.Reader, io.SectionReader) is
+	// checked before n bytes are allocated: a crafted header may claim a
+	// section of the limit's size in a file of a few KiB.
+	if sf, ok := f.(interface{ Size() int64 }); ok {
+		if size := uint64(sf.Size()); sf.Size() < 0 || off > size || n > size-off {
+			return nil, fmt.Errorf("%d bytes at %#x: past the end of the %d byte file", n, off, size)
+		}
+	}
 	data := make([]byte, n)
 	if _, err := f.ReadAt(data, int64(off)); err != nil && !(err == io.EOF && uint64(len(data)) == n) {
 		return nil, fmt.Errorf("%d bytes at %#x: %w", n, off, err)
@@ -137,9 +146,26 @@ func Section(f io.ReaderAt, s *elf.Section, max uint64) (*Region, error) {
 		}
 		return r, nil
 	}
-	data := make([]byte, s.Size)
-	if n, err := io.ReadFull(s.Open(), data); err != nil {
-		return nil, fmt.Errorf("section %s: read %d of %d bytes: %w", s.Name, n, s.Size, err)
+	if s.Size <= readWhole {
+		data := make([]byte, s.Size)
+		if n, err := io.ReadFull(s.Open(), data); err != nil {
+			return nil, fmt.Errorf("section %s: read %d of %d bytes: %w", s.Name, n, s.Size, err)
+		}
+		return &Region{data: data}, nil
+	}
+	// The size is the header's word (for a compressed section, the size
+	// it claims to decompress to): memory follows the bytes that come, so
+	// that a crafted file of a few KiB cannot make us allocate the limit.
+	data, err := io.ReadAll(io.LimitReader(s.Open(), int64(s.Size)+1))
+	if err == nil && uint64(len(data)) != s.Size {
+		err = errors.New("the contents do not match the size in the header")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("section %s: read %d of %d bytes: %w", s.Name, len(data), s.Size, err)
 	}
 	return &Region{data: data}, nil
 }
+
+// readWhole is the size up to which Section allocates a section's bytes
+// before reading them.
+const readWhole = 1 << 20
