@@ -206,7 +206,13 @@ func (m *tableManager) park(p *parked) {
 
 // byInode indexes the worker's file entries by device and inode (an entry
 // with a table first, where two generations of an inode number have one).
+// The index is kept until an entry changes (setEntry, sweep): while
+// samples are parked the worker asks for it after every request, and a
+// host has thousands of entries.
 func (m *tableManager) byInode() map[inodeKey]*fileEntry {
+	if m.inodes != nil {
+		return m.inodes
+	}
 	idx := make(map[inodeKey]*fileEntry, len(m.entries))
 	for k, e := range m.entries {
 		ik := inodeKey{dev: k.Dev, ino: k.Ino}
@@ -214,6 +220,7 @@ func (m *tableManager) byInode() map[inodeKey]*fileEntry {
 			idx[ik] = e
 		}
 	}
+	m.inodes = idx
 	return idx
 }
 

@@ -153,6 +153,7 @@ type tableManager struct {
 	alloc   *rowAllocator
 	tables  map[string]*table
 	entries map[fileKey]*fileEntry
+	inodes  map[inodeKey]*fileEntry // entries by device and inode (byInode); nil when entries changed since
 	failed  map[string]bool
 	pending []*table // freed, rows not yet returned to alloc
 
@@ -886,6 +887,7 @@ func (m *tableManager) setEntry(key fileKey, e *fileEntry) {
 		m.unref(old.tab)
 	}
 	m.entries[key] = e
+	m.inodes = nil
 	m.write(key, e)
 }
 
@@ -949,6 +951,7 @@ func (m *tableManager) sweep(all bool) {
 		}
 		if e := m.entries[k]; e != nil {
 			delete(m.entries, k)
+			m.inodes = nil
 			if e.tab != nil {
 				m.unref(e.tab)
 			}
