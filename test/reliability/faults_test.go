@@ -163,15 +163,20 @@ func mount(t *testing.T, args ...string) {
 	}
 }
 
-// TestDataDirFaults fills the local store's file system (a 64 KiB tmpfs)
+// TestDataDirFaults fills the local store's file system (a 1 MiB tmpfs)
 // and then makes it read-only: the agent logs once per cause, keeps
-// sampling and pushing, and stores windows again when the fault ends.
+// sampling and pushing, and stores windows again when the fault ends. The
+// file system has room for the windows of the whole test once the filler
+// is gone (each takes two 4 KiB pages): on a 64 KiB one, a slow machine's
+// windows filled it again before the read-only phase ended, and the
+// disk-full errors that rightly followed read as a store that did not
+// recover.
 func TestDataDirFaults(t *testing.T) {
 	requireRoot(t)
 	b := run(t, workload(t, "cpuburn-c"))
 	dir := filepath.Join(t.TempDir(), "data")
 	os.MkdirAll(dir, 0o750)
-	mount(t, "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir)
+	mount(t, "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir)
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	rcv := newReceiver()
 	srv := startReceiver(t, rcv)
@@ -192,7 +197,7 @@ func TestDataDirFaults(t *testing.T) {
 
 	// Full: a file takes the space left.
 	filler := filepath.Join(dir, "filler")
-	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k", "count=64").Run()
+	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k", "count=512").Run() // 2 MiB: takes all the space left
 	e0 := a.metrics()["scorch_store_errors_total"]
 	p0 := rcv.count()
 	time.Sleep(4 * time.Second)
