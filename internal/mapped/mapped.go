@@ -118,7 +118,7 @@ func ReadAt(f io.ReaderAt, off, n uint64, max uint64) (*Region, error) {
 	// checked before n bytes are allocated: a crafted header may claim a
 	// section of the limit's size in a file of a few KiB.
 	if sf, ok := f.(interface{ Size() int64 }); ok {
-		if size := uint64(sf.Size()); sf.Size() < 0 || off > size || n > size-off {
+		if size := sf.Size(); size < 0 || off > uint64(size) || n > uint64(size)-off {
 			return nil, fmt.Errorf("%d bytes at %#x: past the end of the %d byte file", n, off, size)
 		}
 	}
