@@ -18,23 +18,19 @@ import (
 // them stayed mapped and resident.
 var objectLinger = time.Minute
 
-// fileCache holds the objects in use, keyed by build id (or by
-// device, inode, mtime and size for files without one), and bounds the
+// fileCache holds the objects in use, keyed by content key (the build id,
+// or device, inode, mtime and size for files without one), and bounds the
 // bytes of their loaded tables with an LRU: when over the bound, the least
 // recently used tables are dropped (their object keeps its open file and
 // reloads them if needed again). An object no process maps any more is
 // closed when its tables are evicted, or objectLinger after its last
 // process went away, whichever comes first.
 type fileCache struct {
-	limit int64
+	limit  int64
+	pfiles *proc.Files // the opened files; each object holds one reference
 
-	mu     sync.Mutex
-	byKey  map[string]*object
-	byFile map[string]*object // file key -> object, to skip re-reading headers
-	// byInode finds the object of a file by its device and inode, which is
-	// all the kernel says of the mappings of a process that has exited
-	// (see Symbolizer.UseKernelMappings).
-	byInode  map[proc.Inode]*object
+	mu       sync.Mutex
+	byKey    map[string]*object
 	head     *object // most recently used
 	tail     *object
 	bytes    int64
@@ -49,66 +45,26 @@ type idleObject struct {
 	since time.Time
 }
 
-func newFileCache(limit int64) *fileCache {
-	return &fileCache{limit: limit, byKey: make(map[string]*object), byFile: make(map[string]*object),
-		byInode: make(map[proc.Inode]*object)}
+func newFileCache(limit int64, pfiles *proc.Files) *fileCache {
+	return &fileCache{limit: limit, pfiles: pfiles, byKey: make(map[string]*object)}
 }
 
-// lookupInode returns the object open for the file with that device and
-// inode, with a new reference.
-func (c *fileCache) lookupInode(in proc.Inode) *object {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if o := c.byInode[in]; o != nil {
-		o.refs++
-		return o
-	}
-	return nil
-}
-
-// lookupFile returns the object already open for a file key, with a new
-// reference.
-func (c *fileCache) lookupFile(fkey string) *object {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if o := c.byFile[fkey]; o != nil {
-		o.refs++
-		return o
-	}
-	return nil
-}
-
-// add registers a freshly opened object, the file of key fkey and inode
-// in (zero when unknown), and returns the object to use with a new
-// reference: an existing one with the same build id wins, and the new one
-// is closed.
-func (c *fileCache) add(o *object, fkey string, in proc.Inode) *object {
+// objectOf returns the object of the opened file pf, with a new reference,
+// and takes over the caller's reference to pf: an object with the same
+// content key (the same file, or another with the same build id) is used
+// when there is one; else pf gets a new object, whose first process's root
+// is root.
+func (c *fileCache) objectOf(pf *proc.File, root string) *object {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked(time.Now())
-	if o.buildID != "" {
-		o.key = "b:" + o.buildID
-	} else {
-		o.key = fkey
-	}
-	if old := c.byKey[o.key]; old != nil {
-		o.close()
+	if old := c.byKey[pf.ContentKey]; old != nil {
+		c.pfiles.Release(pf)
 		old.refs++
-		if fkey != "" {
-			c.byFile[fkey] = old
-		}
-		if in != (proc.Inode{}) {
-			c.byInode[in] = old
-		}
 		return old
 	}
+	o := &object{key: pf.ContentKey, pf: pf, path: pf.Path, root: root}
 	c.byKey[o.key] = o
-	if fkey != "" {
-		c.byFile[fkey] = o
-	}
-	if in != (proc.Inode{}) {
-		c.byInode[in] = o
-	}
 	c.openObjs++
 	o.refs = 1
 	c.pushFront(o)
@@ -154,7 +110,6 @@ func (c *fileCache) expireLocked(now time.Time) {
 		}
 		n++
 		c.remove(e.o)
-		e.o.tabs.Store(nil)
 	}
 	if n > 0 {
 		c.idle = append(c.idle[:0], c.idle[n:]...)
@@ -226,16 +181,7 @@ func (c *fileCache) remove(o *object) {
 		return
 	}
 	delete(c.byKey, o.key)
-	for k, v := range c.byFile {
-		if v == o {
-			delete(c.byFile, k)
-		}
-	}
-	for k, v := range c.byInode {
-		if v == o {
-			delete(c.byInode, k)
-		}
-	}
+	o.tabs.Store(nil)
 	if o.charged != 0 {
 		c.bytes -= o.charged
 		o.charged = 0
@@ -243,7 +189,7 @@ func (c *fileCache) remove(o *object) {
 	}
 	c.unlink(o)
 	c.openObjs--
-	o.close()
+	c.pfiles.Release(o.pf)
 }
 
 func (c *fileCache) pushFront(o *object) {
@@ -282,8 +228,8 @@ func (c *fileCache) closeAll() {
 	defer c.mu.Unlock()
 	for _, o := range c.byKey {
 		o.tabs.Store(nil)
-		o.close()
+		c.pfiles.Release(o.pf)
 	}
-	c.byKey, c.byFile, c.byInode = map[string]*object{}, map[string]*object{}, map[proc.Inode]*object{}
+	c.byKey = map[string]*object{}
 	c.head, c.tail, c.bytes, c.loaded, c.openObjs = nil, nil, 0, 0, 0
 }

@@ -135,19 +135,12 @@ func buildIDFromNotes(path string) string {
 // [vdso] is the same image), opened once.
 func (s *Symbolizer) vdsoObject() *object {
 	s.vdsoOnce.Do(func() {
-		img, err := proc.VDSO()
-		if err == nil {
-			s.vdso, err = openObject(nopCloser{bytes.NewReader(img)}, "[vdso]", "")
-		}
+		pf, err := s.pfiles.VDSO()
 		if err != nil {
 			s.log.Warn("symbolizer: cannot read the vDSO", "err", err)
 			return
 		}
-		s.vdso.key = "vdso"
+		s.vdso = &object{key: pf.ContentKey, pf: pf, path: pf.Path}
 	})
 	return s.vdso
 }
-
-type nopCloser struct{ *bytes.Reader }
-
-func (nopCloser) Close() error { return nil }

@@ -159,7 +159,7 @@ func TestVDSO(t *testing.T) {
 	if v == nil {
 		t.Fatal("no vdso")
 	}
-	syms, err := v.elf.DynamicSymbols()
+	syms, err := v.pf.ELF.DynamicSymbols()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestVDSO(t *testing.T) {
 		t.Fatal("no [vdso] in our maps")
 	}
 	base, _ := strconv.ParseUint(string(m[1]), 16, 64)
-	fr := s.ResolveUser(uint32(os.Getpid()), base+sym.Value-v.loads[0].Vaddr+v.loads[0].Off+2)
+	fr := s.ResolveUser(uint32(os.Getpid()), base+sym.Value-v.pf.Loads[0].Vaddr+v.pf.Loads[0].Off+2)
 	if !strings.Contains(fr.Lines[0].Function, "clock_gettime") || fr.Mapping.File != "[vdso]" {
 		t.Errorf("vdso clock_gettime resolved to %+v in %+v", fr.Lines, fr.Mapping)
 	}

@@ -1,10 +1,8 @@
 package symbolizer
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,20 +13,17 @@ import (
 	"github.com/scorch-profiler/scorch/symbolizer/internal/elfsym"
 )
 
-// An object is one ELF file, shared by every process that maps it (objects
-// are keyed by build id). It holds the open file so that its tables can be
-// (re)loaded after the processes that mapped it are gone; the tables are
-// what the cache bounds.
+// An object is the symbol tables of one ELF file, shared by every process
+// that maps it (objects are keyed by the file's content key: its build
+// id). It holds a reference to the opened, parsed file (internal/process's
+// File, which the unwinder's table worker shares) so that its tables can
+// be (re)loaded after the processes that mapped it are gone; the tables
+// are what the cache bounds.
 type object struct {
-	key     string
-	path    string // as first seen, for logs
-	root    string // the first process's root, for separate debug files
-	buildID string
-	file    io.Closer
-	ra      io.ReaderAt // the file's bytes (an *os.File: sections are mapped)
-	elf     *elf.File
-	loads   []elf.ProgHeader // PT_LOAD segments
-	isGo    bool
+	key  string     // pf.ContentKey
+	pf   *proc.File // released when the object is removed from the cache
+	path string     // as first seen, for logs
+	root string     // the first process's root, for separate debug files
 
 	// Guarded by fileCache.mu.
 	refs    int // processes mapping it
@@ -72,51 +67,13 @@ func (t *tables) size() int64 {
 // symbols returns the object's ELF symbol table, reading it on first use.
 func (t *tables) symbols(o *object, s *Symbolizer) *elfsym.Table {
 	t.symsOnce.Do(func() {
-		if syms, err := elfsym.NewFrom(o.elf, o.ra); err == nil {
+		if syms, err := elfsym.NewFrom(o.pf.ELF, o.pf.ReaderAt()); err == nil {
 			t.syms.Store(syms)
 		} else if !errors.Is(err, elfsym.ErrNoSymbols) {
 			s.log.Debug("symbolizer: unusable symbol table", "file", o.path, "err", err)
 		}
 	})
 	return t.syms.Load()
-}
-
-// openObject reads the headers of an ELF file. f is owned by the object
-// from then on.
-// openObject reads the headers of an ELF file under proc.Guard (a panic
-// is a *proc.ParseError). f is owned by the object from then on, and
-// closed on error.
-func openObject(f interface {
-	io.ReaderAt
-	io.Closer
-}, path, root string) (*object, error) {
-	var obj *object
-	err := proc.Guard(path, func() error {
-		ef, err := elf.NewFile(f)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		obj = &object{path: path, root: root, file: f, ra: f, elf: ef}
-		for _, p := range ef.Progs {
-			if p.Type == elf.PT_LOAD {
-				obj.loads = append(obj.loads, p.ProgHeader)
-			}
-		}
-		if len(obj.loads) == 0 {
-			return fmt.Errorf("%s: no PT_LOAD segments", path)
-		}
-		obj.buildID = proc.BuildID(ef)
-		obj.isGo = ef.Section(".gopclntab") != nil
-		if obj.buildID == "" && obj.isGo {
-			obj.buildID = proc.GoBuildID(ef)
-		}
-		return nil
-	})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return obj, nil
 }
 
 // load returns the object's tables, loading them on first use or after
@@ -177,15 +134,15 @@ func (o *object) readTables(s *Symbolizer) (*tables, error) {
 	t := &tables{}
 	// Go binaries: the pclntab is exact (with inlining), always present and
 	// far smaller than Go's DWARF.
-	if o.isGo {
-		if g, err := gopclntab.Open(o.elf, o.ra); err == nil {
+	if o.pf.IsGo {
+		if g, err := gopclntab.Open(o.pf.ELF, o.pf.ReaderAt()); err == nil {
 			t.gopcl = g
 		} else {
 			s.log.Debug("symbolizer: no usable pclntab", "file", o.path, "err", err)
 		}
 	}
 	if t.gopcl == nil {
-		if d, err := openDWARF(o.elf, o.ra, o.path, o.root, s.opts.DebugDirs); err == nil {
+		if d, err := openDWARF(o.pf.ELF, o.pf.ReaderAt(), o.path, o.root, s.opts.DebugDirs); err == nil {
 			t.dwarf = d
 		} else if !errors.Is(err, dwarfsym.ErrNoDWARF) {
 			s.log.Debug("symbolizer: unusable DWARF", "file", o.path, "err", err)
@@ -273,11 +230,4 @@ func (t *tables) lookup(s *Symbolizer, o *object, pc uint64, buf []Line) []Line 
 		}
 	}
 	return buf
-}
-
-func (o *object) close() {
-	if o.file != nil {
-		o.file.Close()
-		o.file = nil
-	}
 }

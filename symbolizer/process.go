@@ -103,7 +103,7 @@ func (s *Symbolizer) readMaps(p *process) error {
 				opened[key] = pm.obj
 			}
 			if pm.obj != nil {
-				pm.m.BuildID = pm.obj.buildID
+				pm.m.BuildID = pm.obj.pf.BuildID
 			}
 		}
 		next = append(next, pm)
@@ -130,44 +130,31 @@ func (s *Symbolizer) readMaps(p *process) error {
 func (s *Symbolizer) setVDSO(pm *pmapping) {
 	pm.vdso = true
 	if v := s.vdsoObject(); v != nil {
-		pm.m.BuildID = v.buildID
+		pm.m.BuildID = v.pf.BuildID
 	}
 }
 
-// openMapping opens the file of a mapping (proc.OpenMapped: through
-// map_files, which works for deleted files and other mount namespaces,
-// else through the process's root) and returns its shared object with a
-// new reference.
+// openMapping opens the file of a mapping (through the shared
+// proc.Files: map_files, which works for deleted files and other mount
+// namespaces, else the process's root; parsed once for the symbolizer and
+// the unwinder) and returns its shared object with a new reference.
 func (s *Symbolizer) openMapping(p *process, m *proc.Mapping) *object {
-	f, err := proc.OpenMapped(s.procDir(p.pid), *m)
+	pf, err := s.pfiles.Open(s.procDir(p.pid), *m)
 	if err != nil {
-		s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", err)
-		return nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", err)
-		return nil
-	}
-	fkey := proc.FileKey(fi)
-	if o := s.files.lookupFile(fkey); o != nil {
-		f.Close()
-		return o
-	}
-	in, _ := proc.FileInode(fi)
-	o, err := openObject(f, m.Path, p.root)
-	if err != nil {
-		if pe := (*proc.ParseError)(nil); errors.As(err, &pe) {
+		var pe *proc.ParseError
+		switch {
+		case errors.As(err, &pe):
 			s.stats.recoveredPanics.Add(1)
 			s.log.Error("symbolizer: panic while opening file", "file", m.Path, "err", err, "stack", pe.Stack)
-		} else {
+		case errors.Is(err, proc.ErrNotELF):
 			s.stats.parseErrors.Add(1)
 			s.log.Debug("symbolizer: not an ELF file", "file", m.Path, "err", err)
+		default:
+			s.log.Debug("symbolizer: cannot open mapped file", "pid", p.pid, "file", m.Path, "err", err)
 		}
 		return nil
 	}
-	return s.files.add(o, fkey, in)
+	return s.files.objectOf(pf, p.root)
 }
 
 // find returns the mapping containing addr. p.mu must be held.

@@ -25,6 +25,7 @@ type Symbolizer struct {
 	mu    sync.Mutex
 	procs map[uint32]*process
 
+	pfiles   *proc.Files // the opened files (see Files)
 	vdsoOnce sync.Once
 	vdso     *object
 
@@ -58,12 +59,14 @@ func New(opts Options) *Symbolizer {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	pfiles := proc.NewFiles(0)
 	s := &Symbolizer{
-		opts:  opts,
-		log:   opts.Logger,
-		dem:   newDemangler(opts.Demangle),
-		files: newFileCache(opts.CacheBytes),
-		procs: make(map[uint32]*process),
+		opts:   opts,
+		log:    opts.Logger,
+		dem:    newDemangler(opts.Demangle),
+		files:  newFileCache(opts.CacheBytes, pfiles),
+		pfiles: pfiles,
+		procs:  make(map[uint32]*process),
 	}
 	s.stripped.max = maxStrippedNotes
 	s.kern = newKernel(s)
@@ -104,7 +107,9 @@ func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
 	case m.Inode == 0:
 		pm.anon = true
 	default:
-		pm.obj = s.files.lookupInode(proc.Inode{Dev: m.Dev, Ino: m.Inode})
+		if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
+			pm.obj = s.files.objectOf(pf, p.root)
+		}
 		if pm.obj == nil {
 			// Not open yet: the maps name the file, while the process
 			// lives.
@@ -116,7 +121,7 @@ func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
 			pm.m.File = "[unknown]"
 		} else {
 			pm.m.File, pm.path = pm.obj.path, pm.obj.path
-			pm.m.BuildID = pm.obj.buildID
+			pm.m.BuildID = pm.obj.pf.BuildID
 		}
 	}
 	s.stats.kernelMappings.Add(1)
@@ -237,7 +242,7 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 		s.files.touch(obj)
 	}
 	var lines []Line
-	if pc, ok := proc.ELFAddr(obj.loads, proc.Mapping{Start: pm.m.Start, End: pm.m.Limit, Offset: pm.m.Offset}, addr); ok {
+	if pc, ok := proc.ELFAddr(obj.pf.Loads, proc.Mapping{Start: pm.m.Start, End: pm.m.Limit, Offset: pm.m.Offset}, addr); ok {
 		lines = obj.resolve(s, pc, make([]Line, 0, 2))
 	}
 	if len(lines) == 0 {
@@ -324,11 +329,18 @@ func (s *Symbolizer) Stats() Stats {
 	}
 }
 
+// Files returns the cache of opened, parsed files the symbolizer reads,
+// for the sampler's unwind-table worker to share (internal/profiler hands
+// it over), so that each mapped file is opened and parsed once whichever
+// asks first. It is closed with the symbolizer.
+func (s *Symbolizer) Files() *proc.Files { return s.pfiles }
+
 // Close releases every open file. The Symbolizer must not be used after.
 func (s *Symbolizer) Close() error {
 	s.mu.Lock()
 	s.procs = make(map[uint32]*process)
 	s.mu.Unlock()
 	s.files.closeAll()
+	s.pfiles.Close()
 	return nil
 }

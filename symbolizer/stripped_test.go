@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	proc "github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 )
 
@@ -38,16 +37,15 @@ func TestStrippedNote(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, err := openObject(f, path, "/")
+		pf, err := s.pfiles.Adopt(f, path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fi, _ := f.Stat()
-		o.key = proc.FileKey(fi)
+		o := s.files.objectOf(pf, "/")
 		if o.load(s) != nil {
 			t.Fatalf("%s: symbols loaded from a stripped file", path)
 		}
-		o.close()
+		s.files.release(o) // no process maps it: closed, as no tables were loaded
 	}
 	if n := strings.Count(log.String(), "level=DEBUG msg=\"symbolizer: file has no symbols (stripped)"); n != 1 {
 		t.Errorf("%d notes, want 1:\n%s", n, log.String())
@@ -120,11 +118,12 @@ func TestParsePanicRecovered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := openObject(f, path, "/")
+	pf, err := s.pfiles.Adopt(f, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer o.close()
+	o := s.files.objectOf(pf, "/")
+	defer s.files.release(o)
 	for range 2 {
 		if o.load(s) != nil {
 			t.Fatal("tables loaded despite the panic")

@@ -32,6 +32,9 @@ type Symbolizer interface {
 	// a process's mappings, for the samples of processes that exited
 	// before their mappings could be read (sampler.KernelMapping).
 	UseKernelMappings(func(pid uint32, addr uint64) (process.Mapping, bool))
+	// Files is its cache of opened, parsed files, which the sampler's
+	// unwind-table worker shares.
+	Files() *process.Files
 }
 
 // Config configures a Profiler.
@@ -98,6 +101,9 @@ func Open(cfg Config) (*Profiler, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Sampler.Logger = cfg.Logger
+	// One cache of opened, parsed files for the unwinder's tables and the
+	// symbols: each mapped file is opened and parsed once.
+	cfg.Sampler.Files = cfg.Symbolizer.Files()
 	s, err := sampler.Open(cfg.Sampler)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package profiler
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +52,7 @@ func (f *fakeSymbolizer) Forget(pid uint32) {
 }
 
 func (f *fakeSymbolizer) UseKernelMappings(func(uint32, uint64) (process.Mapping, bool)) {}
+func (f *fakeSymbolizer) Files() *process.Files                                          { return nil }
 
 func (f *fakeSymbolizer) ResolveUser(uint32, uint64) symbolizer.Frame { return symbolizer.Frame{} }
 func (f *fakeSymbolizer) ResolveKernel(uint64) symbolizer.Frame       { return symbolizer.Frame{} }
@@ -131,5 +134,66 @@ func TestLifecycle(t *testing.T) {
 	}
 	if p.tracked.has(pid) || p.tracked.has(lost) {
 		t.Errorf("released processes still tracked (%d tracked)", n)
+	}
+}
+
+// TestFilesParsedOnce: the unwinder's table worker and the symbolizer share
+// one cache of opened, parsed files, so that each file a profiled process
+// maps is opened and parsed once, whichever asks first. The workload is
+// profiled with a pid filter: the worker loads its tables before sampling,
+// the symbolizer reads its maps at its first sample, and its frames are
+// named.
+func TestFilesParsedOnce(t *testing.T) {
+	testenv.RequireRoot(t)
+	w := testenv.StartWorkload(t, "nofp-c", "2")
+	pid := uint32(w.Process.Pid)
+	defer w.Wait()
+	time.Sleep(100 * time.Millisecond) // past the loader
+	maps, err := process.ReadMaps(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[[2]uint64]string{}
+	for _, m := range maps {
+		if m.Exec() && !m.Anonymous() && !m.Pseudo() {
+			files[[2]uint64{m.Dev, m.Inode}] = m.Path
+		}
+	}
+
+	sym := symbolizer.New(symbolizer.Options{})
+	defer sym.Close()
+	p, err := Open(Config{
+		Sampler:       sampler.Options{Frequency: 499, Pids: []uint32{pid}},
+		DrainInterval: 200 * time.Millisecond,
+		Symbolizer:    sym,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	named := 0
+	err = p.Run(ctx, func(b Batch) {
+		for _, s := range b.Samples {
+			if s.Pid != pid || len(s.User) == 0 {
+				continue
+			}
+			fr := sym.ResolveUser(pid, s.User[0])
+			if fr.Mapping != nil && strings.HasSuffix(fr.Mapping.File, "/nofp-c") && !strings.Contains(fr.Lines[0].Function, "+0x") {
+				named++
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named == 0 {
+		t.Fatal("no sample of the workload was named")
+	}
+	st := sym.Files().Stats()
+	t.Logf("%d files mapped: %v; %+v", len(files), files, st)
+	if st.Parses != uint64(len(files)) || st.Hits < uint64(len(files)) {
+		t.Errorf("%d parses and %d hits for the %d files the workload maps, want one parse each and a hit each for the second user", st.Parses, st.Hits, len(files))
 	}
 }

@@ -141,15 +141,20 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 			stack:               append([]byte(nil), raw.Stack[:min(int(raw.StackLen), len(raw.Stack))]...),
 			deadline:            time.Now().Add(deferWait),
 		}
-		// The process's code mappings, now, while it lives; read again
-		// when the cached ones lack the PC (a library mapped since).
+		// The process's code mappings, now, while it lives: those the
+		// kernel's walker learned (it met the PC's mapping unless the mmap
+		// lock was busy), else /proc/PID/maps; again when the cached ones
+		// lack the PC (a library mapped since).
 		k := procKey{p.pid, p.comm}
 		pm, ok := maps[k]
 		if !ok || findMapping(pm.maps, p.regs.PC) == nil || time.Since(pm.read) > mapsFresh {
 			if len(maps) >= 64 {
 				clear(maps)
 			}
-			pm = procMaps{codeMappings(m.procDir(p.pid)), time.Now()}
+			pm = procMaps{fileMappings(kernelMappings(m.procs, p.pid)), time.Now()}
+			if findMapping(pm.maps, p.regs.PC) == nil {
+				pm.maps = codeMappings(m.procDir(p.pid))
+			}
 			maps[k] = pm
 		}
 		p.maps = pm.maps
@@ -173,6 +178,12 @@ func codeMappings(dir string) []process.Mapping {
 		}
 	}
 	return out
+}
+
+// fileMappings keeps the mappings of files in ms (not the vDSO, nor
+// anonymous memory, which have no inode), as codeMappings does.
+func fileMappings(ms []process.Mapping) []process.Mapping {
+	return slices.DeleteFunc(ms, func(m process.Mapping) bool { return m.Inode == 0 })
 }
 
 func findMapping(ms []process.Mapping, pc uint64) *process.Mapping {

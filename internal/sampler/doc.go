@@ -67,8 +67,10 @@
 // opened as the request arrives (a short-lived process may exit before it
 // is built): through
 // the requesting process's /proc/PID/map_files (files in containers and
-// deleted files work; package process), builds its table once per build id
-// under process.Guard (a malformed file is counted, never a crash), reads it
+// deleted files work) and handed to Options.Files, the cache of opened,
+// parsed files it shares with the symbolizer (package process: a file either
+// opened first is not opened or parsed again); it builds its table once per
+// build id under process.Guard (a malformed file is counted, never a crash), reads it
 // from the on-disk cache instead when Options.TableCacheDir has it, copies
 // it into a slice of the shared row array (first fit;
 // Options.UnwindTableBytes bounds it, 16 MiB by default: files that do not

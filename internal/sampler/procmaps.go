@@ -28,16 +28,25 @@ func (s *Sampler) KernelMapping(pid uint32, addr uint64) (m process.Mapping, ok 
 	if s.tables == nil {
 		return m, false
 	}
-	var p bpf.ScorchUnwindProc
-	if err := s.objs.UnwindProcs.Lookup(pid, &p); err != nil {
-		return m, false
+	for _, km := range kernelMappings(s.objs.UnwindProcs, pid) {
+		if km.Start <= addr && addr < km.End {
+			return km, true
+		}
 	}
+	return m, false
+}
+
+// kernelMappings are the executable mappings of pid the kernel's walker
+// learned, from procs (unwind_procs), as KernelMapping describes them.
+func kernelMappings(procs *ebpf.Map, pid uint32) []process.Mapping {
+	var p bpf.ScorchUnwindProc
+	if err := procs.Lookup(pid, &p); err != nil {
+		return nil
+	}
+	out := make([]process.Mapping, 0, p.N)
 	for i := 0; i < int(min(p.N, uint32(len(p.M)))); i++ {
 		km := &p.M[i]
-		if km.Start > addr || addr >= km.End {
-			continue
-		}
-		m = process.Mapping{Start: km.Start, End: km.End, Perm: process.Read | process.Exec, Offset: km.Pgoff << pageShift}
+		m := process.Mapping{Start: km.Start, End: km.End, Perm: process.Read | process.Exec, Offset: km.Pgoff << pageShift}
 		switch km.Kind {
 		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_FILE):
 			m.Dev = userDev(km.File.Dev)
@@ -45,9 +54,9 @@ func (s *Sampler) KernelMapping(pid uint32, addr uint64) (m process.Mapping, ok 
 		case uint32(bpf.ScorchUnwindMappingKindUNWIND_MAPPING_VDSO):
 			m.Path = "[vdso]"
 		}
-		return m, true
+		out = append(out, m)
 	}
-	return m, false
+	return out
 }
 
 // Forget deletes what the kernel keeps of process pid for naming its samples

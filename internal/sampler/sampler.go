@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scorch-profiler/scorch/bpf"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/unwinder"
 )
 
@@ -67,7 +68,11 @@ type Options struct {
 	// holds twice as many keys. A stack that does not fit is counted as
 	// lost by reason; the sample is kept without it.
 	StackMapEntries int
-	Logger          *slog.Logger
+	// Files is the cache of opened, parsed files the table worker shares
+	// with the symbolizer, so that each mapped file is opened and parsed
+	// once (nil: the sampler's own).
+	Files  *process.Files
+	Logger *slog.Logger
 }
 
 // DefaultStackMapEntries is the default of Options.StackMapEntries: room
@@ -164,7 +169,8 @@ type Sampler struct {
 	perfFDs   []int
 	events    *ringbuf.Reader
 	active    uint32
-	tables    *tableManager // nil with FramePointersOnly
+	tables    *tableManager  // nil with FramePointersOnly
+	ownFiles  *process.Files // the tables' file cache when Options gave none: closed with the sampler
 	closed    bool
 	CPUs      int
 	Frequency int
@@ -277,7 +283,12 @@ func Open(opts Options) (_ *Sampler, err error) {
 				s.log.Warn("unwind tables are not cached on disk", "err", err)
 			}
 		}
-		s.tables, err = newTableManager(s.log, opts.ProcRoot, s.objs.UnwindRows, s.objs.UnwindFiles, s.objs.UnwindRequests, s.objs.Deferred, s.barrier, cache)
+		pfiles := opts.Files
+		if pfiles == nil {
+			s.ownFiles = process.NewFiles(0)
+			pfiles = s.ownFiles
+		}
+		s.tables, err = newTableManager(s.log, opts.ProcRoot, pfiles, &s.objs, s.barrier, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -820,6 +831,9 @@ func (s *Sampler) Close() error {
 	if s.tables != nil && !s.closed {
 		// s.tables stays set: a ReadEvents still running may notify it.
 		s.tables.close()
+		if s.ownFiles != nil {
+			s.ownFiles.Close()
+		}
 	}
 	s.closed = true
 	for _, l := range s.links {

@@ -1,7 +1,6 @@
 package sampler
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/binary"
@@ -137,9 +136,11 @@ type fileEntry struct {
 // stops and waits for them.
 type tableManager struct {
 	log      *slog.Logger
-	procRoot string    // "/proc", or the host's /proc mounted elsewhere
-	rows     *ebpf.Map // unwind_rows
-	files    *ebpf.Map // unwind_files
+	procRoot string         // "/proc", or the host's /proc mounted elsewhere
+	pfiles   *process.Files // the opened, parsed files, shared with the symbolizer
+	rows     *ebpf.Map      // unwind_rows
+	files    *ebpf.Map      // unwind_files
+	procs    *ebpf.Map      // unwind_procs (see kernelMappings)
 	requests *ringbuf.Reader
 	// barrier is updated before freed rows are reused, so that no program
 	// still walks the old table (see Sampler.Drain).
@@ -193,7 +194,8 @@ type tableManager struct {
 	finished     finishedSamples
 }
 
-func newTableManager(log *slog.Logger, procRoot string, rows, files, requests, deferred *ebpf.Map, barrier func() error, cache *tableCache) (*tableManager, error) {
+func newTableManager(log *slog.Logger, procRoot string, pfiles *process.Files, objs *bpf.ScorchObjects, barrier func() error, cache *tableCache) (*tableManager, error) {
+	rows, files, requests, deferred := objs.UnwindRows, objs.UnwindFiles, objs.UnwindRequests, objs.Deferred
 	rd, err := ringbuf.NewReader(requests)
 	if err != nil {
 		return nil, fmt.Errorf("open unwind_requests ring buffer: %w", err)
@@ -205,7 +207,7 @@ func newTableManager(log *slog.Logger, procRoot string, rows, files, requests, d
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &tableManager{
-		log: log, procRoot: procRoot, rows: rows, files: files, requests: rd, barrier: barrier,
+		log: log, procRoot: procRoot, pfiles: pfiles, rows: rows, procs: objs.UnwindProcs, files: files, requests: rd, barrier: barrier,
 		reqs:      make(chan request, tableQueue),
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -436,25 +438,23 @@ func (m *tableManager) answer(r request) {
 // builder takes one of slots first (m.slots for the kernel's requests,
 // m.warmSlots for warm's, so that those never wait behind warm's).
 func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path string, slots chan struct{}) {
-	ef, ck, err := m.parse(f, key, path)
+	pf, err := m.adopt(f, path)
 	if err != nil {
-		f.Close()
 		if keyed {
 			m.setEntry(key, &fileEntry{})
 		}
 		return
 	}
+	ck := pf.ContentKey
 	if waiters, ok := m.inflight[ck]; ok {
 		if keyed {
 			m.inflight[ck] = append(waiters, key)
 		}
-		ef.Close()
-		f.Close()
+		m.pfiles.Release(pf)
 		return
 	}
-	if t, ok := m.tableNow(ck, ef, f, path, false); ok {
-		ef.Close()
-		f.Close()
+	if t, ok := m.tableNow(pf, false); ok {
+		m.pfiles.Release(pf)
 		if keyed {
 			m.setEntry(key, &fileEntry{tab: t})
 		}
@@ -467,9 +467,8 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 	m.builders.Add(1)
 	go func() {
 		defer m.builders.Done()
-		defer f.Close()
-		defer ef.Close()
-		big := unwindInfoSize(ef) >= bigBuildBytes
+		defer m.pfiles.Release(pf)
+		big := unwindInfoSize(pf.ELF) >= bigBuildBytes
 		if big {
 			select {
 			case m.bigSlots <- struct{}{}:
@@ -485,7 +484,7 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 			}
 			return
 		}
-		b := m.encode(ck, ef, f, path)
+		b := m.encode(pf)
 		if big {
 			debug.FreeOSMemory()
 		}
@@ -500,11 +499,12 @@ func (m *tableManager) answerFile(key fileKey, keyed bool, f *os.File, path stri
 	}()
 }
 
-// tableNow returns ck's table when it can be had without a builder, and
+// tableNow returns pf's table when it can be had without a builder, and
 // true: loaded already, known to have none (nil), read from the on-disk
 // cache, or built here when it is small (a millisecond or so, never behind
 // a big table in the builder's queue) or when always is set.
-func (m *tableManager) tableNow(ck string, ef *elf.File, r io.ReaderAt, path string, always bool) (*table, bool) {
+func (m *tableManager) tableNow(pf *process.File, always bool) (*table, bool) {
+	ck := pf.ContentKey
 	if t := m.tables[ck]; t != nil {
 		return t, true
 	}
@@ -513,10 +513,10 @@ func (m *tableManager) tableNow(ck string, ef *elf.File, r io.ReaderAt, path str
 	}
 	if rows, adj, ok := m.cache.get(ck); ok {
 		m.stats.cacheHits.Add(1)
-		return m.finishBuild(built{ck: ck, path: path, rows: rows, adj: adj}), true
+		return m.finishBuild(built{ck: ck, path: pf.Path, rows: rows, adj: adj}), true
 	}
-	if always || unwindInfoSize(ef) < inlineBuildBytes {
-		return m.finishBuild(m.encode(ck, ef, r, path)), true
+	if always || unwindInfoSize(pf.ELF) < inlineBuildBytes {
+		return m.finishBuild(m.encode(pf)), true
 	}
 	return nil, false
 }
@@ -549,25 +549,16 @@ func (m *tableManager) builtOne(b built) {
 	}
 }
 
-// parse reads f's ELF header and content key, under the recover boundary.
-func (m *tableManager) parse(f *os.File, key fileKey, path string) (*elf.File, string, error) {
-	var (
-		ef *elf.File
-		ck string
-	)
-	err := process.Guard(path, func() error {
-		var err error
-		if ef, err = elf.NewFile(f); err != nil {
-			return err
-		}
-		ck = contentKey(ef, f, key)
-		return nil
-	})
+// adopt hands f, opened as path, to the shared file cache, which parses it
+// under the recover boundary unless it is open already (see
+// process.Files.Adopt), and returns it with a reference.
+func (m *tableManager) adopt(f *os.File, path string) (*process.File, error) {
+	pf, err := m.pfiles.Adopt(f, path)
 	if err != nil {
 		m.countParseError(path, err)
-		return nil, "", err // not ELF (a script interpreter's mapping, a JIT file), or malformed
+		return nil, err // not ELF (a script interpreter's mapping, a JIT file), or malformed
 	}
-	return ef, ck, nil
+	return pf, nil
 }
 
 // openRequested opens the file a request names, at once, before the
@@ -600,17 +591,19 @@ func (m *tableManager) preload(pid uint32) {
 		if !mp.Exec() || mp.Anonymous() || mp.Pseudo() {
 			continue
 		}
-		f, err := process.OpenMapped(dir, mp)
+		pf, err := m.pfiles.Open(dir, mp)
 		if err != nil {
+			m.countParseError(mp.Path, err)
 			continue
 		}
-		key, ok := kernelKey(f, mp)
+		key, ok := kernelKey(pf.Fd(), mp)
 		if !ok {
-			m.tableOf(f, fileKey{}, mp.Path) // built; the entry waits for the kernel's request
+			m.tableNow(pf, true) // built; the entry waits for the kernel's request
 		} else if m.entries[key] == nil {
-			m.setEntry(key, &fileEntry{tab: m.tableOf(f, key, mp.Path)})
+			t, _ := m.tableNow(pf, true)
+			m.setEntry(key, &fileEntry{tab: t})
 		}
-		f.Close()
+		m.pfiles.Release(pf)
 	}
 }
 
@@ -686,7 +679,7 @@ func (m *tableManager) warm(ctx context.Context) {
 		if err != nil {
 			continue // its process exited meanwhile
 		}
-		key, keyed := kernelKey(f, l.mp)
+		key, keyed := kernelKey(f.Fd(), l.mp)
 		if !m.send(request{warm: true, key: key, keyed: keyed, file: f, path: l.mp.Path}) {
 			f.Close()
 			return
@@ -724,11 +717,11 @@ func (m *tableManager) warmOne(r request) {
 // generation, on the file systems that keep one (ext4, btrfs, xfs).
 const fsIocGetversion = 0x80087601
 
-// kernelKey is the kernel's key for the file mp maps, opened as f: the
+// kernelKey is the kernel's key for the file mp maps, open as fd: the
 // device and inode from the maps line, the generation by FS_IOC_GETVERSION
 // (false when the file system does not say).
-func kernelKey(f *os.File, mp process.Mapping) (fileKey, bool) {
-	gen, err := unix.IoctlGetUint32(int(f.Fd()), fsIocGetversion)
+func kernelKey(fd uintptr, mp process.Mapping) (fileKey, bool) {
+	gen, err := unix.IoctlGetUint32(int(fd), fsIocGetversion)
 	if err != nil {
 		return fileKey{}, false
 	}
@@ -748,20 +741,6 @@ func userDev(kdev uint32) uint64 {
 	return uint64(kdev>>20)<<32 | uint64(kdev&(1<<20-1))
 }
 
-// tableOf returns the table of the ELF file f (nil when it has none usable),
-// building and loading it unless a file with the same contents has one.
-// Everything read from f is untrusted (a container's file): a malformed
-// file is counted and left to frame pointers, never a crash.
-func (m *tableManager) tableOf(f *os.File, key fileKey, path string) *table {
-	ef, ck, err := m.parse(f, key, path)
-	if err != nil {
-		return nil
-	}
-	defer ef.Close()
-	t, _ := m.tableNow(ck, ef, f, path, true)
-	return t
-}
-
 // countParseError counts a file that made its parser panic (a malformed,
 // perhaps hostile, file from a container).
 func (m *tableManager) countParseError(path string, err error) {
@@ -776,18 +755,12 @@ func (m *tableManager) countParseError(path string, err error) {
 // (the walker looks the vDSO up there): every process maps the same image
 // of its word size.
 func (m *tableManager) loadVDSO() {
-	img, err := process.VDSO()
+	pf, err := m.pfiles.VDSO()
 	if err != nil {
 		m.log.Debug("unwind tables: no vDSO table", "err", err)
 		return
 	}
-	ra := bytes.NewReader(img)
-	ef, err := elf.NewFile(ra)
-	if err != nil {
-		m.log.Debug("unwind tables: no vDSO table", "err", err)
-		return
-	}
-	if t := m.finishBuild(m.encode("vdso", ef, ra, "[vdso]")); t != nil {
+	if t := m.finishBuild(m.encode(pf)); t != nil {
 		m.setEntry(fileKey{}, &fileEntry{tab: t})
 		t.refs++ // never released
 	}
@@ -801,13 +774,12 @@ type built struct {
 	err      error
 }
 
-// encode builds the rows of ef, whose bytes r reads (see unwinder.Build),
-// and keeps them in the on-disk cache. It touches no worker state, so
-// builder goroutines run it.
-func (m *tableManager) encode(ck string, ef *elf.File, r io.ReaderAt, path string) built {
-	b := built{ck: ck, path: path}
+// encode builds the rows of pf (see unwinder.Build) and keeps them in the
+// on-disk cache. It touches no worker state, so builder goroutines run it.
+func (m *tableManager) encode(pf *process.File) built {
+	b := built{ck: pf.ContentKey, path: pf.Path}
 	found := false
-	for _, p := range ef.Progs {
+	for _, p := range pf.ELF.Progs {
 		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
 			b.adj = int64(p.Vaddr - p.Off)
 			found = true
@@ -816,8 +788,8 @@ func (m *tableManager) encode(ck string, ef *elf.File, r io.ReaderAt, path strin
 	}
 	start := time.Now()
 	var tab *unwinder.Table
-	b.err = process.Guard(path, func() (err error) {
-		tab, err = buildTable(ef, r)
+	b.err = process.Guard(pf.Path, func() (err error) {
+		tab, err = buildTable(pf.ELF, pf.ReaderAt())
 		return err
 	})
 	m.stats.builds.Add(1)
@@ -829,7 +801,7 @@ func (m *tableManager) encode(ck string, ef *elf.File, r io.ReaderAt, path strin
 		return b
 	}
 	b.rows, _ = tab.AppendBinary(nil)
-	m.cache.put(ck, b.rows, b.adj)
+	m.cache.put(b.ck, b.rows, b.adj)
 	return b
 }
 
@@ -1083,20 +1055,3 @@ func openMapped(dir string, start, end uint64) (*os.File, string, error) {
 // exec'd again or unmapped it since (a shell exec'ing its command, a
 // dlclose).
 var errMappingGone = errors.New("mapping gone")
-
-// contentKey identifies a file's contents: its GNU (or Go) build id, else
-// its device, inode, size and modification time.
-func contentKey(ef *elf.File, f *os.File, key fileKey) string {
-	if id := process.BuildID(ef); id != "" {
-		return "build-id:" + id
-	}
-	if id := process.GoBuildID(ef); id != "" {
-		return "go-build-id:" + id
-	}
-	if fi, err := f.Stat(); err == nil {
-		if k := process.FileKey(fi); k != "" {
-			return k
-		}
-	}
-	return fmt.Sprintf("inode:%x:%d:%d", key.Dev, key.Ino, key.Gen)
-}

@@ -341,7 +341,7 @@ func TestWarmSharedLibraries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, ok := kernelKey(f, libc)
+	key, ok := kernelKey(f.Fd(), libc)
 	f.Close()
 	if !ok {
 		t.Skipf("%s's file system gives no inode generation: the table is built, its kernel entry waits for a request", libc.Path)
