@@ -180,9 +180,11 @@ func (b *Builder) Add(s sampler.Sample) {
 	}
 	b.locBuf = locs
 
-	// Identical stacks of one process (and name) are one pprof sample.
+	// Identical stacks of one thread (and name) are one pprof sample.
 	key := b.keyBuf[:0]
 	key = strconv.AppendUint(key, uint64(s.Pid), 10)
+	key = append(key, 0)
+	key = strconv.AppendUint(key, uint64(s.Tid), 10)
 	key = append(key, 0)
 	key = append(key, s.Comm...)
 	for _, l := range locs {
@@ -199,7 +201,7 @@ func (b *Builder) Add(s sampler.Sample) {
 		Location: append([]*profile.Location(nil), locs...),
 		Value:    []int64{int64(s.Count), int64(s.Count) * b.period},
 		Label:    map[string][]string{"comm": {s.Comm}},
-		NumLabel: map[string][]int64{"pid": {int64(s.Pid)}},
+		NumLabel: map[string][]int64{"pid": {int64(s.Pid)}, "tid": {int64(s.Tid)}},
 	}
 	b.samples[string(key)] = ps
 	b.p.Sample = append(b.p.Sample, ps)

@@ -44,7 +44,8 @@ func TestBuilder(t *testing.T) {
 	start := time.Unix(1700000000, 0)
 	b := NewBuilder(res, 100, start)
 	b.Add(sampler.Sample{Pid: 7, Tid: 7, Comm: "app", Kernel: []uint64{0xa0, 0xb0}, User: []uint64{0x2000, 0x3000}, Count: 2})
-	b.Add(sampler.Sample{Pid: 7, Tid: 8, Comm: "app", Kernel: []uint64{0xa0, 0xb0}, User: []uint64{0x2000, 0x3000}, Count: 3}) // same stack, other thread
+	b.Add(sampler.Sample{Pid: 7, Tid: 7, Comm: "app", Kernel: []uint64{0xa0, 0xb0}, User: []uint64{0x2000, 0x3000}, Count: 3}) // same stack and thread: merged
+	b.Add(sampler.Sample{Pid: 7, Tid: 8, Comm: "app", Kernel: []uint64{0xa0, 0xb0}, User: []uint64{0x2000, 0x3000}, Count: 4}) // same stack, other thread
 	b.Add(sampler.Sample{Pid: 9, Comm: "other", User: []uint64{0x2000}, UserLost: false, Count: 1})
 	b.Add(sampler.Sample{Pid: 9, Comm: "other", UserLost: true, Kernel: []uint64{0xa0}, Count: 4})
 	b.Add(sampler.Sample{Pid: 0, Comm: "swapper/0", Count: 1})
@@ -56,10 +57,13 @@ func TestBuilder(t *testing.T) {
 	if p.Period != 10_000_000 || p.DurationNanos != 2e9 || p.TimeNanos != start.UnixNano() {
 		t.Errorf("period %d duration %d time %d", p.Period, p.DurationNanos, p.TimeNanos)
 	}
-	if len(p.Sample) != 5 {
-		t.Fatalf("got %d samples, want 5 (threads of one process merge)", len(p.Sample))
+	if len(p.Sample) != 6 {
+		t.Fatalf("got %d samples, want 6 (one per thread and stack)", len(p.Sample))
 	}
-	if locs := p.Sample[4].Location; locs[len(locs)-1].Line[0].Function.Name != FrameTruncated {
+	if s := p.Sample[1]; s.Value[0] != 4 || s.NumLabel["tid"][0] != 8 || s.NumLabel["pid"][0] != 7 {
+		t.Errorf("the other thread's sample: values %v, labels %v", s.Value, s.NumLabel)
+	}
+	if locs := p.Sample[5].Location; locs[len(locs)-1].Line[0].Function.Name != FrameTruncated {
 		t.Errorf("truncated stack does not end in %s", FrameTruncated)
 	}
 	s := p.Sample[0]
@@ -75,16 +79,16 @@ func TestBuilder(t *testing.T) {
 	if got := strings.Join(names, ","); got != "ka0,kaf,u2000,inlined" {
 		t.Errorf("stack %s", got)
 	}
-	if s.Label["comm"][0] != "app" || s.NumLabel["pid"][0] != 7 {
+	if s.Label["comm"][0] != "app" || s.NumLabel["pid"][0] != 7 || s.NumLabel["tid"][0] != 7 {
 		t.Errorf("labels %v %v", s.Label, s.NumLabel)
 	}
 	if inl := s.Location[3]; len(inl.Line) != 2 || inl.Line[0].Function.Name != "inlined" || !inl.Mapping.HasInlineFrames {
 		t.Errorf("inline location %+v", inl)
 	}
-	if got := p.Sample[2].Location; got[0].Line[0].Function.Name != "ka0" || got[1].Line[0].Function.Name != FrameUserStackLost {
+	if got := p.Sample[3].Location; got[0].Line[0].Function.Name != "ka0" || got[1].Line[0].Function.Name != FrameUserStackLost {
 		t.Errorf("lost-stack sample %v", got)
 	}
-	if got := p.Sample[3].Location[0].Line[0].Function.Name; got != FrameNoStack {
+	if got := p.Sample[4].Location[0].Line[0].Function.Name; got != FrameNoStack {
 		t.Errorf("empty sample named %q", got)
 	}
 	// One per process file, and the kernel's for kernel frames the
@@ -108,14 +112,15 @@ func TestBuilder(t *testing.T) {
 		t.Fatal(err)
 	}
 	top, all := Top(back, 2)
-	if all != 12 || top[0].Name != "ka0" || top[0].Self != 9 {
+	if all != 16 || top[0].Name != "ka0" || top[0].Self != 13 {
 		t.Errorf("top %+v of %d", top, all)
 	}
 	var folded bytes.Buffer
 	if err := WriteFolded(&folded, back); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(folded.String(), "app;u2fff;inlined;u2000;kaf;ka0 5\n") {
+	// Folded stacks merge the threads of a process.
+	if !strings.Contains(folded.String(), "app;u2fff;inlined;u2000;kaf;ka0 9\n") {
 		t.Errorf("folded:\n%s", folded.String())
 	}
 }

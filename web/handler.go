@@ -438,6 +438,10 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		for _, fk := range filterKeys {
 			if v, ok := w.Labels[fk.label]; ok {
 				sets[fk.label][v] = true
+			} else if vs, ok := w.Values[fk.label]; ok {
+				for _, v := range vs {
+					sets[fk.label][v] = true
+				}
 			} else {
 				missing = append(missing, fk.label)
 			}

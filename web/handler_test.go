@@ -725,3 +725,36 @@ func BenchmarkPrepare50k(b *testing.B) {
 		}
 	}
 }
+
+// TestWindowValues: a window that lists its sample labels' values
+// (Window.Values, as the store's index does) is ruled out by a filter none
+// of them matches, and listed in api/labels, without opening its profile;
+// one that matches is opened and filtered per sample as before.
+func TestWindowValues(t *testing.T) {
+	m := testSource()
+	m.windows[2].Values = map[string][]string{"pid": {"77", "78"}, "comm": {"autovacuum", "postgres"}}
+	h := NewHandler(m, Options{})
+
+	var labels map[string][]string
+	getJSON(t, h, "/api/labels?service=db", &labels)
+	if m.opens != 2 { // w1 and w2 have no values: opened for pid and comm
+		t.Errorf("api/labels opened %d windows, want 2 (not w3, which lists its values)", m.opens)
+	}
+	if !slices.Equal(labels["comm"], []string{"autovacuum", "postgres"}) || !slices.Contains(labels["pid"], "77") {
+		t.Errorf("labels %v", labels)
+	}
+
+	// A fresh handler: nothing cached. w1 and w2 are ruled out by their
+	// pid window label, w3 by its values.
+	m.opens = 0
+	h = NewHandler(m, Options{})
+	var fg fgResponse
+	getJSON(t, h, "/api/flamegraph?pid=99", &fg)
+	if fg.Total != 0 || m.opens != 0 {
+		t.Errorf("pid=99: total %d after %d opens, want 0 after none", fg.Total, m.opens)
+	}
+	getJSON(t, h, "/api/flamegraph?comm=postgres", &fg)
+	if fg.Total != 4 || m.opens != 3 {
+		t.Errorf("comm=postgres: total %d after %d opens, want 4 after 3", fg.Total, m.opens)
+	}
+}

@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -148,7 +149,9 @@ func parseQuery(v url.Values, prefix string) (query, error) {
 
 // windowFilters splits the filters for window w: it returns false if a
 // window label rules the whole window out, else the filters that must be
-// checked per sample because w does not carry their label.
+// checked per sample because w does not carry their label. A filter of a
+// sample label whose values the window lists (Window.Values) rules it out
+// when none of them is wanted, without opening its profile.
 func (q *query) windowFilters(w Window) (bool, []filter) {
 	var rest []filter
 	for _, f := range q.filters {
@@ -157,6 +160,9 @@ func (q *query) windowFilters(w Window) (bool, []filter) {
 				return false, nil
 			}
 			continue
+		}
+		if vs, ok := w.Values[f.key]; ok && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+			return false, nil
 		}
 		rest = append(rest, f)
 	}

@@ -16,8 +16,13 @@ type Window struct {
 	ID       string            // opaque, stable key for Open
 	Start    time.Time         // window start (profile TimeNanos)
 	Duration time.Duration     // window length (profile DurationNanos)
-	Labels   map[string]string // service_name, pid, container_id, ...
+	Labels   map[string]string // service_name, container_id, ...
 	Samples  int64             // total sample count in the window
+	// Values, when the source knows them, are the distinct values of the
+	// profile's sample labels (pid, comm), so that the viewer lists and
+	// filters them without opening the profile; a label left out is
+	// unknown. Read-only.
+	Values map[string][]string
 }
 
 // Source is what the viewer reads profiles from: the agent's local store, or

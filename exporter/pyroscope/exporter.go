@@ -30,8 +30,9 @@ type Window struct {
 	Start    time.Time
 	Duration time.Duration
 	// Profile is the profile to send. Enqueue serializes it before it
-	// returns; during the call nothing else may use it (pprof's encoder
-	// writes into the profile).
+	// returns, without its samples' string labels (see dropStringLabels,
+	// which changes the profile); during the call nothing else may use it
+	// (pprof's encoder writes into the profile too).
 	Profile *profile.Profile
 	// Raw is an already serialized, gzipped pprof profile, used when
 	// Profile is nil. It must carry its own TimeNanos.
@@ -475,6 +476,7 @@ func prepare(w Window) (*item, error) {
 		if err := checkProfile(p); err != nil {
 			return nil, err
 		}
+		dropStringLabels(p)
 		raw, err = exporter.Marshal(p)
 		if err != nil {
 			return nil, fmt.Errorf("pyroscope: serializing profile: %w", err)
@@ -503,6 +505,16 @@ func prepare(w Window) (*item, error) {
 		raw:    int64(len(raw)),
 		size:   size,
 	}, nil
+}
+
+// dropStringLabels removes the string labels of p's samples (comm): a
+// Pyroscope distributor adds those to the series labels, a series per
+// distinct value, which would undo one series per target. Numeric labels
+// (pid, tid) are not series labels there and stay in the profile.
+func dropStringLabels(p *profile.Profile) {
+	for _, s := range p.Sample {
+		s.Label = nil
+	}
 }
 
 func checkProfile(p *profile.Profile) error {

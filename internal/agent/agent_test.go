@@ -188,8 +188,17 @@ func TestAgentPushesWindows(t *testing.T) {
 	}
 	for i, p := range ws {
 		l := p.labels
-		if l["__name__"] != "process_cpu" || l["env"] != "test" || l["pid"] != fmt.Sprint(pid) || l["hostname"] == "" {
-			t.Errorf("window %d labels %v", i, l)
+		if l["__name__"] != "process_cpu" || l["env"] != "test" || l["pid"] != "" || l["hostname"] == "" {
+			t.Errorf("window %d labels %v, want no pid among them", i, l)
+		}
+		// The pid and tid are sample labels, numeric (a Pyroscope
+		// distributor makes string sample labels series labels): none is
+		// left as a string.
+		for _, s := range p.prof.Sample {
+			if got := s.NumLabel["pid"]; len(got) != 1 || got[0] != int64(pid) || len(s.NumLabel["tid"]) != 1 || len(s.Label) != 0 {
+				t.Errorf("window %d: sample labels %v %v, want pid %d, a tid and no string label", i, s.NumLabel, s.Label, pid)
+				break
+			}
 		}
 		if p.prof.DurationNanos <= 0 || p.prof.TimeNanos <= 0 {
 			t.Errorf("window %d has no time: %d+%d", i, p.prof.TimeNanos, p.prof.DurationNanos)

@@ -34,11 +34,14 @@ type Config struct {
 	Include       []Rule
 	Exclude       []Rule
 	ServiceRules  []ServiceRule
-	DropIdle      bool
-	Demangle      string
-	SymbolCache   int64
-	LogLevel      string
-	LogFormat     string
+	// PidSeries keeps pid as a target label: one profile (and one
+	// Pyroscope series) per process rather than per service.
+	PidSeries   bool
+	DropIdle    bool
+	Demangle    string
+	SymbolCache int64
+	LogLevel    string
+	LogFormat   string
 	// DropPrivileges drops every capability but those symbolization needs
 	// once the BPF program is loaded and the perf events are open.
 	DropPrivileges bool
@@ -193,6 +196,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.Var((*ruleList)(&c.Include), "include", "profile only processes matching FIELD:REGEX, FIELD one of exe, comm, cgroup, pid (repeatable; any match includes)")
 	fs.Var((*ruleList)(&c.Exclude), "exclude", "do not profile processes matching FIELD:REGEX (repeatable; wins over --include)")
 	fs.Var((*serviceRuleList)(&c.ServiceRules), "service-name", "SERVICE=FIELD:REGEX: name the service of matching processes (repeatable; first match wins; default: container, then executable name)")
+	flagval.BoolVar(fs, &c.PidSeries, "series-per-pid", false, "make pid a series label: one profile and Pyroscope series per process, not per service (every short-lived process becomes a series; the pid is a sample label inside each profile either way)")
 	flagval.BoolVar(fs, &c.DropIdle, "drop-idle", true, "do not record the idle task")
 	fs.StringVar(&c.Demangle, "demangle", "full", "C++/Rust names: full, simplified or none")
 	c.SymbolCache = 64 << 20

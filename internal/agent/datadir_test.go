@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,33 @@ func TestTargetOfExitedProcess(t *testing.T) {
 	tg := newTargets(&cfg, t.TempDir()).lookup(4242, "shortlived")
 	if got := tg.labels["service_name"]; got != "shortlived" {
 		t.Errorf("service_name %q, want the comm", got)
+	}
+}
+
+// TestTargetPerService: the processes of one service share a target (the
+// pid is a sample label, not a target label) unless --series-per-pid asks
+// for one target per process.
+func TestTargetPerService(t *testing.T) {
+	self := uint32(os.Getpid())
+	parent := uint32(os.Getppid())
+	for _, tc := range []struct {
+		flags []string
+		same  bool
+	}{
+		{nil, true},
+		{[]string{"--series-per-pid"}, false},
+	} {
+		cfg := testConfig(t, append(tc.flags, "--service-name", "svc=comm:.")...)
+		tgs := newTargets(&cfg, "/proc")
+		a, b := tgs.lookup(self, "a"), tgs.lookup(parent, "b")
+		if a.labels["service_name"] != "svc" || b.labels["service_name"] != "svc" {
+			t.Fatalf("%v: services %q and %q", tc.flags, a.labels["service_name"], b.labels["service_name"])
+		}
+		if same := a.key == b.key; same != tc.same {
+			t.Errorf("%v: two processes of one service share a target: %v, want %v (labels %v and %v)", tc.flags, same, tc.same, a.labels, b.labels)
+		}
+		if _, ok := a.labels["pid"]; ok == tc.same {
+			t.Errorf("%v: target labels %v", tc.flags, a.labels)
+		}
 	}
 }

@@ -463,11 +463,17 @@ func TestKernelFilterDropsSamples(t *testing.T) {
 			}
 			var kept int64
 			for _, w := range ws {
-				switch w.Labels["pid"] {
-				case strconv.Itoa(pd):
-					t.Errorf("window %v of the excluded process: %d samples", w.Labels, w.Samples)
-				case strconv.Itoa(pk):
-					kept += w.Samples
+				p, err := st.Open(context.Background(), w.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range p.Sample {
+					switch {
+					case samplePid(s, pd):
+						t.Errorf("window %v holds samples of the excluded process", w.Labels)
+					case samplePid(s, pk):
+						kept += s.Value[0]
+					}
 				}
 			}
 			if kept == 0 {

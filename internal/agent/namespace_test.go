@@ -134,17 +134,17 @@ func TestAgentNamespacedProcess(t *testing.T) {
 	} {
 		var n, hot, hotB int64
 		for _, w := range ws {
-			if w.Labels["pid"] != strconv.Itoa(tc.pid) {
-				continue
-			}
-			if w.Labels["service_name"] != tc.service || w.Labels["container_id"] != tc.cid {
-				t.Errorf("pid %d: labels %v, want service_name %q, container_id %q", tc.pid, w.Labels, tc.service, tc.cid)
-			}
 			p, err := st.Open(context.Background(), w.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, s := range p.Sample {
+				if !samplePid(s, tc.pid) {
+					continue
+				}
+				if w.Labels["service_name"] != tc.service || w.Labels["container_id"] != tc.cid {
+					t.Errorf("pid %d: labels %v, want service_name %q, container_id %q", tc.pid, w.Labels, tc.service, tc.cid)
+				}
 				n += s.Value[0]
 				if stackHas(s, "hot_a") {
 					hot += s.Value[0]
@@ -167,6 +167,12 @@ func TestAgentNamespacedProcess(t *testing.T) {
 			t.Errorf("pid %d: hot_a in %d and hot_b in %d of %d samples: the hidden binary was not symbolized", tc.pid, hot, hotB, n)
 		}
 	}
+}
+
+// samplePid says whether s is a sample of process pid (its pid label: the
+// pid is a sample label, not a target's).
+func samplePid(s *profile.Sample, pid int) bool {
+	return len(s.NumLabel["pid"]) == 1 && s.NumLabel["pid"][0] == int64(pid)
 }
 
 // stackHas says whether function fn is on the stack of s.

@@ -12,10 +12,15 @@ import (
 )
 
 // target is where a process's samples go: one profile per window per
-// distinct label set.
+// distinct label set. A target is a service: its name and the labels that
+// stay while it runs (host, container, pod, namespace, unit, static
+// labels); the processes of a service share it, and their pid, tid and
+// thread name are sample labels inside its profile (exporter.Builder), so
+// that a host starting thousands of short-lived processes has as many
+// targets as services. Config.PidSeries adds the pid to the labels.
 type target struct {
 	key      string            // the labels, serialized: identifies the target
-	labels   map[string]string // service_name, hostname, pid, container_id, ...
+	labels   map[string]string // service_name, hostname, container_id, ...; shared, read-only
 	excluded bool              // by --include/--exclude
 }
 
@@ -168,7 +173,9 @@ func (t *targets) build(pid uint32, comm string) *target {
 	}
 	set("service_name", service)
 	set("hostname", t.hostname)
-	set("pid", fields["pid"])
+	if t.cfg.PidSeries {
+		set("pid", fields["pid"])
+	}
 	set("container_id", info.ContainerID)
 	set("pod", names.Pod)
 	set("namespace", names.Namespace)

@@ -47,6 +47,11 @@ type indexTarget struct {
 	Offset  int64             `json:"offset"`
 	Size    int64             `json:"size"`  // bytes of the gzipped profile
 	CRC32   uint32            `json:"crc32"` // IEEE CRC-32 of those bytes
+	// Values are the distinct values of the profile's sample labels the
+	// viewer filters by (pid, comm; see sampleValues), so that it lists
+	// and filters them without opening the profile. A label with more
+	// than maxValues values is left out; indexes written before have none.
+	Values map[string][]string `json:"values,omitempty"`
 }
 
 // packName is the base name (without extension) of the pack and index of

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,6 +98,7 @@ type entry struct {
 	pbSize  int64 // bytes of the gzipped profile
 	crc     uint32
 	labels  *labelSet
+	values  map[string][]string // see indexTarget.Values; read-only
 	files   *files
 }
 
@@ -303,7 +305,7 @@ func (s *Store) scanHour(hour string) {
 		for _, t := range x.Targets {
 			s.addScanned(&entry{
 				id: t.ID, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
-				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl,
+				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 			}, t.Labels)
 		}
 	}
@@ -484,9 +486,44 @@ func checkWindow(start time.Time, dur time.Duration, items []Item) (*packIndex, 
 		for _, smp := range it.Profile.Sample {
 			samples += smp.Value[vi]
 		}
-		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples}
+		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples, Values: sampleValues(it.Profile)}
 	}
 	return x, nil
+}
+
+// valueLabels are the sample labels whose values a window's index lists.
+var valueLabels = []string{"pid", "comm"}
+
+// maxValues bounds the values listed per label and window.
+const maxValues = 256
+
+// sampleValues returns the distinct values of p's sample labels in
+// valueLabels (numeric ones in decimal), sorted; a label with none, or
+// with more than maxValues, is left out.
+func sampleValues(p *profile.Profile) map[string][]string {
+	var out map[string][]string
+	for _, k := range valueLabels {
+		set := map[string]bool{}
+		for _, s := range p.Sample {
+			for _, v := range s.Label[k] {
+				set[v] = true
+			}
+			for _, n := range s.NumLabel[k] {
+				set[strconv.FormatInt(n, 10)] = true
+			}
+			if len(set) > maxValues {
+				break
+			}
+		}
+		if len(set) == 0 || len(set) > maxValues {
+			continue
+		}
+		if out == nil {
+			out = map[string][]string{}
+		}
+		out[k] = slices.Sorted(maps.Keys(set))
+	}
+	return out
 }
 
 func (s *Store) putWindow(start time.Time, dur time.Duration, items []Item) error {
@@ -546,7 +583,7 @@ func (s *Store) putWindow(start time.Time, dur time.Duration, items []Item) erro
 	for _, t := range x.Targets {
 		e := &entry{
 			id: t.ID, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
-			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl,
+			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 		}
 		if f := s.addLocked(e, t.Labels); f != nil {
 			freed = append(freed, f)
@@ -773,6 +810,7 @@ func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, 
 			Duration: time.Duration(e.dur),
 			Labels:   maps.Clone(e.labels.m),
 			Samples:  e.samples,
+			Values:   e.values,
 		})
 	}
 	return out, nil

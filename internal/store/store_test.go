@@ -501,3 +501,48 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("Put after pruning: %v", err)
 	}
 }
+
+// TestWindowValues: a window lists the distinct values of its samples' pid
+// and comm labels (for the viewer's lists and filters), also after the
+// store is opened again; a label with more than maxValues values is left
+// out (unknown), not cut short.
+func TestWindowValues(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	p := cpuProfile("f", 1, t0)
+	for i := range maxValues + 1 {
+		smp := *p.Sample[0]
+		smp.Label = map[string][]string{"comm": {"c" + strconv.Itoa(i%3)}}
+		smp.NumLabel = map[string][]int64{"pid": {int64(100 + i)}}
+		p.Sample = append(p.Sample, &smp)
+	}
+	q := cpuProfile("g", 1, t0)
+	q.Sample[0].NumLabel = map[string][]int64{"pid": {7, 7}}
+	if err := s.PutWindow(t0, 10*time.Second, []Item{{Labels: map[string]string{"service_name": "a"}, Profile: p},
+		{Labels: map[string]string{"service_name": "b"}, Profile: q}}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		ws, err := s.Windows(context.Background(), t0, t0.Add(time.Minute))
+		if err != nil || len(ws) != 2 {
+			t.Fatalf("%s: %d windows, %v", when, len(ws), err)
+		}
+		for _, w := range ws {
+			var want map[string][]string
+			switch w.Labels["service_name"] {
+			case "a": // too many pids to list
+				want = map[string][]string{"comm": {"c0", "c1", "c2"}}
+			case "b":
+				want = map[string][]string{"pid": {"7"}}
+			}
+			if fmt.Sprint(w.Values) != fmt.Sprint(want) {
+				t.Errorf("%s: window %v values %v, want %v", when, w.Labels, w.Values, want)
+			}
+		}
+	}
+	check("written")
+	s.Close()
+	s = open(t, dir, Options{})
+	defer s.Close()
+	check("reopened")
+}

@@ -128,7 +128,7 @@ func TestExportFaults(t *testing.T) {
 		t.Errorf("want a log line for each distinct fault cause, got %v", failLogs)
 	}
 
-	ws := rcv.windows(func(l map[string]string) bool { return l["service_name"] == "burner" && l["pid"] != "" })
+	ws := rcv.windows(func(l map[string]string) bool { return l["service_name"] == "burner" })
 	for i := 1; i < len(ws); i++ {
 		p, c := ws[i-1].prof, ws[i].prof
 		if p.TimeNanos == c.TimeNanos {

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ import (
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
 
+	"github.com/scorch-profiler/scorch/internal/store"
 	"github.com/scorch-profiler/scorch/internal/testenv"
 )
 
@@ -380,6 +382,49 @@ type receiver struct {
 type pushed struct {
 	labels map[string]string
 	prof   *profile.Profile
+}
+
+// storeWindows reads every window of the agent's store in dir.
+func storeWindows(t *testing.T, dir string) []pushed {
+	t.Helper()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ws, err := st.Windows(context.Background(), time.Unix(0, 0), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]pushed, 0, len(ws))
+	for _, w := range ws {
+		p, err := st.Open(context.Background(), w.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, pushed{labels: w.Labels, prof: p})
+	}
+	return out
+}
+
+// forPid returns the windows of ws that hold samples of process pid, each
+// with a copy of its profile reduced to those samples: a target is a
+// service, and the pid is a sample label inside its profile.
+func forPid(ws []pushed, pid int) []pushed {
+	var out []pushed
+	for _, w := range ws {
+		p := w.prof.Copy()
+		p.Sample = slices.DeleteFunc(p.Sample, func(s *profile.Sample) bool { return !samplePid(s, pid) })
+		if len(p.Sample) > 0 {
+			out = append(out, pushed{labels: w.labels, prof: p})
+		}
+	}
+	return out
+}
+
+// samplePid says whether s is a sample of process pid.
+func samplePid(s *profile.Sample, pid int) bool {
+	return len(s.NumLabel["pid"]) == 1 && s.NumLabel["pid"][0] == int64(pid)
 }
 
 func newReceiver() *receiver {

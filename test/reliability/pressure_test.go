@@ -97,7 +97,7 @@ func TestMapPressure(t *testing.T) {
 		t.Fatalf("stop: %v\n%s", err, a.logs)
 	}
 	var ws []pushed
-	for _, w := range rcv.windows(func(l map[string]string) bool { return l["pid"] == fmt.Sprint(b.Process.Pid) }) {
+	for _, w := range forPid(rcv.windows(nil), b.Process.Pid) {
 		if w.prof.TimeNanos >= t0.UnixNano() {
 			ws = append(ws, w)
 		}

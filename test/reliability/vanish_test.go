@@ -43,10 +43,7 @@ func run(t *testing.T, path string, args ...string) *exec.Cmd {
 // names counts the samples of process pid (by value) that hold a function
 // for which match says yes.
 func names(ws []pushed, pid int, match func(string) bool) (hit, all int64) {
-	for _, w := range ws {
-		if w.labels["pid"] != fmt.Sprint(pid) {
-			continue
-		}
+	for _, w := range forPid(ws, pid) {
 		h, a := frameShareFunc(w.prof, match)
 		hit += h
 		all += a
