@@ -37,7 +37,7 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	demangle := fs.String("demangle", "full", "C++/Rust names: full, simplified (no parameters or template arguments) or none")
 	flagval.IntVar(fs.FlagSet, &top, "top", 10, "print this many top functions when done (0: none)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	flagval.IntVar(fs.FlagSet, &mapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (64 to 1048576); more are counted as lost")
+	flagval.IntVar(fs.FlagSet, &mapSize, "stack-map-size", 0, "distinct stacks of each kind the kernel keeps between drains (0: every sample of two seconds on every CPU at --frequency, at least 1024; else 64 to 1048576); more are counted as lost")
 	flagval.BoolVar(fs.FlagSet, &unwindTables, "unwind-tables", true, "walk .eh_frame unwind tables in the kernel for code built without frame pointers; false: frame pointers only")
 	tableCache := fs.String("unwind-table-cache", defaultTableCache(), "directory where built unwind tables are kept by build id, so that the next run builds each once (at most 64 MiB; empty: none)")
 	if err := parseFlags(fs, args); err != nil {
@@ -49,8 +49,8 @@ func runRecord(args []string, stdout, stderr io.Writer) error {
 	if err := checkFrequency(frequency); err != nil {
 		return err
 	}
-	if mapSize < 64 || mapSize > 1<<20 {
-		return usageError{fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", mapSize)}
+	if mapSize != 0 && (mapSize < 64 || mapSize > 1<<20) {
+		return usageError{fmt.Errorf("--stack-map-size %d is out of range (0, or 64 to 1048576)", mapSize)}
 	}
 	if duration <= 0 {
 		return usageError{fmt.Errorf("--duration %s: want a positive duration such as 10s", duration)}

@@ -13,7 +13,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/scorch-profiler/scorch/internal/flagval"
-	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
 // Config is everything `scorch agent` can be told. Each field is one flag;
@@ -185,7 +184,7 @@ func ParseBytes(s string) (int64, error) {
 func (c *Config) Flags(fs *flag.FlagSet) {
 	c.Labels = map[string]string{}
 	flagval.IntVar(fs, &c.Frequency, "frequency", 99, "samples per second on each CPU")
-	flagval.IntVar(fs, &c.StackMapSize, "stack-map-size", sampler.DefaultStackMapEntries, "distinct stacks of each kind the kernel keeps between drains (about 1 KiB of kernel memory each, per kind, twice); more are counted as lost")
+	flagval.IntVar(fs, &c.StackMapSize, "stack-map-size", 0, "distinct stacks of each kind the kernel keeps between drains (about 1 KiB of kernel memory each, per kind, twice; 0: every sample of two seconds on every CPU at --frequency, at least 1024); more are counted as lost")
 	flagval.DurationVar(fs, &c.Interval, "interval", 15*time.Second, "length of a profile window; windows align to wall-clock multiples of it")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/scorch", "local store of windows, read by the viewer (empty: keep nothing on disk)")
 	flagval.DurationVar(fs, &c.Retention, "retention", 72*time.Hour, "delete stored windows older than this")
@@ -349,8 +348,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.Frequency < 1 || c.Frequency > 100000:
 		return fmt.Errorf("--frequency %d is out of range (1 to 100000 Hz)", c.Frequency)
-	case c.StackMapSize < 64 || c.StackMapSize > 1<<20:
-		return fmt.Errorf("--stack-map-size %d is out of range (64 to 1048576)", c.StackMapSize)
+	case c.StackMapSize != 0 && (c.StackMapSize < 64 || c.StackMapSize > 1<<20):
+		return fmt.Errorf("--stack-map-size %d is out of range (0, or 64 to 1048576)", c.StackMapSize)
 	case c.Interval < time.Second:
 		return fmt.Errorf("--interval %s is too short (at least 1s)", c.Interval)
 	case c.Retention <= 0:

@@ -86,6 +86,7 @@ func newMetrics(a *Agent) *metrics {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scorch", Name: "swept_processes_total", Help: "Exited processes released by the periodic sweep because no exit event came."},
 		func() float64 { return float64(a.tracked(true)) }))
 	m.reg.MustRegister(&symbolizerCollector{a: a})
+	m.reg.MustRegister(&mapCollector{a: a})
 	if a.exp != nil {
 		m.reg.MustRegister(&exporterCollector{a: a})
 	}
@@ -154,6 +155,23 @@ var (
 )
 
 type symbolizerCollector struct{ a *Agent }
+
+var mapBytesDesc = prometheus.NewDesc("scorch_bpf_map_bytes", "Kernel memory of each BPF map (memlock, charged to the agent's memory cgroup; preallocated, so fixed while it runs).", []string{"map"}, nil)
+
+// mapCollector reports the BPF maps' kernel memory once sampling runs.
+type mapCollector struct{ a *Agent }
+
+func (c *mapCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mapBytesDesc }
+
+func (c *mapCollector) Collect(ch chan<- prometheus.Metric) {
+	p := c.a.prof.Load()
+	if p == nil {
+		return
+	}
+	for name, n := range p.MapBytes() {
+		ch <- prometheus.MustNewConstMetric(mapBytesDesc, prometheus.GaugeValue, float64(n), name)
+	}
+}
 
 func (c *symbolizerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- symLookupsDesc

@@ -119,6 +119,9 @@ func Open(cfg Config) (*Profiler, error) {
 // CPUs is the number of CPUs sampled.
 func (p *Profiler) CPUs() int { return p.sampler.CPUs }
 
+// MapBytes is the kernel memory of each BPF map (sampler.Sampler.MapBytes).
+func (p *Profiler) MapBytes() map[string]uint64 { return p.sampler.MapBytes() }
+
 // Run drains the sampler every DrainInterval and hands each batch to fn, on
 // Run's goroutine, until ctx ends; then it drains once more so that nothing
 // sampled before the end is lost, and returns. Process lifecycle events are

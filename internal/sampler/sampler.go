@@ -64,8 +64,8 @@ type Options struct {
 	TableCacheBytes int64
 	// StackMapEntries is the number of distinct stacks of each kind
 	// (kernel, frame-pointer user, unwound user) the program can hold
-	// between two drains (default DefaultStackMapEntries); the counts map
-	// holds twice as many keys. A stack that does not fit is counted as
+	// between two drains (default: StackMapEntriesFor the online CPUs and
+	// the frequency); the counts map holds twice as many keys. A stack that does not fit is counted as
 	// lost by reason; the sample is kept without it.
 	StackMapEntries int
 	// Files is the cache of opened, parsed files the table worker shares
@@ -75,10 +75,27 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// DefaultStackMapEntries is the default of Options.StackMapEntries: room
-// for every sample of 8 CPUs at 999 Hz, each with a distinct stack, between
-// drains a second apart (about 17 MB of kernel memory per kind and set).
-const DefaultStackMapEntries = 16384
+// StackMapEntriesFor is the default of Options.StackMapEntries for cpus
+// CPUs sampled at freq Hz: room for every sample of two drain intervals
+// (drains are a second apart; a late drain has a second of headroom), each
+// with a distinct stack, rounded up to a power of two, at least
+// minStackMapEntries. The maps are preallocated and the kernel charges
+// them to the caller's memory cgroup: about 1 KiB per entry, kind and set,
+// so 8 CPUs at 999 Hz take 16384 entries (about 100 MiB in all) where 2 CPUs
+// at 99 Hz take 1024 (about 7 MiB).
+func StackMapEntriesFor(cpus, freq int) int {
+	n := max(cpus, 1) * max(freq, 1) * 2
+	e := minStackMapEntries
+	for e < n && e < maxStackMapEntries {
+		e <<= 1
+	}
+	return e
+}
+
+const (
+	minStackMapEntries = 1024
+	maxStackMapEntries = 1 << 20
+)
 
 // Sample is one distinct (process, thread, stacks) tuple and how many times
 // it was sampled since the previous drain.
@@ -162,20 +179,23 @@ type Event struct {
 // not be called concurrently; ReadEvents runs on its own goroutine;
 // SetFilter may be called from any goroutine.
 type Sampler struct {
-	log       *slog.Logger
-	cfgMu     sync.Mutex // config map writes (Drain's flip, SetFilter), closed
-	objs      bpf.ScorchObjects
-	links     []link.Link
-	perfFDs   []int
-	events    *ringbuf.Reader
-	active    uint32
-	tables    *tableManager  // nil with FramePointersOnly
-	ownFiles  *process.Files // the tables' file cache when Options gave none: closed with the sampler
-	closed    bool
-	CPUs      int
-	Frequency int
-	lifecycle bool // exec/exit hooks attached
-	noBatch   bool // the kernel has no batch operations on hash maps
+	log      *slog.Logger
+	cfgMu    sync.Mutex // config map writes (Drain's flip, SetFilter), closed
+	objs     bpf.ScorchObjects
+	links    []link.Link
+	perfFDs  []int
+	events   *ringbuf.Reader
+	active   uint32
+	tables   *tableManager  // nil with FramePointersOnly
+	ownFiles *process.Files // the tables' file cache when Options gave none: closed with the sampler
+	closed   bool
+	CPUs     int
+	// StackMapEntries is the size of the stack maps (Options).
+	StackMapEntries int
+	mapBytes        map[string]uint64 // see MapBytes
+	Frequency       int
+	lifecycle       bool // exec/exit hooks attached
+	noBatch         bool // the kernel has no batch operations on hash maps
 	// Program is the BPF program loaded: ProgramTables, or
 	// ProgramFramePointers when asked for or the kernel lacks bpf_loop.
 	Program Program
@@ -237,8 +257,13 @@ func Open(opts Options) (_ *Sampler, err error) {
 		return nil, fmt.Errorf("parse embedded BPF object (%s): %w", prog, err)
 	}
 	if opts.StackMapEntries <= 0 {
-		opts.StackMapEntries = DefaultStackMapEntries
+		cpus, err := onlineCPUs()
+		if err != nil {
+			return nil, err
+		}
+		opts.StackMapEntries = StackMapEntriesFor(len(cpus), opts.Frequency)
 	}
+	s.StackMapEntries = opts.StackMapEntries
 	for _, name := range []string{"stacks_kern0", "stacks_kern1", "stacks_user0", "stacks_user1", "stacks_unwound0", "stacks_unwound1"} {
 		spec.Maps[name].MaxEntries = uint32(opts.StackMapEntries)
 	}
@@ -270,6 +295,12 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}
 		return nil, explainLoadError("load BPF objects", err)
 	}
+	s.mapBytes = mapMemory(&s.objs.ScorchMaps)
+	var total uint64
+	for _, n := range s.mapBytes {
+		total += n
+	}
+	s.log.Info("BPF maps loaded", "kernel_memory_mib", fmt.Sprintf("%.1f", float64(total)/(1<<20)), "stack_map_entries", opts.StackMapEntries)
 
 	cfg := bpf.ScorchScorchConfig{}
 	if opts.DropIdle {
