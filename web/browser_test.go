@@ -145,6 +145,7 @@ func evalJS[T any](p *page, expr string) T {
 func (p *page) int(expr string) int       { p.t.Helper(); return evalJS[int](p, expr) }
 func (p *page) float(expr string) float64 { p.t.Helper(); return evalJS[float64](p, expr) }
 func (p *page) string(expr string) string { p.t.Helper(); return evalJS[string](p, expr) }
+func (p *page) bool(expr string) bool     { p.t.Helper(); return evalJS[bool](p, expr) }
 func (p *page) gen() int                  { p.t.Helper(); return p.int(`scorchState.gen`) }
 func (p *page) rect(expr string) (x, y, w, h float64) {
 	p.t.Helper()
@@ -357,4 +358,32 @@ func TestBrowserLarge(t *testing.T) {
 	}
 	t.Logf("%d nodes: fetch+parse %.0fms, draw %.1fms (%d frames drawn); search redraw %.1fms",
 		nodes, loadMs, drawMs, drawn, p.float(`scorchState.drawMs`))
+}
+
+// TestBrowserErrorOnTop: an error the API answers is shown in the banner
+// under the header, above the flame graph, where the user looks; the next
+// good answer clears it.
+func TestBrowserErrorOnTop(t *testing.T) {
+	exe := chromiumPath(t)
+	m := &memSource{}
+	m.add("w", t0, 10*time.Second, map[string]string{"service_name": "api"}, []stack{{frames: []string{"main", "hot"}, v: 5}})
+	p := openPage(t, exe, m, "Scorch error test")
+	if !p.bool(`document.getElementById('error').hidden`) {
+		t.Errorf("error banner shown before any error")
+	}
+	change := `(() => { const s = document.getElementById('f-service'); s.value = %q; s.dispatchEvent(new Event('change')); return true; })()`
+	m.fail.Store(true)
+	p.bool(fmt.Sprintf(change, "api"))
+	p.idle("the failed request", `scorchState.error !== ''`)
+	text := p.string(`document.getElementById('error').textContent`)
+	if p.bool(`document.getElementById('error').hidden`) || !strings.Contains(text, "store unreadable") {
+		t.Errorf("banner hidden or without the error: %q", text)
+	}
+	bannerTop, flameTop := p.float(`document.getElementById('error').getBoundingClientRect().top`), p.float(`document.getElementById('flamegraph').getBoundingClientRect().top`)
+	if bannerTop >= flameTop || bannerTop > 200 {
+		t.Errorf("banner at y=%.0f, flame graph at y=%.0f: want the banner at the top", bannerTop, flameTop)
+	}
+	m.fail.Store(false)
+	p.bool(fmt.Sprintf(change, ""))
+	p.idle("the banner cleared by a good answer", `document.getElementById('error').hidden`)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,9 +28,13 @@ type memSource struct {
 	windows []Window
 	profs   map[string]*profile.Profile
 	opens   int
+	fail    atomic.Bool // Windows fails (a store that cannot be read)
 }
 
 func (m *memSource) Windows(ctx context.Context, from, to time.Time) ([]Window, error) {
+	if m.fail.Load() {
+		return nil, errors.New("store unreadable (test)")
+	}
 	var out []Window
 	for _, w := range m.windows {
 		if overlaps(w, from, to) {

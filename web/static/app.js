@@ -83,11 +83,17 @@
     for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
     return (h >>> 0) / 4294967296;
   }
+  // Errors also go to a banner under the header, where the user looks
+  // (the status line sits below the flame graph); the next status that is
+  // not an error clears it.
   function setStatus(msg, isErr) {
     const el = $('status');
     el.textContent = msg;
     el.classList.toggle('error', !!isErr);
     if (isErr) S.error = msg;
+    const banner = $('error');
+    banner.textContent = isErr ? msg : '';
+    banner.hidden = !isErr;
   }
 
   // ---- colours ----
