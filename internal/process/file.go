@@ -225,14 +225,7 @@ func (c *Files) ByInode(in Inode) *File {
 	return nil
 }
 
-// Ref adds a reference to pf.
-func (c *Files) Ref(pf *File) {
-	c.mu.Lock()
-	pf.refs++
-	c.mu.Unlock()
-}
-
-// Release gives back a reference from Open, Adopt, ByInode or Ref.
+// Release gives back a reference from Open, Adopt or ByInode.
 func (c *Files) Release(pf *File) {
 	if pf == nil || pf.closer == nil {
 		return // the vDSO, never closed
