@@ -96,9 +96,12 @@
 // frame-pointer chain would drop the caller of every frameless leaf. The
 // runtime's top frames (FlagTopFrame: goexit, rt0_go, mstart) and the
 // functions that write SP (FlagSPWrite: gogo, morestack, mcall, ...) end
-// the stack, except the stack switches of stackSwitchFuncs, whose frame
-// record on the goroutine stack is followed (FRAME_POINTER rows after
-// their "PUSHQ BP; MOVQ SP, BP", STACK_SWITCH at their calls). The names
+// the stack, except the stack switches of stackSwitchFuncs (systemstack,
+// asmcgocall, and the vDSO calls of time.now and nanotime1), whose frame
+// record on the goroutine stack is followed: STACK_SWITCH rows from their
+// "PUSHQ BP; MOVQ SP, BP" to their "POPQ BP", which skip the check that
+// the caller's SP is above the stopped one (SP may be on the system
+// stack, in the function itself or in its callee). The names
 // of those functions come from the pclntab when the symbol table is
 // stripped. .eh_frame/.debug_frame rows stay for the code the pclntab
 // does not cover (cgo's C code). arm64 Go code keeps its .debug_frame rows

@@ -33,7 +33,7 @@ var goSPWriteFuncs = map[string]bool{
 // pclntab names assembly functions without their ABI suffix.
 func symbolName(name string) string {
 	for _, n := range []string{name + ".abi0", name} {
-		if endOfStackSymbols[n] || isStackSwitchSymbol(n) {
+		if endOfStackSymbols[n] || stackSwitchFuncs[n] {
 			return n
 		}
 	}
@@ -69,6 +69,7 @@ func (b *builder) goRows(f *elf.File) ([]goFunc, error) {
 		}
 		return code[lo-text.Addr : hi-text.Addr]
 	}
+	flags := tab.HasFuncFlags()
 	var (
 		rows   []uint64 // encoded, sorted by PC
 		funcs  []goFunc
@@ -108,15 +109,15 @@ func (b *builder) goRows(f *elf.File) ([]goFunc, error) {
 			continue
 		}
 		name := symbolName(fn.Name)
-		if name != fn.Name && fn.Flag&gopclntab.FlagAsm == 0 && fn.Flag != 0 {
+		if name != fn.Name && fn.Flag&gopclntab.FlagAsm == 0 && flags {
 			// The Go-ABI wrapper of an assembly function, under the
 			// same pclntab name: not the function the tables mean.
 			name = fn.Name
 		}
-		if name != fn.Name || endOfStackSymbols[name] || isStackSwitchSymbol(name) {
+		if name != fn.Name || endOfStackSymbols[name] || stackSwitchFuncs[name] {
 			funcs = append(funcs, goFunc{name: name, entry: fn.Entry, end: fn.End})
 		}
-		b.goFuncRows(fn, name, sp, codeAt(fn.Entry, fn.End), add)
+		b.goFuncRows(fn, name, flags, sp, codeAt(fn.Entry, fn.End), add)
 	}
 	if len(rows) == 0 {
 		return nil, nil
@@ -136,9 +137,11 @@ func formatClass(err error) string {
 	return err.Error()
 }
 
-// goFuncRows adds the rows of one Go function.
-func (b *builder) goFuncRows(fn gopclntab.Func, name string, sp []gopclntab.SPDelta, code []byte, add func(Row)) {
-	spwrite := fn.Flag&gopclntab.FlagSPWrite != 0 || fn.Flag == 0 && goSPWriteFuncs[fn.Name]
+// goFuncRows adds the rows of one Go function. flags says whether the
+// table has function flags (Go 1.18+); without them, goSPWriteFuncs names
+// the functions that write SP.
+func (b *builder) goFuncRows(fn gopclntab.Func, name string, flags bool, sp []gopclntab.SPDelta, code []byte, add func(Row)) {
+	spwrite := fn.Flag&gopclntab.FlagSPWrite != 0 || !flags && goSPWriteFuncs[fn.Name]
 	switch {
 	case fn.Flag&gopclntab.FlagTopFrame != 0 || endOfStackSymbols[name]:
 		add(Row{PC: fn.Entry, Kind: KindEndOfStack})
@@ -147,7 +150,7 @@ func (b *builder) goFuncRows(fn gopclntab.Func, name string, sp []gopclntab.SPDe
 		b.unsupported["Go function without SP deltas"]++
 		add(Row{PC: fn.Entry, Kind: KindUnsupported})
 		return
-	case spwrite && !isStackSwitchSymbol(name):
+	case spwrite && !stackSwitchFuncs[name]:
 		// Its SP may be on another stack, or made up: Go's own traceback
 		// stops at such functions too.
 		add(Row{PC: fn.Entry, Kind: KindEndOfStack})
@@ -167,10 +170,18 @@ func (b *builder) goFuncRows(fn gopclntab.Func, name string, sp []gopclntab.SPDe
 		add(Row{PC: fn.Entry, Kind: KindUnsupported})
 		return
 	}
+	// The rules change where FP is saved and, in a stack switch
+	// function, where FP is the frame record (after "MOVQ SP, BP").
+	cuts := []uint64{save}
+	if spwrite {
+		cuts = append(cuts, save+3)
+	}
 	for _, d := range sp {
 		pcs := [][2]uint64{{d.Lo, d.Hi}}
-		if save > d.Lo && save < d.Hi {
-			pcs = [][2]uint64{{d.Lo, save}, {save, d.Hi}}
+		for _, c := range cuts {
+			if last := pcs[len(pcs)-1]; c > last[0] && c < last[1] {
+				pcs = append(pcs[:len(pcs)-1], [2]uint64{last[0], c}, [2]uint64{c, last[1]})
+			}
 		}
 		for _, rg := range pcs {
 			r := Row{PC: rg[0], Kind: KindCFA, CFAReg: RegSP, RAOffset: -8}
@@ -183,10 +194,13 @@ func (b *builder) goFuncRows(fn gopclntab.Func, name string, sp []gopclntab.SPDe
 				b.unsupported["CFA offset out of range"]++
 				r = Row{PC: rg[0], Kind: KindUnsupported}
 			case spwrite && save != 0 && rg[0] >= save+3 && d.Delta >= 8:
-				// A stack switch function (isStackSwitchSymbol) after
+				// A stack switch function (stackSwitchFuncs) after
 				// its "PUSHQ BP; MOVQ SP, BP": SP may be on the system
-				// stack, BP is the frame record on the goroutine stack.
-				r = Row{PC: rg[0], Kind: KindFramePointer, CFAReg: RegFP, CFAOffset: 16, FPOffset: -16, RAOffset: -8}
+				// stack (after the switch, in the function itself or
+				// in its callee there), BP is the frame record on the
+				// goroutine stack, and the caller's SP need not be
+				// above the stopped SP.
+				r = Row{PC: rg[0], Kind: KindStackSwitch}
 			default:
 				r.CFAOffset = int32(off)
 				if save != 0 && rg[0] >= save && d.Delta >= 8 {

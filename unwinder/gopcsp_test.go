@@ -17,11 +17,16 @@ import (
 // buildGoSplit builds testdata/gosplit twice: stripped (-ldflags='-s -w',
 // no symbols, no .debug_frame) and not, with the same code layout.
 func buildGoSplit(t *testing.T) (stripped, full string) {
+	return buildGoTwice(t, "gosplit")
+}
+
+// buildGoTwice builds testdata/name stripped and not.
+func buildGoTwice(t *testing.T, name string) (stripped, full string) {
 	t.Helper()
 	dir := t.TempDir()
-	stripped, full = filepath.Join(dir, "gosplit-stripped"), filepath.Join(dir, "gosplit")
+	stripped, full = filepath.Join(dir, name+"-stripped"), filepath.Join(dir, name)
 	for _, b := range [][]string{{"-ldflags=-s -w", "-o", stripped}, {"-o", full}} {
-		cmd := exec.Command("go", append(append([]string{"build"}, b...), "./testdata/gosplit")...)
+		cmd := exec.Command("go", append(append([]string{"build"}, b...), "./testdata/"+name)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %v: %v\n%s", b, err, out)
 		}
@@ -51,19 +56,18 @@ func TestGoStrippedRows(t *testing.T) {
 	}
 }
 
-// TestGoLeafCallers samples a stripped Go program whose time splits 75/25
-// between hot1 and hot2, both calling one frameless leaf, by stopping it
-// and unwinding it with its pclntab table: the leaf's caller must always
-// be there, the callers' shares must be 75% and 25% within binomial
-// bounds, and every stack must reach runtime.goexit through main.main and
-// runtime.main. The frame pointer chain alone, for comparison, drops the
-// leaf's caller.
-func TestGoLeafCallers(t *testing.T) {
-	testenv.RequireRoot(t)
-	if runtime.GOARCH != "amd64" {
-		t.Skip("pclntab rows are built on amd64 only; PTRACE_GETREGS register names are amd64")
-	}
-	stripped, full := buildGoSplit(t)
+// goOutermost are the frames where a runtime stack ends: a goroutine's, a
+// thread's, a system stack's (at the switch), and a signal handler's
+// (runtime.sigtramp, a top frame as Go's own traceback has it; a stop can
+// land while the thread handles a signal).
+var goOutermost = []string{"runtime.goexit.abi0", "runtime.mstart.abi0", "runtime.morestack.abi0", "runtime.mcall", "runtime.mcall.abi0", "runtime.rt0_go.abi0", "runtime.systemstack.abi0", "runtime.sigtramp.abi0"}
+
+// startGoStripped builds testdata/name stripped and not, starts the
+// stripped one for 60 s, and returns its pid and a mapping cache that
+// names its frames with the unstripped twin's symbols.
+func startGoStripped(t *testing.T, name string) (int, map[string]*procMapping) {
+	t.Helper()
+	stripped, full := buildGoTwice(t, name)
 	cmd := exec.Command(stripped, "60")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -95,12 +99,23 @@ func TestGoLeafCallers(t *testing.T) {
 	}
 	slices.SortFunc(named, func(a, b elf.Symbol) int { return int(int64(a.Value - b.Value)) })
 	cache[stripped].syms = named
+	return pid, cache
+}
 
-	// Where a runtime stack ends: a goroutine's, a thread's, a system
-	// stack's (at the switch), and a signal handler's (runtime.sigtramp,
-	// a top frame as Go's own traceback has it; the stop that samples
-	// here can land while the thread handles a signal).
-	goOutermost := []string{"runtime.goexit.abi0", "runtime.mstart.abi0", "runtime.morestack.abi0", "runtime.mcall", "runtime.mcall.abi0", "runtime.rt0_go.abi0", "runtime.systemstack.abi0", "runtime.sigtramp.abi0"}
+// TestGoLeafCallers samples a stripped Go program whose time splits 75/25
+// between hot1 and hot2, both calling one frameless leaf, by stopping it
+// and unwinding it with its pclntab table: the leaf's caller must always
+// be there, the callers' shares must be 75% and 25% within binomial
+// bounds, and every stack must reach runtime.goexit through main.main and
+// runtime.main. The frame pointer chain alone, for comparison, drops the
+// leaf's caller.
+func TestGoLeafCallers(t *testing.T) {
+	testenv.RequireRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("pclntab rows are built on amd64 only; PTRACE_GETREGS register names are amd64")
+	}
+	pid, cache := startGoStripped(t, "gosplit")
+
 	var n, hot1, hot2, inLeaf, fpMissing int64
 	const samples = 200
 	for i := 0; i < samples; i++ {
@@ -148,5 +163,48 @@ func TestGoLeafCallers(t *testing.T) {
 	}
 	if inLeaf > 0 && fpMissing != inLeaf {
 		t.Errorf("the frame pointer chain found the leaf's caller in %d of %d samples: the leaf is not frameless", inLeaf-fpMissing, inLeaf)
+	}
+}
+
+// TestGoClockCallers samples a stripped Go program that reads the clock
+// in a loop (testdata/goclock): time.now and runtime.nanotime1 switch to
+// the system stack to call the vDSO, so a sample there has its SP on
+// another stack than its callers. Every stack must still reach
+// runtime.goexit through main.clock or main.main, and runtime.main.
+func TestGoClockCallers(t *testing.T) {
+	testenv.RequireRoot(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("pclntab rows are built on amd64 only; PTRACE_GETREGS register names are amd64")
+	}
+	pid, cache := startGoStripped(t, "goclock")
+	const samples = 200
+	var n, inClock int
+	for i := 0; i < samples; i++ {
+		names, _ := sampleGoStopped(t, pid, cache)
+		if len(names) == 0 {
+			continue
+		}
+		n++
+		if slices.Contains(names, "time.now") || slices.Contains(names, "runtime.nanotime1.abi0") {
+			inClock++
+		}
+		inMain := slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "main.") })
+		last := names[len(names)-1]
+		switch {
+		case inMain && (last != "runtime.goexit.abi0" || !slices.Contains(names, "main.main") || !slices.Contains(names, "runtime.main")):
+			t.Errorf("stack does not reach runtime.goexit through main.main and runtime.main: %v", names)
+		case !inMain && !slices.Contains(goOutermost, last):
+			t.Errorf("runtime stack ends in %s, not one of %v: %v", last, goOutermost, names)
+		}
+		if t.Failed() {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("%d samples, %d in time.now or runtime.nanotime1", n, inClock)
+	// By construction most of the time is spent reading the clock; the
+	// bound only guards that the test still samples what it is about.
+	if inClock < n/4 {
+		t.Errorf("only %d of %d samples read the clock: the workload does not test the stack switch", inClock, n)
 	}
 }

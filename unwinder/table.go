@@ -231,27 +231,17 @@ var endOfStackSymbols = map[string]bool{
 
 // stackSwitchFuncs are Go runtime functions that build a frame record on
 // the goroutine stack, switch to the system stack and call a function
-// there, by the call target: a named function, or "" for an indirect call
-// through a register. Unwinding goes from the callee back to the
-// goroutine stack through the frame record (KindStackSwitch), as Go's
-// own traceback does.
-var stackSwitchFuncs = map[string]string{
-	"runtime.asmcgocall.abi0":  "runtime.asmcgocall_landingpad.abi0", // Go 1.25+
-	"runtime.systemstack.abi0": "",
+// there. Unwinding goes from the function, or its callee, back to the
+// goroutine stack through the frame record (KindStackSwitch rows, see
+// goFuncRows), as Go's own traceback does.
+var stackSwitchFuncs = map[string]bool{
+	"runtime.asmcgocall.abi0":  true, // into C
+	"runtime.systemstack.abi0": true,
 	// vDSO calls run on the system stack.
-	"runtime.nanotime1.abi0": "",
-	"runtime.walltime.abi0":  "", // before Go 1.23
-	"runtime.vgetrandom1":    "",
-	"time.now":               "", // Go 1.23+
-}
-
-func isStackSwitchSymbol(name string) bool {
-	for fn, target := range stackSwitchFuncs {
-		if name == fn || target != "" && name == target {
-			return true
-		}
-	}
-	return false
+	"runtime.nanotime1.abi0": true,
+	"runtime.walltime.abi0":  true, // before Go 1.23
+	"runtime.vgetrandom1":    true,
+	"time.now":               true, // Go 1.23+
 }
 
 // Build compiles the .eh_frame and .debug_frame of f into a table. PCs not
@@ -561,47 +551,25 @@ func isAMD64SigreturnCFA(e []byte) bool {
 	return len(e) == 4 && e[0] == 0x77 && e[1] == 0xa0 && e[2] == 0x01 && e[3] == 0x06
 }
 
-// applySymbols marks the ranges of entry-point functions as end of stack,
-// and the calls of Go's runtime.asmcgocall into C as stack switches. The
-// functions are found by their ELF symbols, or, in stripped Go binaries,
-// among the functions of the pclntab (goFuncs).
+// applySymbols marks the ranges of entry-point functions as end of stack.
+// The functions are found by their ELF symbols, or, in stripped Go
+// binaries, among the functions of the pclntab (goFuncs). (The stack
+// switches of stackSwitchFuncs get their rows from the pclntab: see
+// goFuncRows.)
 func (b *builder) applySymbols(f *elf.File, goFuncs []goFunc) {
 	var eos [][2]uint64
-	funcs := map[string]elf.Symbol{}
-	found := func(s elf.Symbol) {
-		if endOfStackSymbols[s.Name] {
-			eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
-		}
-		if _, dup := funcs[s.Name]; isStackSwitchSymbol(s.Name) && !dup {
-			funcs[s.Name] = s
-		}
-	}
-	b.funcSymbols(f, func(name []byte) bool {
-		return endOfStackSymbols[string(name)] || isStackSwitchSymbol(string(name))
-	}, found)
-	if len(funcs) == 0 && len(eos) == 0 {
+	b.funcSymbols(f, func(name []byte) bool { return endOfStackSymbols[string(name)] }, func(s elf.Symbol) {
+		eos = append(eos, [2]uint64{s.Value, s.Value + s.Size})
+	})
+	if len(eos) == 0 {
 		for _, g := range goFuncs {
-			found(elf.Symbol{Name: g.name, Value: g.entry, Size: g.end - g.entry})
+			if endOfStackSymbols[g.name] {
+				eos = append(eos, [2]uint64{g.entry, g.end})
+			}
 		}
 	}
 	for _, rg := range eos {
 		b.markRange(rg[0], rg[1], Row{Kind: KindEndOfStack})
-	}
-	if f.Machine != elf.EM_X86_64 {
-		return // arm64: not done yet; those frames stop the walk
-	}
-	for name, target := range stackSwitchFuncs {
-		fn := funcs[name]
-		if fn.Size == 0 {
-			continue
-		}
-		calls := amd64SwitchCalls(f, fn, funcs[target])
-		if len(calls) == 0 && target != "" {
-			calls = amd64SwitchCalls(f, fn, elf.Symbol{}) // before Go 1.25: call *%rax
-		}
-		for _, call := range calls {
-			b.markRange(call[0], call[1], Row{Kind: KindStackSwitch})
-		}
 	}
 }
 
@@ -647,62 +615,6 @@ func (b *builder) funcSymbols(f *elf.File, want func(name []byte) bool, fn func(
 			})
 		}
 	}
-}
-
-// amd64SwitchCalls finds the call instructions of fn (one of
-// stackSwitchFuncs) that run on the system stack: direct calls of target,
-// or indirect calls through a register ("call *%reg") when target is zero.
-// They are only recognized when fn starts with the frame record prologue
-// "push %rbp; mov %rsp,%rbp", so that FP points to the goroutine stack.
-// Each range runs from the call to the next "pop %rbp" included: until
-// then FP still points to the frame record, while SP may still be on the
-// system stack.
-func amd64SwitchCalls(f *elf.File, fn, target elf.Symbol) [][2]uint64 {
-	if fn.Size > 4096 {
-		return nil
-	}
-	var code []byte
-	for _, s := range f.Sections {
-		if s.Flags&elf.SHF_EXECINSTR == 0 || s.Type == elf.SHT_NOBITS || fn.Value < s.Addr || fn.Value+fn.Size > s.Addr+s.Size {
-			continue
-		}
-		code = make([]byte, fn.Size)
-		if _, err := s.ReadAt(code, int64(fn.Value-s.Addr)); err != nil {
-			return nil
-		}
-		break
-	}
-	if len(code) < 4 || code[0] != 0x55 || code[1] != 0x48 || code[2] != 0x89 || code[3] != 0xe5 {
-		return nil
-	}
-	var calls [][2]uint64
-	for i := 4; i < len(code); i++ {
-		pc := fn.Value + uint64(i)
-		switch {
-		case code[i] == 0xff && i+1 < len(code) && code[i+1]&0xf8 == 0xd0: // call *%reg
-			if target.Size == 0 {
-				calls = append(calls, [2]uint64{pc, fn.Value + uint64(untilPop(code, i+2))})
-			}
-		case code[i] == 0xe8 && i+5 <= len(code) && target.Size > 0:
-			rel := int32(binary.LittleEndian.Uint32(code[i+1:]))
-			if pc+5+uint64(int64(rel)) == target.Value {
-				calls = append(calls, [2]uint64{pc, fn.Value + uint64(untilPop(code, i+5))})
-			}
-		}
-	}
-	return calls
-}
-
-// untilPop returns the offset just past the first "pop %rbp" at or after
-// i (a byte scan: good enough for the few runtime functions it is used on),
-// or i when there is none within 64 bytes.
-func untilPop(code []byte, i int) int {
-	for j := i; j < len(code) && j < i+64; j++ {
-		if code[j] == 0x5d {
-			return j + 1
-		}
-	}
-	return i
 }
 
 // amd64 instructions of glibc's crti/crtn code (see crtSections).

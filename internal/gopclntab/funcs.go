@@ -101,6 +101,10 @@ func (t *Table) NumFuncs() int {
 	return t.nfunc
 }
 
+// HasFuncFlags reports whether the functions Funcs yields carry their
+// flags (Go 1.18+): Func.Flag 0 then means no flag rather than unknown.
+func (t *Table) HasFuncFlags() bool { return !t.v116 }
+
 // Funcs yields the functions of the table in address order. A malformed
 // function record yields its error (a *FormatError) with the function's
 // bounds when they are known, and the iteration goes on with the next one;
