@@ -40,8 +40,12 @@
 //	pid        label pid (decimal)
 //	q          keep only stacks with a frame whose name contains q (any case)
 //
-// Bad parameters get 400 with a plain-text message, as does a selection of
-// more than [Options].MaxWindows windows.
+// Bad parameters get 400 with a plain-text message. A selection of more
+// than [Options].MaxWindows windows is read from the finest level of
+// rollups of a [LeveledSource] that fits (the responses of flamegraph,
+// top and diff give its period in ms as "resolution", 0 for the windows
+// as recorded, and their from and to are widened to its periods); only
+// one that no level fits, or a Source without rollups, gets 400.
 //
 //	/api/info
 //		{"title"}

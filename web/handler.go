@@ -123,20 +123,50 @@ type selected struct {
 	rest []filter
 }
 
-// selectWindows lists the windows of q's range that its filters do not
-// rule out by window label.
-func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, error) {
+// listWindows lists the windows of q's range at the finest level where
+// the windows a request must open, need(ws) of them, fit MaxWindows (see
+// LeveledSource; a Source without rollups has level 0 only). It returns
+// the period of the level used, 0 for the windows as recorded.
+func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int) ([]Window, time.Duration, error) {
 	ws, err := h.src.Windows(ctx, q.from, q.to)
 	if err != nil {
-		return nil, fmt.Errorf("listing windows: %w", err)
+		return nil, 0, fmt.Errorf("listing windows: %w", err)
 	}
-	var sel []selected
-	for _, w := range ws {
-		if ok, rest := q.windowFilters(w); ok {
-			sel = append(sel, selected{w, rest})
+	ls, ok := h.src.(LeveledSource)
+	if !ok || need(ws) <= h.opts.MaxWindows {
+		return ws, 0, nil
+	}
+	var res time.Duration
+	for k, d := range ls.Levels() {
+		if ws, err = ls.WindowsAt(ctx, q.from, q.to, k+1); err != nil {
+			return nil, 0, fmt.Errorf("listing windows: %w", err)
+		}
+		if res = d; need(ws) <= h.opts.MaxWindows {
+			break
 		}
 	}
-	return sel, nil
+	return ws, res, nil
+}
+
+// selectWindows lists the windows of q's range that its filters do not
+// rule out by window label, and the period of their level (listWindows).
+func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time.Duration, error) {
+	var sel []selected
+	pick := func(ws []Window) int {
+		sel = sel[:0]
+		for _, w := range ws {
+			if ok, rest := q.windowFilters(w); ok {
+				sel = append(sel, selected{w, rest})
+			}
+		}
+		return len(sel)
+	}
+	ws, res, err := h.listWindows(ctx, q, pick)
+	if err != nil {
+		return nil, 0, err
+	}
+	pick(ws)
+	return sel, res, nil
 }
 
 func (h *handler) checkOpen(n int) error {
@@ -146,8 +176,12 @@ func (h *handler) checkOpen(n int) error {
 	return nil
 }
 
-// span is the time covered by a set of windows.
-type span struct{ from, to time.Time }
+// span is the time covered by a set of windows, and the period of their
+// level (0: the windows as recorded; see listWindows).
+type span struct {
+	from, to time.Time
+	res      time.Duration
+}
 
 func (s *span) add(w Window) {
 	end := w.Start.Add(w.Duration)
@@ -162,10 +196,11 @@ func (s *span) add(w Window) {
 // collect merges the samples q selects into column col of t.
 func (h *handler) collect(ctx context.Context, q *query, t *tree, col int) (span, int, error) {
 	var sp span
-	sel, err := h.selectWindows(ctx, q)
+	sel, res, err := h.selectWindows(ctx, q)
 	if err != nil {
 		return sp, 0, err
 	}
+	sp.res = res
 	if err := h.checkOpen(len(sel)); err != nil {
 		return sp, 0, err
 	}
@@ -215,8 +250,8 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	extra := fmt.Appendf(nil, `"windows":%d,"from":%d,"to":%d,"total":%d,"nodes":%d,`,
-		n, ms(sp.from), ms(sp.to), t.nodes[0].total[0], len(t.nodes))
+	extra := fmt.Appendf(nil, `"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d,"nodes":%d,`,
+		n, ms(sp.from), ms(sp.to), sp.res.Milliseconds(), t.nodes[0].total[0], len(t.nodes))
 	return t.appendJSON(nil, extra, false, maxNodes), "application/json", nil
 }
 
@@ -249,8 +284,8 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 		return nil, "", err
 	}
 	root := t.nodes[0].total
-	extra := fmt.Appendf(nil, `"a":{"windows":%d,"from":%d,"to":%d,"total":%d},"b":{"windows":%d,"from":%d,"to":%d,"total":%d},"nodes":%d,`,
-		na, ms(spa.from), ms(spa.to), root[0], nb, ms(spb.from), ms(spb.to), root[1], len(t.nodes))
+	extra := fmt.Appendf(nil, `"a":{"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d},"b":{"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d},"nodes":%d,`,
+		na, ms(spa.from), ms(spa.to), spa.res.Milliseconds(), root[0], nb, ms(spb.from), ms(spb.to), spb.res.Milliseconds(), root[1], len(t.nodes))
 	return t.appendJSON(nil, extra, true, maxNodes), "application/json", nil
 }
 
@@ -278,13 +313,14 @@ func (h *handler) top(r *http.Request) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return jsonBody(struct {
-		Unit    string   `json:"unit"`
-		Windows int      `json:"windows"`
-		From    int64    `json:"from"`
-		To      int64    `json:"to"`
-		Total   int64    `json:"total"`
-		Rows    []topRow `json:"rows"`
-	}{t.unit, n, ms(sp.from), ms(sp.to), t.nodes[0].total[0], t.top(by, limit)})
+		Unit       string   `json:"unit"`
+		Windows    int      `json:"windows"`
+		From       int64    `json:"from"`
+		To         int64    `json:"to"`
+		Resolution int64    `json:"resolution"`
+		Total      int64    `json:"total"`
+		Rows       []topRow `json:"rows"`
+	}{t.unit, n, ms(sp.from), ms(sp.to), sp.res.Milliseconds(), t.nodes[0].total[0], t.top(by, limit)})
 }
 
 func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
@@ -298,9 +334,18 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 		return nil, "", err
 	}
 	ctx := r.Context()
-	all, err := h.src.Windows(ctx, q.from, q.to)
+	// Windows whose samples must be counted one by one are opened.
+	all, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
+		n := 0
+		for _, w := range ws {
+			if ok, rest := q.windowFilters(w); ok && len(rest) > 0 {
+				n++
+			}
+		}
+		return n
+	})
 	if err != nil {
-		return nil, "", fmt.Errorf("listing windows: %w", err)
+		return nil, "", err
 	}
 	type response struct {
 		From    int64     `json:"from"`
@@ -427,10 +472,24 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		sets[fk.label] = make(map[string]bool)
 	}
 	// Labels list every value in the range, ignoring filters, so that a
-	// filter can be switched to another value.
-	ws, err := h.src.Windows(ctx, q.from, q.to)
+	// filter can be switched to another value. Windows that list neither
+	// a label nor its values are opened.
+	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
+		n := 0
+		for _, w := range ws {
+			for _, fk := range filterKeys {
+				_, ok1 := w.Labels[fk.label]
+				_, ok2 := w.Values[fk.label]
+				if !ok1 && !ok2 {
+					n++
+					break
+				}
+			}
+		}
+		return n
+	})
 	if err != nil {
-		return nil, "", fmt.Errorf("listing windows: %w", err)
+		return nil, "", err
 	}
 	opened := 0
 	for _, w := range ws {
@@ -510,7 +569,7 @@ func (h *handler) profile(r *http.Request) ([]byte, string, error) {
 // sample type only. Window labels become sample labels so that they
 // survive the merge.
 func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error) {
-	sel, err := h.selectWindows(ctx, q)
+	sel, _, err := h.selectWindows(ctx, q)
 	if err != nil {
 		return nil, err
 	}

@@ -35,3 +35,18 @@ type Source interface {
 	// the Source must not change it either.
 	Open(ctx context.Context, id string) (*profile.Profile, error)
 }
+
+// A LeveledSource also keeps rollups: coarser windows that each merge one
+// target's windows of a longer period (internal/store builds them in the
+// background). A selection that covers more windows than the viewer opens
+// at once (Options.MaxWindows) is answered from the finest level that
+// fits, its range widened to that level's periods, rather than refused.
+type LeveledSource interface {
+	Source
+	// Levels returns the period of each coarser level, finest first.
+	Levels() []time.Duration
+	// WindowsAt lists what level k (1 to len(Levels())) shows of [from,
+	// to), oldest first: its rollups, and for the targets and periods
+	// that have none, the finer windows. Level 0 is Windows.
+	WindowsAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
+}

@@ -74,6 +74,28 @@
 // write; Prune applies them on demand (call it periodically when nothing is
 // being written).
 //
+// # Rollups
+//
+// A host with many services writes many windows: 50 services at 15 s are
+// 12,000 an hour, and a viewer that opens each of them cannot answer a
+// day in a second. So the store also keeps rollups (rollup.go): for each
+// target, the merge of its windows of a period of 5 minutes, and those
+// merged again per hour and per day (levels), with their sample labels.
+// A goroutine builds them after Open and after each PutWindow, once a
+// period has ended (plus twice the longest window and rollupGrace, for
+// windows still being written). They are packs like windows, in the
+// directory of their start, with an index of version 2 that names their
+// level, so that an older agent skips them instead of counting their
+// samples twice; their IDs end with the level ("-5m", "-1h", "-1d").
+//
+// Windows lists the windows only; WindowsAt(k) lists what level k shows:
+// its rollups, and where a target has none for a period (it is not built
+// yet, or the merge failed: a window unreadable, profiles that do not
+// merge, counted in Stats.RollupErrors), the finer rollups or windows of
+// that period, so every sample is shown once. Retention treats rollups as
+// windows of their start. A window written after its period was rolled
+// up is listed by Windows only.
+//
 // # Failures
 //
 // A full disk, a read-only file system or missing permissions make

@@ -9,8 +9,14 @@ import (
 	"time"
 )
 
-// indexVersion is the pack index format this package writes and reads.
-const indexVersion = 1
+// indexVersion is the pack index format of windows as the agent writes
+// them; rollupIndexVersion that of rollups (a level, see levels), so that
+// an older agent, which reads only version 1, skips rollups (and keeps
+// them) rather than adding them to the windows they merge.
+const (
+	indexVersion       = 1
+	rollupIndexVersion = 2
+)
 
 // Limits on index content: the data directory is outside input. PutWindow
 // refuses windows whose index would exceed them.
@@ -32,10 +38,13 @@ const (
 // packIndex is the content of a window's .index file: where each target's
 // gzipped profile lies in the window's pack.
 type packIndex struct {
-	Version    int           `json:"version"`
-	Start      time.Time     `json:"start"`
-	DurationNS int64         `json:"duration_ns"`
-	Targets    []indexTarget `json:"targets"`
+	Version    int       `json:"version"`
+	Start      time.Time `json:"start"`
+	DurationNS int64     `json:"duration_ns"`
+	// Level is 0 for the agent's windows, k for the rollups of
+	// levels[k] (version 2 only).
+	Level   int           `json:"level,omitempty"`
+	Targets []indexTarget `json:"targets"`
 }
 
 // indexTarget is one target of a pack. Its profile is the Size bytes at
@@ -93,8 +102,8 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, 0, fmt.Errorf("index %s: %w", name, err)
 	}
-	if probe.Version != indexVersion {
-		if probe.Version > indexVersion {
+	if probe.Version != indexVersion && probe.Version != rollupIndexVersion {
+		if probe.Version > rollupIndexVersion {
 			return nil, 0, fmt.Errorf("index %s: %w %d", name, errFutureVersion, probe.Version)
 		}
 		return nil, 0, fmt.Errorf("index %s: version %d is invalid", name, probe.Version)
@@ -110,6 +119,10 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 	switch {
 	case !x.Start.Equal(start):
 		return nil, 0, fmt.Errorf("index %s: start %v does not match its file name", name, x.Start)
+	case (x.Level != 0) != (probe.Version == rollupIndexVersion) || x.Level < 0 || x.Level >= len(levels):
+		return nil, 0, fmt.Errorf("index %s: level %d in an index of version %d", name, x.Level, probe.Version)
+	case x.Level > 0 && (x.DurationNS != int64(levels[x.Level]) || start.UnixNano()%int64(levels[x.Level]) != 0):
+		return nil, 0, fmt.Errorf("index %s: rollup of level %d is not one aligned %v", name, x.Level, levels[x.Level])
 	case x.DurationNS < 0:
 		return nil, 0, fmt.Errorf("index %s: negative duration %d", name, x.DurationNS)
 	case len(x.Targets) == 0:
@@ -129,7 +142,7 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 			t.Labels = map[string]string{}
 		}
 		switch {
-		case t.ID != windowID(start, t.Labels):
+		case t.ID != levelID(start, t.Labels, x.Level):
 			return nil, 0, fmt.Errorf("index %s: target %d: ID %q is not that of its start and labels", name, i, t.ID)
 		case seen[t.ID]:
 			return nil, 0, fmt.Errorf("index %s: target %d: ID %q listed twice", name, i, t.ID)

@@ -50,6 +50,16 @@ func windowID(start time.Time, labels map[string]string) string {
 	return fmt.Sprintf("%s-%016x", start.UTC().Format(idTimeLayout), h.Sum64())
 }
 
+// levelID returns the ID of a window of level 0 (windowID) or of a rollup
+// of levels[level].
+func levelID(start time.Time, labels map[string]string, level int) string {
+	id := windowID(start, labels)
+	if level > 0 {
+		id += "-" + levelNames[level]
+	}
+	return id
+}
+
 // labelKey is a canonical encoding of a label set.
 func labelKey(labels map[string]string) string {
 	keys := make([]string, 0, len(labels))

@@ -44,11 +44,15 @@ type Options struct {
 	// Logger receives failures (at most one per cause every ten minutes)
 	// and the count of files skipped when opening. Nil discards logs.
 	Logger *slog.Logger
+	// NoRollups leaves the windows as written: no rollups are built in
+	// the background (Compact still builds them when called).
+	NoRollups bool
 }
 
 // Stats counts what a Store holds and did since Open.
 type Stats struct {
-	Windows int   // windows held, one per target
+	Windows int   // windows held, one per target, rollups excluded
+	Rollups int   // rollups held, one per target and period
 	Bytes   int64 // bytes of their files
 
 	Puts      uint64            // windows written, one per target
@@ -58,6 +62,9 @@ type Stats struct {
 	Corrupt   uint64            // corrupt or partial files found by Open (and removed)
 	Skipped   uint64            // indexes or sidecars of an unknown format version, left alone
 	ReadErrs  uint64            // Open calls that failed to read a stored window
+
+	RollupsWritten uint64 // rollups written, one per target and period
+	RollupErrors   uint64 // targets of a period left without a rollup (a window unreadable, or profiles that do not merge)
 }
 
 // ErrClosed is returned by a Store after Close.
@@ -82,15 +89,26 @@ type Store struct {
 	byID    map[string]*entry
 	labels  map[string]*labelSet // interned label sets by labelKey
 	bytes   int64                // of the files referenced by windows
-	maxDur  int64                // longest duration held, bounds the search in Windows
+	maxDur  int64                // longest duration of a window of level 0, bounds the search in Windows
 	closed  bool
 	st      Stats
 	lastLog map[string]time.Time
+	rollups int // entries of level > 0 in windows
+
+	// cmu serializes compactions (see rollup.go); poke wakes the
+	// compactor goroutine.
+	cmu       sync.Mutex
+	compacted [len(levels)]int64 // per level, the periods before this start are done; under cmu
+	poke      chan struct{}
+	stop      chan struct{}
+	stopped   chan struct{}
+	stopOnce  sync.Once
 }
 
 // entry is one target's window in the index.
 type entry struct {
 	id      string
+	level   int   // 0, or the level of a rollup
 	start   int64 // Unix ns
 	dur     int64 // ns
 	samples int64
@@ -165,6 +183,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.log.Debug("store: opened", "windows", len(s.windows), "bytes", s.bytes)
 	if err := s.Prune(); err != nil {
 		s.log.Warn("store: applying retention", "err", err)
+	}
+	if !opts.NoRollups {
+		s.poke, s.stop, s.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go s.compactor()
+		s.poke <- struct{}{}
 	}
 	return s, nil
 }
@@ -304,7 +327,7 @@ func (s *Store) scanHour(hour string) {
 		fl := &files{hour: hour, data: n.name + packExt, index: n.name + indexExt, seq: n.seq, size: packSize + indexSize}
 		for _, t := range x.Targets {
 			s.addScanned(&entry{
-				id: t.ID, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
+				id: t.ID, level: x.Level, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
 				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 			}, t.Labels)
 		}
@@ -390,7 +413,11 @@ func (s *Store) addLocked(e *entry, labels map[string]string) (freed *files) {
 	i, _ := slices.BinarySearchFunc(s.windows, e, compareEntries) // usually the end
 	s.windows = slices.Insert(s.windows, i, e)
 	s.byID[e.id] = e
-	s.maxDur = max(s.maxDur, e.dur)
+	if e.level == 0 {
+		s.maxDur = max(s.maxDur, e.dur)
+	} else {
+		s.rollups++
+	}
 	return freed
 }
 
@@ -407,6 +434,9 @@ func (s *Store) removeLocked(e *entry) bool {
 // dropLocked is removeLocked but leaves s.windows to the caller.
 func (s *Store) dropLocked(e *entry) bool {
 	delete(s.byID, e.id)
+	if e.level > 0 {
+		s.rollups--
+	}
 	if e.labels.refs--; e.labels.refs == 0 {
 		delete(s.labels, e.labels.key)
 	}
@@ -433,7 +463,13 @@ func (s *Store) PutWindow(start time.Time, dur time.Duration, items []Item) erro
 	if len(items) == 0 {
 		return nil
 	}
-	err := s.putWindow(start, dur, items)
+	err := s.putWindow(0, start, dur, items)
+	if err == nil && s.poke != nil {
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
+	}
 	if err != nil {
 		cause := errCause(err)
 		s.mu.Lock()
@@ -450,7 +486,7 @@ func (e invalidError) Unwrap() error { return e.error }
 
 // checkWindow checks a window before anything is written, and returns the
 // index to write, without offsets, sizes and CRCs, in the order of items.
-func checkWindow(start time.Time, dur time.Duration, items []Item) (*packIndex, error) {
+func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*packIndex, error) {
 	switch {
 	case start.IsZero() || start.UnixNano() <= 0:
 		return nil, invalidError{fmt.Errorf("store: window start %v is not a valid time", start)}
@@ -460,7 +496,10 @@ func checkWindow(start time.Time, dur time.Duration, items []Item) (*packIndex, 
 		return nil, invalidError{fmt.Errorf("store: %d targets in a window exceed %d", len(items), maxTargets)}
 	}
 	start = start.UTC()
-	x := &packIndex{Version: indexVersion, Start: start, DurationNS: int64(dur), Targets: make([]indexTarget, len(items))}
+	x := &packIndex{Version: indexVersion, Start: start, DurationNS: int64(dur), Level: level, Targets: make([]indexTarget, len(items))}
+	if level > 0 {
+		x.Version = rollupIndexVersion
+	}
 	seen := make(map[string]int, len(items))
 	for i, it := range items {
 		if it.Profile == nil {
@@ -476,7 +515,7 @@ func checkWindow(start time.Time, dur time.Duration, items []Item) (*packIndex, 
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		id := windowID(start, labels)
+		id := levelID(start, labels, level)
 		if j, dup := seen[id]; dup {
 			return nil, invalidError{fmt.Errorf("store: targets %d and %d have the same labels %v", j, i, labels)}
 		}
@@ -526,8 +565,9 @@ func sampleValues(p *profile.Profile) map[string][]string {
 	return out
 }
 
-func (s *Store) putWindow(start time.Time, dur time.Duration, items []Item) error {
-	x, err := checkWindow(start, dur, items)
+// putWindow writes the window, or the rollup of the given level.
+func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items []Item) error {
+	x, err := checkWindow(level, start, dur, items)
 	if err != nil {
 		return err
 	}
@@ -582,14 +622,18 @@ func (s *Store) putWindow(start time.Time, dur time.Duration, items []Item) erro
 	s.mu.Lock()
 	for _, t := range x.Targets {
 		e := &entry{
-			id: t.ID, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
+			id: t.ID, level: level, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
 			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 		}
 		if f := s.addLocked(e, t.Labels); f != nil {
 			freed = append(freed, f)
 		}
 	}
-	s.st.Puts += uint64(len(x.Targets))
+	if level == 0 {
+		s.st.Puts += uint64(len(x.Targets))
+	} else {
+		s.st.RollupsWritten += uint64(len(x.Targets))
+	}
 	s.st.PutBytes += uint64(fl.size)
 	freed = append(freed, s.victimsLocked()...)
 	s.mu.Unlock()
@@ -772,7 +816,8 @@ func (s *Store) deleteFiles(victims []*files) error {
 	return first
 }
 
-// Windows lists the windows that overlap [from, to), oldest first.
+// Windows lists the windows that overlap [from, to), oldest first, as
+// the agent wrote them (level 0: no rollups).
 func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -797,6 +842,9 @@ func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, 
 		if e.start >= t {
 			break
 		}
+		if e.level > 0 {
+			continue
+		}
 		overlaps := e.start+e.dur > f
 		if e.dur == 0 {
 			overlaps = e.start >= f
@@ -804,14 +852,7 @@ func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, 
 		if !overlaps {
 			continue
 		}
-		out = append(out, web.Window{
-			ID:       e.id,
-			Start:    time.Unix(0, e.start),
-			Duration: time.Duration(e.dur),
-			Labels:   maps.Clone(e.labels.m),
-			Samples:  e.samples,
-			Values:   e.values,
-		})
+		out = append(out, webWindow(e))
 	}
 	return out, nil
 }
@@ -891,7 +932,8 @@ func (s *Store) Stats() Stats {
 	defer s.mu.RUnlock()
 	st := s.st
 	st.PutErrors = maps.Clone(s.st.PutErrors)
-	st.Windows = len(s.windows)
+	st.Windows = len(s.windows) - s.rollups
+	st.Rollups = s.rollups
 	st.Bytes = s.bytes
 	return st
 }
@@ -899,6 +941,10 @@ func (s *Store) Stats() Stats {
 // Close makes further calls fail with ErrClosed. Stored windows stay on
 // disk for the next Open.
 func (s *Store) Close() error {
+	if s.stop != nil {
+		s.stopOnce.Do(func() { close(s.stop) })
+		<-s.stopped
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()

@@ -73,6 +73,10 @@
   }
   const fmtPct = (v) => (v * 100).toFixed(v >= 0.1 ? 1 : 2) + '%';
   const fmtN = (v) => Math.round(v).toLocaleString('en-US');
+  // resolutionName names the period of the summaries (the store's
+  // rollups) a long range is read from.
+  const resolutionName = (ms) =>
+    ({ 300000: '5-minute', 3600000: 'hourly', 86400000: 'daily' })[ms] || (ms / 1000) + '-second';
   function fmtTime(ms, withDate) {
     const d = new Date(ms);
     const t = d.toISOString();
@@ -389,6 +393,8 @@
         renderTop();
         setStatus(fmtN(d.total) + ' ' + d.unit + ' from ' + d.windows + ' window' + (d.windows === 1 ? '' : 's') +
           (d.windows ? ' (' + fmtTime(d.from, true) + ' – ' + fmtTime(d.to, true) + ' UTC)' : '') +
+          (d.resolution ? '; a long range: read from ' + resolutionName(d.resolution) +
+            ' summaries, so it starts and ends on their boundaries' : '') +
           (d.pruned ? '; ' + fmtN(d.pruned) + ' smallest nodes omitted' : ''));
       }
       // Keep the zoom if the same path exists in the new tree.

@@ -1,0 +1,310 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/web"
+)
+
+// levels are the durations of the rollups, finest first; level 0 is the
+// agent's own windows. A rollup of level k merges, for one target, the
+// windows (or rollups of a finer level) that start in one period of
+// levels[k], aligned to the Unix epoch (so days are UTC days). Each level
+// divides the next, so a finer rollup lies within one coarser period.
+var levels = [...]time.Duration{0, 5 * time.Minute, time.Hour, 24 * time.Hour}
+
+// levelNames end the IDs of rollups.
+var levelNames = [...]string{"", "5m", "1h", "1d"}
+
+// Levels returns the durations of the rollup levels, finest first:
+// WindowsAt(ctx, from, to, k) lists the rollups of Levels()[k-1].
+func (s *Store) Levels() []time.Duration { return slices.Clone(levels[1:]) }
+
+// rollupGrace is how long after a period ends, beyond twice the longest
+// window, its rollup waits for windows still being written.
+const rollupGrace = 30 * time.Second
+
+// maxRollupsPerPass bounds the periods one pass of the compactor merges
+// before it looks at Close again.
+const maxRollupsPerPass = 64
+
+// compactor builds rollups in the background until Close: after Open and
+// after each PutWindow.
+func (s *Store) compactor() {
+	defer close(s.stopped)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	tick := time.NewTicker(time.Minute) // periods also end while nothing is written
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.poke:
+		case <-tick.C:
+		}
+		for {
+			n, err := s.compact(ctx, maxRollupsPerPass)
+			if err != nil && ctx.Err() == nil {
+				s.logCause("rollup_"+errCause(err), err)
+			}
+			if n < maxRollupsPerPass || err != nil || ctx.Err() != nil {
+				break
+			}
+		}
+	}
+}
+
+// Compact builds the rollups of every period that has ended (see levels),
+// finest level first, and returns the first error. The background
+// compactor does the same unless Options.NoRollups is set.
+func (s *Store) Compact(ctx context.Context) error {
+	for {
+		n, err := s.compact(ctx, maxRollupsPerPass)
+		if err != nil || n < maxRollupsPerPass {
+			return err
+		}
+	}
+}
+
+// compact builds the rollups of at most max periods and returns how many
+// it built.
+func (s *Store) compact(ctx context.Context, max int) (int, error) {
+	s.cmu.Lock() // one compaction at a time
+	defer s.cmu.Unlock()
+	n := 0
+	for k := 1; k < len(levels); k++ {
+		periods, next := s.periods(k)
+		for _, p := range periods {
+			if n == max {
+				return n, nil
+			}
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+			if err := s.rollup(ctx, k, p); err != nil {
+				return n, err
+			}
+			n++
+		}
+		s.compacted[k] = next
+	}
+	return n, nil
+}
+
+// periods returns the starts of the periods of level k that have ended,
+// hold windows a rollup of level k would merge, and have no rollup of
+// level k yet, oldest first; and where the next search may start once
+// they are done. s.cmu is held.
+func (s *Store) periods(k int) ([]int64, int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d := int64(levels[k])
+	ended := s.now().Add(-rollupGrace).UnixNano() - 2*s.maxDur
+	done := map[int64]bool{}
+	var out []int64
+	i, _ := slices.BinarySearchFunc(s.windows, s.compacted[k], func(e *entry, start int64) int {
+		return cmpInt(e.start, start)
+	})
+	for _, e := range s.windows[i:] {
+		p := e.start - e.start%d
+		switch {
+		case p+d > ended:
+		case e.level == k:
+			done[p] = true
+		case e.level < k && e.dur < d && (len(out) == 0 || out[len(out)-1] != p):
+			out = append(out, p)
+		}
+	}
+	out = slices.DeleteFunc(out, func(p int64) bool { return done[p] })
+	slices.Sort(out)
+	out = slices.Compact(out)
+	// Periods that fail are not tried again until the store is reopened.
+	return out, max(s.compacted[k], ended-ended%d)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// rollup merges, per target, what level k-1 shows of the period of level
+// k starting at p into one profile, and writes them as one rollup pack.
+// A target whose windows cannot be read or merged is counted and left
+// out; its windows stay visible at level k (see visible).
+func (s *Store) rollup(ctx context.Context, k int, p int64) error {
+	d := int64(levels[k])
+	s.mu.RLock()
+	var in []*entry
+	i, _ := slices.BinarySearchFunc(s.windows, p, func(e *entry, start int64) int { return cmpInt(e.start, start) })
+	for _, e := range s.windows[i:] {
+		if e.start >= p+d {
+			break
+		}
+		if e.level < k && e.dur < d {
+			in = append(in, e)
+		}
+	}
+	in = visible(in, k-1)
+	groups := map[*labelSet][]*entry{}
+	var order []*labelSet
+	for _, e := range in {
+		if groups[e.labels] == nil {
+			order = append(order, e.labels)
+		}
+		groups[e.labels] = append(groups[e.labels], e)
+	}
+	s.mu.RUnlock()
+
+	var items []Item
+	failed := 0
+	for _, ls := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		merged, err := s.merge(groups[ls], p, d)
+		if err != nil {
+			failed++
+			s.logCause("rollup_merge", fmt.Errorf("store: rollup of %v at %v: %w", ls.m, time.Unix(0, p).UTC(), err))
+			continue
+		}
+		items = append(items, Item{Labels: maps.Clone(ls.m), Profile: merged})
+	}
+	s.mu.Lock()
+	s.st.RollupErrors += uint64(failed)
+	s.mu.Unlock()
+	if len(items) == 0 {
+		return nil
+	}
+	err := s.putWindow(k, time.Unix(0, p), levels[k], items)
+	if err != nil {
+		s.mu.Lock()
+		s.st.RollupErrors += uint64(len(items))
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// merge reads the profiles of es and merges them into one that starts at
+// p and lasts d.
+func (s *Store) merge(es []*entry, p, d int64) (*profile.Profile, error) {
+	ps := make([]*profile.Profile, 0, len(es))
+	for _, e := range es {
+		pr, err := s.read(e)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, pr)
+	}
+	m, err := profile.Merge(ps)
+	if err != nil {
+		return nil, err
+	}
+	m.TimeNanos, m.DurationNanos = p, d
+	return m, nil
+}
+
+// visible returns the entries of es (rollups of level k and below) that
+// a view at level k shows: an entry is hidden when a rollup of a coarser
+// level up to k, of its target, holds the period it starts in (and it is
+// shorter than that level's periods, so that the rollup merged it).
+func visible(es []*entry, k int) []*entry {
+	if k == 0 {
+		return slices.DeleteFunc(slices.Clone(es), func(e *entry) bool { return e.level > 0 })
+	}
+	type key struct {
+		level  int
+		period int64
+		labels *labelSet
+	}
+	covered := map[key]bool{}
+	for _, e := range es {
+		if e.level > 0 && e.level <= k {
+			covered[key{e.level, e.start, e.labels}] = true
+		}
+	}
+	var out []*entry
+	for _, e := range es {
+		if e.level > k {
+			continue
+		}
+		hidden := false
+		for j := e.level + 1; j <= k && !hidden; j++ {
+			d := int64(levels[j])
+			hidden = e.dur < d && covered[key{j, e.start - e.start%d, e.labels}]
+		}
+		if !hidden {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// WindowsAt lists what the view at level k shows of [from, to), oldest
+// first: the rollups of levels[k] (see Levels), and for the targets and
+// periods that have none, the rollups of the finest levels or the windows
+// that do. Level 0 is Windows. Rollups widen the range to their periods.
+func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web.Window, error) {
+	if k <= 0 {
+		return s.Windows(ctx, from, to)
+	}
+	if k >= len(levels) {
+		return nil, fmt.Errorf("store: no level %d (there are %d)", k, len(levels)-1)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	f, t := from.UnixNano(), to.UnixNano()
+	lo := f - max(s.maxDur, int64(levels[k]))
+	i, _ := slices.BinarySearchFunc(s.windows, lo, func(e *entry, start int64) int { return cmpInt(e.start, start) })
+	var in []*entry
+	for _, e := range s.windows[i:] {
+		if e.start >= t {
+			break
+		}
+		overlaps := e.start+e.dur > f
+		if e.dur == 0 {
+			overlaps = e.start >= f
+		}
+		if overlaps && e.level <= k {
+			in = append(in, e)
+		}
+	}
+	in = visible(in, k)
+	out := make([]web.Window, len(in))
+	for i, e := range in {
+		out[i] = webWindow(e)
+	}
+	return out, nil
+}
+
+func webWindow(e *entry) web.Window {
+	return web.Window{
+		ID:       e.id,
+		Start:    time.Unix(0, e.start),
+		Duration: time.Duration(e.dur),
+		Labels:   maps.Clone(e.labels.m),
+		Samples:  e.samples,
+		Values:   e.values,
+	}
+}

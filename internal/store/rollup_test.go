@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/web"
+)
+
+// pidProfile is cpuProfile(fn, n) with its samples split between two
+// processes: n-1 samples of pid 100, 1 of pid 200.
+func pidProfile(fn string, n int64, start time.Time) *profile.Profile {
+	p := cpuProfile(fn, n, start)
+	p.DurationNanos = int64(15 * time.Second)
+	s := p.Sample[0]
+	s.Value = []int64{(n - 1) * 10_000_000, n - 1}
+	s.NumLabel = map[string][]int64{"pid": {100}}
+	p.Sample = append(p.Sample, &profile.Sample{Location: s.Location, Value: []int64{10_000_000, 1}, NumLabel: map[string][]int64{"pid": {200}}})
+	return p
+}
+
+var h0 = time.Date(2026, 3, 4, 4, 0, 0, 0, time.UTC)
+
+// fillRollupStore writes windows of 15 s for two services from h0 for
+// 2 h 5 min; window i of service "a" has 2+i%7 samples, of "b" 3.
+// It returns the store, with its clock at h0+3h, and the samples put.
+func fillRollupStore(t *testing.T, dir string) (*Store, int64) {
+	t.Helper()
+	s := open(t, dir, Options{})
+	s.now = func() time.Time { return h0.Add(3 * time.Hour) }
+	var total int64
+	for i := range 500 {
+		start := h0.Add(time.Duration(i) * 15 * time.Second)
+		na := 2 + int64(i%7)
+		items := []Item{
+			{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", na, start)},
+			{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
+		}
+		if err := s.PutWindow(start, 15*time.Second, items); err != nil {
+			t.Fatal(err)
+		}
+		total += na + 3
+	}
+	return s, total
+}
+
+func sumSamples(ws []web.Window) int64 {
+	var n int64
+	for _, w := range ws {
+		n += w.Samples
+	}
+	return n
+}
+
+// TestRollups builds the rollups of two hours and five minutes of
+// windows and checks each level's view: the same samples as the
+// windows, from fewer, longer windows, with the sample labels kept.
+func TestRollups(t *testing.T) {
+	dir := t.TempDir()
+	s, total := fillRollupStore(t, dir)
+	ctx := context.Background()
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Per service: 25 periods of 5 min (the last ends at 06:05), 2
+	// hours (hour 06 has not ended at 07:00 minus the grace), no day.
+	st := s.Stats()
+	if st.Windows != 1000 || st.Rollups != 2*(25+2) || st.RollupsWritten != 2*(25+2) || st.RollupErrors != 0 {
+		t.Fatalf("stats %+v, want 1000 windows and 54 rollups", st)
+	}
+	all := func(k int) []web.Window {
+		ws, err := s.WindowsAt(ctx, h0.Add(-time.Hour), h0.Add(5*time.Hour), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws
+	}
+	for k, want := range []int{1000, 50, 6, 6} {
+		ws := all(k)
+		if len(ws) != want || sumSamples(ws) != total {
+			t.Errorf("level %d: %d windows, %d samples; want %d windows, %d samples", k, len(ws), sumSamples(ws), want, total)
+		}
+	}
+	// The hour rollup of service a at 05:00 against its windows.
+	ws := all(2)
+	i := slices.IndexFunc(ws, func(w web.Window) bool {
+		return w.Labels["service_name"] == "a" && w.Start.Equal(h0.Add(time.Hour))
+	})
+	if i < 0 || ws[i].Duration != time.Hour {
+		t.Fatalf("no hour rollup of a at 05:00 in %v", ws)
+	}
+	raw, _ := s.Windows(ctx, h0.Add(time.Hour), h0.Add(2*time.Hour))
+	var want int64
+	for _, w := range raw {
+		if w.Labels["service_name"] == "a" {
+			want += w.Samples
+		}
+	}
+	p, err := s.Open(ctx, ws[i].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPid := map[int64]int64{}
+	for _, smp := range p.Sample {
+		byPid[smp.NumLabel["pid"][0]] += smp.Value[1]
+	}
+	if ws[i].Samples != want || byPid[100]+byPid[200] != want || byPid[200] != 240 {
+		t.Errorf("hour rollup: %d samples listed, by pid %v; want %d, 240 of pid 200", ws[i].Samples, byPid, want)
+	}
+	if p.TimeNanos != h0.Add(time.Hour).UnixNano() || p.DurationNanos != int64(time.Hour) {
+		t.Errorf("hour rollup profile spans %d+%d", p.TimeNanos, p.DurationNanos)
+	}
+	if got := ws[i].Values["pid"]; !slices.Equal(got, []string{"100", "200"}) {
+		t.Errorf("hour rollup lists pids %v", got)
+	}
+
+	// Reopened, the rollups are read back and not built again.
+	s.Close()
+	s = open(t, dir, Options{})
+	s.now = func() time.Time { return h0.Add(3 * time.Hour) }
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Rollups != 54 || st.RollupsWritten != 0 || st.Corrupt != 0 {
+		t.Errorf("reopened: %+v, want the 54 rollups read back", st)
+	}
+	if ws := all(3); len(ws) != 6 || sumSamples(ws) != total {
+		t.Errorf("reopened: level 3 has %d windows, %d samples", len(ws), sumSamples(ws))
+	}
+	s.Close()
+}
+
+// TestRollupUnreadableWindow damages one window: its target's rollup of
+// that period is not built (and counted), and the coarser views show
+// that target's windows there instead, so no sample is lost or counted
+// twice.
+func TestRollupUnreadableWindow(t *testing.T) {
+	dir := t.TempDir()
+	s, total := fillRollupStore(t, dir)
+	ctx := context.Background()
+	ws, _ := s.Windows(ctx, h0.Add(10*time.Minute), h0.Add(10*time.Minute+time.Nanosecond))
+	if len(ws) != 2 {
+		t.Fatalf("%d windows at 04:10", len(ws))
+	}
+	s.mu.RLock()
+	e := s.byID[ws[0].ID]
+	s.mu.RUnlock()
+	path := filepath.Join(dir, e.files.hour, e.files.data)
+	data, _ := os.ReadFile(path)
+	data[e.off+e.pbSize/2] ^= 0xff
+	os.WriteFile(path, data, 0o600)
+
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The damaged target has no rollup at 04:10 nor at 04:00 (its hour:
+	// merged from the windows of 04:10 too).
+	st := s.Stats()
+	if st.RollupErrors != 2 || st.Rollups != 54-2 {
+		t.Errorf("stats %+v, want 2 rollup errors and 52 rollups", st)
+	}
+	for k, want := range []int{1000, 50 - 1 + 20, 6 - 1 + 11 + 20, 6 - 1 + 11 + 20} {
+		ws, err := s.WindowsAt(ctx, h0, h0.Add(3*time.Hour), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != want || sumSamples(ws) != total {
+			t.Errorf("level %d: %d windows, %d samples; want %d windows, %d samples", k, len(ws), sumSamples(ws), want, total)
+		}
+	}
+	s.Close()
+}
+
+// TestRollupsBackground checks that an agent's store builds rollups by
+// itself once a period has ended: by the real clock, every period of
+// 2026-03-04 has, the day too.
+func TestRollupsBackground(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := fillRollupStore(t, dir)
+	s.Close()
+	s, err := Open(dir, Options{MaxAge: 100 * 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	deadline := time.Now().Add(time.Minute)
+	const want = 2 * (25 + 3 + 1)
+	for s.Stats().Rollups < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := s.Stats(); st.Rollups != want {
+		t.Errorf("after a minute in the background: %+v, want %d rollups", st, want)
+	}
+}
+
+// TestViewerReadsRollups serves the store to the viewer with a small
+// window limit: a selection over the limit is answered from the finest
+// level that fits, with every sample, and says which level it used; the
+// limit only refuses what no level fits.
+func TestViewerReadsRollups(t *testing.T) {
+	s, total := fillRollupStore(t, t.TempDir())
+	defer s.Close()
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		max     int
+		res     time.Duration
+		windows int
+	}{
+		{5000, 0, 1000},
+		{100, 5 * time.Minute, 50},
+		{20, time.Hour, 6},
+		{2, time.Hour, 0}, // refused
+	} {
+		h := web.NewHandler(s, web.Options{MaxWindows: c.max})
+		for _, api := range []string{"flamegraph", "top"} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/"+api, nil))
+			if c.windows == 0 {
+				if rec.Code != 400 {
+					t.Errorf("limit %d: api/%s: status %d, want 400", c.max, api, rec.Code)
+				}
+				continue
+			}
+			var d struct {
+				Windows    int   `json:"windows"`
+				Resolution int64 `json:"resolution"`
+				Total      int64 `json:"total"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &d); rec.Code != 200 || err != nil {
+				t.Fatalf("limit %d: api/%s: status %d, %v: %s", c.max, api, rec.Code, err, rec.Body)
+			}
+			// The profiles' "samples" values, the viewer's unit.
+			if d.Windows != c.windows || d.Resolution != c.res.Milliseconds() || d.Total != total {
+				t.Errorf("limit %d: api/%s: %d windows at resolution %d ms, %d samples; want %d at %d, %d",
+					c.max, api, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), total)
+			}
+		}
+	}
+}
