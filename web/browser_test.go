@@ -387,3 +387,52 @@ func TestBrowserErrorOnTop(t *testing.T) {
 	p.bool(fmt.Sprintf(change, ""))
 	p.idle("the banner cleared by a good answer", `document.getElementById('error').hidden`)
 }
+
+// TestBrowserFilterLists picks filters in the page: each other list is
+// narrowed to what the choice leaves, with sample counts, the chosen
+// value stays selected, and the flame graph counts what is chosen.
+func TestBrowserFilterLists(t *testing.T) {
+	exe := chromiumPath(t)
+	p := openPage(t, exe, testSource(), "Scorch filter test")
+	p.idle("the filter lists", `scorchState.labelsGen > 0`)
+	options := func(id string) string {
+		return p.string(`Array.from(document.getElementById('` + id + `').options).map((o) => o.text).join('|')`)
+	}
+	if got := options("f-pid"); got != "all (3)|10 — 20 samples|77 — 4 samples|78 — 1 samples" {
+		t.Errorf("pid list: %s", got)
+	}
+	choose := func(id, v string) {
+		gen, lg := p.gen(), p.int(`scorchState.labelsGen`)
+		p.bool(fmt.Sprintf(`(() => { const s = document.getElementById(%q); s.value = %q; s.dispatchEvent(new Event('change')); return true; })()`, id, v))
+		p.idle("the render after choosing "+v, fmt.Sprintf(`scorchState.gen > %d && scorchState.labelsGen > %d`, gen, lg))
+	}
+	values := func(id string) string {
+		return p.string(`Array.from(document.getElementById('` + id + `').options).slice(1).map((o) => o.value).sort().join(',')`)
+	}
+	if got := values("f-pid"); got != "10,77,78" {
+		t.Errorf("pid list before any filter: %s", got)
+	}
+	choose("f-service", "db")
+	if got := values("f-pid"); got != "77,78" {
+		t.Errorf("pid list with service db: %s, want 77,78", got)
+	}
+	if got := values("f-service"); got != "api,db" {
+		t.Errorf("service list with service db: %s, want api,db (not narrowed by itself)", got)
+	}
+	if got := options("f-comm"); !strings.Contains(got, "postgres — 4 samples") {
+		t.Errorf("comm list with service db: %s, want postgres with 4 samples", got)
+	}
+	if total := p.int(`scorchState.total`); total != 5 {
+		t.Errorf("flame graph total with service db: %d, want 5", total)
+	}
+	choose("f-pid", "77")
+	if got := values("f-comm"); got != "postgres" {
+		t.Errorf("comm list with pid 77: %s, want postgres", got)
+	}
+	if got := p.string(`document.getElementById('f-service').value`); got != "db" {
+		t.Errorf("service choice lost: %q", got)
+	}
+	if total := p.int(`scorchState.total`); total != 4 {
+		t.Errorf("flame graph total with pid 77: %d, want 4", total)
+	}
+}

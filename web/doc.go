@@ -73,8 +73,12 @@
 //		"kind","self","total"}]}; total counts a sample once however often
 //		the function recurs in it.
 //	/api/labels
-//		Distinct values in the range, filters ignored:
-//		{"service":[],"container":[],"comm":[],"pid":[]}.
+//		Per filter, the values in the range that the other filters leave
+//		(a list is narrowed by the others, not by its own filter), and
+//		the samples of each where they are known exactly (a value listed
+//		from Window.Values of a window not opened has none):
+//		{"service":[],"container":[],"comm":[],"pid":[],
+//		"counts":{"service":{"api":123},...}}.
 //	/api/profile.pb.gz
 //		The selection merged into one gzipped pprof profile with the shown
 //		sample type only; window labels are added to every sample as

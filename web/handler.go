@@ -461,26 +461,44 @@ func spread(counts []float64, from time.Time, step time.Duration, w Window, c fl
 	}
 }
 
+// labels lists, per filter, the values in the range that the other
+// filters leave, so that each list is narrowed by the others and a filter
+// can still be switched to another value; with the samples of each value
+// where they are known exactly (see api/labels in the package doc).
 func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 	q, err := parseQuery(r.URL.Query(), "")
 	if err != nil {
 		return nil, "", err
 	}
 	ctx := r.Context()
-	sets := make(map[string]map[string]bool)
-	for _, fk := range filterKeys {
-		sets[fk.label] = make(map[string]bool)
+	type keyState struct {
+		others  query            // q without this key's filter
+		counts  map[string]int64 // samples per value
+		inexact map[string]bool  // values listed without a count
 	}
-	// Labels list every value in the range, ignoring filters, so that a
-	// filter can be switched to another value. Windows that list neither
-	// a label nor its values are opened.
+	keys := make([]*keyState, len(filterKeys))
+	for i, fk := range filterKeys {
+		ks := &keyState{others: q, counts: map[string]int64{}, inexact: map[string]bool{}}
+		ks.others.filters = slices.DeleteFunc(slices.Clone(q.filters), func(f filter) bool { return f.key == fk.label })
+		keys[i] = ks
+	}
+	// needsOpen reports whether a window's samples must be read for key
+	// i: its value is a sample label the window does not list, or other
+	// filters apply per sample.
+	needsOpen := func(w Window, i int) (bool, bool) {
+		ok, rest := keys[i].others.windowFilters(w)
+		if !ok {
+			return false, false
+		}
+		_, inLabels := w.Labels[filterKeys[i].label]
+		_, inValues := w.Values[filterKeys[i].label]
+		return true, len(rest) > 0 || !inLabels && !inValues
+	}
 	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
 		n := 0
 		for _, w := range ws {
-			for _, fk := range filterKeys {
-				_, ok1 := w.Labels[fk.label]
-				_, ok2 := w.Values[fk.label]
-				if !ok1 && !ok2 {
+			for i := range filterKeys {
+				if _, open := needsOpen(w, i); open {
 					n++
 					break
 				}
@@ -493,44 +511,59 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 	}
 	opened := 0
 	for _, w := range ws {
-		var missing []string
-		for _, fk := range filterKeys {
-			if v, ok := w.Labels[fk.label]; ok {
-				sets[fk.label][v] = true
-			} else if vs, ok := w.Values[fk.label]; ok {
-				for _, v := range vs {
-					sets[fk.label][v] = true
+		var l *loaded
+		for i, fk := range filterKeys {
+			ks := keys[i]
+			ok, open := needsOpen(w, i)
+			switch {
+			case !ok:
+				continue
+			case !open:
+				if v, ok := w.Labels[fk.label]; ok {
+					ks.counts[v] += w.Samples
+				} else {
+					for _, v := range w.Values[fk.label] {
+						ks.inexact[v] = true
+					}
 				}
-			} else {
-				missing = append(missing, fk.label)
+				continue
 			}
-		}
-		if len(missing) == 0 {
-			continue
-		}
-		if opened++; opened > h.opts.MaxWindows {
-			return nil, "", h.checkOpen(opened)
-		}
-		l, err := h.cache.get(ctx, h.src, w.ID)
-		if err != nil {
-			return nil, "", err
-		}
-		for _, s := range l.p.Sample {
-			for _, k := range missing {
-				for _, v := range s.Label[k] {
-					sets[k][v] = true
+			if l == nil {
+				if opened++; opened > h.opts.MaxWindows {
+					return nil, "", h.checkOpen(opened)
 				}
-				for _, n := range s.NumLabel[k] {
-					sets[k][strconv.FormatInt(n, 10)] = true
+				if l, err = h.cache.get(ctx, h.src, w.ID); err != nil {
+					return nil, "", err
+				}
+			}
+			_, rest := ks.others.windowFilters(w)
+			for _, smp := range l.p.Sample {
+				if len(rest) > 0 && !matchSample(smp, rest) {
+					continue
+				}
+				v := smp.Value[l.value]
+				if wv, ok := w.Labels[fk.label]; ok {
+					ks.counts[wv] += v
+					continue
+				}
+				for _, lv := range smp.Label[fk.label] {
+					ks.counts[lv] += v
+				}
+				for _, n := range smp.NumLabel[fk.label] {
+					ks.counts[strconv.FormatInt(n, 10)] += v
 				}
 			}
 		}
 	}
-	out := make(map[string][]string)
-	for _, fk := range filterKeys {
-		vals := make([]string, 0, len(sets[fk.label]))
-		for v := range sets[fk.label] {
-			vals = append(vals, v)
+	out := make(map[string]any)
+	allCounts := make(map[string]map[string]int64)
+	for i, fk := range filterKeys {
+		ks := keys[i]
+		vals := slices.AppendSeq(make([]string, 0, len(ks.counts)), maps.Keys(ks.counts))
+		for v := range ks.inexact {
+			if _, ok := ks.counts[v]; !ok {
+				vals = append(vals, v)
+			}
 		}
 		if fk.param == "pid" {
 			slices.SortFunc(vals, func(a, b string) int {
@@ -545,7 +578,15 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 			slices.Sort(vals)
 		}
 		out[fk.param] = vals
+		c := make(map[string]int64)
+		for v, n := range ks.counts {
+			if !ks.inexact[v] {
+				c[v] = n
+			}
+		}
+		allCounts[fk.param] = c
 	}
+	out["counts"] = allCounts
 	return jsonBody(out)
 }
 

@@ -468,9 +468,20 @@ func TestTimeline(t *testing.T) {
 	}
 }
 
+// labelsResponse is api/labels: values per filter, and their samples
+// where known exactly.
+type labelsResponse struct {
+	Service, Container, Comm, Pid []string
+	Counts                        map[string]map[string]int64
+}
+
+func (r labelsResponse) lists() map[string][]string {
+	return map[string][]string{"service": r.Service, "container": r.Container, "comm": r.Comm, "pid": r.Pid}
+}
+
 func TestLabels(t *testing.T) {
 	h := NewHandler(testSource(), Options{})
-	var r map[string][]string
+	var r labelsResponse
 	getJSON(t, h, "/api/labels", &r)
 	want := map[string][]string{
 		"service":   {"api", "db"},
@@ -478,8 +489,51 @@ func TestLabels(t *testing.T) {
 		"comm":      {"autovacuum", "postgres"},
 		"pid":       {"10", "77", "78"},
 	}
-	if fmt.Sprint(r) != fmt.Sprint(want) {
-		t.Errorf("labels %v, want %v", r, want)
+	if fmt.Sprint(r.lists()) != fmt.Sprint(want) {
+		t.Errorf("labels %v, want %v", r.lists(), want)
+	}
+	wantCounts := map[string]map[string]int64{
+		"service":   {"api": 20, "db": 5},
+		"container": {"c0ffee": 5},
+		"comm":      {"autovacuum": 1, "postgres": 4},
+		"pid":       {"10": 20, "77": 4, "78": 1},
+	}
+	if fmt.Sprint(r.Counts) != fmt.Sprint(wantCounts) {
+		t.Errorf("counts %v, want %v", r.Counts, wantCounts)
+	}
+}
+
+// TestLabelsNarrowed: each list is narrowed by the other filters and by
+// the range, not by its own filter, and counts what they leave.
+func TestLabelsNarrowed(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	for _, c := range []struct {
+		query  string
+		lists  map[string][]string
+		counts map[string]map[string]int64
+	}{
+		{"service=db", map[string][]string{
+			"service": {"api", "db"}, "container": {"c0ffee"}, "comm": {"autovacuum", "postgres"}, "pid": {"77", "78"},
+		}, map[string]map[string]int64{
+			"service": {"api": 20, "db": 5}, "container": {"c0ffee": 5}, "comm": {"autovacuum": 1, "postgres": 4}, "pid": {"77": 4, "78": 1},
+		}},
+		{"pid=77", map[string][]string{
+			"service": {"db"}, "container": {"c0ffee"}, "comm": {"postgres"}, "pid": {"10", "77", "78"},
+		}, map[string]map[string]int64{
+			"service": {"db": 4}, "container": {"c0ffee": 4}, "comm": {"postgres": 4}, "pid": {"10": 20, "77": 4, "78": 1},
+		}},
+		// w1 only: 10 s from t0.
+		{fmt.Sprintf("from=%d&to=%d", t0.UnixMilli(), t0.Add(10*time.Second).UnixMilli()), map[string][]string{
+			"service": {"api"}, "container": nil, "comm": nil, "pid": {"10"},
+		}, map[string]map[string]int64{
+			"service": {"api": 10}, "container": {}, "comm": {}, "pid": {"10": 10},
+		}},
+	} {
+		var r labelsResponse
+		getJSON(t, h, "/api/labels?"+c.query, &r)
+		if fmt.Sprint(r.lists()) != fmt.Sprint(c.lists) || fmt.Sprint(r.Counts) != fmt.Sprint(c.counts) {
+			t.Errorf("%s: labels %v counts %v, want %v %v", c.query, r.lists(), r.Counts, c.lists, c.counts)
+		}
 	}
 }
 
@@ -741,13 +795,17 @@ func TestWindowValues(t *testing.T) {
 	m.windows[2].Values = map[string][]string{"pid": {"77", "78"}, "comm": {"autovacuum", "postgres"}}
 	h := NewHandler(m, Options{})
 
-	var labels map[string][]string
-	getJSON(t, h, "/api/labels?service=db", &labels)
-	if m.opens != 2 { // w1 and w2 have no values: opened for pid and comm
+	var labels labelsResponse
+	getJSON(t, h, "/api/labels", &labels)
+	if m.opens != 2 { // w1 and w2 have no values: opened for comm
 		t.Errorf("api/labels opened %d windows, want 2 (not w3, which lists its values)", m.opens)
 	}
-	if !slices.Equal(labels["comm"], []string{"autovacuum", "postgres"}) || !slices.Contains(labels["pid"], "77") {
+	if !slices.Equal(labels.Comm, []string{"autovacuum", "postgres"}) || !slices.Contains(labels.Pid, "77") {
 		t.Errorf("labels %v", labels)
+	}
+	// Listed from w3's values, without opening it: no count.
+	if _, ok := labels.Counts["comm"]["postgres"]; ok {
+		t.Errorf("counts %v: postgres has a count though w3 was not opened", labels.Counts)
 	}
 
 	// A fresh handler: nothing cached. w1 and w2 are ruled out by their

@@ -13,6 +13,7 @@
   const S = window.scorchState = {
     ready: false,     // first render done
     gen: 0,           // bumps after every completed render
+    labelsGen: 0,     // bumps after every filling of the filter lists
     loading: 0,
     error: '',
     mode: 'flame',
@@ -428,15 +429,27 @@
     }
   }
 
+  // loadLabels fills each filter list with the values of the selected
+  // range that the other filters leave, with their samples where the
+  // server knows them; the chosen value stays listed.
+  let labelSeq = 0;
   async function loadLabels() {
+    const seq = ++labelSeq;
     try {
-      const l = await getJSON('api/labels', new URLSearchParams());
+      const l = await getJSON('api/labels', params(rangeParams(S.mode === 'diff' ? null : S.selection, '')));
+      if (seq !== labelSeq) return;
       for (const sel of document.querySelectorAll('[data-filter]')) {
         const k = sel.dataset.filter;
         const vals = l[k] || [];
-        sel.replaceChildren(new Option('all (' + vals.length + ')', ''), ...vals.map((v) => new Option(v, v)));
+        const counts = (l.counts || {})[k] || {};
+        const chosen = S.filters[k];
+        if (chosen && !vals.includes(chosen)) vals.unshift(chosen);
+        const label = (v) => v + (v in counts ? ' — ' + fmtN(counts[v]) + ' samples' : '');
+        sel.replaceChildren(new Option('all (' + vals.length + ')', ''), ...vals.map((v) => new Option(label(v), v)));
+        sel.value = chosen || '';
         sel.disabled = vals.length === 0;
       }
+      S.labelsGen++;
     } catch (e) {
       setStatus(String(e.message || e), true);
     }
@@ -535,6 +548,7 @@
     S.selection = sel;
     drawTimeline();
     updateRangeLabel();
+    loadLabels();
     load();
   }
   function updateRangeLabel() {
@@ -573,6 +587,7 @@
   for (const sel of document.querySelectorAll('[data-filter]')) {
     sel.addEventListener('change', () => {
       S.filters[sel.dataset.filter] = sel.value;
+      loadLabels();
       loadTimeline();
       load();
     });
