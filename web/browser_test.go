@@ -436,3 +436,41 @@ func TestBrowserFilterLists(t *testing.T) {
 		t.Errorf("flame graph total with pid 77: %d, want 4", total)
 	}
 }
+
+// TestBrowserURLState sets a range, a filter and a search, reloads the
+// page from its address, and checks that the same view comes back.
+func TestBrowserURLState(t *testing.T) {
+	exe := chromiumPath(t)
+	p := openPage(t, exe, testSource(), "Scorch URL test")
+	gen := p.gen()
+	p.bool(`(() => { const s = document.getElementById('f-service'); s.value = 'api'; s.dispatchEvent(new Event('change')); return true; })()`)
+	p.idle("the render after choosing api", fmt.Sprintf(`scorchState.gen > %d`, gen))
+	p.dragTimeline(0.05, 0.6)
+	gen = p.gen()
+	p.bool(`(() => { const s = document.getElementById('search'); s.value = 'parse'; s.dispatchEvent(new Event('input')); return true; })()`)
+	p.idle("the search", fmt.Sprintf(`scorchState.gen > %d`, gen))
+	want := struct {
+		sel           string
+		total, search float64
+	}{p.string(`JSON.stringify({from: Math.floor(scorchState.selection.from), to: Math.ceil(scorchState.selection.to)})`), p.float(`scorchState.total`), p.float(`scorchState.search.share`)}
+	hash := p.string(`location.hash`)
+	for _, s := range []string{"service=api", "q=parse", "from=", "to="} {
+		if !strings.Contains(hash, s) {
+			t.Errorf("address fragment %q lacks %s", hash, s)
+		}
+	}
+	p.do("reloading", chromedp.Reload())
+	p.idle("the render after the reload", `scorchState.ready && scorchState.labelsGen > 0 && scorchState.search.share > 0`)
+	if got := p.string(`JSON.stringify(scorchState.selection)`); got != want.sel {
+		t.Errorf("range after reload %s, want %s (whole milliseconds)", got, want.sel)
+	}
+	if got := p.string(`document.getElementById('f-service').value`); got != "api" {
+		t.Errorf("service filter after reload %q, want api", got)
+	}
+	if got := p.string(`document.getElementById('search').value`); got != "parse" {
+		t.Errorf("search after reload %q, want parse", got)
+	}
+	if total, share := p.float(`scorchState.total`), p.float(`scorchState.search.share`); total != want.total || share != want.search {
+		t.Errorf("after reload: total %v, search share %v; want %v, %v", total, share, want.total, want.search)
+	}
+}

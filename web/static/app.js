@@ -285,6 +285,7 @@
       computeSearchShare();
     }
     draw();
+    writeURL();
     S.gen++;
   }
   // The share of all samples whose stack has a matching frame: the sum of
@@ -354,7 +355,38 @@
     $('download').href = 'api/profile.pb.gz?' + params(rangeParams(S.selection, '')).toString();
   }
 
+  // ---- the view in the address ----
+  // The range, the diff ranges, the filters, the search and the mode are
+  // kept in the URL's fragment, so that a reload or a shared link shows
+  // the same view.
+  function writeURL() {
+    const p = new URLSearchParams();
+    if (S.mode !== 'flame') p.set('mode', S.mode);
+    const put = (sel, prefix) => {
+      if (sel) { p.set(prefix + 'from', Math.floor(sel.from)); p.set(prefix + 'to', Math.ceil(sel.to)); }
+    };
+    put(S.selection, '');
+    if (S.mode === 'diff') { put(S.diff.a, 'a_'); put(S.diff.b, 'b_'); }
+    for (const [k, v] of Object.entries(S.filters)) if (v) p.set(k, v);
+    if (S.search.query) p.set('q', S.search.query);
+    const h = p.toString();
+    if (h !== location.hash.slice(1)) history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
+  }
+  function readURL() {
+    const p = new URLSearchParams(location.hash.slice(1));
+    const range = (prefix) => {
+      const f = Number(p.get(prefix + 'from')), t = Number(p.get(prefix + 'to'));
+      return Number.isFinite(f) && Number.isFinite(t) && f > 0 && t > f ? { from: f, to: t } : null;
+    };
+    S.selection = range('');
+    S.diff.a = range('a_'); S.diff.b = range('b_');
+    for (const k of Object.keys(S.filters)) S.filters[k] = p.get(k) || '';
+    $('search').value = p.get('q') || '';
+    setMode(p.get('mode') === 'diff' ? 'diff' : 'flame');
+  }
+
   async function load() {
+    writeURL();
     const seq = ++reqSeq;
     const t0 = performance.now();
     S.loading++;
@@ -570,13 +602,17 @@
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape' && data && ev.target === document.body) zoomTo(null);
   });
+  // setMode shows the controls of a mode ('flame' or 'diff').
+  function setMode(mode) {
+    S.mode = mode;
+    for (const o of document.querySelectorAll('#modes button')) o.classList.toggle('active', o.dataset.mode === mode);
+    $('diff-pick').hidden = S.mode !== 'diff';
+    $('top-box').hidden = S.mode === 'diff';
+  }
   for (const b of document.querySelectorAll('#modes button')) {
     b.addEventListener('click', () => {
       if (S.mode === b.dataset.mode) return;
-      S.mode = b.dataset.mode;
-      for (const o of document.querySelectorAll('#modes button')) o.classList.toggle('active', o === b);
-      $('diff-pick').hidden = S.mode !== 'diff';
-      $('top-box').hidden = S.mode === 'diff';
+      setMode(b.dataset.mode);
       if (S.mode === 'diff' && !S.diff.b && S.selection) { S.diff.b = S.selection; S.diff.side = 'a'; $('diff-side-a').checked = true; }
       zoomNode = null;
       drawTimeline();
@@ -606,7 +642,10 @@
       document.title = info.title;
       $('title').textContent = info.title;
     } catch (e) { /* keep the default title */ }
+    readURL();
+    updateRangeLabel();
     await Promise.all([loadLabels(), loadTimeline()]);
+    if ($('search').value.trim()) applySearch();
     await load();
   })();
 })();
