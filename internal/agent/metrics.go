@@ -156,7 +156,7 @@ var (
 
 type symbolizerCollector struct{ a *Agent }
 
-var mapBytesDesc = prometheus.NewDesc("scorch_bpf_map_bytes", "Kernel memory of each BPF map (memlock, charged to the agent's memory cgroup; preallocated, so fixed while it runs).", []string{"map"}, nil)
+var mapBytesDesc = prometheus.NewDesc("scorch_bpf_map_bytes", "Kernel memory of each BPF map now (memlock, charged to the agent's memory cgroup; the hash maps grow and shrink with their entries on Linux 6.1+, the others are preallocated).", []string{"map"}, nil)
 
 // mapCollector reports the BPF maps' kernel memory once sampling runs.
 type mapCollector struct{ a *Agent }

@@ -7,10 +7,11 @@ import (
 )
 
 // MapBytes returns the kernel memory of each of the program's maps, by map
-// name, as the kernel reports it (memlock in bpftool's words; the kernel
-// charges it to the loading process's memory cgroup). The maps are
-// preallocated, so it does not change while the sampler runs.
-func (s *Sampler) MapBytes() map[string]uint64 { return s.mapBytes }
+// name, as the kernel reports it now (memlock in bpftool's words; the
+// kernel charges it to the loading process's memory cgroup). Arrays, ring
+// buffers and LRU maps are preallocated; the hash maps of growingMaps
+// grow and shrink with their entries where the kernel allows it.
+func (s *Sampler) MapBytes() map[string]uint64 { return mapMemory(&s.objs.ScorchMaps) }
 
 // mapMemory reads the memory of every *ebpf.Map field of maps (a bpf2go
 // maps struct), named by its ebpf tag.

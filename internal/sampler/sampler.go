@@ -79,10 +79,11 @@ type Options struct {
 // CPUs sampled at freq Hz: room for every sample of two drain intervals
 // (drains are a second apart; a late drain has a second of headroom), each
 // with a distinct stack, rounded up to a power of two, at least
-// minStackMapEntries. The maps are preallocated and the kernel charges
-// them to the caller's memory cgroup: about 1 KiB per entry, kind and set,
-// so 8 CPUs at 999 Hz take 16384 entries (about 100 MiB in all) where 2 CPUs
-// at 99 Hz take 1024 (about 7 MiB).
+// minStackMapEntries. The kernel charges the maps to the caller's memory
+// cgroup, about 1 KiB per entry, kind and set: for the entries in use
+// where they grow (GrowingMaps), else for all of them, so that 8 CPUs at
+// 999 Hz, 16384 entries, take about 100 MiB where 2 CPUs at 99 Hz, 1024,
+// take about 7 MiB.
 func StackMapEntriesFor(cpus, freq int) int {
 	n := max(cpus, 1) * max(freq, 1) * 2
 	e := minStackMapEntries
@@ -96,6 +97,23 @@ const (
 	minStackMapEntries = 1024
 	maxStackMapEntries = 1 << 20
 )
+
+// procEntriesFor is the number of processes unwind_procs holds (seen_pids
+// twice as many) on a host of cpus CPUs: 1024 a CPU, from 4096 to 32768.
+// Both are LRU maps, which the kernel preallocates: an exited process
+// keeps its entry until a new one takes it, so under churn they are full
+// whatever their size. At 864 bytes a process, 2 CPUs take 3.4 MiB.
+func procEntriesFor(cpus int) int {
+	return min(max(4096, 1024*cpus), 32768)
+}
+
+// growingMaps are the hash maps created with BPF_F_NO_PREALLOC where the
+// kernel allows it, so that their memory follows their use (MapBytes).
+var growingMaps = []string{
+	"counts0", "counts1",
+	"stacks_kern0", "stacks_kern1", "stacks_user0", "stacks_user1", "stacks_unwound0", "stacks_unwound1",
+	"pid_filter", "cgroup_filter", "unwind_files",
+}
 
 // Sample is one distinct (process, thread, stacks) tuple and how many times
 // it was sampled since the previous drain.
@@ -192,10 +210,13 @@ type Sampler struct {
 	CPUs     int
 	// StackMapEntries is the size of the stack maps (Options).
 	StackMapEntries int
-	mapBytes        map[string]uint64 // see MapBytes
-	Frequency       int
-	lifecycle       bool // exec/exit hooks attached
-	noBatch         bool // the kernel has no batch operations on hash maps
+	// GrowingMaps says the hash maps of growingMaps take memory as they
+	// fill (BPF_F_NO_PREALLOC; Linux 6.1+ allows it in perf_event
+	// programs); false where the kernel preallocates them.
+	GrowingMaps bool
+	Frequency   int
+	lifecycle   bool // exec/exit hooks attached
+	noBatch     bool // the kernel has no batch operations on hash maps
 	// Program is the BPF program loaded: ProgramTables, or
 	// ProgramFramePointers when asked for or the kernel lacks bpf_loop.
 	Program Program
@@ -256,11 +277,11 @@ func Open(opts Options) (_ *Sampler, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object (%s): %w", prog, err)
 	}
+	cpus, err := onlineCPUs()
+	if err != nil {
+		return nil, err
+	}
 	if opts.StackMapEntries <= 0 {
-		cpus, err := onlineCPUs()
-		if err != nil {
-			return nil, err
-		}
 		opts.StackMapEntries = StackMapEntriesFor(len(cpus), opts.Frequency)
 	}
 	s.StackMapEntries = opts.StackMapEntries
@@ -288,16 +309,32 @@ func Open(opts Options) (_ *Sampler, err error) {
 			}
 		}
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	spec.Maps["unwind_procs"].MaxEntries = uint32(procEntriesFor(len(cpus)))
+	spec.Maps["seen_pids"].MaxEntries = uint32(2 * procEntriesFor(len(cpus)))
+	// Hash maps take memory as they fill, where the kernel lets a
+	// perf_event program use them so (Linux 6.1+: bpf_mem_alloc).
+	for _, name := range growingMaps {
+		spec.Maps[name].Flags |= unix.BPF_F_NO_PREALLOC
+	}
+	err = spec.LoadAndAssign(&s.objs, nil)
+	if err != nil && strings.Contains(fmt.Sprintf("%+v", err), "preallocated hash map") {
+		s.log.Info("this kernel wants preallocated hash maps in perf_event programs: the stack maps take their whole size up front")
+		for _, name := range growingMaps {
+			spec.Maps[name].Flags &^= unix.BPF_F_NO_PREALLOC
+		}
+		err = spec.LoadAndAssign(&s.objs, nil)
+	} else {
+		s.GrowingMaps = err == nil
+	}
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("the kernel's verifier rejected the BPF program: %+v", verr)
 		}
 		return nil, explainLoadError("load BPF objects", err)
 	}
-	s.mapBytes = mapMemory(&s.objs.ScorchMaps)
 	var total uint64
-	for _, n := range s.mapBytes {
+	for _, n := range s.MapBytes() {
 		total += n
 	}
 	s.log.Info("BPF maps loaded", "kernel_memory_mib", fmt.Sprintf("%.1f", float64(total)/(1<<20)), "stack_map_entries", opts.StackMapEntries)
@@ -371,10 +408,6 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}
 	}
 
-	cpus, err := onlineCPUs()
-	if err != nil {
-		return nil, err
-	}
 	for _, cpu := range cpus {
 		if err := s.attachCPU(cpu, opts.Frequency); err != nil {
 			return nil, err
