@@ -31,6 +31,14 @@
 #             10 ms), on the quiet host and with a parallel gcc loop
 #             running ("busy"), for the same binary each time and for a new
 #             binary each time (copies with their own build ids)
+#   viewer    (issue 15) the viewer's latency on the store of a busy host's
+#             day: bench/viewer writes BENCH_VIEWER_HOURS (24) hours of
+#             15 s windows for 50 services through the store's write path,
+#             builds the rollups, serves the store and times api/flamegraph,
+#             top, labels and timeline for ranges from a minute to all time
+#             and several filters, cold and warm, and the page's first
+#             render in headless Chromium; the process's RSS before and
+#             after serving
 #
 # How to run: as root, from the repo root, `make bench` (all parts), or
 #
@@ -45,7 +53,7 @@
 # run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_FRESH_PAIRS (9),
 # BENCH_FRESH_S (1.5), BENCH_FS_N (50), BENCH_FS_RUN (0.3), BENCH_ONLY
 # (space-separated subset of "overhead steady memory scale loss fresh
-# firststack"), GO (the go command, for firststack). Targets are reported,
+# firststack viewer"), BENCH_VIEWER_HOURS (24), GO (the go command, for firststack). Targets are reported,
 # never asserted.
 set -euo pipefail
 
@@ -61,7 +69,8 @@ FRESH_PAIRS=${BENCH_FRESH_PAIRS:-9}
 FRESH_S=${BENCH_FRESH_S:-1.5}
 FS_N=${BENCH_FS_N:-50}
 FS_RUN=${BENCH_FS_RUN:-0.3}
-ONLY=${BENCH_ONLY:-overhead steady memory scale loss fresh firststack}
+ONLY=${BENCH_ONLY:-overhead steady memory scale loss fresh firststack viewer}
+VIEWER_HOURS=${BENCH_VIEWER_HOURS:-24}
 GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
 PORT=${BENCH_PORT:-17391}
 NCPU=$(nproc)
@@ -442,6 +451,16 @@ run_firststack() {
 	done
 }
 
+# ---------------------------------------------------------------- viewer
+run_viewer() {
+	"$GO" build -o "$OUT/viewer" ./bench/viewer || die "go build ./bench/viewer failed (set GO)"
+	local chromium=""
+	command -v chromium >/dev/null && chromium=$(command -v chromium)
+	log "viewer: $VIEWER_HOURS h of windows for 50 services"
+	"$OUT/viewer" -hours "$VIEWER_HOURS" -chromium "$chromium" \
+		-o "$OUT/viewer.md" -tsv "$OUT/viewer.tsv" -targets "$OUT/viewer-targets.txt"
+}
+
 for part in $ONLY; do
 	case $part in
 	overhead)
@@ -455,6 +474,7 @@ for part in $ONLY; do
 	loss) run_loss ;;
 	fresh) run_fresh ;;
 	firststack) run_firststack ;;
+	viewer) run_viewer ;;
 	*) die "unknown part $part" ;;
 	esac
 done

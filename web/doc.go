@@ -41,8 +41,9 @@
 //	q          keep only stacks with a frame whose name contains q (any case)
 //
 // Bad parameters get 400 with a plain-text message. A selection of more
-// than [Options].MaxWindows windows is read from the finest level of
-// rollups of a [LeveledSource] that fits (the responses of flamegraph,
+// than [Options].FewWindows windows is read from the finest level of
+// rollups of a [LeveledSource] with few, else the finest whose windows fit
+// [Options].MaxWindows (the responses of flamegraph,
 // top and diff give its period in ms as "resolution", 0 for the windows
 // as recorded, and their from and to are widened to its periods); only
 // one that no level fits, or a Source without rollups, gets 400.

@@ -32,6 +32,10 @@ type Options struct {
 	// MaxWindows bounds how many windows one request may open; a wider
 	// selection is refused with 400. Default 5000.
 	MaxWindows int
+	// FewWindows is how many windows a request opens before the viewer
+	// reads a coarser level of a LeveledSource (about a second's work at
+	// a few milliseconds a window). Default 256.
+	FewWindows int
 	// MaxBuckets bounds the timeline's buckets. Default 10000.
 	MaxBuckets int
 	// Logger receives errors that are not the client's fault. Default
@@ -59,6 +63,9 @@ func NewHandler(src Source, opts Options) http.Handler {
 	}
 	if opts.MaxWindows <= 0 {
 		opts.MaxWindows = 5000
+	}
+	if opts.FewWindows <= 0 {
+		opts.FewWindows = 256
 	}
 	if opts.MaxBuckets <= 0 {
 		opts.MaxBuckets = 10000
@@ -124,7 +131,8 @@ type selected struct {
 }
 
 // listWindows lists the windows of q's range at the finest level where
-// the windows a request must open, need(ws) of them, fit MaxWindows (see
+// the windows a request must open, need(ws) of them, are few (FewWindows),
+// else at the finest where they fit MaxWindows, else at the coarsest (see
 // LeveledSource; a Source without rollups has level 0 only). It returns
 // the period of the level used, 0 for the windows as recorded.
 func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int) ([]Window, time.Duration, error) {
@@ -133,19 +141,34 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		return nil, 0, fmt.Errorf("listing windows: %w", err)
 	}
 	ls, ok := h.src.(LeveledSource)
-	if !ok || need(ws) <= h.opts.MaxWindows {
+	n := need(ws)
+	if !ok || n <= h.opts.FewWindows {
 		return ws, 0, nil
 	}
-	var res time.Duration
+	type level struct {
+		ws  []Window
+		res time.Duration
+		n   int
+	}
+	levels := []level{{ws, 0, n}}
 	for k, d := range ls.Levels() {
-		if ws, err = ls.WindowsAt(ctx, q.from, q.to, k+1); err != nil {
+		ws, err := ls.WindowsAt(ctx, q.from, q.to, k+1)
+		if err != nil {
 			return nil, 0, fmt.Errorf("listing windows: %w", err)
 		}
-		if res = d; need(ws) <= h.opts.MaxWindows {
-			break
+		l := level{ws, d, need(ws)}
+		if l.n <= h.opts.FewWindows {
+			return l.ws, l.res, nil
+		}
+		levels = append(levels, l)
+	}
+	for _, l := range levels {
+		if l.n <= h.opts.MaxWindows {
+			return l.ws, l.res, nil
 		}
 	}
-	return ws, res, nil
+	l := levels[len(levels)-1]
+	return l.ws, l.res, nil
 }
 
 // selectWindows lists the windows of q's range that its filters do not

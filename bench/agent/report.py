@@ -11,7 +11,7 @@ import subprocess
 p = argparse.ArgumentParser()
 for a in ("out", "results", "started", "elapsed", "loadavg-start", "loadavg-end", "reps", "procs", "loss-s", "ncpu"):
     p.add_argument("--" + a, required=True)
-p.add_argument("--parts", default="overhead steady memory scale loss fresh firststack")
+p.add_argument("--parts", default="overhead steady memory scale loss fresh firststack viewer")
 p.add_argument("--fresh-s", default="1.5")
 p.add_argument("--fs-n", default="?")
 p.add_argument("--fs-run", default="?")
@@ -65,6 +65,7 @@ SECTIONS = {
     "loss": "Loss at 999 Hz",
     "fresh": "Fresh-process cost at 999 Hz",
     "firststack": "Time from exec to the first complete stack",
+    "viewer": "Viewer latency",
 }
 TARGET_PARTS = (
     ("workload slowdown at", "overhead"),
@@ -78,6 +79,7 @@ TARGET_PARTS = (
     ("samples lost at 999 Hz", "loss"),
     ("fresh process", "fresh"),
     ("first complete stack", "firststack"),
+    ("viewer", "viewer"),
 )
 KEPT = "*Not measured in this run: kept from the previous `bench/RESULTS.md`"
 
@@ -407,6 +409,19 @@ if fs:
     L.append("")
     L.append("Per-process rows (first sample, first complete sample, samples by outcome): "
              "`bench/out/agent/firststack-HOST-BINARY.tsv`.\n")
+
+# ------------------------------------------------------------------ viewer
+keep("viewer")
+vpath = os.path.join(out, "viewer.md")
+if "viewer" in parts and os.path.exists(vpath):
+    L.append(open(vpath).read().strip() + "\n")
+    L.append("Per-request rows: `bench/out/agent/viewer.tsv`.\n")
+    tpath = os.path.join(out, "viewer-targets.txt")
+    if os.path.exists(tpath):
+        for line in open(tpath):
+            f = line.rstrip("\n").split("|")
+            if len(f) == 4:
+                targets.append((f[0], f[1], f[2], f[3] == "met"))
 
 # ------------------------------------------------------------------ targets
 for what, goal, got, ok in list(prev_targets):

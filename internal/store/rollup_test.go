@@ -201,10 +201,11 @@ func TestRollupsBackground(t *testing.T) {
 	}
 }
 
-// TestViewerReadsRollups serves the store to the viewer with a small
-// window limit: a selection over the limit is answered from the finest
-// level that fits, with every sample, and says which level it used; the
-// limit only refuses what no level fits.
+// TestViewerReadsRollups serves the store to the viewer with small
+// window budgets: a selection of more than FewWindows windows is answered
+// from the finest level with few, else the finest that fits MaxWindows,
+// with every sample, and says which level it used; MaxWindows only
+// refuses what no level fits.
 func TestViewerReadsRollups(t *testing.T) {
 	s, total := fillRollupStore(t, t.TempDir())
 	defer s.Close()
@@ -212,22 +213,24 @@ func TestViewerReadsRollups(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		max     int
-		res     time.Duration
-		windows int
+		few, max int
+		res      time.Duration
+		windows  int
 	}{
-		{5000, 0, 1000},
-		{100, 5 * time.Minute, 50},
-		{20, time.Hour, 6},
-		{2, time.Hour, 0}, // refused
+		{2000, 5000, 0, 1000},
+		{100, 5000, 5 * time.Minute, 50},
+		{20, 5000, time.Hour, 6},
+		{2, 5000, 0, 1000},    // none few: the finest that fits
+		{2, 40, time.Hour, 6}, // the finest that fits
+		{2, 2, time.Hour, 0},  // refused
 	} {
-		h := web.NewHandler(s, web.Options{MaxWindows: c.max})
+		h := web.NewHandler(s, web.Options{FewWindows: c.few, MaxWindows: c.max})
 		for _, api := range []string{"flamegraph", "top"} {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/"+api, nil))
 			if c.windows == 0 {
 				if rec.Code != 400 {
-					t.Errorf("limit %d: api/%s: status %d, want 400", c.max, api, rec.Code)
+					t.Errorf("limits %d/%d: api/%s: status %d, want 400", c.few, c.max, api, rec.Code)
 				}
 				continue
 			}
@@ -237,12 +240,12 @@ func TestViewerReadsRollups(t *testing.T) {
 				Total      int64 `json:"total"`
 			}
 			if err := json.Unmarshal(rec.Body.Bytes(), &d); rec.Code != 200 || err != nil {
-				t.Fatalf("limit %d: api/%s: status %d, %v: %s", c.max, api, rec.Code, err, rec.Body)
+				t.Fatalf("limits %d/%d: api/%s: status %d, %v: %s", c.few, c.max, api, rec.Code, err, rec.Body)
 			}
 			// The profiles' "samples" values, the viewer's unit.
 			if d.Windows != c.windows || d.Resolution != c.res.Milliseconds() || d.Total != total {
-				t.Errorf("limit %d: api/%s: %d windows at resolution %d ms, %d samples; want %d at %d, %d",
-					c.max, api, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), total)
+				t.Errorf("limits %d/%d: api/%s: %d windows at resolution %d ms, %d samples; want %d at %d, %d",
+					c.few, c.max, api, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), total)
 			}
 		}
 	}

@@ -1,0 +1,456 @@
+// Command viewer measures how fast the viewer answers on the store of a
+// busy host's day (issue 15). Run by bench/run.sh (part "viewer"); by
+// hand:
+//
+//	go run ./bench/viewer -o out.md
+//
+// It writes -hours (24) of windows of -interval (15 s) for -services (50)
+// services through the store's real write path (store.PutWindow: pprof,
+// gzip, packs and indexes), each service's profile of a window holding
+// -samples (60) samples from its processes of the moment (2 at a time;
+// -procs, 3000, distinct pids over the day), their stacks drawn from a
+// pool per service over -funcs (3000) function names. It then builds the
+// rollups (store.Compact), reopens the store as a restarted agent would,
+// and serves it with web.NewHandler on a local HTTP server. For each range
+// (the last minute, 15 minutes, hour, 6 hours, day, and no range: all
+// time) and each filter (none, one service, one pid of that service, one
+// comm), it asks api/flamegraph (maxnodes as the page asks), api/top,
+// api/labels and api/timeline: once on a fresh handler (nothing cached:
+// cold) and -warm (3) times more (warm). It reports the latency of each,
+// the response sizes, and the process's RSS before serving and at the
+// end (the viewer's own memory, with the store's index). With -chromium
+// it also loads the page in headless Chromium and times its first render
+// (scorchState.ready) for the default view and for the last hour.
+//
+// Output: a Markdown section on -o, one row per request on -tsv, and the
+// targets as "what|goal|measured|ok" lines on -targets.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/pprof/profile"
+
+	"github.com/scorch-profiler/scorch/internal/store"
+	"github.com/scorch-profiler/scorch/web"
+)
+
+var (
+	hours    = flag.Int("hours", 24, "hours of windows to write")
+	interval = flag.Duration("interval", 15*time.Second, "window length")
+	services = flag.Int("services", 50, "services")
+	procs    = flag.Int("procs", 3000, "distinct processes over the whole span")
+	samples  = flag.Int("samples", 60, "samples per service and window")
+	funcs    = flag.Int("funcs", 3000, "distinct function names")
+	warm     = flag.Int("warm", 3, "warm repetitions of each request")
+	dir      = flag.String("dir", "", "store directory (default: a temporary one, removed at the end)")
+	out      = flag.String("o", "", "Markdown section to write (default stdout)")
+	tsvPath  = flag.String("tsv", "", "per-request rows to write")
+	targets  = flag.String("targets", "", "targets to write, as what|goal|measured|ok lines")
+	chromium = flag.String("chromium", "", "headless Chromium to time the page with (none: skip)")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("viewer: ")
+	d := *dir
+	if d == "" {
+		var err error
+		if d, err = os.MkdirTemp("", "scorch-viewer-bench-"); err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(d)
+	}
+	end := time.Now().UTC().Truncate(time.Hour)
+	start := end.Add(-time.Duration(*hours) * time.Hour)
+
+	// Write the day, as the agent does, without rollups in the way.
+	st, err := store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40, NoRollups: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	g := newGen(start, end)
+	t0 := time.Now()
+	nw := 0
+	for w := start; w.Before(end); w = w.Add(*interval) {
+		if err := st.PutWindow(w, *interval, g.window(w)); err != nil {
+			log.Fatal(err)
+		}
+		nw++
+	}
+	writeTime := time.Since(t0)
+	t0 = time.Now()
+	if err := st.Compact(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	compactTime := time.Since(t0)
+	sst := st.Stats()
+	st.Close()
+	log.Printf("wrote %d windows of %d services in %v, rollups in %v: %+v", nw, *services, writeTime.Round(time.Millisecond), compactTime.Round(time.Millisecond), sst)
+
+	// Serve it as a restarted agent would.
+	debug.FreeOSMemory()
+	rss0 := rssMB()
+	t0 = time.Now()
+	st, err = store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	openTime := time.Since(t0)
+	debug.FreeOSMemory()
+	rss1 := rssMB()
+
+	si := min(7, *services-1)
+	svc := g.names[si]
+	pid := g.pidAt(si, end.Add(-10*time.Minute))
+	type rng struct {
+		name     string
+		from, to time.Time
+	}
+	ranges := []rng{
+		{"last minute", end.Add(-time.Minute), end},
+		{"last 15 min", end.Add(-15 * time.Minute), end},
+		{"last hour", end.Add(-time.Hour), end},
+		{"last 6 h", end.Add(-6 * time.Hour), end},
+		{"last 24 h", start, end},
+		{"all time (no range)", time.Time{}, time.Time{}},
+	}
+	filters := []struct{ name, query string }{
+		{"none", ""},
+		{"service", "service=" + url.QueryEscape(svc)},
+		{"pid", "pid=" + strconv.Itoa(pid)},
+		{"comm", "comm=" + url.QueryEscape(svc+"-worker")},
+	}
+	apis := []struct{ name, path string }{
+		{"flamegraph", "api/flamegraph?maxnodes=100000"},
+		{"top", "api/top?limit=300"},
+		{"labels", "api/labels?x=1"},
+		{"timeline", "api/timeline?x=1"},
+	}
+	var rows []row
+	var tsv strings.Builder
+	tsv.WriteString("range\tfilter\tapi\tcold_ms\twarm_median_ms\tbytes\tstatus\n")
+	peak := rss1
+	for _, r := range ranges {
+		for _, f := range filters {
+			srv := httptest.NewServer(web.NewHandler(st, web.Options{})) // cold: nothing cached
+			for _, a := range apis {
+				q := a.path
+				if f.query != "" {
+					q += "&" + f.query
+				}
+				if !r.from.IsZero() {
+					q += fmt.Sprintf("&from=%d&to=%d", r.from.UnixMilli(), r.to.UnixMilli())
+				}
+				cold, size, status := get(srv.URL + "/" + q)
+				var ws []float64
+				for range *warm {
+					ms, _, _ := get(srv.URL + "/" + q)
+					ws = append(ws, ms)
+				}
+				wm := median(ws)
+				rows = append(rows, row{r.name, f.name, a.name, cold, wm, size, status})
+				fmt.Fprintf(&tsv, "%s\t%s\t%s\t%.1f\t%.1f\t%d\t%d\n", r.name, f.name, a.name, cold, wm, size, status)
+			}
+			srv.Close()
+			peak = max(peak, rssMB())
+		}
+	}
+	var page []string
+	if *chromium != "" {
+		page = pageLoads(st, end)
+	}
+	rss2 := rssMB()
+
+	// Report.
+	var all, colds []float64
+	var bad []string
+	maxSize := 0
+	for _, r := range rows {
+		if r.status != 200 {
+			bad = append(bad, fmt.Sprintf("%s %s %s: %d", r.rng, r.filter, r.api, r.status))
+			continue
+		}
+		all = append(all, r.cold)
+		colds = append(colds, r.cold)
+		for range *warm {
+			all = append(all, r.warm)
+		}
+		if r.api == "flamegraph" {
+			maxSize = max(maxSize, r.size)
+		}
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "## Viewer latency\n\n")
+	fmt.Fprintf(&md, "`go run ./bench/viewer` (bench/run.sh part `viewer`): %d h of %v windows for %d services, %d samples per service and window, %d distinct processes (2 per service at a time), stacks over %d function names, written through `store.PutWindow` (%d windows in %v; the rollups built by `store.Compact` in %v: %d windows and %d rollups, %.0f MiB on disk). The store is then reopened (%v, as a restarted agent) and served by `web.NewHandler` on a local HTTP server; each request is made once on a fresh handler (cold: nothing cached) and %d times more (warm, median). Ranges end at the last window's end; filters: a service, one pid of it, one comm. Process RSS: %.0f MB before opening the store, %.0f MB after, %.0f MB at the end (peak seen %.0f MB).\n\n",
+		*hours, *interval, *services, *samples, g.distinctPids(), *funcs, nw, writeTime.Round(time.Second), compactTime.Round(time.Second), sst.Windows, sst.Rollups, float64(sst.Bytes)/(1<<20), openTime.Round(time.Millisecond), *warm, rss0, rss1, rss2, peak)
+	fmt.Fprintf(&md, "| range | filter | flamegraph cold / warm ms | top cold / warm ms | labels cold / warm ms | timeline cold / warm ms | flamegraph bytes |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for i := 0; i+len(apis) <= len(rows); i += len(apis) {
+		r := rows[i : i+len(apis)]
+		cell := func(x row) string {
+			if x.status != 200 {
+				return fmt.Sprintf("HTTP %d", x.status)
+			}
+			return fmt.Sprintf("%.0f / %.0f", x.cold, x.warm)
+		}
+		fmt.Fprintf(&md, "| %s | %s | %s | %s | %s | %s | %d |\n", r[0].rng, r[0].filter, cell(r[0]), cell(r[1]), cell(r[2]), cell(r[3]), r[0].size)
+	}
+	fmt.Fprintf(&md, "\nAll %d answered requests: median %.0f ms, p99 %.0f ms; cold ones: median %.0f ms, p99 %.0f ms. Refused or failed: %d%s.\n",
+		len(all), median(all), pct(all, 0.99), median(colds), pct(colds, 0.99), len(bad), list(bad))
+	for _, p := range page {
+		fmt.Fprintf(&md, "\n%s", p)
+	}
+	if len(page) > 0 {
+		md.WriteString("\n")
+	}
+	write(*out, md.String())
+	write(*tsvPath, tsv.String())
+	if *targets != "" {
+		var tg strings.Builder
+		ok := func(b bool) string { return map[bool]string{true: "met", false: "missed"}[b] }
+		fmt.Fprintf(&tg, "viewer latency, median of all requests (%d h, %d services)|≤ 1 s|%.0f ms|%s\n", *hours, *services, median(all), ok(median(all) <= 1000 && len(bad) == 0))
+		fmt.Fprintf(&tg, "viewer latency, p99 of all requests|≤ 3 s|%.0f ms|%s\n", pct(all, 0.99), ok(pct(all, 0.99) <= 3000 && len(bad) == 0))
+		fmt.Fprintf(&tg, "viewer flame graph response size, largest|typically ≤ 200 KB|%d KB|%s\n", maxSize/1000, ok(maxSize <= 200_000))
+		fmt.Fprintf(&tg, "viewer memory: RSS added by serving|≤ 40 MB|%+.0f MB (peak %+.0f)|%s\n", rss2-rss1, peak-rss1, ok(peak-rss1 <= 40))
+		write(*targets, tg.String())
+	}
+}
+
+type row struct {
+	rng, filter, api string
+	cold, warm       float64
+	size, status     int
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(s, "; ") + ")"
+}
+
+func write(path, s string) {
+	if path == "" {
+		fmt.Print(s)
+		return
+	}
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// get fetches url and returns its latency in ms, its size and status.
+func get(u string) (float64, int, int) {
+	t0 := time.Now()
+	resp, err := http.Get(u)
+	if err != nil {
+		log.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return float64(time.Since(t0).Microseconds()) / 1000, int(n), resp.StatusCode
+}
+
+func median(v []float64) float64 { return pct(v, 0.5) }
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+// rssMB is this process's resident set, from /proc/self/status.
+func rssMB() float64 {
+	runtime.GC()
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// gen makes the windows of a host: services with two processes at a
+// time, each living a fixed span, stacks from a pool per service.
+type gen struct {
+	start, end time.Time
+	names      []string
+	life       time.Duration // of a process
+	stacks     [][][]string  // per service: stacks, root first
+	fns        []*profile.Function
+	rnd        *rand.Rand
+}
+
+func newGen(start, end time.Time) *gen {
+	g := &gen{start: start, end: end, rnd: rand.New(rand.NewPCG(1, 2))}
+	perService := max(2, *procs / *services)
+	g.life = 2 * end.Sub(start) / time.Duration(perService) // two alive at a time
+	for i := range *funcs {
+		name := fmt.Sprintf("pkg%d.Func%d", i%97, i)
+		g.fns = append(g.fns, &profile.Function{ID: uint64(i + 1), Name: name, SystemName: name, Filename: fmt.Sprintf("src/pkg%d/f.go", i%97)})
+	}
+	for s := range *services {
+		g.names = append(g.names, fmt.Sprintf("service-%02d", s))
+		var pool [][]string
+		for range 40 {
+			depth := 8 + g.rnd.IntN(17)
+			st := []string{"runtime.main", "main.main"}
+			for range depth {
+				st = append(st, g.fns[g.rnd.IntN(len(g.fns))].Name)
+			}
+			pool = append(pool, st)
+		}
+		g.stacks = append(g.stacks, pool)
+	}
+	return g
+}
+
+// pidAt is the pid of one of service s's processes alive at t.
+func (g *gen) pidAt(s int, t time.Time) int {
+	gen := int(t.Sub(g.start) / (g.life / 2))
+	return 1000 + s*100000 + gen
+}
+
+func (g *gen) distinctPids() int {
+	return *services * (int(g.end.Sub(g.start)/(g.life/2)) + 1)
+}
+
+// window returns the services' profiles of the window starting at w.
+func (g *gen) window(w time.Time) []store.Item {
+	items := make([]store.Item, 0, len(g.names))
+	for s, name := range g.names {
+		p := &profile.Profile{
+			SampleType:    []*profile.ValueType{{Type: "cpu", Unit: "nanoseconds"}, {Type: "samples", Unit: "count"}},
+			PeriodType:    &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+			Period:        10_101_010,
+			TimeNanos:     w.UnixNano(),
+			DurationNanos: int64(*interval),
+		}
+		funcs := map[string]*profile.Function{}
+		locs := map[string]*profile.Location{}
+		loc := func(fn string) *profile.Location {
+			if l := locs[fn]; l != nil {
+				return l
+			}
+			f := funcs[fn]
+			if f == nil {
+				f = &profile.Function{ID: uint64(len(p.Function) + 1), Name: fn, SystemName: fn, Filename: "f.go"}
+				funcs[fn] = f
+				p.Function = append(p.Function, f)
+			}
+			l := &profile.Location{ID: uint64(len(p.Location) + 1), Address: uint64(0x1000 + 16*len(p.Location)), Line: []profile.Line{{Function: f, Line: 1}}}
+			locs[fn] = l
+			p.Location = append(p.Location, l)
+			return l
+		}
+		pids := []int{g.pidAt(s, w), g.pidAt(s, w.Add(-g.life/2))}
+		type key struct{ stack, pid int }
+		counts := map[key]int64{}
+		for range *samples {
+			counts[key{g.rnd.IntN(len(g.stacks[s])), pids[g.rnd.IntN(2)]}]++
+		}
+		keys := slices.SortedFunc(func(yield func(key) bool) {
+			for k := range counts {
+				if !yield(k) {
+					return
+				}
+			}
+		}, func(a, b key) int {
+			if a.stack != b.stack {
+				return a.stack - b.stack
+			}
+			return a.pid - b.pid
+		})
+		for _, k := range keys {
+			st := g.stacks[s][k.stack]
+			var ls []*profile.Location
+			for i := len(st) - 1; i >= 0; i-- { // leaf first
+				ls = append(ls, loc(st[i]))
+			}
+			n := counts[k]
+			p.Sample = append(p.Sample, &profile.Sample{
+				Location: ls,
+				Value:    []int64{n * p.Period, n},
+				Label:    map[string][]string{"comm": {name + "-worker"}},
+				NumLabel: map[string][]int64{"pid": {int64(k.pid)}, "tid": {int64(k.pid)}},
+			})
+		}
+		items = append(items, store.Item{Labels: map[string]string{"service_name": name, "hostname": "bench-host"}, Profile: p})
+	}
+	return items
+}
+
+// pageLoads times the page's first render in headless Chromium.
+func pageLoads(st *store.Store, end time.Time) []string {
+	srv := httptest.NewServer(web.NewHandler(st, web.Options{}))
+	defer srv.Close()
+	udd, err := os.MkdirTemp("", "scorch-viewer-chromium-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(udd)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(*chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(udd), chromedp.WindowSize(1400, 1000))
+	defer cancel()
+	var out []string
+	for _, v := range []struct{ name, hash string }{
+		{"default view (all time)", ""},
+		{"last hour", fmt.Sprintf("#from=%d&to=%d", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
+		{"last hour, one service", fmt.Sprintf("#from=%d&to=%d&service=service-00", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
+	} {
+		ctx, cancel := chromedp.NewContext(actx)
+		ctx, cancel2 := context.WithTimeout(ctx, 120*time.Second)
+		t0 := time.Now()
+		err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"+v.hash))
+		if err == nil {
+			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.ready && scorchState.loading === 0`, chromedp.WithPollingTimeout(110*time.Second)))
+		}
+		ms := time.Since(t0).Milliseconds()
+		status := ""
+		if err == nil {
+			status, err = chromedp.Run(ctx, chromedp.Evaluate[string](`scorchState.error`))
+		}
+		switch {
+		case err != nil:
+			out = append(out, fmt.Sprintf("Chromium, %s: failed after %d ms: %v\n", v.name, ms, err))
+		case status != "":
+			out = append(out, fmt.Sprintf("Chromium, %s: %d ms to the first render, with the error %q\n", v.name, ms, status))
+		default:
+			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph, top table, lists and timeline loaded).\n", v.name, ms))
+		}
+		cancel2()
+		cancel()
+	}
+	return out
+}
