@@ -151,8 +151,12 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		n   int
 	}
 	levels := []level{{ws, 0, n}}
+	at := ls.WindowsAt
+	if len(q.filters) == 0 {
+		at = ls.MergedAt // fewer windows, the same periods
+	}
 	for k, d := range ls.Levels() {
-		ws, err := ls.WindowsAt(ctx, q.from, q.to, k+1)
+		ws, err := at(ctx, q.from, q.to, k+1)
 		if err != nil {
 			return nil, 0, fmt.Errorf("listing windows: %w", err)
 		}

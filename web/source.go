@@ -49,4 +49,8 @@ type LeveledSource interface {
 	// to), oldest first: its rollups, and for the targets and periods
 	// that have none, the finer windows. Level 0 is Windows.
 	WindowsAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
+	// MergedAt is WindowsAt where one rollup of all targets stands for
+	// every target of a period: the targets' own labels are sample
+	// labels in it. The viewer uses it for selections without filters.
+	MergedAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
 }

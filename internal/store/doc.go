@@ -88,6 +88,14 @@
 // level, so that an older agent skips them instead of counting their
 // samples twice; their IDs end with the level ("-5m", "-1h", "-1d").
 //
+// Each period whose targets all merged also gets a rollup of all targets:
+// the merge of their rollups, each target's own labels (those not shared
+// by all) added to its samples, under the shared labels and
+// scorch_rollup="all targets". MergedAt(k) lists those where they hold a
+// period, so that a view without filters reads one profile per period
+// instead of one per target (but not where a target shows a coarser
+// rollup of its own over the period: it would count twice).
+//
 // Windows lists the windows only; WindowsAt(k) lists what level k shows:
 // its rollups, and where a target has none for a period (it is not built
 // yet, or the merge failed: a window unreadable, profiles that do not

@@ -191,6 +191,18 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 	if len(items) == 0 {
 		return nil
 	}
+	if failed == 0 && len(items) > 1 {
+		// Only when every target is in it: it hides them all.
+		all, err := mergeTargets(items, p, d)
+		if err != nil {
+			s.mu.Lock()
+			s.st.RollupErrors++
+			s.mu.Unlock()
+			s.logCause("rollup_merge", fmt.Errorf("store: rollup of all targets at %v: %w", time.Unix(0, p).UTC(), err))
+		} else {
+			items = append(items, all)
+		}
+	}
 	err := s.putWindow(k, time.Unix(0, p), levels[k], items)
 	if err != nil {
 		s.mu.Lock()
@@ -224,8 +236,9 @@ func (s *Store) merge(es []*entry, p, d int64) (*profile.Profile, error) {
 // level up to k, of its target, holds the period it starts in (and it is
 // shorter than that level's periods, so that the rollup merged it).
 func visible(es []*entry, k int) []*entry {
+	es = slices.DeleteFunc(slices.Clone(es), func(e *entry) bool { return e.all })
 	if k == 0 {
-		return slices.DeleteFunc(slices.Clone(es), func(e *entry) bool { return e.level > 0 })
+		return slices.DeleteFunc(es, func(e *entry) bool { return e.level > 0 })
 	}
 	type key struct {
 		level  int
@@ -266,6 +279,19 @@ func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web
 	if k >= len(levels) {
 		return nil, fmt.Errorf("store: no level %d (there are %d)", k, len(levels)-1)
 	}
+	return s.windowsAt(ctx, from, to, k, visible)
+}
+
+// MergedAt is WindowsAt where a rollup of all targets holds a period: that
+// rollup alone stands for every target there (see visibleMerged).
+func (s *Store) MergedAt(ctx context.Context, from, to time.Time, k int) ([]web.Window, error) {
+	if k <= 0 || k >= len(levels) {
+		return nil, fmt.Errorf("store: no level %d of rollups (there are %d)", k, len(levels)-1)
+	}
+	return s.windowsAt(ctx, from, to, k, visibleMerged)
+}
+
+func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view func([]*entry, int) []*entry) ([]web.Window, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -290,12 +316,108 @@ func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web
 			in = append(in, e)
 		}
 	}
-	in = visible(in, k)
+	in = view(in, k)
 	out := make([]web.Window, len(in))
 	for i, e := range in {
 		out[i] = webWindow(e)
 	}
 	return out, nil
+}
+
+// visibleMerged is visible, except that the coarsest rollup of all
+// targets (up to level k) of a period stands for every target's entries
+// there, which it merged: unless one target shows a coarser rollup that
+// covers the period (its own merge succeeded where that of all targets,
+// at the coarser level, did not).
+func visibleMerged(es []*entry, k int) []*entry {
+	type key struct {
+		level  int
+		period int64
+	}
+	vis := visible(es, k)
+	shown := map[key]bool{} // levels and starts of the targets' rollups shown
+	for _, e := range vis {
+		if e.level > 0 {
+			shown[key{e.level, e.start}] = true
+		}
+	}
+	var alls []*entry
+	for _, e := range es {
+		if e.all {
+			alls = append(alls, e)
+		}
+	}
+	slices.SortFunc(alls, func(a, b *entry) int { return b.level - a.level })
+	used := map[key]bool{}
+	coveredBy := func(e *entry, from int) bool {
+		for j := max(from, 1); j <= k; j++ {
+			d := int64(levels[j])
+			if used[key{j, e.start - e.start%d}] && (e.dur < d || e.level == j) {
+				return true
+			}
+		}
+		return false
+	}
+	blocked := func(a *entry) bool {
+		for j := a.level + 1; j <= k; j++ {
+			d := int64(levels[j])
+			if shown[key{j, a.start - a.start%d}] {
+				return true
+			}
+		}
+		return false
+	}
+	var out []*entry
+	for _, a := range alls {
+		if !coveredBy(a, a.level+1) && !blocked(a) {
+			used[key{a.level, a.start}] = true
+			out = append(out, a)
+		}
+	}
+	for _, e := range vis {
+		if !coveredBy(e, e.level) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, compareEntries)
+	return out
+}
+
+// allTargetsLabel marks the rollup of all targets of a period: its window
+// labels are those all targets share, plus this one; the others are
+// sample labels.
+const allTargetsLabel = "scorch_rollup"
+
+// mergeTargets merges the rollups of the targets of a period into one,
+// each target's own labels (those not shared by all) added to its samples.
+func mergeTargets(items []Item, p, d int64) (Item, error) {
+	common := maps.Clone(items[0].Labels)
+	for _, it := range items[1:] {
+		maps.DeleteFunc(common, func(k, v string) bool { return it.Labels[k] != v })
+	}
+	ps := make([]*profile.Profile, len(items))
+	for i, it := range items {
+		c := it.Profile.Copy()
+		for _, smp := range c.Sample {
+			for k, v := range it.Labels {
+				if _, ok := common[k]; ok {
+					continue
+				}
+				if smp.Label == nil {
+					smp.Label = map[string][]string{}
+				}
+				smp.Label[k] = []string{v}
+			}
+		}
+		ps[i] = c
+	}
+	m, err := profile.Merge(ps)
+	if err != nil {
+		return Item{}, err
+	}
+	m.TimeNanos, m.DurationNanos = p, d
+	common[allTargetsLabel] = "all targets"
+	return Item{Labels: common, Profile: m}, nil
 }
 
 func webWindow(e *entry) web.Window {

@@ -70,11 +70,12 @@ func TestRollups(t *testing.T) {
 	if err := s.Compact(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Per service: 25 periods of 5 min (the last ends at 06:05), 2
-	// hours (hour 06 has not ended at 07:00 minus the grace), no day.
+	// Per service and of both: 25 periods of 5 min (the last ends at
+	// 06:05), 2 hours (hour 06 has not ended at 07:00 minus the grace),
+	// no day.
 	st := s.Stats()
-	if st.Windows != 1000 || st.Rollups != 2*(25+2) || st.RollupsWritten != 2*(25+2) || st.RollupErrors != 0 {
-		t.Fatalf("stats %+v, want 1000 windows and 54 rollups", st)
+	if st.Windows != 1000 || st.Rollups != 3*(25+2) || st.RollupsWritten != 3*(25+2) || st.RollupErrors != 0 {
+		t.Fatalf("stats %+v, want 1000 windows and 81 rollups", st)
 	}
 	all := func(k int) []web.Window {
 		ws, err := s.WindowsAt(ctx, h0.Add(-time.Hour), h0.Add(5*time.Hour), k)
@@ -122,6 +123,40 @@ func TestRollups(t *testing.T) {
 		t.Errorf("hour rollup lists pids %v", got)
 	}
 
+	// The merged views: one rollup of both services per period, its
+	// samples labelled with their service.
+	merged := func(k int) []web.Window {
+		ws, err := s.MergedAt(ctx, h0.Add(-time.Hour), h0.Add(5*time.Hour), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws
+	}
+	for k, want := range map[int]int{1: 25, 2: 3, 3: 3} {
+		ws := merged(k)
+		if len(ws) != want || sumSamples(ws) != total {
+			t.Errorf("merged level %d: %d windows, %d samples; want %d windows, %d samples", k, len(ws), sumSamples(ws), want, total)
+		}
+		for _, w := range ws {
+			if w.Labels[allTargetsLabel] == "" || w.Labels["service_name"] != "" || !slices.Equal(w.Values["service_name"], []string{"a", "b"}) {
+				t.Errorf("merged level %d: window %v %v", k, w.Labels, w.Values)
+				break
+			}
+		}
+	}
+	ws = merged(2)
+	p, err = s.Open(ctx, ws[1].ID) // 05:00
+	if err != nil {
+		t.Fatal(err)
+	}
+	byService := map[string]int64{}
+	for _, smp := range p.Sample {
+		byService[smp.Label["service_name"][0]] += smp.Value[1]
+	}
+	if byService["a"] != want || byService["b"] != 240*3 {
+		t.Errorf("merged hour at 05:00: samples by service %v, want a %d, b %d", byService, want, 240*3)
+	}
+
 	// Reopened, the rollups are read back and not built again.
 	s.Close()
 	s = open(t, dir, Options{})
@@ -129,8 +164,8 @@ func TestRollups(t *testing.T) {
 	if err := s.Compact(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Stats(); st.Rollups != 54 || st.RollupsWritten != 0 || st.Corrupt != 0 {
-		t.Errorf("reopened: %+v, want the 54 rollups read back", st)
+	if st := s.Stats(); st.Rollups != 81 || st.RollupsWritten != 0 || st.Corrupt != 0 {
+		t.Errorf("reopened: %+v, want the 81 rollups read back", st)
 	}
 	if ws := all(3); len(ws) != 6 || sumSamples(ws) != total {
 		t.Errorf("reopened: level 3 has %d windows, %d samples", len(ws), sumSamples(ws))
@@ -162,10 +197,11 @@ func TestRollupUnreadableWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The damaged target has no rollup at 04:10 nor at 04:00 (its hour:
-	// merged from the windows of 04:10 too).
+	// merged from the windows of 04:10 too), and neither period has one
+	// of all targets.
 	st := s.Stats()
-	if st.RollupErrors != 2 || st.Rollups != 54-2 {
-		t.Errorf("stats %+v, want 2 rollup errors and 52 rollups", st)
+	if st.RollupErrors != 2 || st.Rollups != 3*(25+2)-4 {
+		t.Errorf("stats %+v, want 2 rollup errors and 77 rollups", st)
 	}
 	for k, want := range []int{1000, 50 - 1 + 20, 6 - 1 + 11 + 20, 6 - 1 + 11 + 20} {
 		ws, err := s.WindowsAt(ctx, h0, h0.Add(3*time.Hour), k)
@@ -174,6 +210,21 @@ func TestRollupUnreadableWindow(t *testing.T) {
 		}
 		if len(ws) != want || sumSamples(ws) != total {
 			t.Errorf("level %d: %d windows, %d samples; want %d windows, %d samples", k, len(ws), sumSamples(ws), want, total)
+		}
+	}
+	// Merged: at level 1, one rollup of both for each 5 minutes but
+	// 04:10, which shows the other target's rollup and the damaged one's
+	// 20 windows. At level 2, hour 04 shows the other target's hour
+	// rollup (the 5-minute rollups of both would count it twice) and the
+	// damaged one's 11 rollups and 20 windows; 05:00 and 06:00 one of
+	// both.
+	for k, want := range map[int]int{1: 24 + 1 + 20, 2: 1 + 11 + 20 + 1 + 1} {
+		ws, err := s.MergedAt(ctx, h0, h0.Add(3*time.Hour), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != want || sumSamples(ws) != total {
+			t.Errorf("merged level %d: %d windows, %d samples; want %d windows, %d samples", k, len(ws), sumSamples(ws), want, total)
 		}
 	}
 	s.Close()
@@ -192,7 +243,7 @@ func TestRollupsBackground(t *testing.T) {
 	}
 	defer s.Close()
 	deadline := time.Now().Add(time.Minute)
-	const want = 2 * (25 + 3 + 1)
+	const want = 3 * (25 + 3 + 1)
 	for s.Stats().Rollups < want && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -212,22 +263,32 @@ func TestViewerReadsRollups(t *testing.T) {
 	if err := s.Compact(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	var totalA int64
+	for i := range 500 {
+		totalA += 2 + int64(i%7)
+	}
 	for _, c := range []struct {
 		few, max int
+		query    string
 		res      time.Duration
 		windows  int
+		total    int64
 	}{
-		{2000, 5000, 0, 1000},
-		{100, 5000, 5 * time.Minute, 50},
-		{20, 5000, time.Hour, 6},
-		{2, 5000, 0, 1000},    // none few: the finest that fits
-		{2, 40, time.Hour, 6}, // the finest that fits
-		{2, 2, time.Hour, 0},  // refused
+		{2000, 5000, "", 0, 1000, total},
+		// Without a filter, the rollups of both services.
+		{100, 5000, "", 5 * time.Minute, 25, total},
+		{20, 5000, "", time.Hour, 3, total},
+		{2, 5000, "", 0, 1000, total},           // none few: the finest that fits
+		{2, 30, "", 5 * time.Minute, 25, total}, // the finest that fits
+		{2, 2, "", time.Hour, 0, 0},             // refused
+		// With one, each service's own.
+		{1000, 5000, "?service=a", 0, 500, totalA},
+		{20, 5000, "?service=a", time.Hour, 3, totalA},
 	} {
 		h := web.NewHandler(s, web.Options{FewWindows: c.few, MaxWindows: c.max})
 		for _, api := range []string{"flamegraph", "top"} {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/"+api, nil))
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/"+api+c.query, nil))
 			if c.windows == 0 {
 				if rec.Code != 400 {
 					t.Errorf("limits %d/%d: api/%s: status %d, want 400", c.few, c.max, api, rec.Code)
@@ -243,9 +304,9 @@ func TestViewerReadsRollups(t *testing.T) {
 				t.Fatalf("limits %d/%d: api/%s: status %d, %v: %s", c.few, c.max, api, rec.Code, err, rec.Body)
 			}
 			// The profiles' "samples" values, the viewer's unit.
-			if d.Windows != c.windows || d.Resolution != c.res.Milliseconds() || d.Total != total {
-				t.Errorf("limits %d/%d: api/%s: %d windows at resolution %d ms, %d samples; want %d at %d, %d",
-					c.few, c.max, api, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), total)
+			if d.Windows != c.windows || d.Resolution != c.res.Milliseconds() || d.Total != c.total {
+				t.Errorf("limits %d/%d: api/%s%s: %d windows at resolution %d ms, %d samples; want %d at %d, %d",
+					c.few, c.max, api, c.query, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), c.total)
 			}
 		}
 	}

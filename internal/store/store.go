@@ -109,6 +109,7 @@ type Store struct {
 type entry struct {
 	id      string
 	level   int   // 0, or the level of a rollup
+	all     bool  // a rollup of all targets (allTargetsLabel)
 	start   int64 // Unix ns
 	dur     int64 // ns
 	samples int64
@@ -327,7 +328,7 @@ func (s *Store) scanHour(hour string) {
 		fl := &files{hour: hour, data: n.name + packExt, index: n.name + indexExt, seq: n.seq, size: packSize + indexSize}
 		for _, t := range x.Targets {
 			s.addScanned(&entry{
-				id: t.ID, level: x.Level, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
+				id: t.ID, level: x.Level, all: x.Level > 0 && t.Labels[allTargetsLabel] != "", start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
 				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 			}, t.Labels)
 		}
@@ -531,7 +532,9 @@ func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*
 }
 
 // valueLabels are the sample labels whose values a window's index lists.
-var valueLabels = []string{"pid", "comm"}
+// The window labels of the targets are sample labels in the rollups of
+// all targets (allTargetsLabel), so those list them too.
+var valueLabels = []string{"pid", "comm", "service_name", "container_id"}
 
 // maxValues bounds the values listed per label and window.
 const maxValues = 256
@@ -622,7 +625,7 @@ func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items [
 	s.mu.Lock()
 	for _, t := range x.Targets {
 		e := &entry{
-			id: t.ID, level: level, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
+			id: t.ID, level: level, all: level > 0 && t.Labels[allTargetsLabel] != "", start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
 			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
 		}
 		if f := s.addLocked(e, t.Labels); f != nil {
