@@ -14,7 +14,7 @@
 // window does not carry applies to each sample's labels instead (string
 // labels, then numeric ones), which is how comm and pid filter inside a
 // single pprof file. Profiles are decoded once and kept in a bounded LRU
-// cache ([Options].CacheProfiles). Responses are merged trees and tables,
+// cache ([Options].CacheProfiles, [Options].CacheBytes). Responses are merged trees and tables,
 // never raw samples.
 //
 // The value shown is the "samples" sample type when a profile has one, else

@@ -29,6 +29,10 @@ type Options struct {
 	// CacheProfiles bounds how many decoded window profiles are kept in
 	// memory between requests. Default 64.
 	CacheProfiles int
+	// CacheBytes bounds the memory of those profiles, as estimated from
+	// their samples, locations and functions (the newest is kept
+	// whatever its size). Default 32 MiB.
+	CacheBytes int64
 	// MaxWindows bounds how many windows one request may open; a wider
 	// selection is refused with 400. Default 5000.
 	MaxWindows int
@@ -61,6 +65,9 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if opts.CacheProfiles <= 0 {
 		opts.CacheProfiles = 64
 	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 32 << 20
+	}
 	if opts.MaxWindows <= 0 {
 		opts.MaxWindows = 5000
 	}
@@ -70,7 +77,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if opts.MaxBuckets <= 0 {
 		opts.MaxBuckets = 10000
 	}
-	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles), log: opts.Logger}
+	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles, opts.CacheBytes), log: opts.Logger}
 	if h.log == nil {
 		h.log = slog.Default()
 	}

@@ -557,6 +557,30 @@ func TestCacheBounded(t *testing.T) {
 	}
 }
 
+// TestCacheBytesBounded: the cache also holds no more than CacheBytes of
+// prepared profiles (here room for about one), keeping the newest.
+func TestCacheBytesBounded(t *testing.T) {
+	src := testSource()
+	l, err := prepare(src.profs["w1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.bytes < 500 {
+		t.Fatalf("w1 is estimated at %d bytes", l.bytes)
+	}
+	h := NewHandler(src, Options{CacheBytes: l.bytes + l.bytes/2})
+	get(t, h, "/api/flamegraph?service=api") // w1, then w2 evicts w1
+	get(t, h, "/api/flamegraph?service=api") // w1 again evicts w2, and so on
+	if src.opens != 4 {
+		t.Errorf("%d opens, want 4: only one of w1, w2 fits", src.opens)
+	}
+	get(t, h, "/api/flamegraph?service=db")
+	get(t, h, "/api/flamegraph?service=db") // w3 alone: kept
+	if src.opens != 5 {
+		t.Errorf("%d opens, want 5: w3 stays cached", src.opens)
+	}
+}
+
 func TestPage(t *testing.T) {
 	h := NewHandler(testSource(), Options{})
 	for _, p := range []string{"/", "/app.js", "/style.css"} {

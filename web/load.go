@@ -55,6 +55,7 @@ type loaded struct {
 	unit   string    // "type/unit" of value
 	frames []frame   // distinct frames of this profile
 	stacks [][]int32 // per sample, root first, into frames
+	bytes  int64     // estimated memory of all of it, for the cache
 }
 
 // prepare resolves the stacks of p. It validates p first: a profile from a
@@ -108,17 +109,22 @@ func prepare(p *profile.Profile) (*loaded, error) {
 			st = append(st, locFrames[s.Location[i].ID]...)
 		}
 		l.stacks[si] = st
+		l.bytes += int64(4*len(st) + 8*len(s.Location) + 120 + 48*(len(s.Label)+len(s.NumLabel)))
 	}
+	l.bytes += int64(160*len(p.Location) + 120*len(p.Function) + 120*len(p.Mapping) + 40*len(l.frames))
 	return l, nil
 }
 
 // cache keeps the most recently used prepared profiles, at most max of
-// them.
+// them and maxBytes of their estimated memory (loaded.bytes); the most
+// recent one stays whatever its size.
 type cache struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of *cacheEntry, most recent first
-	byID  map[string]*list.Element
+	mu       sync.Mutex
+	max      int
+	maxBytes int64
+	bytes    int64
+	order    *list.List // of *cacheEntry, most recent first
+	byID     map[string]*list.Element
 }
 
 type cacheEntry struct {
@@ -126,8 +132,8 @@ type cacheEntry struct {
 	l  *loaded
 }
 
-func newCache(max int) *cache {
-	return &cache{max: max, order: list.New(), byID: make(map[string]*list.Element)}
+func newCache(max int, maxBytes int64) *cache {
+	return &cache{max: max, maxBytes: maxBytes, order: list.New(), byID: make(map[string]*list.Element)}
 }
 
 // get returns the prepared profile for window id, opening it from src when
@@ -159,14 +165,19 @@ func (c *cache) get(ctx context.Context, src Source, id string) (*loaded, error)
 	defer c.mu.Unlock()
 	if e, ok := c.byID[id]; ok {
 		c.order.MoveToFront(e)
-		e.Value.(*cacheEntry).l = l
-		return l, nil
+		ce := e.Value.(*cacheEntry)
+		c.bytes += l.bytes - ce.l.bytes
+		ce.l = l
+	} else {
+		c.byID[id] = c.order.PushFront(&cacheEntry{id, l})
+		c.bytes += l.bytes
 	}
-	c.byID[id] = c.order.PushFront(&cacheEntry{id, l})
-	for c.order.Len() > c.max {
+	for c.order.Len() > c.max || c.bytes > c.maxBytes && c.order.Len() > 1 {
 		e := c.order.Back()
 		c.order.Remove(e)
-		delete(c.byID, e.Value.(*cacheEntry).id)
+		ce := e.Value.(*cacheEntry)
+		c.bytes -= ce.l.bytes
+		delete(c.byID, ce.id)
 	}
 	return l, nil
 }

@@ -168,6 +168,7 @@ func main() {
 					ws = append(ws, ms)
 				}
 				wm := median(ws)
+				log.Printf("%s %s %s: cold %.0f ms, warm %.0f ms, %d bytes, status %d, RSS %.0f MB", r.name, f.name, a.name, cold, wm, size, status, rssMB())
 				rows = append(rows, row{r.name, f.name, a.name, cold, wm, size, status})
 				fmt.Fprintf(&tsv, "%s\t%s\t%s\t%.1f\t%.1f\t%d\t%d\n", r.name, f.name, a.name, cold, wm, size, status)
 			}
@@ -307,16 +308,19 @@ type gen struct {
 	life       time.Duration // of a process
 	stacks     [][][]string  // per service: stacks, root first
 	fns        []*profile.Function
+	addr       map[string]uint64 // of each function's one location
 	rnd        *rand.Rand
 }
 
 func newGen(start, end time.Time) *gen {
-	g := &gen{start: start, end: end, rnd: rand.New(rand.NewPCG(1, 2))}
+	g := &gen{start: start, end: end, addr: map[string]uint64{}, rnd: rand.New(rand.NewPCG(1, 2))}
+	g.addr["runtime.main"], g.addr["main.main"] = 0x401000, 0x401010
 	perService := max(2, *procs / *services)
 	g.life = 2 * end.Sub(start) / time.Duration(perService) // two alive at a time
 	for i := range *funcs {
 		name := fmt.Sprintf("pkg%d.Func%d", i%97, i)
 		g.fns = append(g.fns, &profile.Function{ID: uint64(i + 1), Name: name, SystemName: name, Filename: fmt.Sprintf("src/pkg%d/f.go", i%97)})
+		g.addr[name] = 0x402000 + 16*uint64(i)
 	}
 	for s := range *services {
 		g.names = append(g.names, fmt.Sprintf("service-%02d", s))
@@ -355,6 +359,8 @@ func (g *gen) window(w time.Time) []store.Item {
 			TimeNanos:     w.UnixNano(),
 			DurationNanos: int64(*interval),
 		}
+		mapping := &profile.Mapping{ID: 1, Start: 0x400000, Limit: 0x400000 + 0x100000 + uint64(16**funcs), File: "/usr/bin/" + name, HasFunctions: true}
+		p.Mapping = []*profile.Mapping{mapping}
 		funcs := map[string]*profile.Function{}
 		locs := map[string]*profile.Location{}
 		loc := func(fn string) *profile.Location {
@@ -367,7 +373,9 @@ func (g *gen) window(w time.Time) []store.Item {
 				funcs[fn] = f
 				p.Function = append(p.Function, f)
 			}
-			l := &profile.Location{ID: uint64(len(p.Location) + 1), Address: uint64(0x1000 + 16*len(p.Location)), Line: []profile.Line{{Function: f, Line: 1}}}
+			// One address per function, the same in every window, as a
+			// binary's code has (pprof merges locations by address).
+			l := &profile.Location{ID: uint64(len(p.Location) + 1), Mapping: mapping, Address: g.addr[fn], Line: []profile.Line{{Function: f, Line: 1}}}
 			locs[fn] = l
 			p.Location = append(p.Location, l)
 			return l

@@ -213,13 +213,18 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 }
 
 // merge reads the profiles of es and merges them into one that starts at
-// p and lasts d.
+// p and lasts d. Thread ids are dropped: a rollup keeps the samples of
+// each process, not of each thread (the viewer does not filter by
+// thread), so that it does not grow with every thread a host ran.
 func (s *Store) merge(es []*entry, p, d int64) (*profile.Profile, error) {
 	ps := make([]*profile.Profile, 0, len(es))
 	for _, e := range es {
 		pr, err := s.read(e)
 		if err != nil {
 			return nil, err
+		}
+		for _, smp := range pr.Sample {
+			delete(smp.NumLabel, "tid")
 		}
 		ps = append(ps, pr)
 	}

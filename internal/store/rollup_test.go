@@ -22,8 +22,8 @@ func pidProfile(fn string, n int64, start time.Time) *profile.Profile {
 	p.DurationNanos = int64(15 * time.Second)
 	s := p.Sample[0]
 	s.Value = []int64{(n - 1) * 10_000_000, n - 1}
-	s.NumLabel = map[string][]int64{"pid": {100}}
-	p.Sample = append(p.Sample, &profile.Sample{Location: s.Location, Value: []int64{10_000_000, 1}, NumLabel: map[string][]int64{"pid": {200}}})
+	s.NumLabel = map[string][]int64{"pid": {100}, "tid": {100 + start.Unix()%3}}
+	p.Sample = append(p.Sample, &profile.Sample{Location: s.Location, Value: []int64{10_000_000, 1}, NumLabel: map[string][]int64{"pid": {200}, "tid": {200}}})
 	return p
 }
 
@@ -112,6 +112,10 @@ func TestRollups(t *testing.T) {
 	byPid := map[int64]int64{}
 	for _, smp := range p.Sample {
 		byPid[smp.NumLabel["pid"][0]] += smp.Value[1]
+		if _, ok := smp.NumLabel["tid"]; ok {
+			t.Errorf("hour rollup keeps thread ids: %v", smp.NumLabel)
+			break
+		}
 	}
 	if ws[i].Samples != want || byPid[100]+byPid[200] != want || byPid[200] != 240 {
 		t.Errorf("hour rollup: %d samples listed, by pid %v; want %d, 240 of pid 200", ws[i].Samples, byPid, want)
