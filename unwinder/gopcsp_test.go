@@ -62,6 +62,23 @@ func TestGoStrippedRows(t *testing.T) {
 // land while the thread handles a signal).
 var goOutermost = []string{"runtime.goexit.abi0", "runtime.mstart.abi0", "runtime.morestack.abi0", "runtime.mcall", "runtime.mcall.abi0", "runtime.rt0_go.abi0", "runtime.systemstack.abi0", "runtime.sigtramp.abi0"}
 
+// checkGoStack checks where a stack of a Go program ends: one in the
+// program's code reaches runtime.goexit through main.main and
+// runtime.main; one of the runtime alone (the scheduler after a
+// preemption, the GC, on a system stack) ends in one of goOutermost, where
+// the switch was.
+func checkGoStack(t *testing.T, names []string) {
+	t.Helper()
+	inMain := slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "main.") })
+	last := names[len(names)-1]
+	switch {
+	case inMain && (last != "runtime.goexit.abi0" || !slices.Contains(names, "main.main") || !slices.Contains(names, "runtime.main")):
+		t.Errorf("stack does not reach runtime.goexit through main.main and runtime.main: %v", names)
+	case !inMain && !slices.Contains(goOutermost, last):
+		t.Errorf("runtime stack ends in %s, not one of %v: %v", last, goOutermost, names)
+	}
+}
+
 // startGoStripped builds testdata/name stripped and not, starts the
 // stripped one for 60 s, and returns its pid and a mapping cache that
 // names its frames with the unstripped twin's symbols.
@@ -123,16 +140,7 @@ func TestGoLeafCallers(t *testing.T) {
 		if len(names) == 0 {
 			continue
 		}
-		inMain := slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "main.") })
-		last := names[len(names)-1]
-		switch {
-		case inMain && (last != "runtime.goexit.abi0" || !slices.Contains(names, "main.main") || !slices.Contains(names, "runtime.main")):
-			t.Errorf("stack does not reach runtime.goexit through main.main and runtime.main: %v", names)
-		case !inMain && !slices.Contains(goOutermost, last):
-			// The runtime on a system stack (the scheduler after a
-			// preemption, the GC): its stacks end where the switch was.
-			t.Errorf("runtime stack ends in %s, not one of %v: %v", last, goOutermost, names)
-		}
+		checkGoStack(t, names)
 		if names[0] == "main.leaf" {
 			inLeaf++
 			if len(names) < 2 || names[1] != "main.hot1" && names[1] != "main.hot2" {
@@ -188,14 +196,7 @@ func TestGoClockCallers(t *testing.T) {
 		if slices.Contains(names, "time.now") || slices.Contains(names, "runtime.nanotime1.abi0") {
 			inClock++
 		}
-		inMain := slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "main.") })
-		last := names[len(names)-1]
-		switch {
-		case inMain && (last != "runtime.goexit.abi0" || !slices.Contains(names, "main.main") || !slices.Contains(names, "runtime.main")):
-			t.Errorf("stack does not reach runtime.goexit through main.main and runtime.main: %v", names)
-		case !inMain && !slices.Contains(goOutermost, last):
-			t.Errorf("runtime stack ends in %s, not one of %v: %v", last, goOutermost, names)
-		}
+		checkGoStack(t, names)
 		if t.Failed() {
 			return
 		}

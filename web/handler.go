@@ -516,23 +516,24 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		ks.others.filters = slices.DeleteFunc(slices.Clone(q.filters), func(f filter) bool { return f.key == fk.label })
 		keys[i] = ks
 	}
-	// needsOpen reports whether a window's samples must be read for key
-	// i: its value is a sample label the window does not list, or other
-	// filters apply per sample.
-	needsOpen := func(w Window, i int) (bool, bool) {
-		ok, rest := keys[i].others.windowFilters(w)
+	// needsOpen reports whether the other filters leave a window for
+	// key i (ok), whether its samples must be read for that key (its
+	// value is a sample label the window does not list, or other filters
+	// apply per sample: rest).
+	needsOpen := func(w Window, i int) (ok, open bool, rest []filter) {
+		ok, rest = keys[i].others.windowFilters(w)
 		if !ok {
-			return false, false
+			return false, false, nil
 		}
 		_, inLabels := w.Labels[filterKeys[i].label]
 		_, inValues := w.Values[filterKeys[i].label]
-		return true, len(rest) > 0 || !inLabels && !inValues
+		return true, len(rest) > 0 || !inLabels && !inValues, rest
 	}
 	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
 		n := 0
 		for _, w := range ws {
 			for i := range filterKeys {
-				if _, open := needsOpen(w, i); open {
+				if _, open, _ := needsOpen(w, i); open {
 					n++
 					break
 				}
@@ -548,7 +549,7 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		var l *loaded
 		for i, fk := range filterKeys {
 			ks := keys[i]
-			ok, open := needsOpen(w, i)
+			ok, open, rest := needsOpen(w, i)
 			switch {
 			case !ok:
 				continue
@@ -570,7 +571,6 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 					return nil, "", err
 				}
 			}
-			_, rest := ks.others.windowFilters(w)
 			for _, smp := range l.p.Sample {
 				if len(rest) > 0 && !matchSample(smp, rest) {
 					continue

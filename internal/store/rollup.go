@@ -36,19 +36,13 @@ const maxRollupsPerPass = 64
 
 // compactor builds rollups in the background until Close: after Open and
 // after each PutWindow.
-func (s *Store) compactor() {
+func (s *Store) compactor(ctx context.Context) {
 	defer close(s.stopped)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.stop
-		cancel()
-	}()
 	tick := time.NewTicker(time.Minute) // periods also end while nothing is written
 	defer tick.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-s.poke:
 		case <-tick.C:
@@ -113,9 +107,7 @@ func (s *Store) periods(k int) ([]int64, int64) {
 	ended := s.now().Add(-rollupGrace).UnixNano() - 2*s.maxDur
 	done := map[int64]bool{}
 	var out []int64
-	i, _ := slices.BinarySearchFunc(s.windows, s.compacted[k], func(e *entry, start int64) int {
-		return cmpInt(e.start, start)
-	})
+	i, _ := slices.BinarySearchFunc(s.windows, s.compacted[k], byStart)
 	for _, e := range s.windows[i:] {
 		p := e.start - e.start%d
 		switch {
@@ -133,16 +125,6 @@ func (s *Store) periods(k int) ([]int64, int64) {
 	return out, max(s.compacted[k], ended-ended%d)
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // rollup merges, per target, what level k-1 shows of the period of level
 // k starting at p into one profile, and writes them as one rollup pack.
 // A target whose windows cannot be read or merged is counted and left
@@ -151,7 +133,7 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 	d := int64(levels[k])
 	s.mu.RLock()
 	var in []*entry
-	i, _ := slices.BinarySearchFunc(s.windows, p, func(e *entry, start int64) int { return cmpInt(e.start, start) })
+	i, _ := slices.BinarySearchFunc(s.windows, p, byStart)
 	for _, e := range s.windows[i:] {
 		if e.start >= p+d {
 			break
@@ -296,6 +278,8 @@ func (s *Store) MergedAt(ctx context.Context, from, to time.Time, k int) ([]web.
 	return s.windowsAt(ctx, from, to, k, visibleMerged)
 }
 
+// windowsAt lists the entries of levels up to k that overlap [from, to),
+// as view shows them (none: level 0 only, as written).
 func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view func([]*entry, int) []*entry) ([]web.Window, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -307,7 +291,7 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 	}
 	f, t := from.UnixNano(), to.UnixNano()
 	lo := f - max(s.maxDur, int64(levels[k]))
-	i, _ := slices.BinarySearchFunc(s.windows, lo, func(e *entry, start int64) int { return cmpInt(e.start, start) })
+	i, _ := slices.BinarySearchFunc(s.windows, lo, byStart)
 	var in []*entry
 	for _, e := range s.windows[i:] {
 		if e.start >= t {
@@ -321,7 +305,9 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 			in = append(in, e)
 		}
 	}
-	in = view(in, k)
+	if view != nil {
+		in = view(in, k)
+	}
 	out := make([]web.Window, len(in))
 	for i, e := range in {
 		out[i] = webWindow(e)

@@ -100,9 +100,8 @@ type Store struct {
 	cmu       sync.Mutex
 	compacted [len(levels)]int64 // per level, the periods before this start are done; under cmu
 	poke      chan struct{}
-	stop      chan struct{}
-	stopped   chan struct{}
-	stopOnce  sync.Once
+	cancel    context.CancelFunc // stops the compactor
+	stopped   chan struct{}      // closed when it has
 }
 
 // entry is one target's window in the index.
@@ -186,8 +185,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.log.Warn("store: applying retention", "err", err)
 	}
 	if !opts.NoRollups {
-		s.poke, s.stop, s.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-		go s.compactor()
+		var ctx context.Context
+		ctx, s.cancel = context.WithCancel(context.Background())
+		s.poke, s.stopped = make(chan struct{}, 1), make(chan struct{})
+		go s.compactor(ctx)
 		s.poke <- struct{}{}
 	}
 	return s, nil
@@ -380,6 +381,10 @@ func (s *Store) removeCorrupt(path string) {
 	s.st.Corrupt++
 	os.Remove(path)
 }
+
+// byStart orders an entry against a start, for binary searches of
+// windows.
+func byStart(e *entry, start int64) int { return cmp.Compare(e.start, start) }
 
 func compareEntries(a, b *entry) int {
 	switch {
@@ -646,9 +651,7 @@ func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items [
 // nextSeqLocked returns the sequence number after those of the packs held
 // with the given start.
 func (s *Store) nextSeqLocked(start int64) int {
-	i, _ := slices.BinarySearchFunc(s.windows, start, func(e *entry, start int64) int {
-		return cmp.Compare(e.start, start)
-	})
+	i, _ := slices.BinarySearchFunc(s.windows, start, byStart)
 	seq := 0
 	for _, e := range s.windows[i:] {
 		if e.start != start {
@@ -822,42 +825,7 @@ func (s *Store) deleteFiles(victims []*files) error {
 // Windows lists the windows that overlap [from, to), oldest first, as
 // the agent wrote them (level 0: no rollups).
 func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	f, t := from.UnixNano(), to.UnixNano()
-	i, _ := slices.BinarySearchFunc(s.windows, f-s.maxDur, func(e *entry, start int64) int {
-		switch {
-		case e.start < start:
-			return -1
-		case e.start > start:
-			return 1
-		}
-		return 0
-	})
-	var out []web.Window
-	for _, e := range s.windows[i:] {
-		if e.start >= t {
-			break
-		}
-		if e.level > 0 {
-			continue
-		}
-		overlaps := e.start+e.dur > f
-		if e.dur == 0 {
-			overlaps = e.start >= f
-		}
-		if !overlaps {
-			continue
-		}
-		out = append(out, webWindow(e))
-	}
-	return out, nil
+	return s.windowsAt(ctx, from, to, 0, nil)
 }
 
 // Open loads the profile of the window with the given ID. The error wraps
@@ -944,8 +912,8 @@ func (s *Store) Stats() Stats {
 // Close makes further calls fail with ErrClosed. Stored windows stay on
 // disk for the next Open.
 func (s *Store) Close() error {
-	if s.stop != nil {
-		s.stopOnce.Do(func() { close(s.stop) })
+	if s.cancel != nil {
+		s.cancel()
 		<-s.stopped
 	}
 	s.wmu.Lock()
