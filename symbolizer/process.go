@@ -48,11 +48,12 @@ func (s *Symbolizer) procDir(pid uint32) string {
 
 // readMaps (re)reads the process's maps, keeping the Mapping pointers (and
 // objects) of mappings that did not change and opening the files of new
-// ones. p.mu must be held.
-func (s *Symbolizer) readMaps(p *process) error {
+// ones. The maps come from the shared reads (proc.Snapshots): one that
+// began at or after since and holds need (when not 0), else a new read.
+// p.mu must be held.
+func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 	p.lastRead = time.Now()
-	s.stats.mapsReads.Add(1)
-	all, perr := proc.ReadMaps(s.procDir(p.pid))
+	all, perr := s.pfiles.Maps().Read(s.procDir(p.pid), since, need)
 	if perr != nil {
 		if me := (*proc.MapsError)(nil); !errors.As(perr, &me) {
 			return fmt.Errorf("symbolizer: pid %d: %w", p.pid, perr)

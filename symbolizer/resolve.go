@@ -39,7 +39,7 @@ type counters struct {
 	userLookups, kernelLookups                                    atomic.Uint64
 	missNoMapping, missNoFile, missNoSymbol, missJIT, missKernel  atomic.Uint64
 	parseErrors, recoveredPanics, kallsymsReloads, perfMapReloads atomic.Uint64
-	mapsReads, kernelMappings                                     atomic.Uint64
+	kernelMappings                                                atomic.Uint64
 }
 
 // maxStrippedNotes bounds the set of files noted as stripped.
@@ -113,7 +113,7 @@ func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
 		if pm.obj == nil {
 			// Not open yet: the maps name the file, while the process
 			// lives.
-			if s.readMaps(p) == nil {
+			if s.readMaps(p, time.Now().Add(-mapsRereadInterval), addr) == nil {
 				if pm := p.find(addr); pm != nil {
 					return pm
 				}
@@ -172,7 +172,7 @@ func (s *Symbolizer) Refresh(pid uint32) error {
 	defer p.mu.Unlock()
 	// A process that is gone keeps what was read while it lived, for its
 	// last samples (readMaps changes nothing when it cannot read).
-	return s.readMaps(p)
+	return s.readMaps(p, time.Now(), 0)
 }
 
 // process returns the state of pid, observing it first if needed.
@@ -184,7 +184,7 @@ func (s *Symbolizer) process(pid uint32) (*process, error) {
 		s.procs[pid] = p
 		p.mu.Lock() // read the maps before anyone else uses p
 		s.mu.Unlock()
-		err := s.readMaps(p)
+		err := s.readMaps(p, time.Now(), 0)
 		p.mu.Unlock()
 		return p, err
 	}
@@ -204,7 +204,9 @@ func (s *Symbolizer) ResolveUser(pid uint32, addr uint64) Frame {
 		pm = s.kernelMapping(p, addr)
 	}
 	if pm == nil && !p.lastRead.IsZero() && time.Since(p.lastRead) > mapsRereadInterval {
-		s.readMaps(p) // a library loaded or JIT region created since
+		// A library loaded or JIT region created since (another user's
+		// read of the maps does, if recent and holding addr).
+		s.readMaps(p, time.Now().Add(-mapsRereadInterval), addr)
 		pm = p.find(addr)
 	}
 	if pm == nil || pm.anon {
@@ -287,6 +289,7 @@ func (s *Symbolizer) Forget(pid uint32) {
 	p := s.procs[pid]
 	delete(s.procs, pid)
 	s.mu.Unlock()
+	s.pfiles.Maps().Forget(s.procDir(pid))
 	if p == nil {
 		return
 	}
@@ -307,6 +310,7 @@ func (s *Symbolizer) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.procs)
 	s.mu.Unlock()
+	ms := s.pfiles.Maps().Stats()
 	return Stats{
 		UserLookups:     s.stats.userLookups.Load(),
 		KernelLookups:   s.stats.kernelLookups.Load(),
@@ -324,7 +328,8 @@ func (s *Symbolizer) Stats() Stats {
 		RecoveredPanics: s.stats.recoveredPanics.Load(),
 		KallsymsReloads: s.stats.kallsymsReloads.Load(),
 		PerfMapReloads:  s.stats.perfMapReloads.Load(),
-		MapsReads:       s.stats.mapsReads.Load(),
+		MapsReads:       ms.Reads,
+		MapsShared:      ms.Reused,
 		KernelMappings:  s.stats.kernelMappings.Load(),
 	}
 }

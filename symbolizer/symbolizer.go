@@ -117,7 +117,11 @@ type Stats struct {
 	RecoveredPanics uint64 // panics while parsing a file, recovered
 	KallsymsReloads uint64
 	PerfMapReloads  uint64
-	MapsReads       uint64
+	// MapsReads counts reads of processes' maps files, by the symbolizer
+	// and the unwind-table worker that shares its Files; MapsShared the
+	// times one of them used the other's recent read instead.
+	MapsReads  uint64
+	MapsShared uint64
 	// KernelMappings counts mappings learned from the kernel's unwinder
 	// (see Symbolizer.UseKernelMappings) because /proc/PID/maps, when it
 	// was read, did not have them.

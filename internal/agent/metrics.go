@@ -152,6 +152,7 @@ var (
 	symParseErrDesc = prometheus.NewDesc("scorch_symbolizer_parse_errors_total", "Malformed maps, kallsyms, perf maps or ELF files met.", nil, nil)
 	symProcsDesc    = prometheus.NewDesc("scorch_symbolizer_processes", "Processes whose mappings the symbolizer holds.", nil, nil)
 	symFilesDesc    = prometheus.NewDesc("scorch_symbolizer_files", "Open mapped files, shared between processes.", nil, nil)
+	mapsReadsDesc   = prometheus.NewDesc("scorch_process_maps_reads_total", "Reads of processes' memory maps asked for by the symbolizer and the unwind-table worker, by how they were answered: read (the file was read) or shared (another user's recent read).", []string{"answer"}, nil)
 )
 
 type symbolizerCollector struct{ a *Agent }
@@ -181,6 +182,7 @@ func (c *symbolizerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- symParseErrDesc
 	ch <- symProcsDesc
 	ch <- symFilesDesc
+	ch <- mapsReadsDesc
 }
 
 func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -200,6 +202,8 @@ func (c *symbolizerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(symParseErrDesc, prometheus.CounterValue, float64(s.ParseErrors))
 	ch <- prometheus.MustNewConstMetric(symProcsDesc, prometheus.GaugeValue, float64(s.Processes))
 	ch <- prometheus.MustNewConstMetric(symFilesDesc, prometheus.GaugeValue, float64(s.Files))
+	ch <- prometheus.MustNewConstMetric(mapsReadsDesc, prometheus.CounterValue, float64(s.MapsReads), "read")
+	ch <- prometheus.MustNewConstMetric(mapsReadsDesc, prometheus.CounterValue, float64(s.MapsShared), "shared")
 }
 
 // tracked is the profiler's count of processes with state (swept: of

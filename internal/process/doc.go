@@ -4,7 +4,8 @@
 // build ids, the running kernel's vDSO image, and the conversion of a
 // run-time address to the ELF virtual address the file's tables use. Both
 // the symbolizer and the sampler's unwind table worker use it, so that the
-// two agree on which file a mapping holds and where its code is.
+// two agree on which file a mapping holds and where its code is, and share
+// one reader of the maps (Snapshots) and one cache of parsed files (Files).
 //
 // The files are untrusted: any process may map a crafted ELF file. The
 // parsers here are bounded and never panic on bad input; the parsers of

@@ -77,6 +77,7 @@ func (f *File) Fd() uintptr {
 type Files struct {
 	linger  time.Duration
 	maxIdle int
+	maps    *Snapshots
 
 	mu      sync.Mutex
 	byKey   map[string]*File
@@ -121,8 +122,13 @@ func NewFiles(linger time.Duration) *Files {
 		linger = DefaultFileLinger
 	}
 	return &Files{linger: linger, maxIdle: defaultMaxIdle, byKey: map[string]*File{},
-		byInode: map[Inode]*File{}, failed: map[string]error{}}
+		byInode: map[Inode]*File{}, failed: map[string]error{}, maps: NewSnapshots()}
 }
+
+// Maps returns the reads of processes' maps that go with the files: the
+// users of a Files find the files of a process through its maps, and
+// share those reads as they share the files.
+func (c *Files) Maps() *Snapshots { return c.maps }
 
 // Open returns the file behind mapping m of the process whose /proc
 // directory is procDir (see OpenMapped), parsed, with a reference.

@@ -153,7 +153,7 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 			}
 			pm = procMaps{fileMappings(kernelMappings(m.procs, p.pid)), time.Now()}
 			if findMapping(pm.maps, p.regs.PC) == nil {
-				pm.maps = codeMappings(m.procDir(p.pid))
+				pm.maps = m.codeMappings(m.procDir(p.pid), p.regs.PC)
 			}
 			maps[k] = pm
 		}
@@ -168,9 +168,10 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 }
 
 // codeMappings are the file-backed code mappings of the process whose
-// /proc directory is dir (none when it has exited).
-func codeMappings(dir string) []process.Mapping {
-	all, _ := process.ReadMaps(dir)
+// /proc directory is dir (none when it has exited), from a read of its
+// maps at most mapsFresh old that holds pc.
+func (m *tableManager) codeMappings(dir string, pc uint64) []process.Mapping {
+	all, _ := m.pfiles.Maps().Read(dir, time.Now().Add(-mapsFresh), pc)
 	var out []process.Mapping
 	for _, mp := range all {
 		if mp.Exec() && !mp.Anonymous() && !mp.Pseudo() {

@@ -408,7 +408,7 @@ func (m *tableManager) answer(r request) {
 	dir := m.procDir(r.pid)
 	if f == nil && r.start != 0 {
 		// map_files did not open: through the process's root.
-		f, path, err = openMapped(dir, r.start, r.end)
+		f, path, err = m.openMapped(dir, r.start, r.end)
 	}
 	if err != nil {
 		m.log.Debug("unwind tables: open mapped file", "pid", r.pid, "path", path, "err", err)
@@ -582,7 +582,7 @@ func (m *tableManager) openRequested(r *request) {
 // inode generation can be read, the entry is written right away.
 func (m *tableManager) preload(pid uint32) {
 	dir := m.procDir(pid)
-	maps, err := process.ReadMaps(dir)
+	maps, err := m.pfiles.Maps().Read(dir, time.Now(), 0)
 	if err != nil && len(maps) == 0 {
 		m.log.Debug("unwind tables: process not loaded", "pid", pid, "err", err)
 		return
@@ -646,7 +646,7 @@ func (m *tableManager) warm(ctx context.Context) {
 			continue
 		}
 		dir := filepath.Join(m.procRoot, e.Name())
-		maps, _ := process.ReadMaps(dir) // a process that exited has none
+		maps, _ := m.pfiles.Maps().Read(dir, time.Now(), 0) // a process that exited has none
 		seen := map[[2]uint64]bool{}
 		for _, mp := range maps {
 			if !mp.Exec() || mp.Anonymous() || mp.Pseudo() || mp.Deleted || !isSharedLibrary(mp.Path) {
@@ -1036,16 +1036,19 @@ func (m *tableManager) procDir(pid uint32) string {
 
 // openMapped opens the file behind the mapping [start, end) of the process
 // whose /proc directory is dir (see process.OpenMapped), finding its path
-// in the process's maps.
-func openMapped(dir string, start, end uint64) (*os.File, string, error) {
-	maps, err := process.ReadMaps(dir)
-	if err != nil && len(maps) == 0 {
-		return nil, "", err
-	}
-	for _, mp := range maps {
-		if mp.Start == start && mp.End == end {
-			f, err := process.OpenMapped(dir, mp)
-			return f, mp.Path, err
+// in the process's maps: a read of the last second (the symbolizer's at
+// the process's first sample) if it has that mapping, else a new one.
+func (m *tableManager) openMapped(dir string, start, end uint64) (*os.File, string, error) {
+	for _, since := range []time.Time{time.Now().Add(-time.Second), time.Now()} {
+		maps, err := m.pfiles.Maps().Read(dir, since, start)
+		if err != nil && len(maps) == 0 {
+			return nil, "", err
+		}
+		for _, mp := range maps {
+			if mp.Start == start && mp.End == end {
+				f, err := process.OpenMapped(dir, mp)
+				return f, mp.Path, err
+			}
 		}
 	}
 	return nil, "", fmt.Errorf("%w: no mapping %x-%x in %s/maps", errMappingGone, start, end, dir)
