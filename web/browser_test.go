@@ -350,11 +350,23 @@ func TestBrowserLarge(t *testing.T) {
 		t.Errorf("drew %d of %d nodes: want sub-pixel frames skipped", drawn, nodes)
 	}
 	loadMs, drawMs := p.float(`scorchState.loadMs`), p.float(`scorchState.drawMs`)
-	gen := p.gen()
+	if p.int(`scorchState.pruned`) == 0 {
+		t.Errorf("a tree of %d nodes was sent whole: want nodes narrower than a pixel at 8x zoom left out", nodes)
+	}
+	// The search totals the whole selection, not the nodes sent: the
+	// page asks the server, whose answer is checked in TestSearchPruned.
+	var want struct {
+		Total, Matched [2]int64
+		Functions      int
+	}
+	getJSON(t, NewHandler(m, Options{}), "/api/search?text=pkg7.", &want)
 	p.do("search", chromedp.SendKeys(chromedp.ID("search"), "pkg7."))
-	p.idle("search", fmt.Sprintf("scorchState.gen > %d", gen))
-	if p.int(`scorchState.search.matches`) < 400 {
-		t.Errorf("search pkg7. matched %d functions, want about 50000/97", p.int(`scorchState.search.matches`))
+	p.idle("search", `scorchState.search.matches > 0`)
+	if got := p.int(`scorchState.search.matches`); got != want.Functions || want.Functions < 400 {
+		t.Errorf("search pkg7. matched %d functions, want %d (about 50000/97)", got, want.Functions)
+	}
+	if got, w := p.float(`scorchState.search.share`), float64(want.Matched[0])/float64(want.Total[0]); math.Abs(got-w) > 1e-9 {
+		t.Errorf("search pkg7.: share %.4f, want %.4f", got, w)
 	}
 	t.Logf("%d nodes: fetch+parse %.0fms, draw %.1fms (%d frames drawn); search redraw %.1fms",
 		nodes, loadMs, drawMs, drawn, p.float(`scorchState.drawMs`))

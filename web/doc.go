@@ -57,18 +57,28 @@
 //		Unfiltered counts come from window metadata (Window.Samples,
 //		spread evenly over the window); sample-label filters open the
 //		profiles. {"from","to","step" (ms),"windows","counts":[float]}
-//	/api/flamegraph?maxnodes=
+//	/api/flamegraph?minwidth=&maxnodes=
 //		The merged call tree. {"windows","from","to","total","nodes",
 //		"pruned","unit","kinds":["user","kernel","jit"],"names":[...],
 //		"frame_kinds":[...],"root":NODE}, NODE = {"f": index into names
 //		and frame_kinds (-1 for the root), "s": self, "t": total,
-//		"c": [NODE...] sorted by name}. With maxnodes, only the maxnodes
-//		nodes with the largest totals are sent ("pruned" counts the
-//		rest), so a node's children may sum to less than its total.
-//	/api/diff?a_from&a_to&b_from&b_to&maxnodes=
+//		"c": [NODE...] sorted by name}. With minwidth (a fraction of the
+//		root's total, 0 <= minwidth < 1) only nodes at least that wide
+//		are sent; with maxnodes, at most the maxnodes of those with the
+//		largest totals. "pruned" counts the nodes left out, so a node's
+//		children may sum to less than its total. "names" holds the
+//		names of the nodes sent only.
+//	/api/diff?a_from&a_to&b_from&b_to&minwidth=&maxnodes=
 //		One tree over two ranges (the filters and q apply to both):
 //		like /api/flamegraph but "s" and "t" are [a, b] pairs, and
-//		"a"/"b" hold each range's {"windows","from","to","total"}.
+//		"a"/"b" hold each range's {"windows","from","to","total"}; a
+//		node is wide enough when it is in either range.
+//	/api/search?text= (with a selection, or a diff's two ranges)
+//		The samples whose stack holds a function whose name contains
+//		text (case-insensitive), each counted once, over the whole
+//		tree (a pruned flame graph cannot total them):
+//		{"total":[a,b],"matched":[a,b],"functions"}; b is 0 outside a
+//		diff.
 //	/api/top?sort=self|total|name&limit=500
 //		Per function: {"unit","windows","from","to","total","rows":[{"name",
 //		"kind","self","total"}]}; total counts a sample once however often

@@ -92,6 +92,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /api/flamegraph", h.serve(h.flamegraph))
 	mux.HandleFunc("GET /api/diff", h.serve(h.diff))
 	mux.HandleFunc("GET /api/top", h.serve(h.top))
+	mux.HandleFunc("GET /api/search", h.serve(h.search))
 	mux.HandleFunc("GET /api/labels", h.serve(h.labels))
 	mux.HandleFunc("GET /api/profile.pb.gz", h.serve(h.profile))
 	return mux
@@ -279,6 +280,10 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	minFrac, err := parseFraction(r.URL.Query(), "minwidth")
+	if err != nil {
+		return nil, "", err
+	}
 	t := newTree(q.focus)
 	sp, n, err := h.collect(r.Context(), &q, t, 0)
 	if err != nil {
@@ -286,7 +291,7 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	}
 	extra := fmt.Appendf(nil, `"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d,"nodes":%d,`,
 		n, ms(sp.from), ms(sp.to), sp.res.Milliseconds(), t.nodes[0].total[0], len(t.nodes))
-	return t.appendJSON(nil, extra, false, maxNodes), "application/json", nil
+	return t.appendJSON(nil, extra, false, maxNodes, minFrac), "application/json", nil
 }
 
 func (h *handler) diff(r *http.Request) ([]byte, string, error) {
@@ -308,19 +313,69 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	t := newTree(qa.focus)
-	spa, na, err := h.collect(r.Context(), &qa, t, 0)
+	minFrac, err := parseFraction(v, "minwidth")
 	if err != nil {
 		return nil, "", err
 	}
-	spb, nb, err := h.collect(r.Context(), &qb, t, 1)
+	t, spa, spb, na, nb, err := h.collectDiff(r, &qa, &qb)
 	if err != nil {
 		return nil, "", err
 	}
 	root := t.nodes[0].total
 	extra := fmt.Appendf(nil, `"a":{"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d},"b":{"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d},"nodes":%d,`,
 		na, ms(spa.from), ms(spa.to), spa.res.Milliseconds(), root[0], nb, ms(spb.from), ms(spb.to), spb.res.Milliseconds(), root[1], len(t.nodes))
-	return t.appendJSON(nil, extra, true, maxNodes), "application/json", nil
+	return t.appendJSON(nil, extra, true, maxNodes, minFrac), "application/json", nil
+}
+
+// collectDiff builds the tree of a diff: range a in column 0, b in 1.
+func (h *handler) collectDiff(r *http.Request, qa, qb *query) (t *tree, spa, spb span, na, nb int, err error) {
+	t = newTree(qa.focus)
+	spa, na, err = h.collect(r.Context(), qa, t, 0)
+	if err != nil {
+		return
+	}
+	spb, nb, err = h.collect(r.Context(), qb, t, 1)
+	return
+}
+
+// search totals the samples of the selection (or of a diff's two ranges,
+// given a_from...) whose stacks hold a function whose name contains text,
+// over the whole tree: a flame graph sent pruned cannot tell.
+func (h *handler) search(r *http.Request) ([]byte, string, error) {
+	v := r.URL.Query()
+	text := strings.ToLower(v.Get("text"))
+	if text == "" {
+		return nil, "", badf("search needs text")
+	}
+	var t *tree
+	if v.Get("a_from") != "" || v.Get("b_from") != "" {
+		qa, err := parseQuery(v, "a_")
+		if err != nil {
+			return nil, "", err
+		}
+		qb, err := parseQuery(v, "b_")
+		if err != nil {
+			return nil, "", err
+		}
+		if t, _, _, _, _, err = h.collectDiff(r, &qa, &qb); err != nil {
+			return nil, "", err
+		}
+	} else {
+		q, err := parseQuery(v, "")
+		if err != nil {
+			return nil, "", err
+		}
+		t = newTree(q.focus)
+		if _, _, err := h.collect(r.Context(), &q, t, 0); err != nil {
+			return nil, "", err
+		}
+	}
+	matched, functions := t.match(text)
+	return jsonBody(struct {
+		Total     [2]int64 `json:"total"`
+		Matched   [2]int64 `json:"matched"`
+		Functions int      `json:"functions"`
+	}{t.nodes[0].total, matched, functions})
 }
 
 func (h *handler) top(r *http.Request) ([]byte, string, error) {

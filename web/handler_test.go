@@ -190,6 +190,8 @@ type fgResponse struct {
 	Kinds      []string
 	FrameKinds []int `json:"frame_kinds"`
 	Root       fgNode
+	Nodes      int `json:"nodes"`
+	Pruned     int `json:"pruned"`
 }
 
 // paths flattens a flame graph into "a;b;c" -> total, and checks that
@@ -630,6 +632,122 @@ func TestPrune(t *testing.T) {
 	}
 }
 
+// allPaths flattens a flame graph, pruned or not, into ";a;b;c" -> total
+// ("" for the root).
+func (r *fgResponse) allPaths() map[string]int64 {
+	out := map[string]int64{}
+	var walk func(n fgNode, path string)
+	walk = func(n fgNode, path string) {
+		out[path] = n.T
+		for _, c := range n.C {
+			walk(c, path+";"+r.Names[c.F])
+		}
+	}
+	walk(r.Root, "")
+	return out
+}
+
+func TestPruneMinWidth(t *testing.T) {
+	m := &memSource{}
+	m.profs = map[string]*profile.Profile{"big": bigProfile(2000, 5000)}
+	m.windows = []Window{{ID: "big", Start: t0, Duration: time.Second, Samples: 1}}
+	h := NewHandler(m, Options{})
+	var full, narrow fgResponse
+	getJSON(t, h, "/api/flamegraph", &full)
+	getJSON(t, h, "/api/flamegraph?minwidth=0.002", &narrow)
+	all, sent := full.allPaths(), narrow.allPaths()
+	root := full.Root.T
+	min := int64(math.Ceil(0.002 * float64(root)))
+	want := 0
+	for p, v := range all {
+		if v >= min {
+			want++
+			if sent[p] != v {
+				t.Errorf("%s: %d samples (at least %d): sent as %d", p, v, min, sent[p])
+			}
+		}
+	}
+	for p, v := range sent {
+		if v < min {
+			t.Errorf("%s: %d samples, narrower than %d, was sent", p, v, min)
+		}
+	}
+	if len(sent) != want || narrow.Pruned != full.Nodes-want || want < 20 || want > full.Nodes/4 {
+		t.Fatalf("minwidth=0.002: %d nodes sent (%d pruned), want %d of %d", len(sent), narrow.Pruned, want, full.Nodes)
+	}
+	// Only the names of the nodes sent, each used.
+	used := map[int]bool{}
+	var walk func(n fgNode)
+	walk = func(n fgNode) {
+		if n.F >= 0 {
+			used[n.F] = true
+		}
+		for _, c := range n.C {
+			walk(c)
+		}
+	}
+	walk(narrow.Root)
+	if len(narrow.Names) != len(used) || len(narrow.FrameKinds) != len(used) || len(narrow.Names) >= len(full.Names) {
+		t.Errorf("%d names and %d kinds sent for %d frames used (full tree: %d names)", len(narrow.Names), len(narrow.FrameKinds), len(used), len(full.Names))
+	}
+	for _, p := range []string{"minwidth=1", "minwidth=-0.1", "minwidth=x", "minwidth=NaN"} {
+		if code, _ := get(t, h, "/api/flamegraph?"+p); code != 400 {
+			t.Errorf("%s: %d, want 400", p, code)
+		}
+	}
+}
+
+// TestSearchPruned checks /api/search against the full tree: a pruned
+// flame graph cannot total a search, the server can.
+func TestSearchPruned(t *testing.T) {
+	m := &memSource{}
+	m.profs = map[string]*profile.Profile{"big": bigProfile(2000, 5000)}
+	m.windows = []Window{{ID: "big", Start: t0, Duration: time.Second, Samples: 1}}
+	h := NewHandler(m, Options{})
+	var full, narrow fgResponse
+	getJSON(t, h, "/api/flamegraph", &full)
+	getJSON(t, h, "/api/flamegraph?minwidth=0.01", &narrow)
+	// The client's count: matching nodes' totals, not under a match.
+	share := func(r *fgResponse, text string) (sum int64) {
+		var walk func(n fgNode)
+		walk = func(n fgNode) {
+			if n.F >= 0 && strings.Contains(strings.ToLower(r.Names[n.F]), text) {
+				sum += n.T
+				return
+			}
+			for _, c := range n.C {
+				walk(c)
+			}
+		}
+		walk(r.Root)
+		return sum
+	}
+	for _, text := range []string{"pkg7.", "func1", "PKG3"} {
+		var got struct {
+			Total     [2]int64
+			Matched   [2]int64
+			Functions int
+		}
+		getJSON(t, h, "/api/search?text="+text, &got)
+		want := share(&full, strings.ToLower(text))
+		fns := 0
+		for _, n := range full.Names {
+			if strings.Contains(strings.ToLower(n), strings.ToLower(text)) {
+				fns++
+			}
+		}
+		if got.Matched[0] != want || got.Total[0] != full.Root.T || got.Functions != fns {
+			t.Errorf("search %q: %+v, want %d of %d in %d functions", text, got, want, full.Root.T, fns)
+		}
+		if pr := share(&narrow, strings.ToLower(text)); pr >= want {
+			t.Errorf("search %q: the pruned tree totals %d, not less than %d: the test proves nothing", text, pr, want)
+		}
+	}
+	if code, _ := get(t, h, "/api/search"); code != 400 {
+		t.Errorf("search without text: %d, want 400", code)
+	}
+}
+
 // FuzzPrepare feeds arbitrary bytes through the pprof parser into the
 // viewer's stack resolution and tree building: hostile profiles must not
 // panic.
@@ -655,7 +773,8 @@ func FuzzPrepare(f *testing.F) {
 		}
 		tr := newTree("a")
 		tr.addProfile(l, 0, nil)
-		tr.appendJSON(nil, nil, false, 10)
+		tr.appendJSON(nil, nil, false, 10, 0.01)
+		tr.match("a")
 		tr.top("self", 10)
 	})
 }
@@ -792,7 +911,7 @@ func BenchmarkFlamegraph50k(b *testing.B) {
 	for b.Loop() {
 		t := newTree("")
 		t.addProfile(l, 0, nil)
-		size = len(t.appendJSON(nil, nil, false, 0))
+		size = len(t.appendJSON(nil, nil, false, 0, 0))
 		b.ReportMetric(float64(len(t.nodes)), "nodes")
 	}
 	b.ReportMetric(float64(size), "json-bytes")

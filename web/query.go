@@ -99,6 +99,19 @@ func parseCount(v url.Values, name string, def int) (int, error) {
 	return n, nil
 }
 
+// parseFraction reads a number in [0, 1) (0 when absent).
+func parseFraction(v url.Values, name string) (float64, error) {
+	s := v.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f >= 0 && f < 1) {
+		return 0, badf("parameter %s=%q: want a fraction of the total, at least 0 and less than 1", name, s)
+	}
+	return f, nil
+}
+
 // parseQuery reads the range parameters prefix+"from" and prefix+"to",
 // the label filters and q.
 func parseQuery(v url.Values, prefix string) (query, error) {

@@ -116,22 +116,39 @@ func (t *tree) add(stack []int32, v int64, col int) {
 	}
 }
 
-// prune marks the nodes to keep: all when there are at most max (or max
-// is 0), else the max nodes with the largest totals (both columns). A
-// node's total never exceeds its parent's and parents precede children in
-// t.nodes, so the kept nodes form a tree rooted at the root.
-func (t *tree) prune(max int) (keep []bool, dropped int) {
+// prune marks the nodes to keep: those at least minFrac of the root's
+// total wide in some column (all when minFrac is 0), and of those, when
+// more than max remain (max > 0), the max with the largest totals (both
+// columns). A node's totals never exceed its parent's and parents precede
+// children in t.nodes, so the kept nodes form a tree rooted at the root.
+func (t *tree) prune(max int, minFrac float64) (keep []bool, dropped int) {
 	keep = make([]bool, len(t.nodes))
-	if max <= 0 || len(t.nodes) <= max {
-		for i := range keep {
-			keep[i] = true
+	root := t.nodes[0].total
+	wide := func(n *node) bool {
+		for c := range n.total {
+			if n.total[c] > 0 && float64(n.total[c]) >= minFrac*float64(root[c]) {
+				return true
+			}
 		}
-		return keep, 0
+		return false
+	}
+	eligible := 0
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		if i == 0 || (keep[n.parent] && (minFrac <= 0 || wide(n))) {
+			keep[i] = true
+			eligible++
+		}
+	}
+	if max <= 0 || eligible <= max {
+		return keep, len(t.nodes) - eligible
 	}
 	sum := func(n *node) int64 { return n.total[0] + n.total[1] }
-	totals := make([]int64, len(t.nodes))
+	totals := make([]int64, 0, eligible)
 	for i := range t.nodes {
-		totals[i] = sum(&t.nodes[i])
+		if keep[i] {
+			totals = append(totals, sum(&t.nodes[i]))
+		}
 	}
 	slices.SortFunc(totals, func(a, b int64) int { return cmpDesc(a, b) })
 	thr := totals[max-1]
@@ -145,12 +162,15 @@ func (t *tree) prune(max int) (keep []bool, dropped int) {
 	kept := 0
 	for i := range t.nodes {
 		n := &t.nodes[i]
+		if !keep[i] {
+			continue
+		}
 		v := sum(n)
-		if v > thr || (v == thr && ties > 0 && (i == 0 || keep[n.parent])) {
+		keep[i] = v > thr || (v == thr && ties > 0 && (i == 0 || keep[n.parent]))
+		if keep[i] {
 			if v == thr {
 				ties--
 			}
-			keep[i] = true
 			kept++
 		}
 	}
@@ -190,9 +210,23 @@ func (t *tree) children(keep []bool) (start []int32, kids []int32) {
 
 // appendJSON appends the tree as the flamegraph (diff=false) or diff
 // (diff=true) response body, with extra fields (already JSON-encoded
-// "key":value pairs) in front, and at most maxNodes nodes (0: all).
-func (t *tree) appendJSON(b []byte, extra []byte, diff bool, maxNodes int) []byte {
-	keep, dropped := t.prune(maxNodes)
+// "key":value pairs) in front, pruned as prune says. Only the names of the
+// frames of the nodes sent are sent: a large range can hold tens of
+// thousands of functions, of which a flame graph shows a few hundred.
+func (t *tree) appendJSON(b []byte, extra []byte, diff bool, maxNodes int, minFrac float64) []byte {
+	keep, dropped := t.prune(maxNodes, minFrac)
+	// The frames of kept nodes, numbered in order of first use.
+	index := make([]int32, len(t.frames))
+	for i := range index {
+		index[i] = -1
+	}
+	var used []int32
+	for i := 1; i < len(t.nodes); i++ {
+		if f := t.nodes[i].frame; keep[i] && index[f] < 0 {
+			index[f] = int32(len(used))
+			used = append(used, f)
+		}
+	}
 	b = append(b, '{')
 	b = append(b, extra...)
 	b = append(b, `"pruned":`...)
@@ -202,31 +236,36 @@ func (t *tree) appendJSON(b []byte, extra []byte, diff bool, maxNodes int) []byt
 	b = append(b, `,"kinds":`...)
 	b = append(b, kindsJSON...)
 	b = append(b, `,"names":[`...)
-	for i, f := range t.frames {
+	for i, f := range used {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, f.name)
+		b = appendString(b, t.frames[f].name)
 	}
 	b = append(b, `],"frame_kinds":[`...)
-	for i, f := range t.frames {
+	for i, f := range used {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendInt(b, int64(f.kind), 10)
+		b = strconv.AppendInt(b, int64(t.frames[f].kind), 10)
 	}
 	b = append(b, `],"root":`...)
 	start, kids := t.children(keep)
-	b = t.appendNode(b, 0, start, kids, diff)
+	b = t.appendNode(b, 0, start, kids, index, diff)
 	return append(b, '}')
 }
 
-// appendNode writes node i as {"f":frame,"s":self,"t":total,"c":[...]};
+// appendNode writes node i as {"f":name,"s":self,"t":total,"c":[...]},
+// name indexing the sent names (index maps frames to it; -1 for the root);
 // in a diff "s" and "t" are [a,b] pairs.
-func (t *tree) appendNode(b []byte, i int32, start, kids []int32, diff bool) []byte {
+func (t *tree) appendNode(b []byte, i int32, start, kids, index []int32, diff bool) []byte {
 	n := &t.nodes[i]
 	b = append(b, `{"f":`...)
-	b = strconv.AppendInt(b, int64(n.frame), 10)
+	f := int32(-1)
+	if i > 0 {
+		f = index[n.frame]
+	}
+	b = strconv.AppendInt(b, int64(f), 10)
 	b = append(b, `,"s":`...)
 	b = appendVal(b, n.self, diff)
 	b = append(b, `,"t":`...)
@@ -237,7 +276,7 @@ func (t *tree) appendNode(b []byte, i int32, start, kids []int32, diff bool) []b
 			if j > 0 {
 				b = append(b, ',')
 			}
-			b = t.appendNode(b, k, start, kids, diff)
+			b = t.appendNode(b, k, start, kids, index, diff)
 		}
 		b = append(b, ']')
 	}
@@ -272,6 +311,36 @@ var kindsJSON = func() []byte {
 	}
 	return append(b, ']')
 }()
+
+// match totals, per column, the samples whose stack has a frame whose
+// name contains text (lower-case; names are compared lower-cased), each
+// sample once however many of its frames match, and counts the functions
+// that match.
+func (t *tree) match(text string) (matched [2]int64, functions int) {
+	hit := make([]bool, len(t.frames))
+	for i, f := range t.frames {
+		if strings.Contains(strings.ToLower(f.name), text) {
+			hit[i] = true
+			if t.ftotal[i] != [2]int64{} {
+				functions++
+			}
+		}
+	}
+	// Parents precede children: under[i] says node i or an ancestor
+	// matched, so its samples are counted already.
+	under := make([]bool, len(t.nodes))
+	for i := 1; i < len(t.nodes); i++ {
+		n := &t.nodes[i]
+		if under[n.parent] {
+			under[i] = true
+		} else if hit[n.frame] {
+			under[i] = true
+			matched[0] += n.total[0]
+			matched[1] += n.total[1]
+		}
+	}
+	return matched, functions
+}
 
 // topRow is one function in the top table.
 type topRow struct {

@@ -14,7 +14,7 @@
 // and serves it with web.NewHandler on a local HTTP server. For each range
 // (the last minute, 15 minutes, hour, 6 hours, day, and no range: all
 // time) and each filter (none, one service, one pid of that service, one
-// comm), it asks api/flamegraph (maxnodes as the page asks), api/top,
+// comm), it asks api/flamegraph (pruned as the page asks), api/top,
 // api/labels and api/timeline: once on a fresh handler (nothing cached:
 // cold) and -warm (3) times more (warm). It reports the latency of each,
 // the response sizes, and the process's RSS before serving and at the
@@ -141,7 +141,9 @@ func main() {
 		{"comm", "comm=" + url.QueryEscape(svc+"-worker")},
 	}
 	apis := []struct{ name, path string }{
-		{"flamegraph", "api/flamegraph?maxnodes=100000"},
+		// As the page asks on a 1600 px wide flame graph (app.js:
+		// MAX_NODES, minWidth: half a pixel at 8x zoom).
+		{"flamegraph", "api/flamegraph?maxnodes=20000&minwidth=3.9e-05"},
 		{"top", "api/top?limit=300"},
 		{"labels", "api/labels?x=1"},
 		{"timeline", "api/timeline?x=1"},

@@ -7,7 +7,11 @@
   const ROW = 18;          // flame graph row height, CSS px
   const MIN_W = 0.5;       // frames narrower than this (CSS px) are skipped
   const FONT = '12px ui-monospace, SFMono-Regular, Menlo, monospace';
-  const MAX_NODES = 100000; // server-side pruning of huge trees
+  const MAX_NODES = 20000; // server-side pruning of huge trees
+  // The server sends only nodes at least this share of the root wide:
+  // half a pixel at 8x zoom. Narrower ones cannot be seen until zoomed
+  // far in; the status says how many were left out.
+  function minWidth() { return (MIN_W / ((flame.clientWidth || 800) * 8)).toPrecision(2); }
 
   // State, exposed for tests and for poking from the console.
   const S = window.scorchState = {
@@ -289,9 +293,29 @@
     S.gen++;
   }
   // The share of all samples whose stack has a matching frame: the sum of
-  // matching nodes' totals, not counting matches under a match twice.
-  function computeSearchShare() {
+  // matching nodes' totals, not counting matches under a match twice. A
+  // pruned tree cannot tell (the omitted nodes may match): the server
+  // totals it over the whole selection then.
+  let searchSeq = 0;
+  async function computeSearchShare() {
     if (!data || !searchRe) return;
+    if (data.pruned) {
+      const seq = ++searchSeq, q = S.search.query, d = data;
+      const sel = S.mode === 'diff' ? { ...rangeParams(S.diff.a, 'a_'), ...rangeParams(S.diff.b, 'b_') } : rangeParams(S.selection, '');
+      try {
+        const r = await getJSON('api/search', params({ ...sel, text: q }));
+        if (seq !== searchSeq || d !== data) return;
+        S.search.share = S.mode === 'diff'
+          ? (r.matched[0] / (r.total[0] || 1) + r.matched[1] / (r.total[1] || 1)) / 2
+          : r.matched[0] / (r.total[0] || 1);
+        S.search.matches = r.functions;
+        showSearchShare();
+      } catch (e) {
+        if (seq === searchSeq) $('search-share').textContent = String(e.message || e);
+      }
+      return;
+    }
+    searchSeq++;
     const nameHit = names.map((s) => searchRe.test(s));
     let sum = 0;
     const st = [data.root];
@@ -303,6 +327,9 @@
     const rv = val(data.root) || 1;
     S.search.share = sum / rv;
     S.search.matches = nameHit.filter(Boolean).length;
+    showSearchShare();
+  }
+  function showSearchShare() {
     $('search-share').textContent = S.search.matches
       ? fmtPct(S.search.share) + ' of total in ' + S.search.matches + ' function' + (S.search.matches > 1 ? 's' : '')
       : 'no match';
@@ -402,7 +429,7 @@
           S.gen++;
           return;
         }
-        const d = await getJSON('api/diff', params({ ...rangeParams(a, 'a_'), ...rangeParams(b, 'b_'), maxnodes: MAX_NODES }));
+        const d = await getJSON('api/diff', params({ ...rangeParams(a, 'a_'), ...rangeParams(b, 'b_'), maxnodes: MAX_NODES, minwidth: minWidth() }));
         if (seq !== reqSeq) return;
         S.unit = d.unit; S.total = d.b.total; S.nodes = d.nodes; S.pruned = d.pruned;
         S.diff.totals = [d.a.total, d.b.total];
@@ -414,7 +441,7 @@
       } else {
         const rp = rangeParams(S.selection, '');
         const [d, top] = await Promise.all([
-          getJSON('api/flamegraph', params({ ...rp, maxnodes: MAX_NODES })),
+          getJSON('api/flamegraph', params({ ...rp, maxnodes: MAX_NODES, minwidth: minWidth() })),
           getJSON('api/top', params({ ...rp, limit: 300 })),
         ]);
         if (seq !== reqSeq) return;
