@@ -51,6 +51,7 @@ type handler struct {
 	src   Source
 	opts  Options
 	cache *cache
+	trees *trees // the last trees built, shared by a view's requests
 	log   *slog.Logger
 }
 
@@ -77,7 +78,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if opts.MaxBuckets <= 0 {
 		opts.MaxBuckets = 10000
 	}
-	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles, opts.CacheBytes), log: opts.Logger}
+	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles, opts.CacheBytes), trees: &trees{max: maxTrees, maxBytes: maxTreeBytes}, log: opts.Logger}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -230,12 +231,30 @@ func (s *span) add(w Window) {
 
 // collect merges the samples q selects into column col of t.
 func (h *handler) collect(ctx context.Context, q *query, t *tree, col int) (span, int, error) {
-	var sp span
 	sel, res, err := h.selectWindows(ctx, q)
 	if err != nil {
-		return sp, 0, err
+		return span{}, 0, err
 	}
-	sp.res = res
+	return h.addWindows(ctx, sel, res, t, col)
+}
+
+// singleTree returns the tree of one range, q's: the one a recent request
+// built from the same windows and filters (see trees), else a new one.
+func (h *handler) singleTree(ctx context.Context, q *query) (*tree, span, int, error) {
+	sel, res, err := h.selectWindows(ctx, q)
+	if err != nil {
+		return nil, span{}, 0, err
+	}
+	return h.trees.get(ctx, treeKey(q.focus, sel), func() (*tree, span, int, error) {
+		t := newTree(q.focus)
+		sp, n, err := h.addWindows(ctx, sel, res, t, 0)
+		return t, sp, n, err
+	})
+}
+
+// addWindows merges the selected windows into column col of t.
+func (h *handler) addWindows(ctx context.Context, sel []selected, res time.Duration, t *tree, col int) (span, int, error) {
+	sp := span{res: res}
 	if err := h.checkOpen(len(sel)); err != nil {
 		return sp, 0, err
 	}
@@ -284,8 +303,7 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	t := newTree(q.focus)
-	sp, n, err := h.collect(r.Context(), &q, t, 0)
+	t, sp, n, err := h.singleTree(r.Context(), &q)
 	if err != nil {
 		return nil, "", err
 	}
@@ -365,8 +383,7 @@ func (h *handler) search(r *http.Request) ([]byte, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		t = newTree(q.focus)
-		if _, _, err := h.collect(r.Context(), &q, t, 0); err != nil {
+		if t, _, _, err = h.singleTree(r.Context(), &q); err != nil {
 			return nil, "", err
 		}
 	}
@@ -396,8 +413,7 @@ func (h *handler) top(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	t := newTree(q.focus)
-	sp, n, err := h.collect(r.Context(), &q, t, 0)
+	t, sp, n, err := h.singleTree(r.Context(), &q)
 	if err != nil {
 		return nil, "", err
 	}

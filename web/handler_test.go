@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -553,7 +554,7 @@ func TestCacheBounded(t *testing.T) {
 	if src.opens != 3 {
 		t.Errorf("%d opens, want 3", src.opens)
 	}
-	get(t, h, "/api/flamegraph?service=api")
+	get(t, h, "/api/flamegraph?service=api&q=.") // a new tree (see TestCacheBytesBounded)
 	if src.opens != 5 {
 		t.Errorf("%d opens, want 5: w1 and w2 were evicted", src.opens)
 	}
@@ -571,15 +572,56 @@ func TestCacheBytesBounded(t *testing.T) {
 		t.Fatalf("w1 is estimated at %d bytes", l.bytes)
 	}
 	h := NewHandler(src, Options{CacheBytes: l.bytes + l.bytes/2})
-	get(t, h, "/api/flamegraph?service=api") // w1, then w2 evicts w1
-	get(t, h, "/api/flamegraph?service=api") // w1 again evicts w2, and so on
+	// (A focus that every stack matches makes each request's tree new,
+	// so that the profiles are asked from the cache again.)
+	get(t, h, "/api/flamegraph?service=api")     // w1, then w2 evicts w1
+	get(t, h, "/api/flamegraph?service=api&q=.") // w1 again evicts w2, and so on
 	if src.opens != 4 {
 		t.Errorf("%d opens, want 4: only one of w1, w2 fits", src.opens)
 	}
 	get(t, h, "/api/flamegraph?service=db")
-	get(t, h, "/api/flamegraph?service=db") // w3 alone: kept
+	get(t, h, "/api/flamegraph?service=db&q=.") // w3 alone: kept
 	if src.opens != 5 {
 		t.Errorf("%d opens, want 5: w3 stays cached", src.opens)
+	}
+}
+
+// TestTreeShared: the requests of one view (flame graph, top table,
+// search) merge the profiles once, even when the profiles do not stay in
+// the cache; a window added to the range makes a new tree.
+func TestTreeShared(t *testing.T) {
+	src := testSource()
+	l, err := prepare(src.profs["w1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(src, Options{CacheBytes: l.bytes + l.bytes/2}) // room for one profile
+	var fg fgResponse
+	getJSON(t, h, "/api/flamegraph?service=api", &fg)
+	opens := src.opens
+	var wg sync.WaitGroup
+	for _, p := range []string{"/api/top?service=api", "/api/search?service=api&text=main", "/api/flamegraph?service=api&minwidth=0.1"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, body := get(t, h, p); code != 200 {
+				t.Errorf("%s: %d %s", p, code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if src.opens != opens || opens != 2 {
+		t.Errorf("%d opens for the flame graph, %d after the view's other requests; want 2 and no more", opens, src.opens)
+	}
+	// A new window in the range: built again, and it counts.
+	src.profs["w4"] = src.profs["w1"]
+	w := src.windows[0]
+	w.ID, w.Start = "w4", w.Start.Add(-time.Hour)
+	src.windows = append([]Window{w}, src.windows...)
+	var again fgResponse
+	getJSON(t, h, "/api/flamegraph?service=api", &again)
+	if src.opens == opens || again.Root.T <= fg.Root.T {
+		t.Errorf("after a window was added: %d opens (was %d), total %d (was %d)", src.opens, opens, again.Root.T, fg.Root.T)
 	}
 }
 

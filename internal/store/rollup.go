@@ -411,12 +411,19 @@ func mergeTargets(items []Item, p, d int64) (Item, error) {
 	return Item{Labels: common, Profile: m}, nil
 }
 
+// webWindow is what the viewer sees of an entry. The mark of an all-targets
+// rollup stays in the store (entry.all says it): the viewer would show it
+// as a label, and copy it into the samples of a downloaded profile.
 func webWindow(e *entry) web.Window {
+	labels := maps.Clone(e.labels.m)
+	if e.all {
+		delete(labels, allTargetsLabel)
+	}
 	return web.Window{
 		ID:       e.id,
 		Start:    time.Unix(0, e.start),
 		Duration: time.Duration(e.dur),
-		Labels:   maps.Clone(e.labels.m),
+		Labels:   labels,
 		Samples:  e.samples,
 		Values:   e.values,
 	}
