@@ -597,7 +597,7 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 			return false, false, nil
 		}
 		_, inLabels := w.Labels[filterKeys[i].label]
-		_, inValues := w.Values[filterKeys[i].label]
+		_, inValues := w.valuesOf(filterKeys[i].label)
 		return true, len(rest) > 0 || !inLabels && !inValues, rest
 	}
 	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {

@@ -508,6 +508,42 @@ func TestLabels(t *testing.T) {
 
 // TestLabelsNarrowed: each list is narrowed by the other filters and by
 // the range, not by its own filter, and counts what they leave.
+// TestLabelsComplete: a window whose source lists all its sample labels'
+// values (ValuesComplete) is not opened for the lists, nor for a filter
+// it cannot match; one whose source does not say so is.
+func TestLabelsComplete(t *testing.T) {
+	src := testSource()
+	for i := range src.windows {
+		w := &src.windows[i]
+		if w.ID == "w3" {
+			w.Values = map[string][]string{"comm": {"autovacuum", "postgres"}, "pid": {"77", "78"}}
+		}
+		w.ValuesComplete = true
+	}
+	h := NewHandler(src, Options{})
+	var got struct {
+		Comm, Pid, Container []string
+	}
+	getJSON(t, h, "/api/labels", &got)
+	if src.opens != 0 || fmt.Sprint(got.Comm, got.Pid, got.Container) != "[autovacuum postgres] [10 77 78] [c0ffee]" {
+		t.Errorf("complete values: %d windows opened, lists %+v", src.opens, got)
+	}
+	// A comm no window has: nothing to open.
+	if code, body := get(t, h, "/api/flamegraph?comm=bash"); code != 200 || src.opens != 0 {
+		t.Errorf("filter on an absent comm: %d %s, %d windows opened", code, body, src.opens)
+	}
+	// Without ValuesComplete, w1 and w2 (no comm, no container listed)
+	// must be opened to learn they have none.
+	for i := range src.windows {
+		src.windows[i].ValuesComplete = false
+	}
+	h = NewHandler(src, Options{})
+	getJSON(t, h, "/api/labels", &got)
+	if src.opens != 2 || fmt.Sprint(got.Comm, got.Pid, got.Container) != "[autovacuum postgres] [10 77 78] [c0ffee]" {
+		t.Errorf("values not complete: %d windows opened (want w1, w2), lists %+v", src.opens, got)
+	}
+}
+
 func TestLabelsNarrowed(t *testing.T) {
 	h := NewHandler(testSource(), Options{})
 	for _, c := range []struct {

@@ -174,7 +174,7 @@ func (q *query) windowFilters(w Window) (bool, []filter) {
 			}
 			continue
 		}
-		if vs, ok := w.Values[f.key]; ok && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+		if vs, known := w.valuesOf(f.key); known && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
 			return false, nil
 		}
 		rest = append(rest, f)

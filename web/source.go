@@ -20,9 +20,20 @@ type Window struct {
 	Samples  int64             // total sample count in the window
 	// Values, when the source knows them, are the distinct values of the
 	// profile's sample labels (pid, comm), so that the viewer lists and
-	// filters them without opening the profile; a label left out is
-	// unknown. Read-only.
+	// filters them without opening the profile; a label left out, or
+	// listed with no values, is unknown (see ValuesComplete). Read-only.
 	Values map[string][]string
+	// ValuesComplete says that a sample label Values leaves out has no
+	// values in the window (a label with too many is listed with none),
+	// so that the viewer need not open the profile to learn it.
+	ValuesComplete bool
+}
+
+// valuesOf returns the values of sample label key in w, and whether they
+// are known without opening the profile.
+func (w *Window) valuesOf(key string) (vals []string, known bool) {
+	vals, listed := w.Values[key]
+	return vals, len(vals) > 0 || !listed && w.ValuesComplete
 }
 
 // Source is what the viewer reads profiles from: the agent's local store, or

@@ -21,8 +21,8 @@ type trees struct {
 }
 
 type treeEntry struct {
-	key  string
-	done chan struct{} // closed when t and err are set
+	key   string
+	done  chan struct{} // closed when t and err are set
 	t     *tree
 	sp    span
 	n     int

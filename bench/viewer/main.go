@@ -40,6 +40,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,7 @@ var (
 	tsvPath  = flag.String("tsv", "", "per-request rows to write")
 	targets  = flag.String("targets", "", "targets to write, as what|goal|measured|ok lines")
 	chromium = flag.String("chromium", "", "headless Chromium to time the page with (none: skip)")
+	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the serving part (the requests and page loads) to this file")
 )
 
 func main() {
@@ -118,6 +120,16 @@ func main() {
 	openTime := time.Since(t0)
 	debug.FreeOSMemory()
 	rss1 := rssMB()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	si := min(7, *services-1)
 	svc := g.names[si]

@@ -59,8 +59,13 @@ type indexTarget struct {
 	// Values are the distinct values of the profile's sample labels the
 	// viewer filters by (pid, comm; see sampleValues), so that it lists
 	// and filters them without opening the profile. A label with more
-	// than maxValues values is left out; indexes written before have none.
+	// than maxValues values is left out (listed with no values when
+	// AllValues is set); indexes written before have none.
 	Values map[string][]string `json:"values,omitempty"`
+	// AllValues says a label Values does not name has no values in the
+	// profile (see web.Window.ValuesComplete); indexes written before it
+	// do not set it, and a label they leave out is unknown.
+	AllValues bool `json:"all_values,omitempty"`
 }
 
 // packName is the base name (without extension) of the pack and index of

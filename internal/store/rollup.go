@@ -426,5 +426,7 @@ func webWindow(e *entry) web.Window {
 		Labels:   labels,
 		Samples:  e.samples,
 		Values:   e.values,
+		// Written with AllValues: a label it leaves out has none.
+		ValuesComplete: e.allVals,
 	}
 }

@@ -117,6 +117,7 @@ type entry struct {
 	crc     uint32
 	labels  *labelSet
 	values  map[string][]string // see indexTarget.Values; read-only
+	allVals bool                // see indexTarget.AllValues
 	files   *files
 }
 
@@ -330,7 +331,7 @@ func (s *Store) scanHour(hour string) {
 		for _, t := range x.Targets {
 			s.addScanned(&entry{
 				id: t.ID, level: x.Level, all: x.Level > 0 && t.Labels[allTargetsLabel] != "", start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
-				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
+				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
 			}, t.Labels)
 		}
 	}
@@ -531,7 +532,7 @@ func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*
 		for _, smp := range it.Profile.Sample {
 			samples += smp.Value[vi]
 		}
-		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples, Values: sampleValues(it.Profile)}
+		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples, Values: sampleValues(it.Profile), AllValues: true}
 	}
 	return x, nil
 }
@@ -545,8 +546,9 @@ var valueLabels = []string{"pid", "comm", "service_name", "container_id"}
 const maxValues = 256
 
 // sampleValues returns the distinct values of p's sample labels in
-// valueLabels (numeric ones in decimal), sorted; a label with none, or
-// with more than maxValues, is left out.
+// valueLabels (numeric ones in decimal), sorted; a label with none is left
+// out, one with more than maxValues is listed with none (indexTarget.
+// AllValues).
 func sampleValues(p *profile.Profile) map[string][]string {
 	var out map[string][]string
 	for _, k := range valueLabels {
@@ -562,11 +564,15 @@ func sampleValues(p *profile.Profile) map[string][]string {
 				break
 			}
 		}
-		if len(set) == 0 || len(set) > maxValues {
+		if len(set) == 0 {
 			continue
 		}
 		if out == nil {
 			out = map[string][]string{}
+		}
+		if len(set) > maxValues {
+			out[k] = []string{}
+			continue
 		}
 		out[k] = slices.Sorted(maps.Keys(set))
 	}
@@ -631,7 +637,7 @@ func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items [
 	for _, t := range x.Targets {
 		e := &entry{
 			id: t.ID, level: level, all: level > 0 && t.Labels[allTargetsLabel] != "", start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
-			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values,
+			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
 		}
 		if f := s.addLocked(e, t.Labels); f != nil {
 			freed = append(freed, f)

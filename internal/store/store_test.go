@@ -507,8 +507,9 @@ func TestDiskFull(t *testing.T) {
 
 // TestWindowValues: a window lists the distinct values of its samples' pid
 // and comm labels (for the viewer's lists and filters), also after the
-// store is opened again; a label with more than maxValues values is left
-// out (unknown), not cut short.
+// store is opened again; a label with more than maxValues values is listed
+// with none (unknown), not cut short, and one left out has no values
+// (ValuesComplete).
 func TestWindowValues(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
@@ -534,12 +535,15 @@ func TestWindowValues(t *testing.T) {
 			var want map[string][]string
 			switch w.Labels["service_name"] {
 			case "a": // too many pids to list
-				want = map[string][]string{"comm": {"c0", "c1", "c2"}}
+				want = map[string][]string{"comm": {"c0", "c1", "c2"}, "pid": {}}
+				if v, listed := w.Values["pid"]; !listed || len(v) != 0 {
+					t.Errorf("%s: too many pids listed as %v (listed: %v)", when, v, listed)
+				}
 			case "b":
 				want = map[string][]string{"pid": {"7"}}
 			}
-			if fmt.Sprint(w.Values) != fmt.Sprint(want) {
-				t.Errorf("%s: window %v values %v, want %v", when, w.Labels, w.Values, want)
+			if fmt.Sprint(w.Values) != fmt.Sprint(want) || !w.ValuesComplete {
+				t.Errorf("%s: window %v values %v (complete: %v), want %v, complete", when, w.Labels, w.Values, w.ValuesComplete, want)
 			}
 		}
 	}
