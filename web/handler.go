@@ -11,9 +11,12 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -42,6 +45,9 @@ type Options struct {
 	FewWindows int
 	// MaxBuckets bounds the timeline's buckets. Default 10000.
 	MaxBuckets int
+	// Loaders is how many goroutines read and prepare the windows of
+	// one request. Default the CPUs Go uses, at most 4.
+	Loaders int
 	// Logger receives errors that are not the client's fault. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -77,6 +83,9 @@ func NewHandler(src Source, opts Options) http.Handler {
 	}
 	if opts.MaxBuckets <= 0 {
 		opts.MaxBuckets = 10000
+	}
+	if opts.Loaders <= 0 {
+		opts.Loaders = min(runtime.GOMAXPROCS(0), 4)
 	}
 	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles, opts.CacheBytes), trees: &trees{max: maxTrees, maxBytes: maxTreeBytes}, log: opts.Logger}
 	if h.log == nil {
@@ -252,17 +261,68 @@ func (h *handler) singleTree(ctx context.Context, q *query) (*tree, span, int, e
 	})
 }
 
+// load reads, parses and prepares the windows of sel (through the cache)
+// on up to Options.Loaders goroutines, a few windows ahead of the caller, who
+// takes them in order with next. stop ends the loading and waits for it.
+func (h *handler) load(ctx context.Context, sel []selected) (next func() (*loaded, error), stop func()) {
+	type result struct {
+		l   *loaded
+		err error
+	}
+	workers := max(min(h.opts.Loaders, len(sel)), 1)
+	results := make([]chan result, len(sel))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	ahead := make(chan struct{}, 2*workers) // windows loaded and not yet taken, at most
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var claimed atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case ahead <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				i := int(claimed.Add(1)) - 1
+				if i >= len(sel) {
+					return
+				}
+				l, err := h.cache.get(ctx, h.src, sel[i].w.ID)
+				results[i] <- result{l, err}
+			}
+		})
+	}
+	taken := 0
+	next = func() (*loaded, error) {
+		var r result
+		select {
+		case r = <-results[taken]:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		taken++
+		<-ahead
+		return r.l, r.err
+	}
+	return next, func() { cancel(); wg.Wait() }
+}
+
 // addWindows merges the selected windows into column col of t.
 func (h *handler) addWindows(ctx context.Context, sel []selected, res time.Duration, t *tree, col int) (span, int, error) {
 	sp := span{res: res}
 	if err := h.checkOpen(len(sel)); err != nil {
 		return sp, 0, err
 	}
+	next, stop := h.load(ctx, sel)
+	defer stop()
 	for _, s := range sel {
 		if err := ctx.Err(); err != nil {
 			return sp, 0, err
 		}
-		l, err := h.cache.get(ctx, h.src, s.w.ID)
+		l, err := next()
 		if err != nil {
 			return sp, 0, err
 		}

@@ -28,6 +28,7 @@ import (
 type memSource struct {
 	windows []Window
 	profs   map[string]*profile.Profile
+	mu      sync.Mutex // Open may be called concurrently
 	opens   int
 	fail    atomic.Bool // Windows fails (a store that cannot be read)
 }
@@ -46,6 +47,8 @@ func (m *memSource) Windows(ctx context.Context, from, to time.Time) ([]Window, 
 }
 
 func (m *memSource) Open(ctx context.Context, id string) (*profile.Profile, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.opens++
 	p, ok := m.profs[id]
 	if !ok {
@@ -578,7 +581,7 @@ func TestLabelsNarrowed(t *testing.T) {
 
 func TestCacheBounded(t *testing.T) {
 	src := testSource()
-	h := NewHandler(src, Options{CacheProfiles: 2})
+	h := NewHandler(src, Options{CacheProfiles: 2, Loaders: 1}) // windows loaded in order
 	for range 2 {
 		get(t, h, "/api/flamegraph?service=api") // w1, w2: cached
 	}
@@ -607,7 +610,7 @@ func TestCacheBytesBounded(t *testing.T) {
 	if l.bytes < 500 {
 		t.Fatalf("w1 is estimated at %d bytes", l.bytes)
 	}
-	h := NewHandler(src, Options{CacheBytes: l.bytes + l.bytes/2})
+	h := NewHandler(src, Options{CacheBytes: l.bytes + l.bytes/2, Loaders: 1}) // windows loaded in order
 	// (A focus that every stack matches makes each request's tree new,
 	// so that the profiles are asked from the cache again.)
 	get(t, h, "/api/flamegraph?service=api")     // w1, then w2 evicts w1

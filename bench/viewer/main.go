@@ -154,8 +154,8 @@ func main() {
 	}
 	apis := []struct{ name, path string }{
 		// As the page asks on a 1600 px wide flame graph (app.js:
-		// MAX_NODES, minWidth: half a pixel at 8x zoom).
-		{"flamegraph", "api/flamegraph?maxnodes=20000&minwidth=3.9e-05"},
+		// MAX_NODES, minWidth: half a pixel at 2x zoom).
+		{"flamegraph", "api/flamegraph?maxnodes=5000&minwidth=0.00016"},
 		{"top", "api/top?limit=300"},
 		{"labels", "api/labels?x=1"},
 		{"timeline", "api/timeline?x=1"},

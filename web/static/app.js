@@ -7,11 +7,11 @@
   const ROW = 18;          // flame graph row height, CSS px
   const MIN_W = 0.5;       // frames narrower than this (CSS px) are skipped
   const FONT = '12px ui-monospace, SFMono-Regular, Menlo, monospace';
-  const MAX_NODES = 20000; // server-side pruning of huge trees
+  const MAX_NODES = 5000; // server-side pruning of huge trees
   // The server sends only nodes at least this share of the root wide:
-  // half a pixel at 8x zoom. Narrower ones cannot be seen until zoomed
-  // far in; the status says how many were left out.
-  function minWidth() { return (MIN_W / ((flame.clientWidth || 800) * 8)).toPrecision(2); }
+  // half a pixel at 2x zoom. Narrower ones cannot be seen until zoomed
+  // in further; the status says how many were left out.
+  function minWidth() { return (MIN_W / ((flame.clientWidth || 800) * 2)).toPrecision(2); }
 
   // State, exposed for tests and for poking from the console.
   const S = window.scorchState = {
