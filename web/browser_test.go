@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http/httptest"
@@ -192,17 +193,9 @@ func browseFixture(t *testing.T, exe string, fx fixture) {
 		t.Fatal("nothing drawn")
 	}
 
-	// Drag across the middle 60% of the timeline.
-	efrom, eto := p.float(`scorchState.extent.from`), p.float(`scorchState.extent.to`)
-	p.dragTimeline(0.2, 0.8)
-	sfrom, sto := p.float(`scorchState.selection.from`), p.float(`scorchState.selection.to`)
-	span := eto - efrom
-	if math.Abs(sfrom-(efrom+0.2*span)) > 0.02*span || math.Abs(sto-(efrom+0.8*span)) > 0.02*span {
-		t.Errorf("selection [%.0f, %.0f), want about 20%%..80%% of [%.0f, %.0f)", sfrom, sto, efrom, eto)
-	}
-	if !strings.HasPrefix(p.string(`document.getElementById('range-label').textContent`), "Selected ") {
-		t.Error("range label does not show the selection")
-	}
+	// A file is one profile: no range to drag (TestBrowserSingleProfile
+	// drags; TestBrowserURLState and TestBrowserLive drag a store's).
+	p.idle("the timeline", `scorchState.single`)
 
 	// The top table's first row is the hot function at its share.
 	firstName := p.string(`document.querySelector('#top-table tbody tr').dataset.name`)
@@ -484,5 +477,208 @@ func TestBrowserURLState(t *testing.T) {
 	}
 	if total, share := p.float(`scorchState.total`), p.float(`scorchState.search.share`); total != want.total || share != want.search {
 		t.Errorf("after reload: total %v, search share %v; want %v, %v", total, share, want.total, want.search)
+	}
+}
+
+// clickFrame clicks the middle of the widest drawn frame named name (with
+// opts, e.g. a modifier) and waits for the next render.
+func (p *page) clickFrame(name string, opts ...chromedp.MouseOption) {
+	p.t.Helper()
+	if !p.bool(fmt.Sprintf(`!!scorchState.frameRect(%q)`, name)) {
+		p.t.Fatalf("frame %s is not drawn", name)
+	}
+	x, y, w, h := p.rect(fmt.Sprintf(`scorchState.frameRect(%q)`, name))
+	gen := p.gen()
+	p.do("clicking "+name, chromedp.MouseClickXY(x+w/2, y+h/2, opts...))
+	p.idle("the render after clicking "+name, fmt.Sprintf(`scorchState.gen > %d`, gen))
+}
+
+// choose sets the select id to v as a user would and waits for the render.
+func (p *page) choose(id, v string) {
+	p.t.Helper()
+	gen := p.gen()
+	p.bool(fmt.Sprintf(`(() => { const s = document.getElementById(%q); s.value = %q; s.dispatchEvent(new Event('change')); return s.value === %q; })()`, id, v, v))
+	p.idle("the render after choosing "+v, fmt.Sprintf(`scorchState.gen > %d`, gen))
+}
+
+// frameY is the top of the widest drawn frame named name.
+func (p *page) frameY(name string) float64 {
+	p.t.Helper()
+	if !p.bool(fmt.Sprintf(`!!scorchState.frameRect(%q)`, name)) {
+		p.t.Fatalf("frame %s is not drawn", name)
+	}
+	return p.float(fmt.Sprintf(`scorchState.frameRect(%q).y`, name))
+}
+
+// TestBrowserGroupBy groups the flame graph by service from the page: one
+// frame per service under the root, as wide as its samples, kept across a
+// reload.
+func TestBrowserGroupBy(t *testing.T) {
+	exe := chromiumPath(t)
+	p := openPage(t, exe, testSource(), "Scorch group test")
+	p.choose("group", "service")
+	for name, want := range map[string]float64{"service: api": 20.0 / 25, "service: db": 5.0 / 25} {
+		_, y, w, _ := p.rect(fmt.Sprintf(`scorchState.frameRect(%q)`, name))
+		full := p.float(`document.getElementById('flamegraph').clientWidth`)
+		if got := w / full; got < want-0.01 || got > want+0.01 {
+			t.Errorf("%s: %.3f of the width, want %.3f", name, got, want)
+		}
+		if main := p.frameY("main"); y >= main {
+			t.Errorf("%s at y %v, not above main (%v): the groups are the root's children", name, y, main)
+		}
+	}
+	if rows := p.string(`Array.from(document.querySelectorAll('#top-table tbody tr')).map((r) => r.dataset.name).join('|')`); strings.Contains(rows, "service: ") {
+		t.Errorf("top table lists group frames: %s", rows)
+	}
+	if hash := p.string(`location.hash`); !strings.Contains(hash, "group=service") {
+		t.Errorf("address fragment %q lacks group=service", hash)
+	}
+	p.do("reloading", chromedp.Reload())
+	p.idle("the render after the reload", `scorchState.ready`)
+	if got := p.string(`document.getElementById('group').value`); got != "service" {
+		t.Errorf("group after reload %q, want service", got)
+	}
+	p.frameY("service: db")
+	p.choose("group", "comm")
+	p.frameY("process: postgres")
+	p.frameY("process: (none)")
+}
+
+// TestBrowserSandwich opens the callers and callees of a function from the
+// top table, moves to another by clicking it, and from the flame graph
+// with shift+click; the layout puts callers above, callees below.
+func TestBrowserSandwich(t *testing.T) {
+	exe := chromiumPath(t)
+	p := openPage(t, exe, testSource(), "Scorch sandwich test")
+	gen := p.gen()
+	p.do("the parse row's callers/callees button", chromedp.Click(chromedp.CSS(`#top-table tr[data-name="parse"] button.sw`)))
+	p.idle("the sandwich of parse", fmt.Sprintf(`scorchState.gen > %d && scorchState.mode === 'sandwich'`, gen))
+	// parse (7 of 25) is called by serve, called by main.
+	if main, serve, parse := p.frameY("main"), p.frameY("serve"), p.frameY("parse"); !(main < serve && serve < parse) {
+		t.Errorf("callers of parse: main at %v, serve at %v, parse at %v; want main above serve above parse", main, serve, parse)
+	}
+	if got := p.float(`scorchState.sandwich.total`); got != 7 {
+		t.Errorf("parse in the sandwich: %v samples, want 7", got)
+	}
+	if p.bool(`!!scorchState.frameRect('encode')`) {
+		t.Errorf("encode drawn in parse's sandwich: it neither calls nor is called by parse")
+	}
+	// Clicking serve centres on serve: main above, its callees below.
+	p.clickFrame("serve")
+	if got := p.string(`scorchState.sandwich.fn`); got != "serve" {
+		t.Fatalf("after clicking serve the sandwich is of %q", got)
+	}
+	serve := p.frameY("serve")
+	for _, callee := range []string{"parse", "encode", "sys_read"} {
+		if y := p.frameY(callee); y <= serve {
+			t.Errorf("callee %s at y %v, not below serve (%v)", callee, y, serve)
+		}
+	}
+	if main := p.frameY("main"); main >= serve {
+		t.Errorf("caller main at y %v, not above serve (%v)", main, serve)
+	}
+	if got := p.float(`scorchState.sandwich.total`); got != 18 {
+		t.Errorf("serve in the sandwich: %v samples, want 18", got)
+	}
+	hash := p.string(`location.hash`)
+	if !strings.Contains(hash, "mode=sandwich") || !strings.Contains(hash, "fn=serve") {
+		t.Errorf("address fragment %q lacks mode=sandwich and fn=serve", hash)
+	}
+	p.do("reloading", chromedp.Reload())
+	p.idle("the render after the reload", `scorchState.ready && scorchState.mode === 'sandwich'`)
+	if got := p.float(`scorchState.sandwich.total`); got != 18 {
+		t.Errorf("after reload: serve's sandwich has %v samples, want 18", got)
+	}
+	// From the flame graph: shift+click on query.
+	gen = p.gen()
+	p.do("flame graph mode", chromedp.Click(chromedp.ID("mode-flame")))
+	p.idle("the flame graph", fmt.Sprintf(`scorchState.gen > %d && scorchState.mode === 'flame'`, gen))
+	p.clickFrame("query", chromedp.ButtonModifiers(chromedp.ModifierShift))
+	p.idle("the sandwich of query", `scorchState.mode === 'sandwich' && scorchState.sandwich.fn === 'query' && scorchState.sandwich.total === 4`)
+}
+
+// TestBrowserLive follows the last 5 minutes: the selection ends at now
+// and moves with every refresh, holds the windows of those minutes only,
+// is kept in the address as live=5 (not as a fixed range), and a drag on
+// the timeline ends it.
+func TestBrowserLive(t *testing.T) {
+	exe := chromiumPath(t)
+	now := time.Now()
+	m := &memSource{}
+	for i := range 20 { // the last 20 minutes, one window a minute
+		start := now.Add(-time.Duration(20-i) * time.Minute)
+		m.add(fmt.Sprint("w", i), start, time.Minute, map[string]string{"service_name": "svc"}, []stack{
+			{frames: []string{"main", "work"}, v: int64(i + 1)},
+		})
+	}
+	p := openPage(t, exe, m, "Scorch live test")
+	p.bool(`(scorchState.liveEvery = 500, true)`)
+	p.choose("live", "5")
+	p.idle("two refreshes", `scorchState.liveTicks >= 2`)
+	p.idle("a render after them", `scorchState.ready`)
+	sel := p.string(`JSON.stringify(scorchState.selection)`)
+	var s struct{ From, To float64 }
+	if err := json.Unmarshal([]byte(sel), &s); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(time.UnixMilli(int64(s.To))); d < 0 || d > 30*time.Second {
+		t.Errorf("live selection ends %v before now, want at most one refresh", d)
+	}
+	if span := s.To - s.From; span != 5*60*1000 {
+		t.Errorf("live selection spans %v ms, want 5 minutes", span)
+	}
+	// Windows overlapping the last 5 minutes: the last 5 or 6 (i = 14..19).
+	if total := p.int(`scorchState.total`); total != 15+16+17+18+19+20 && total != 16+17+18+19+20 {
+		t.Errorf("live total %d, want the last 5 or 6 windows' (%d or %d)", total, 16+17+18+19+20, 15+16+17+18+19+20)
+	}
+	to0 := s.To
+	p.idle("a later refresh", fmt.Sprintf(`scorchState.selection.to > %v`, to0))
+	hash := p.string(`location.hash`)
+	if !strings.Contains(hash, "live=5") || strings.Contains(hash, "from=") {
+		t.Errorf("address fragment %q: want live=5 and no fixed range", hash)
+	}
+	if label := p.string(`document.getElementById('range-label').textContent`); !strings.Contains(label, "last 5 minutes") {
+		t.Errorf("range label %q", label)
+	}
+	p.dragTimeline(0.1, 0.3)
+	if live := p.int(`scorchState.live`); live != 0 {
+		t.Errorf("after a drag live is %d, want off", live)
+	}
+	if got := p.string(`document.getElementById('live').value`); got != "" {
+		t.Errorf("live list shows %q after a drag", got)
+	}
+}
+
+// TestBrowserSingleProfile: a file of one profile (scorch view) has no
+// range to drag: the timeline says so, the hint is hidden and a drag
+// changes nothing; words are the user's ("samples", not "samples/count"
+// or "windows").
+func TestBrowserSingleProfile(t *testing.T) {
+	exe := chromiumPath(t)
+	src, err := FileSource(filepath.Join("testdata", "cpusplit.pb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := openPage(t, exe, src, "Scorch file test")
+	p.idle("the timeline", `scorchState.single`)
+	if !p.bool(`document.getElementById('tl-hint').hidden`) {
+		t.Errorf("the drag hint is shown for a single profile")
+	}
+	status := p.string(`document.getElementById('status').textContent`)
+	if strings.Contains(status, "samples/count") || strings.Contains(status, "window") || !strings.Contains(status, "samples") {
+		t.Errorf("status %q: want samples, without samples/count or windows", status)
+	}
+	const box = `document.getElementById('timeline').getBoundingClientRect()`
+	bx, by, bw, bh := p.float(box+`.left`), p.float(box+`.top`), p.float(box+`.width`), p.float(box+`.height`)
+	gen := p.gen()
+	y := by + bh/2
+	p.do("dragging on the timeline",
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, bx+0.2*bw, y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, bx+0.6*bw, y, chromedp.ButtonLeft),
+		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, bx+0.6*bw, y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
+	)
+	time.Sleep(300 * time.Millisecond)
+	if g := p.gen(); g != gen || p.bool(`scorchState.selection !== null`) {
+		t.Errorf("a drag on a single profile changed the view (gen %d -> %d, selection %s)", gen, g, p.string(`JSON.stringify(scorchState.selection)`))
 	}
 }

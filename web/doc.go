@@ -39,6 +39,10 @@
 //	comm       label comm (process name)
 //	pid        label pid (decimal)
 //	q          keep only stacks with a frame whose name contains q (any case)
+//	group      service, container, comm or pid: the trees of flamegraph,
+//	           diff, top, search and sandwich get one frame per value of
+//	           that label under the root ("service: api"; "(none)" for
+//	           samples without it), of kind "group", left out of top
 //
 // Bad parameters get 400 with a plain-text message. A selection of more
 // than [Options].FewWindows windows is read from the finest level of
@@ -59,7 +63,7 @@
 //		profiles. {"from","to","step" (ms),"windows","counts":[float]}
 //	/api/flamegraph?minwidth=&maxnodes=
 //		The merged call tree. {"windows","from","to","total","nodes",
-//		"pruned","unit","kinds":["user","kernel","jit"],"names":[...],
+//		"pruned","unit","kinds":["user","kernel","jit","group"],"names":[...],
 //		"frame_kinds":[...],"root":NODE}, NODE = {"f": index into names
 //		and frame_kinds (-1 for the root), "s": self, "t": total,
 //		"c": [NODE...] sorted by name}. With minwidth (a fraction of the
@@ -79,6 +83,15 @@
 //		tree (a pruned flame graph cannot total them):
 //		{"total":[a,b],"matched":[a,b],"functions"}; b is 0 outside a
 //		diff.
+//	/api/sandwich?fn=&minwidth=&maxnodes=
+//		The callers and the callees of the function named fn:
+//		{"fn","found","windows","from","to","total","unit",
+//		"callers":TREE,"callees":TREE}, TREE a /api/flamegraph body
+//		whose root has one child, fn, with fn's total. In callers, a
+//		node's children are its callers (to the roots of the stacks);
+//		in callees, what it calls. A stack holding fn more than once
+//		counts once, from its outermost fn. minwidth is a fraction of
+//		fn's total; each side gets half of maxnodes.
 //	/api/top?sort=self|total|name&limit=500
 //		Per function: {"unit","windows","from","to","total","rows":[{"name",
 //		"kind","self","total"}]}; total counts a sample once however often
@@ -96,8 +109,12 @@
 //		string labels. 404 when nothing is selected.
 //
 // The page at "/" (vanilla JavaScript, embedded) draws the timeline, a
-// canvas flame graph with the root at the top, the diff and the top table
-// from these endpoints. It uses relative URLs, so the handler can be
+// canvas flame graph with the root at the top, the diff, the sandwich
+// (callers above a function, callees below) and the top table from these
+// endpoints. Its view (range or live span, filters, grouping, mode,
+// function, search) is kept in the address's fragment; live mode moves
+// the range up to now every 10 s; a source of one window (a file) has no
+// range to drag and the timeline says so. It uses relative URLs, so the handler can be
 // mounted under a prefix with [net/http.StripPrefix]. Its state is exposed
 // as window.scorchState for tests.
 package web

@@ -103,6 +103,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /api/diff", h.serve(h.diff))
 	mux.HandleFunc("GET /api/top", h.serve(h.top))
 	mux.HandleFunc("GET /api/search", h.serve(h.search))
+	mux.HandleFunc("GET /api/sandwich", h.serve(h.sandwich))
 	mux.HandleFunc("GET /api/labels", h.serve(h.labels))
 	mux.HandleFunc("GET /api/profile.pb.gz", h.serve(h.profile))
 	return mux
@@ -254,8 +255,8 @@ func (h *handler) singleTree(ctx context.Context, q *query) (*tree, span, int, e
 	if err != nil {
 		return nil, span{}, 0, err
 	}
-	return h.trees.get(ctx, treeKey(q.focus, sel), func() (*tree, span, int, error) {
-		t := newTree(q.focus)
+	return h.trees.get(ctx, treeKey(q.focus, q.group, sel), func() (*tree, span, int, error) {
+		t := newTree(q.focus, q.group)
 		sp, n, err := h.addWindows(ctx, sel, res, t, 0)
 		return t, sp, n, err
 	})
@@ -331,7 +332,7 @@ func (h *handler) addWindows(ctx context.Context, sel []selected, res time.Durat
 			rest := s.rest
 			keep = func(i int) bool { return matchSample(l.p.Sample[i], rest) }
 		}
-		t.addProfile(l, col, keep)
+		t.addProfile(l, col, keep, s.w.Labels)
 		sp.add(s.w)
 	}
 	return sp, len(sel), nil
@@ -407,7 +408,7 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 
 // collectDiff builds the tree of a diff: range a in column 0, b in 1.
 func (h *handler) collectDiff(r *http.Request, qa, qb *query) (t *tree, spa, spb span, na, nb int, err error) {
-	t = newTree(qa.focus)
+	t = newTree(qa.focus, qa.group)
 	spa, na, err = h.collect(r.Context(), qa, t, 0)
 	if err != nil {
 		return
@@ -453,6 +454,44 @@ func (h *handler) search(r *http.Request) ([]byte, string, error) {
 		Matched   [2]int64 `json:"matched"`
 		Functions int      `json:"functions"`
 	}{t.nodes[0].total, matched, functions})
+}
+
+// sandwich answers the callers and the callees of one function (fn) in the
+// selection, each as a flame graph body whose root's one child is fn.
+func (h *handler) sandwich(r *http.Request) ([]byte, string, error) {
+	v := r.URL.Query()
+	fn := v.Get("fn")
+	if fn == "" {
+		return nil, "", badf("sandwich needs fn, the name of a function")
+	}
+	q, err := parseQuery(v, "")
+	if err != nil {
+		return nil, "", err
+	}
+	maxNodes, err := parseCount(v, "maxnodes", 0)
+	if err != nil {
+		return nil, "", err
+	}
+	minFrac, err := parseFraction(v, "minwidth")
+	if err != nil {
+		return nil, "", err
+	}
+	t, sp, n, err := h.singleTree(r.Context(), &q)
+	if err != nil {
+		return nil, "", err
+	}
+	callers, callees, found := t.sandwich(fn)
+	b := fmt.Appendf(nil, `{"fn":%s,"found":%t,"windows":%d,"from":%d,"to":%d,"resolution":%d,"total":%d,"unit":%s,"callers":`,
+		appendString(nil, fn), found, n, ms(sp.from), ms(sp.to), sp.res.Milliseconds(), t.nodes[0].total[0], appendString(nil, t.unit))
+	// Each side gets half the nodes; widths are shares of fn's total.
+	half := maxNodes / 2
+	if maxNodes > 0 && half == 0 {
+		half = 1
+	}
+	b = callers.appendJSON(b, nil, false, half, minFrac)
+	b = append(b, `,"callees":`...)
+	b = callees.appendJSON(b, nil, false, half, minFrac)
+	return append(b, '}'), "application/json", nil
 }
 
 func (h *handler) top(r *http.Request) ([]byte, string, error) {

@@ -263,8 +263,8 @@ func TestFlamegraphRangeMerge(t *testing.T) {
 	// Frame kinds: sys_read came from [kernel.kallsyms].
 	var r fgResponse
 	getJSON(t, h, "/api/flamegraph", &r)
-	if !slices.Equal(r.Kinds, []string{"user", "kernel", "jit"}) {
-		t.Errorf("kinds %q, want user, kernel, jit", r.Kinds)
+	if !slices.Equal(r.Kinds, []string{"user", "kernel", "jit", "group"}) {
+		t.Errorf("kinds %q, want user, kernel, jit, group", r.Kinds)
 	}
 	for i, n := range r.Names {
 		want := "user"
@@ -852,8 +852,8 @@ func FuzzPrepare(f *testing.F) {
 		if err != nil {
 			return
 		}
-		tr := newTree("a")
-		tr.addProfile(l, 0, nil)
+		tr := newTree("a", "")
+		tr.addProfile(l, 0, nil, nil)
 		tr.appendJSON(nil, nil, false, 10, 0.01)
 		tr.match("a")
 		tr.top("self", 10)
@@ -990,8 +990,8 @@ func BenchmarkFlamegraph50k(b *testing.B) {
 	b.ReportAllocs()
 	var size int
 	for b.Loop() {
-		t := newTree("")
-		t.addProfile(l, 0, nil)
+		t := newTree("", "")
+		t.addProfile(l, 0, nil, nil)
 		size = len(t.appendJSON(nil, nil, false, 0, 0))
 		b.ReportMetric(float64(len(t.nodes)), "nodes")
 	}
@@ -1044,5 +1044,110 @@ func TestWindowValues(t *testing.T) {
 	getJSON(t, h, "/api/flamegraph?comm=postgres", &fg)
 	if fg.Total != 4 || m.opens != 3 {
 		t.Errorf("comm=postgres: total %d after %d opens, want 4 after 3", fg.Total, m.opens)
+	}
+}
+
+// TestGroupBy: group=LABEL puts one frame per value of the label under the
+// root, from window labels (service) or sample labels (comm, pid), keeps
+// every path below it, and stays out of the top table.
+func TestGroupBy(t *testing.T) {
+	h := NewHandler(testSource(), Options{})
+	tests := []struct {
+		query string
+		want  map[string]int64
+	}{
+		{"group=service", map[string]int64{
+			"service: api": 20, "service: api;main;serve;parse": 7, "service: api;main;serve;encode": 9,
+			"service: db": 5, "service: db;main;query": 4, "service: db;main;vacuum": 1,
+		}},
+		// comm is a sample label of w3 only: api's samples have none.
+		{"group=comm", map[string]int64{
+			"process: (none)": 20, "process: postgres": 4, "process: autovacuum": 1, "process: postgres;main;query": 4,
+		}},
+		// pid: a window label of w1 and w2, a numeric sample label in w3.
+		{"group=pid", map[string]int64{"pid: 10": 20, "pid: 77": 4, "pid: 78": 1}},
+		// Filters and grouping together.
+		{"group=comm&service=db", map[string]int64{"process: postgres": 4, "process: autovacuum": 1}},
+	}
+	for _, tt := range tests {
+		var r fgResponse
+		getJSON(t, h, "/api/flamegraph?"+tt.query, &r)
+		got := r.paths(t)
+		for p, v := range tt.want {
+			if got[p] != v {
+				t.Errorf("%s: %s = %d, want %d (paths %v)", tt.query, p, got[p], v, got)
+			}
+		}
+		for _, c := range r.Root.C {
+			if k := r.Kinds[r.FrameKinds[c.F]]; k != "group" {
+				t.Errorf("%s: root child %s of kind %s, want group", tt.query, r.Names[c.F], k)
+			}
+		}
+		var top struct{ Rows []topRow }
+		getJSON(t, h, "/api/top?"+tt.query, &top)
+		for _, row := range top.Rows {
+			if row.Kind == "group" || strings.Contains(row.Name, ": ") {
+				t.Errorf("%s: top lists %q (%s)", tt.query, row.Name, row.Kind)
+			}
+		}
+	}
+	if code, body := get(t, h, "/api/flamegraph?group=color"); code != 400 || !strings.Contains(string(body), "group") {
+		t.Errorf("group=color: %d %s", code, body)
+	}
+}
+
+type sandwichResponse struct {
+	Fn      string
+	Found   bool
+	Total   int64
+	Callers fgResponse
+	Callees fgResponse
+}
+
+// TestSandwich: the callers and callees of one function, each stack once
+// even when the function recurs in it, from a tree whose answer is known.
+func TestSandwich(t *testing.T) {
+	m := &memSource{}
+	m.add("w", t0, 10*time.Second, map[string]string{"service_name": "app"}, []stack{
+		{frames: []string{"main", "a", "leaf"}, v: 3},
+		{frames: []string{"main", "b", "leaf"}, v: 1},
+		{frames: []string{"main", "leaf", "x"}, v: 2},
+		{frames: []string{"main", "leaf", "leaf", "y"}, v: 5}, // recursion: once
+		{frames: []string{"leaf"}, v: 4},                      // a root itself
+		{frames: []string{"main", "other"}, v: 7},
+	})
+	h := NewHandler(m, Options{})
+	var r sandwichResponse
+	getJSON(t, h, "/api/sandwich?fn=leaf", &r)
+	if !r.Found || r.Fn != "leaf" || r.Total != 22 {
+		t.Fatalf("found %v fn %q total %d, want true leaf 22", r.Found, r.Fn, r.Total)
+	}
+	wantCallers := map[string]int64{
+		"leaf": 15, "leaf;a": 3, "leaf;a;main": 3, "leaf;b": 1, "leaf;b;main": 1, "leaf;main": 7,
+	}
+	wantCallees := map[string]int64{
+		"leaf": 15, "leaf;x": 2, "leaf;leaf": 5, "leaf;leaf;y": 5,
+	}
+	for side, c := range map[string]struct {
+		r    *fgResponse
+		want map[string]int64
+	}{"callers": {&r.Callers, wantCallers}, "callees": {&r.Callees, wantCallees}} {
+		got := c.r.paths(t)
+		if len(got) != len(c.want) {
+			t.Errorf("%s: paths %v, want %v", side, got, c.want)
+		}
+		for p, v := range c.want {
+			if got[p] != v {
+				t.Errorf("%s: %s = %d, want %d", side, p, got[p], v)
+			}
+		}
+	}
+	r = sandwichResponse{}
+	getJSON(t, h, "/api/sandwich?fn=nothing", &r)
+	if r.Found || r.Callers.Root.T != 0 || len(r.Callees.Root.C) != 0 {
+		t.Errorf("fn=nothing: found %v, callers %d, callees %v", r.Found, r.Callers.Root.T, r.Callees.Root.C)
+	}
+	if code, _ := get(t, h, "/api/sandwich"); code != 400 {
+		t.Errorf("no fn: %d, want 400", code)
 	}
 }

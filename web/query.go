@@ -49,6 +49,7 @@ type query struct {
 	explicit bool // from or to were given
 	filters  []filter
 	focus    string // lower-cased; keep stacks with a frame containing it
+	group    string // label key whose values become the root's children; "" for none
 }
 
 // parseTime accepts Unix milliseconds or RFC 3339.
@@ -157,6 +158,13 @@ func parseQuery(v url.Values, prefix string) (query, error) {
 		q.filters = append(q.filters, f)
 	}
 	q.focus = strings.ToLower(v.Get("q"))
+	if g := v.Get("group"); g != "" {
+		i := slices.IndexFunc(filterKeys, func(fk struct{ param, label string }) bool { return fk.param == g })
+		if i < 0 {
+			return q, badf("parameter group=%q: want service, container, comm or pid", g)
+		}
+		q.group = filterKeys[i].label
+	}
 	return q, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/pprof/profile"
+
 	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
@@ -17,6 +19,7 @@ type tree struct {
 	frameIdx map[frame]int32
 	focusHit []bool // per frame: its name contains the focus string
 	focus    string
+	group    string // label key of the grouping frames under the root, "" for none
 
 	nodes []node // nodes[0] is the root
 	child map[edge]int32
@@ -38,10 +41,30 @@ type node struct {
 
 type edge struct{ parent, frame int32 }
 
-func newTree(focus string) *tree {
+// kindGroup marks the frames a grouped tree puts under the root, one per
+// value of the grouping label ("service: checkout"): they are not
+// functions, so the top table leaves them out.
+const kindGroup = symbolizer.KindJIT + 1
+
+// noValue names the group of samples without the grouping label.
+const noValue = "(none)"
+
+// kindName is the colour class of kind k: symbolizer's names, and "group".
+func kindName(k symbolizer.Kind) string {
+	if k == kindGroup {
+		return "group"
+	}
+	return k.String()
+}
+
+// groupNames are the words the grouping frames start with, by label key.
+var groupNames = map[string]string{"service_name": "service", "container_id": "container", "comm": "process", "pid": "pid"}
+
+func newTree(focus, group string) *tree {
 	return &tree{
 		frameIdx: make(map[frame]int32),
 		focus:    focus,
+		group:    group,
 		nodes:    []node{{frame: -1, parent: -1}},
 		child:    make(map[edge]int32),
 	}
@@ -62,14 +85,23 @@ func (t *tree) intern(f frame) int32 {
 	return i
 }
 
-// addProfile merges the samples of l accepted by keep into column col.
-func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool) {
+// addProfile merges the samples of l accepted by keep into column col;
+// labels are the labels of l's window (a grouped tree looks there first
+// for the grouping label, then in each sample's).
+func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[string]string) {
 	if t.unit == "" {
 		t.unit = l.unit
 	}
 	remap := make([]int32, len(l.frames))
 	for i, f := range l.frames {
 		remap[i] = t.intern(f)
+	}
+	groupFrame := int32(-1) // the window's, when the window has the label
+	groups := map[string]int32{}
+	if t.group != "" {
+		if v, ok := labels[t.group]; ok {
+			groupFrame = t.groupFrame(v)
+		}
 	}
 	var buf []int32
 	for i, st := range l.stacks {
@@ -78,6 +110,18 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool) {
 			continue
 		}
 		buf = buf[:0]
+		if t.group != "" {
+			g := groupFrame
+			if g < 0 {
+				val := sampleLabel(l.p.Sample[i], t.group)
+				var ok bool
+				if g, ok = groups[val]; !ok {
+					g = t.groupFrame(val)
+					groups[val] = g
+				}
+			}
+			buf = append(buf, g)
+		}
 		hit := t.focus == ""
 		for _, f := range st {
 			g := remap[f]
@@ -88,6 +132,25 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool) {
 			t.add(buf, v, col)
 		}
 	}
+}
+
+// groupFrame interns the grouping frame of label value v.
+func (t *tree) groupFrame(v string) int32 {
+	if v == "" {
+		v = noValue
+	}
+	return t.intern(frame{groupNames[t.group] + ": " + v, kindGroup})
+}
+
+// sampleLabel is s's first value of label key, string or numeric, or "".
+func sampleLabel(s *profile.Sample, key string) string {
+	if vs := s.Label[key]; len(vs) > 0 {
+		return vs[0]
+	}
+	if ns := s.NumLabel[key]; len(ns) > 0 {
+		return strconv.FormatInt(ns[0], 10)
+	}
+	return ""
 }
 
 // add merges one root-first stack of tree frames with value v.
@@ -300,14 +363,15 @@ func appendString(b []byte, s string) []byte {
 }
 
 // kindsJSON is the JSON array of colour class names that "frame_kinds"
-// index: ["user","kernel","jit"], in symbolizer.Kind order.
+// index: ["user","kernel","jit","group"], in symbolizer.Kind order and
+// kindGroup last.
 var kindsJSON = func() []byte {
 	b := []byte{'['}
-	for k := symbolizer.KindUser; k <= symbolizer.KindJIT; k++ {
+	for k := symbolizer.KindUser; k <= kindGroup; k++ {
 		if k > symbolizer.KindUser {
 			b = append(b, ',')
 		}
-		b = appendString(b, k.String())
+		b = appendString(b, kindName(k))
 	}
 	return append(b, ']')
 }()
@@ -355,7 +419,7 @@ type topRow struct {
 func (t *tree) top(by string, limit int) []topRow {
 	rows := make([]topRow, 0, len(t.frames))
 	for i, f := range t.frames {
-		if t.ftotal[i][0] == 0 {
+		if t.ftotal[i][0] == 0 || f.kind == kindGroup {
 			continue
 		}
 		rows = append(rows, topRow{f.name, f.kind.String(), t.fself[i][0], t.ftotal[i][0]})
@@ -394,3 +458,76 @@ func cmpDesc(a, b int64) int {
 	}
 	return 0
 }
+
+// sandwich returns the callers and the callees of the function named fn in
+// column 0 and 1, as two trees whose root has one child, fn: in callers,
+// fn's children are its callers and theirs their callers, up to the
+// roots of the stacks; in callees, fn's children are what it calls, as in
+// the flame graph. A stack that holds fn several times (recursion) counts
+// once, from its outermost fn. found is false if no sample has fn.
+func (t *tree) sandwich(fn string) (callers, callees *tree, found bool) {
+	sub := func() *tree {
+		return &tree{frames: t.frames, unit: t.unit, nodes: []node{{frame: -1, parent: -1}}, child: make(map[edge]int32)}
+	}
+	callers, callees = sub(), sub()
+	hit := make([]bool, len(t.frames))
+	fnFrame := int32(-1)
+	for i, f := range t.frames {
+		if f.name == fn && f.kind != kindGroup {
+			hit[i] = true
+			if fnFrame < 0 {
+				fnFrame = int32(i)
+			}
+		}
+	}
+	if fnFrame < 0 {
+		return callers, callees, false
+	}
+	// mapped[i] is node i's node in callees when i is fn's outermost node
+	// of its stack or under one; 0 (the root) otherwise.
+	mapped := make([]int32, len(t.nodes))
+	var path []int32
+	for i := 1; i < len(t.nodes); i++ {
+		n := &t.nodes[i]
+		switch {
+		case mapped[n.parent] != 0:
+			mapped[i] = callees.addChild(mapped[n.parent], n.frame, n.self, n.total)
+		case hit[n.frame]:
+			found = true
+			mapped[i] = callees.addChild(0, fnFrame, n.self, n.total)
+			callees.nodes[0].total = addVal(callees.nodes[0].total, n.total)
+			// Its callers, innermost first.
+			path = append(path[:0], fnFrame)
+			for p := n.parent; p > 0; p = t.nodes[p].parent {
+				path = append(path, t.nodes[p].frame)
+			}
+			cur := int32(0)
+			for j, f := range path {
+				var self [2]int64
+				if j == len(path)-1 {
+					self = n.total // the stacks end here, at their root
+				}
+				cur = callers.addChild(cur, f, self, n.total)
+			}
+			callers.nodes[0].total = addVal(callers.nodes[0].total, n.total)
+		}
+	}
+	return callers, callees, found
+}
+
+// addChild adds self and total to parent's child of frame f, made if new,
+// and returns it.
+func (t *tree) addChild(parent, f int32, self, total [2]int64) int32 {
+	e := edge{parent, f}
+	n, ok := t.child[e]
+	if !ok {
+		n = int32(len(t.nodes))
+		t.nodes = append(t.nodes, node{frame: f, parent: parent})
+		t.child[e] = n
+	}
+	t.nodes[n].self = addVal(t.nodes[n].self, self)
+	t.nodes[n].total = addVal(t.nodes[n].total, total)
+	return n
+}
+
+func addVal(a, b [2]int64) [2]int64 { return [2]int64{a[0] + b[0], a[1] + b[1]} }

@@ -40,9 +40,11 @@ const (
 )
 
 // treeKey names what a tree of sel is built from.
-func treeKey(focus string, sel []selected) string {
+func treeKey(focus, group string, sel []selected) string {
 	var b strings.Builder
 	b.WriteString(focus)
+	b.WriteByte(0)
+	b.WriteString(group)
 	for _, s := range sel {
 		b.WriteByte(0)
 		b.WriteString(s.w.ID)

@@ -20,9 +20,15 @@
     labelsGen: 0,     // bumps after every filling of the filter lists
     loading: 0,
     error: '',
-    mode: 'flame',
+    mode: 'flame',    // 'flame', 'diff' or 'sandwich'
     extent: null,     // {from, to} ms of the timeline
     selection: null,  // {from, to} ms, null for all time
+    live: 0,          // minutes the selection follows up to now; 0: off
+    liveEvery: 10000, // ms between refreshes in live mode
+    liveTicks: 0,     // refreshes done in live mode
+    single: false,    // the timeline holds one profile: no range to drag
+    group: '',        // label the root's children group by ('' for none)
+    sandwich: { fn: '', found: false, total: 0 },
     diff: { a: null, b: null, side: 'a', totals: null },
     filters: { service: '', container: '', comm: '', pid: '' },
     unit: '', total: 0, windows: 0, span: null, nodes: 0, pruned: 0,
@@ -63,6 +69,7 @@
   function params(extra) {
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(S.filters)) if (v) p.set(k, v);
+    if (S.group) p.set('group', S.group);
     for (const [k, v] of Object.entries(extra || {})) if (v != null) p.set(k, v);
     return p;
   }
@@ -75,6 +82,11 @@
     const r = await fetch(path + '?' + p.toString());
     if (!r.ok) throw new Error(path + ': ' + r.status + ' ' + (await r.text()).trim());
     return r.json();
+  }
+  // unitWord names a sample type for people: "samples", not "samples/count".
+  function unitWord(u) {
+    const [t, unit] = (u || 'samples/count').split('/');
+    return !unit || unit === 'count' ? t : t + ' (' + unit + ')';
   }
   const fmtPct = (v) => (v * 100).toFixed(v >= 0.1 ? 1 : 2) + '%';
   const fmtN = (v) => Math.round(v).toLocaleString('en-US');
@@ -108,7 +120,7 @@
   // ---- colours ----
   // The server decides each frame's class (user, kernel, jit); the page
   // only colours it.
-  const legend = { user: 'hsl(28,80%,62%)', kernel: 'hsl(205,55%,64%)', jit: 'hsl(110,45%,55%)' };
+  const legend = { user: 'hsl(28,80%,62%)', kernel: 'hsl(205,55%,64%)', jit: 'hsl(110,45%,55%)', group: 'hsl(220,10%,78%)' };
   const kindOf = (n) => (n.f < 0 ? '' : kindNames[kinds[n.f]] || 'user');
   function frameColor(n) {
     const name = names[n.f] || '';
@@ -117,6 +129,7 @@
     switch (kindOf(n)) {
       case 'kernel': return 'hsl(' + (195 + 20 * h) + ',55%,' + (60 + 10 * h) + '%)';
       case 'jit': return 'hsl(' + (95 + 35 * h) + ',45%,' + (52 + 10 * h) + '%)';
+      case 'group': return 'hsl(220,10%,' + (74 + 8 * h) + '%)';
       default: return 'hsl(' + (10 + 40 * h) + ',80%,' + (58 + 10 * h) + '%)';
     }
   }
@@ -136,7 +149,6 @@
   // the A and B totals, so both ranges weigh the same.
   let val = (n) => n.t;
   function prepareTree(d) {
-    names = d.names; kinds = d.frame_kinds; kindNames = d.kinds;
     const diff = S.mode === 'diff';
     if (diff) {
       const at = d.a.total || 1, bt = d.b.total || 1;
@@ -144,9 +156,30 @@
     } else {
       val = (n) => n.t;
     }
-    // Parent links and depth, iteratively (deep stacks).
-    const stack = [d.root];
-    d.root.p = null; d.root.d = 0;
+    if (S.mode === 'sandwich') {
+      // Two trees: one list of names, the callees' indexes shifted.
+      const off = d.callers.names.length;
+      names = d.callers.names.concat(d.callees.names);
+      kinds = d.callers.frame_kinds.concat(d.callees.frame_kinds);
+      kindNames = d.callers.kinds;
+      const st = [d.callees.root];
+      while (st.length) {
+        const n = st.pop();
+        if (n.f >= 0) n.f += off;
+        if (n.c) st.push(...n.c);
+      }
+      d.root = d.callees.root;
+      link(d.callers.root);
+      link(d.callees.root);
+      return;
+    }
+    names = d.names; kinds = d.frame_kinds; kindNames = d.kinds;
+    link(d.root);
+  }
+  // link sets parent links and depths, iteratively (deep stacks).
+  function link(root) {
+    const stack = [root];
+    root.p = null; root.d = 0;
     while (stack.length) {
       const n = stack.pop();
       if (n.c) for (const c of n.c) { c.p = n; c.d = n.d + 1; stack.push(c); }
@@ -156,35 +189,58 @@
   function pathTo(n) { const p = []; for (; n; n = n.p) p.push(n); return p.reverse(); }
 
   // ---- flame graph drawing ----
+  // layout places Z's subtree W wide: each node it draws on row
+  // row(depth below Z), returned as {x, w, n, r}.
+  function layout(Z, W, skipZ) {
+    const out = [];
+    const zv = val(Z);
+    if (!(zv > 0)) return out;
+    const scale = W / zv;
+    const st = [Z, 0];
+    while (st.length) {
+      const x = st.pop(), n = st.pop();
+      if (!(skipZ && n === Z)) out.push({ x, w: val(n) * scale, n, r: n.d - Z.d });
+      if (!n.c) continue;
+      let cx = x;
+      for (const c of n.c) {
+        const cw = val(c) * scale;
+        if (cw >= MIN_W) st.push(c, cx);
+        cx += cw;
+      }
+    }
+    return out;
+  }
+
   function draw() {
     if (!data) return;
     const t0 = performance.now();
     const dpr = window.devicePixelRatio || 1;
     const W = flame.clientWidth || 800;
-    const Z = zoomNode || data.root;
-    const zv = val(Z);
     rects = []; rowRects = [];
-    let maxDepth = Z.d;
-    // Ancestors of the zoomed node span the width above it.
-    for (let a = Z.p; a; a = a.p) rects.push({ x: 0, y: a.d * ROW, w: W, n: a, d: a.d, anc: true });
-    if (zv > 0) {
-      const scale = W / zv;
-      const st = [Z, 0];
-      while (st.length) {
-        const x = st.pop(), n = st.pop();
-        const w = val(n) * scale;
-        rects.push({ x, y: n.d * ROW, w, n, d: n.d });
-        if (n.d > maxDepth) maxDepth = n.d;
-        if (!n.c) continue;
-        let cx = x;
-        for (const c of n.c) {
-          const cw = val(c) * scale;
-          if (cw >= MIN_W) st.push(c, cx);
-          cx += cw;
-        }
+    let maxRow = 0;
+    if (S.mode === 'sandwich') {
+      // The function in the middle row, its callers stacked above it
+      // (the outermost at the top), its callees below, as in the flame
+      // graph; both as wide as the function's total.
+      const up = (data.callers.root.c || [])[0], down = (data.callees.root.c || [])[0];
+      if (up && down) {
+        const ups = layout(up, W, false);
+        const mid = Math.max(0, ...ups.map((r) => r.r));
+        for (const r of ups) rects.push({ x: r.x, y: (mid - r.r) * ROW, w: r.w, n: r.n, row: mid - r.r, fn: r.n === up });
+        for (const r of layout(down, W, true)) rects.push({ x: r.x, y: (mid + r.r) * ROW, w: r.w, n: r.n, row: mid + r.r });
+        maxRow = Math.max(0, ...rects.map((r) => r.row));
+      }
+    } else {
+      const Z = zoomNode || data.root;
+      maxRow = Z.d;
+      // Ancestors of the zoomed node span the width above it.
+      for (let a = Z.p; a; a = a.p) rects.push({ x: 0, y: a.d * ROW, w: W, n: a, row: a.d, anc: true });
+      for (const r of layout(Z, W, false)) {
+        rects.push({ x: r.x, y: r.n.d * ROW, w: r.w, n: r.n, row: r.n.d });
+        if (r.n.d > maxRow) maxRow = r.n.d;
       }
     }
-    const H = (maxDepth + 1) * ROW;
+    const H = (maxRow + 1) * ROW;
     flame.style.height = H + 'px';
     flame.width = Math.round(W * dpr); flame.height = Math.round(H * dpr);
     const ctx = flame.getContext('2d');
@@ -195,8 +251,8 @@
     const cw = ctx.measureText('m').width;
     const color = S.mode === 'diff' ? diffColor : frameColor;
     for (const r of rects) {
-      (rowRects[r.d] || (rowRects[r.d] = [])).push(r);
-      ctx.fillStyle = r.anc ? '#e8e8e8' : (r.n === data.root ? '#c8c8c8' : color(r.n));
+      (rowRects[r.row] || (rowRects[r.row] = [])).push(r);
+      ctx.fillStyle = r.anc ? '#e8e8e8' : (r.n === data.root && S.mode !== 'sandwich' ? '#c8c8c8' : color(r.n));
       ctx.fillRect(r.x, r.y, Math.max(r.w - (r.w > 3 ? 1 : 0), 0.5), ROW - 1);
       if (r.w > 3 * cw + 6) {
         let label = nodeName(r.n);
@@ -229,10 +285,15 @@
       h += 'A: ' + fmtN(n.t[0]) + ' (' + fmtPct(sa) + '), self ' + fmtN(n.s[0]) +
         '<br>B: ' + fmtN(n.t[1]) + ' (' + fmtPct(sb) + '), self ' + fmtN(n.s[1]) +
         '<br>change: ' + (sb >= sa ? '+' : '') + ((sb - sa) * 100).toFixed(2) + ' points';
+    } else if (S.mode === 'sandwich') {
+      const T = S.total || 1, F = data.callees.root.t || 1;
+      h += 'total: ' + fmtN(n.t) + ' ' + unitWord(S.unit) + ' (' + fmtPct(n.t / T) + ' of all, ' + fmtPct(n.t / F) + ' of ' + esc(S.sandwich.fn) + ')' +
+        '<br>click: the callers and callees of this function';
     } else {
       const T = data.root.t || 1;
-      h += 'total: ' + fmtN(n.t) + ' ' + S.unit + ' (' + fmtPct(n.t / T) + ')' +
-        '<br>self: ' + fmtN(n.s) + ' (' + fmtPct(n.s / T) + ')';
+      h += 'total: ' + fmtN(n.t) + ' ' + unitWord(S.unit) + ' (' + fmtPct(n.t / T) + ')' +
+        '<br>self: ' + fmtN(n.s) + ' (' + fmtPct(n.s / T) + ')' +
+        (n.f >= 0 && kindOf(n) !== 'group' ? '<br>click to zoom; shift+click: callers and callees' : '');
     }
     return h;
   }
@@ -249,10 +310,28 @@
   flame.addEventListener('mouseleave', () => { tip.hidden = true; });
   flame.addEventListener('click', (ev) => {
     const r = hit(ev);
-    if (r) zoomTo(r.n);
+    if (!r) return;
+    const fn = r.n.f >= 0 && kindOf(r.n) !== 'group' ? names[r.n.f] : '';
+    if (S.mode === 'sandwich') {
+      if (fn && fn !== S.sandwich.fn) openSandwich(fn);
+    } else if (ev.shiftKey && S.mode === 'flame' && fn) {
+      openSandwich(fn);
+    } else {
+      zoomTo(r.n);
+    }
   });
+  // openSandwich shows the callers and callees of function fn.
+  function openSandwich(fn) {
+    S.sandwich.fn = fn;
+    if (S.mode !== 'sandwich') setMode('sandwich');
+    zoomNode = null;
+    drawTimeline();
+    updateRangeLabel();
+    load();
+  }
 
   function zoomTo(n) {
+    if (S.mode === 'sandwich') { zoomNode = null; renderBreadcrumb(); draw(); S.gen++; return; }
     zoomNode = n && n !== data.root ? n : null;
     const Z = zoomNode || data.root;
     const rv = val(data.root) || 1;
@@ -262,9 +341,16 @@
     S.gen++;
   }
 
+  function renderBreadcrumbEmpty() { $('breadcrumb').textContent = ''; }
   function renderBreadcrumb() {
     const bc = $('breadcrumb');
     bc.textContent = '';
+    if (S.mode === 'sandwich') {
+      const s = document.createElement('span');
+      s.textContent = S.sandwich.fn ? 'callers (above) and callees (below) of ' + S.sandwich.fn : 'no function chosen';
+      bc.appendChild(s);
+      return;
+    }
     for (const n of pathTo(zoomNode || data.root)) {
       const s = document.createElement('span');
       s.textContent = nodeName(n);
@@ -298,7 +384,7 @@
   // totals it over the whole selection then.
   let searchSeq = 0;
   async function computeSearchShare() {
-    if (!data || !searchRe) return;
+    if (!data || !searchRe || S.mode === 'sandwich') return;
     if (data.pruned) {
       const seq = ++searchSeq, q = S.search.query, d = data;
       const sel = S.mode === 'diff' ? { ...rangeParams(S.diff.a, 'a_'), ...rangeParams(S.diff.b, 'b_') } : rangeParams(S.selection, '');
@@ -359,7 +445,10 @@
       td('', [pct(r.total), ' ' + fmtN(r.total)]);
       const kind = document.createElement('span');
       kind.className = 'kind ' + r.kind; kind.textContent = r.kind;
-      td('name', [kind, r.name]);
+      const sw = document.createElement('button');
+      sw.className = 'sw'; sw.textContent = 'callers/callees'; sw.title = 'Sandwich view: who calls ' + r.name + ' and what it calls';
+      sw.addEventListener('click', (ev) => { ev.stopPropagation(); openSandwich(r.name); });
+      td('name', [kind, r.name, sw]);
       tr.addEventListener('click', () => { $('search').value = r.name; applySearch(); });
       frag.appendChild(tr);
     }
@@ -383,18 +472,22 @@
   }
 
   // ---- the view in the address ----
-  // The range, the diff ranges, the filters, the search and the mode are
-  // kept in the URL's fragment, so that a reload or a shared link shows
-  // the same view.
+  // The range (or the live span), the diff ranges, the filters, the
+  // grouping, the search, the mode and the sandwich's function are kept in
+  // the URL's fragment, so that a reload or a shared link shows the same
+  // view.
   function writeURL() {
     const p = new URLSearchParams();
     if (S.mode !== 'flame') p.set('mode', S.mode);
     const put = (sel, prefix) => {
       if (sel) { p.set(prefix + 'from', Math.floor(sel.from)); p.set(prefix + 'to', Math.ceil(sel.to)); }
     };
-    put(S.selection, '');
+    if (S.live) p.set('live', S.live);
+    else put(S.selection, '');
     if (S.mode === 'diff') { put(S.diff.a, 'a_'); put(S.diff.b, 'b_'); }
     for (const [k, v] of Object.entries(S.filters)) if (v) p.set(k, v);
+    if (S.group) p.set('group', S.group);
+    if (S.mode === 'sandwich' && S.sandwich.fn) p.set('fn', S.sandwich.fn);
     if (S.search.query) p.set('q', S.search.query);
     const h = p.toString();
     if (h !== location.hash.slice(1)) history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
@@ -408,8 +501,16 @@
     S.selection = range('');
     S.diff.a = range('a_'); S.diff.b = range('b_');
     for (const k of Object.keys(S.filters)) S.filters[k] = p.get(k) || '';
+    S.group = $('group').value = p.get('group') || '';
+    if ($('group').value !== S.group) S.group = $('group').value = ''; // not an option
     $('search').value = p.get('q') || '';
-    setMode(p.get('mode') === 'diff' ? 'diff' : 'flame');
+    S.sandwich.fn = p.get('fn') || '';
+    const m = p.get('mode');
+    setMode(m === 'diff' || m === 'sandwich' ? m : 'flame');
+    const live = Number(p.get('live'));
+    const offered = [...$('live').options].some((o) => o.value && Number(o.value) === live);
+    S.live = S.mode !== 'diff' && offered ? live : 0;
+    if (S.live) S.selection = liveSelection();
   }
 
   async function load() {
@@ -435,9 +536,41 @@
         S.diff.totals = [d.a.total, d.b.total];
         data = d;
         prepareTree(d);
-        setStatus('A: ' + fmtN(d.a.total) + ' samples in ' + d.a.windows + ' windows; B: ' +
-          fmtN(d.b.total) + ' in ' + d.b.windows + '. Red grew, blue shrank (share of each range\'s total).' +
-          (d.pruned ? ' ' + fmtN(d.pruned) + ' smallest nodes omitted.' : ''));
+        setStatus('A: ' + fmtN(d.a.total) + ' ' + unitWord(d.unit) + '; B: ' +
+          fmtN(d.b.total) + '. Red grew, blue shrank (share of each range\'s total).' +
+          (d.pruned ? ' ' + fmtN(d.pruned) + ' smallest frames omitted.' : ''));
+      } else if (S.mode === 'sandwich') {
+        const rp = rangeParams(S.selection, '');
+        if (!S.sandwich.fn) {
+          data = null; zoomNode = null;
+          const ctx = flame.getContext('2d'); ctx.clearRect(0, 0, flame.width, flame.height);
+          flame.style.height = '0px';
+          renderBreadcrumbEmpty();
+          const top = await getJSON('api/top', params({ ...rp, limit: 300 }));
+          if (seq !== reqSeq) return;
+          S.total = top.total; S.unit = top.unit;
+          topRows = top.rows; renderTop();
+          setStatus('Sandwich: choose a function with its callers/callees button in the table, or shift+click a frame of the flame graph.');
+          S.ready = true;
+          S.gen++;
+          return;
+        }
+        const [d, top] = await Promise.all([
+          getJSON('api/sandwich', params({ ...rp, fn: S.sandwich.fn, maxnodes: MAX_NODES, minwidth: minWidth() })),
+          getJSON('api/top', params({ ...rp, limit: 300 })),
+        ]);
+        if (seq !== reqSeq) return;
+        S.unit = d.unit; S.total = d.total; S.windows = d.windows; S.pruned = d.callers.pruned + d.callees.pruned;
+        S.span = d.windows ? { from: d.from, to: d.to } : null;
+        S.sandwich.found = d.found; S.sandwich.total = d.callees.root.t;
+        data = d;
+        prepareTree(d);
+        topRows = top.rows;
+        renderTop();
+        setStatus(d.found
+          ? S.sandwich.fn + ': ' + fmtN(d.callees.root.t) + ' of ' + fmtN(d.total) + ' ' + unitWord(d.unit) + ' (' + fmtPct(d.callees.root.t / (d.total || 1)) +
+            '). Above: who calls it (outermost at the top); below: what it calls. Click a frame to centre on it.'
+          : 'No samples of ' + S.sandwich.fn + ' in this selection.');
       } else {
         const rp = rangeParams(S.selection, '');
         const [d, top] = await Promise.all([
@@ -451,11 +584,17 @@
         prepareTree(d);
         topRows = top.rows;
         renderTop();
-        setStatus(fmtN(d.total) + ' ' + d.unit + ' from ' + d.windows + ' window' + (d.windows === 1 ? '' : 's') +
-          (d.windows ? ' (' + fmtTime(d.from, true) + ' – ' + fmtTime(d.to, true) + ' UTC)' : '') +
+        setStatus(fmtN(d.total) + ' ' + unitWord(d.unit) +
+          (d.windows ? ', ' + fmtTime(d.from, true) + ' – ' + fmtTime(d.to, true) + ' UTC' : ': nothing recorded in this range') +
           (d.resolution ? '; a long range: read from ' + resolutionName(d.resolution) +
             ' summaries, so it starts and ends on their boundaries' : '') +
-          (d.pruned ? '; ' + fmtN(d.pruned) + ' smallest nodes omitted' : ''));
+          (d.pruned ? '; ' + fmtN(d.pruned) + ' frames too narrow to see omitted (zoom in to see them)' : ''));
+      }
+      if (S.mode === 'sandwich') {
+        S.loadMs = performance.now() - t0;
+        zoomTo(null);
+        S.ready = true;
+        return;
       }
       // Keep the zoom if the same path exists in the new tree.
       const oldPath = zoomNode ? pathTo(zoomNode).slice(1).map(nodeName) : [];
@@ -482,6 +621,12 @@
     try {
       timeline = await getJSON('api/timeline', params());
       if (timeline.counts.length) S.extent = { from: timeline.from, to: timeline.to };
+      // One profile (a file, or an agent's first window): its samples
+      // carry no time of their own, so there is no shorter range to pick.
+      S.single = timeline.windows === 1;
+      tl.classList.toggle('single', S.single);
+      $('tl-hint').hidden = S.single;
+      $('live-box').hidden = S.single && !S.live;
       drawTimeline();
     } catch (e) {
       setStatus(String(e.message || e), true);
@@ -531,6 +676,14 @@
       ctx.fillStyle = '#888'; ctx.fillText('No profiles stored yet.', 8, H / 2);
       return;
     }
+    if (S.single) {
+      ctx.fillStyle = '#fbdcc0';
+      ctx.fillRect(0, 14, W, H - 30);
+      ctx.fillStyle = '#1f2328';
+      ctx.fillText('One profile: ' + fmtTime(S.extent.from, true) + ' – ' + fmtTime(S.extent.to, false) +
+        ' UTC. Its samples carry no time of their own, so there is no shorter range to select.', 8, H / 2);
+      return;
+    }
     const c = timeline.counts, max = Math.max(...c, 1e-9);
     const top = 14, plotH = H - 16 - top, bw = W / c.length;
     ctx.fillStyle = '#e8590c';
@@ -571,7 +724,7 @@
 
   function localX(ev) { return ev.clientX - tl.getBoundingClientRect().left; }
   tl.addEventListener('mousedown', (ev) => {
-    if (!S.extent) return;
+    if (!S.extent || S.single) return;
     drag = { x0: localX(ev), x1: localX(ev) };
     ev.preventDefault();
   });
@@ -604,6 +757,7 @@
   });
 
   function setSelection(sel) {
+    stopLive();
     S.selection = sel;
     drawTimeline();
     updateRangeLabel();
@@ -614,8 +768,48 @@
     const f = (s) => s ? fmtTime(s.from, true) + ' – ' + fmtTime(s.to, false) : 'unset';
     $('range-label').textContent = S.mode === 'diff'
       ? 'A: ' + f(S.diff.a) + '   B: ' + f(S.diff.b)
-      : (S.selection ? 'Selected ' + f(S.selection) + ' UTC' : 'All time');
+      : S.live ? 'Live: the last ' + (S.live % 60 ? S.live + ' minutes' : S.live === 60 ? 'hour' : S.live / 60 + ' hours') +
+          ', updated ' + fmtTime(Date.now(), false) + ' UTC'
+        : (S.selection ? 'Selected ' + f(S.selection) + ' UTC' : 'All time');
   }
+
+  // ---- live ----
+  // In live mode the selection is the last S.live minutes, moved up to now
+  // every S.liveEvery ms with the timeline, the lists and the graph.
+  let liveTimer = 0;
+  function liveSelection() { const now = Date.now(); return { from: now - S.live * 60000, to: now }; }
+  function startLive(min) {
+    clearInterval(liveTimer);
+    S.live = min;
+    $('live').value = String(min);
+    liveTick();
+    liveTimer = setInterval(liveTick, S.liveEvery);
+  }
+  function stopLive() {
+    clearInterval(liveTimer);
+    liveTimer = 0;
+    S.live = 0;
+    $('live').value = '';
+  }
+  function liveTick() {
+    if (!S.live) return;
+    S.selection = liveSelection();
+    S.liveTicks++;
+    updateRangeLabel();
+    loadTimeline();
+    loadLabels();
+    load();
+  }
+  $('live').addEventListener('change', () => {
+    const min = Number($('live').value);
+    if (min > 0) startLive(min);
+    else { stopLive(); updateRangeLabel(); writeURL(); }
+  });
+  $('group').addEventListener('change', () => {
+    S.group = $('group').value;
+    zoomNode = null;
+    load();
+  });
 
   // ---- controls ----
   $('clear-range').addEventListener('click', () => {
@@ -635,6 +829,9 @@
     for (const o of document.querySelectorAll('#modes button')) o.classList.toggle('active', o.dataset.mode === mode);
     $('diff-pick').hidden = S.mode !== 'diff';
     $('top-box').hidden = S.mode === 'diff';
+    $('live').disabled = S.mode === 'diff';
+    if (S.mode === 'diff' && S.live) stopLive();
+    $('reset').hidden = S.mode === 'sandwich';
   }
   for (const b of document.querySelectorAll('#modes button')) {
     b.addEventListener('click', () => {
@@ -674,5 +871,6 @@
     await Promise.all([loadLabels(), loadTimeline()]);
     if ($('search').value.trim()) applySearch();
     await load();
+    if (S.live) { $('live').value = String(S.live); liveTimer = setInterval(liveTick, S.liveEvery); }
   })();
 })();
