@@ -31,6 +31,12 @@
 #             10 ms), on the quiet host and with a parallel gcc loop
 #             running ("busy"), for the same binary each time and for a new
 #             binary each time (copies with their own build ids)
+#   churn     (issue 15) the agent at 99 Hz on a churning host: one
+#             CPU-bound process per CPU plus a stream of 100 new
+#             short-lived processes per second (bench/agent/churn.c, each a
+#             few ms of bench/agent/spin.c) for BENCH_CHURN_S (600) s: its
+#             CPU and RSS after the first minute, RSS every 10 s, samples
+#             lost, kernel memory of its maps
 #   viewer    (issue 15) the viewer's latency on the store of a busy host's
 #             day: bench/viewer writes BENCH_VIEWER_HOURS (24) hours of
 #             15 s windows for 50 services through the store's write path,
@@ -51,9 +57,9 @@
 #
 # Environment: BENCH_REPS (5), BENCH_WORK_S (target seconds of one overhead
 # run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_FRESH_PAIRS (9),
-# BENCH_FRESH_S (1.5), BENCH_FS_N (50), BENCH_FS_RUN (0.3), BENCH_ONLY
-# (space-separated subset of "overhead steady memory scale loss fresh
-# firststack viewer"), BENCH_VIEWER_HOURS (24), GO (the go command, for firststack). Targets are reported,
+# BENCH_FRESH_S (1.5), BENCH_FS_N (50), BENCH_FS_RUN (0.3), BENCH_CHURN_S
+# (600), BENCH_ONLY (space-separated subset of "overhead steady memory
+# scale loss fresh firststack churn viewer"), BENCH_VIEWER_HOURS (24), GO (the go command, for firststack). Targets are reported,
 # never asserted.
 set -euo pipefail
 
@@ -69,7 +75,8 @@ FRESH_PAIRS=${BENCH_FRESH_PAIRS:-9}
 FRESH_S=${BENCH_FRESH_S:-1.5}
 FS_N=${BENCH_FS_N:-50}
 FS_RUN=${BENCH_FS_RUN:-0.3}
-ONLY=${BENCH_ONLY:-overhead steady memory scale loss fresh firststack viewer}
+ONLY=${BENCH_ONLY:-overhead steady memory scale loss fresh firststack churn viewer}
+CHURN_S=${BENCH_CHURN_S:-600}
 VIEWER_HOURS=${BENCH_VIEWER_HOURS:-24}
 GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
 PORT=${BENCH_PORT:-17391}
@@ -78,6 +85,9 @@ NCPU=$(nproc)
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "must run as root (loads BPF programs, reads other processes)"
+# The agent's BPF program is found and timed with bpftool; without it a part
+# would stop half-way with "command not found".
+command -v bpftool >/dev/null || die "bpftool missing (Debian: apt-get install bpftool; .ci/prereqs --install installs all)"
 [ -x bin/scorch ] || die "bin/scorch missing: run make build"
 [ -x testdata/bin/cpuburn-go ] && [ -x testdata/bin/cpuburn-c ] || die "testdata/bin missing: run make testdata"
 command -v gcc >/dev/null || die "gcc missing"
@@ -92,6 +102,7 @@ SCORCH=$OUT/scorch
 gcc -O1 -g -fno-omit-frame-pointer -o "$OUT/spin" bench/agent/spin.c
 gcc -O1 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -o "$OUT/stacks" bench/agent/stacks.c
 gcc -O2 -g -fomit-frame-pointer -pthread -o "$OUT/fresh" bench/agent/fresh.c
+gcc -O2 -o "$OUT/churn" bench/agent/churn.c
 "$GO" build -o "$OUT/floor" ./bench/floor || die "go build ./bench/floor failed (set GO)"
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -120,6 +131,11 @@ rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 # metric NAME_AND_LABELS: the value of one sample of the agent's /metrics.
 metric() {
 	curl -sf -m 10 --retry 3 --retry-all-errors "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" 'index($0, m" ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
+}
+# metric_sum NAME: the sum of every sample of one metric of the agent's
+# /metrics, whatever its labels.
+metric_sum() {
+	curl -sf -m 10 --retry 3 --retry-all-errors "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m"{") == 1 { s += $2 } END { print s + 0 }'
 }
 # sample_progs: "id run_time_ns run_cnt" of every loaded scorch_sample program.
 sample_progs() {
@@ -451,6 +467,58 @@ run_firststack() {
 	done
 }
 
+# ---------------------------------------------------------------- churn
+CHURN_ROWS=$OUT/churn.tsv
+CHURN_RSS=$OUT/churn-rss.tsv
+: >"$CHURN_ROWS"
+: >"$CHURN_RSS"
+run_churn() {
+	local pids=() i warm=60 c0 c1 s0 s1 l0 l1 t0 t1 r hwm anon file n churner maps
+	[ "$CHURN_S" -gt "$warm" ] || die "BENCH_CHURN_S must be more than $warm s"
+	for i in $(seq "$NCPU"); do "$OUT/spin" 100000000000 >/dev/null & pids+=($!); done
+	PIDS_TO_KILL+=("${pids[@]}")
+	start_agent 99
+	"$OUT/churn" 100 "$CHURN_S" "$OUT/spin" 3000000 >"$OUT/churn-started" &
+	churner=$!
+	PIDS_TO_KILL+=("$churner")
+	log "churn: 100 processes/s for $CHURN_S s"
+	sleep "$warm"
+	c0=$(cpu_s "$AGENT_PID")
+	s0=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+	l0=$(metric_sum scorch_bpf_lost_total)
+	t0=$(now)
+	while kill -0 "$churner" 2>/dev/null; do
+		printf '%s\t%s\n' "$(echo "$(now) - $t0 + $warm" | bc -l)" "$(rss_kb "$AGENT_PID" VmRSS)" >>"$CHURN_RSS"
+		sleep 10
+	done
+	wait "$churner" || true
+	t1=$(now)
+	c1=$(cpu_s "$AGENT_PID")
+	s1=$(metric 'scorch_bpf_samples_total{outcome="taken"}')
+	l1=$(metric_sum scorch_bpf_lost_total)
+	r=$(rss_kb "$AGENT_PID" VmRSS)
+	hwm=$(rss_kb "$AGENT_PID" VmHWM)
+	anon=$(rss_kb "$AGENT_PID" RssAnon)
+	file=$(rss_kb "$AGENT_PID" RssFile)
+	n=$(cat "$OUT/churn-started")
+	maps=$(metric_sum scorch_bpf_map_bytes)
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$CHURN_S" "$n" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$c1 - $c0" | bc -l)" \
+		"$(echo "$s1 - $s0" | bc -l)" "$(echo "$l1 - $l0" | bc -l)" "$r" "$hwm" "$maps" "$anon" "$file" >>"$CHURN_ROWS"
+	log "churn: $n processes; agent $(echo "$c1 - $c0" | bc -l) CPU s in $(echo "$t1 - $t0" | bc -l) s, RSS $r kB (peak $hwm kB), maps $maps B"
+	# The viewer of the agent that ran the churn, as a user opens it.
+	rm -f "$OUT/churn-page.txt"
+	if command -v chromium >/dev/null; then
+		"$GO" build -o "$OUT/viewer" ./bench/viewer || die "go build ./bench/viewer failed (set GO)"
+		"$OUT/viewer" -page "http://127.0.0.1:$PORT/" -chromium "$(command -v chromium)" -o "$OUT/churn-page.txt" ||
+			log "churn: timing the page failed"
+	else
+		log "churn: chromium not installed: the page is not timed"
+	fi
+	stop_agent
+	for i in "${pids[@]}"; do kill "$i" 2>/dev/null || true; done
+	wait "${pids[@]}" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- viewer
 run_viewer() {
 	"$GO" build -o "$OUT/viewer" ./bench/viewer || die "go build ./bench/viewer failed (set GO)"
@@ -474,6 +542,7 @@ for part in $ONLY; do
 	loss) run_loss ;;
 	fresh) run_fresh ;;
 	firststack) run_firststack ;;
+	churn) run_churn ;;
 	viewer) run_viewer ;;
 	*) die "unknown part $part" ;;
 	esac

@@ -11,7 +11,7 @@ import subprocess
 p = argparse.ArgumentParser()
 for a in ("out", "results", "started", "elapsed", "loadavg-start", "loadavg-end", "reps", "procs", "loss-s", "ncpu"):
     p.add_argument("--" + a, required=True)
-p.add_argument("--parts", default="overhead steady memory scale loss fresh firststack viewer")
+p.add_argument("--parts", default="overhead steady memory scale loss fresh firststack churn viewer")
 p.add_argument("--fresh-s", default="1.5")
 p.add_argument("--fs-n", default="?")
 p.add_argument("--fs-run", default="?")
@@ -65,6 +65,7 @@ SECTIONS = {
     "loss": "Loss at 999 Hz",
     "fresh": "Fresh-process cost at 999 Hz",
     "firststack": "Time from exec to the first complete stack",
+    "churn": "A churning host at 99 Hz",
     "viewer": "Viewer latency",
 }
 TARGET_PARTS = (
@@ -79,6 +80,10 @@ TARGET_PARTS = (
     ("samples lost at 999 Hz", "loss"),
     ("fresh process", "fresh"),
     ("first complete stack", "firststack"),
+    ("agent CPU under churn", "churn"),
+    ("agent RSS under churn", "churn"),
+    ("kernel memory of the BPF maps", "churn"),
+    ("samples lost under churn", "churn"),
     ("viewer", "viewer"),
 )
 KEPT = "*Not measured in this run: kept from the previous `bench/RESULTS.md`"
@@ -409,6 +414,48 @@ if fs:
     L.append("")
     L.append("Per-process rows (first sample, first complete sample, samples by outcome): "
              "`bench/out/agent/firststack-HOST-BINARY.tsv`.\n")
+
+# ------------------------------------------------------------------ churn
+keep("churn")
+ch = rows("churn.tsv")
+if ch:
+    secs, started, measured_s, cpu_s, samples, lost, rss, hwm, maps = (num(x) for x in ch[0][:9])
+    anon, filed = (num(x) for x in (ch[0][9:11] + [None, None])[:2])
+    rss_series = [(num(r[0]), num(r[1])) for r in rows("churn-rss.tsv") if num(r[1])]
+    L.append("## A churning host at 99 Hz\n")
+    L.append(f"`BENCH_ONLY=churn bench/run.sh` (`BENCH_CHURN_S={secs:.0f}`): `scorch agent --frequency 99` while one CPU-bound "
+             "process per CPU runs (`bench/agent/spin.c`) and `bench/agent/churn.c` starts 100 new processes a second "
+             f"(each `spin 3000000`, a few ms of CPU, then exit) for {secs:.0f} s. The agent's CPU (utime+stime) and samples "
+             "are measured after the first minute; its RSS every 10 s from then on; the kernel memory of its BPF maps "
+             "(`scorch_bpf_map_bytes`, as `bpftool map` shows it) at the end.\n")
+    pct = 100 * cpu_s / measured_s if measured_s else 0
+    med = statistics.median([r for _, r in rss_series]) if rss_series else rss
+    mb = lambda v: f"{v / 1024:.1f}" if v is not None else "—"
+    L.append("| processes started | measured s | agent CPU % of one core | samples | lost | RSS median MB | RSS at end MB | of it anonymous / file-backed MB | peak RSS MB | BPF maps MiB |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append(f"| {started:.0f} | {measured_s:.0f} | {pct:.2f} | {samples:.0f} | {lost:.0f} | {med / 1024:.1f} | {rss / 1024:.1f} | {mb(anon)} / {mb(filed)} | {hwm / 1024:.1f} | {maps / 2**20:.1f} |")
+    L.append("")
+    if len(rss_series) >= 4:
+        half = len(rss_series) // 2
+        a = statistics.median([r for _, r in rss_series[:half]])
+        b = statistics.median([r for _, r in rss_series[half:]])
+        L.append(f"RSS medians of the two halves of the measured time: {a / 1024:.1f} MB and {b / 1024:.1f} MB "
+                 f"({100 * (b - a) / a:+.1f}%). Series: `bench/out/agent/churn-rss.tsv`.\n")
+    page_path = os.path.join(out, "churn-page.txt")
+    if os.path.exists(page_path):
+        L.append("The agent's viewer at the end of the churn, loaded in headless Chromium by `bench/viewer -page` "
+                 "(a fresh browser profile; the agent's caches as the run left them):\n")
+        with open(page_path) as f:
+            for line in f:
+                if line.strip():
+                    L.append(line.strip() + "\n")
+    targets.append(("agent CPU under churn (100 processes/s and one busy process per CPU, 99 Hz)", "≤ 1% of one core",
+                    f"{pct:.2f}%", pct <= 1))
+    targets.append(("agent RSS under churn, steady state (median after the first minute)", "≤ 60 MB",
+                    f"{med / 1024:.0f} MB (peak {hwm / 1024:.0f} MB)", med / 1024 <= 60))
+    targets.append((f"kernel memory of the BPF maps ({args.ncpu} CPUs at 99 Hz)",
+                    "≤ 24 MiB", f"{maps / 2**20:.1f} MiB", maps / 2**20 <= 24))
+    targets.append(("samples lost under churn", "0", f"{lost:.0f}", lost == 0))
 
 # ------------------------------------------------------------------ viewer
 keep("viewer")

@@ -24,6 +24,12 @@
 //
 // Output: a Markdown section on -o, one row per request on -tsv, and the
 // targets as "what|goal|measured|ok" lines on -targets.
+//
+// With -page URL it writes nothing and builds no store: it times the page
+// of the viewer already served at URL (an agent's) in -chromium for the
+// default view, the last minute and the last 15 minutes, and says how many
+// values each filter list holds; bench/run.sh's part churn uses it on the
+// agent it measured.
 package main
 
 import (
@@ -67,12 +73,26 @@ var (
 	targets  = flag.String("targets", "", "targets to write, as what|goal|measured|ok lines")
 	chromium = flag.String("chromium", "", "headless Chromium to time the page with (none: skip)")
 	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the serving part (the requests and page loads) to this file")
+	pageURL  = flag.String("page", "", "only time the page of the viewer at this URL in -chromium (no store is built)")
 )
 
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("viewer: ")
+	if *pageURL != "" {
+		if *chromium == "" {
+			log.Fatal("-page needs -chromium")
+		}
+		now := time.Now()
+		lines := pageLoads(*pageURL, []view{
+			{"default view (all time)", ""},
+			{"last minute", fmt.Sprintf("#from=%d&to=%d", now.Add(-time.Minute).UnixMilli(), now.UnixMilli())},
+			{"last 15 minutes", fmt.Sprintf("#from=%d&to=%d", now.Add(-15*time.Minute).UnixMilli(), now.UnixMilli())},
+		})
+		write(*out, strings.Join(lines, ""))
+		return
+	}
 	d := *dir
 	if d == "" {
 		var err error
@@ -108,7 +128,11 @@ func main() {
 	st.Close()
 	log.Printf("wrote %d windows of %d services in %v, rollups in %v: %+v", nw, *services, writeTime.Round(time.Millisecond), compactTime.Round(time.Millisecond), sst)
 
-	// Serve it as a restarted agent would.
+	// Serve it as a restarted agent would, with its collector's setting
+	// (cmd/scorch: GOGC=50 unless GOGC is set).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	debug.FreeOSMemory()
 	rss0 := rssMB()
 	t0 = time.Now()
@@ -192,7 +216,13 @@ func main() {
 	}
 	var page []string
 	if *chromium != "" {
-		page = pageLoads(st, end)
+		srv := httptest.NewServer(web.NewHandler(st, web.Options{}))
+		page = pageLoads(srv.URL, []view{
+			{"default view (all time)", ""},
+			{"last hour", fmt.Sprintf("#from=%d&to=%d", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
+			{"last hour, one service", fmt.Sprintf("#from=%d&to=%d&service=service-00", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
+		})
+		srv.Close()
 	}
 	rss2 := rssMB()
 
@@ -432,9 +462,13 @@ func (g *gen) window(w time.Time) []store.Item {
 }
 
 // pageLoads times the page's first render in headless Chromium.
-func pageLoads(st *store.Store, end time.Time) []string {
-	srv := httptest.NewServer(web.NewHandler(st, web.Options{}))
-	defer srv.Close()
+// view is a page address's fragment to time, and its name.
+type view struct{ name, hash string }
+
+// pageLoads times, in headless Chromium, each view of the viewer at base
+// from navigation to its first render, and counts the values of its
+// filter lists then.
+func pageLoads(base string, views []view) []string {
 	udd, err := os.MkdirTemp("", "scorch-viewer-chromium-")
 	if err != nil {
 		log.Fatal(err)
@@ -446,22 +480,25 @@ func pageLoads(st *store.Store, end time.Time) []string {
 		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(udd), chromedp.WindowSize(1400, 1000))
 	defer cancel()
 	var out []string
-	for _, v := range []struct{ name, hash string }{
-		{"default view (all time)", ""},
-		{"last hour", fmt.Sprintf("#from=%d&to=%d", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
-		{"last hour, one service", fmt.Sprintf("#from=%d&to=%d&service=service-00", end.Add(-time.Hour).UnixMilli(), end.UnixMilli())},
-	} {
+	for _, v := range views {
 		ctx, cancel := chromedp.NewContext(actx)
 		ctx, cancel2 := context.WithTimeout(ctx, 120*time.Second)
 		t0 := time.Now()
-		err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"+v.hash))
+		err := chromedp.Do(ctx, chromedp.Navigate(strings.TrimSuffix(base, "/")+"/"+v.hash))
 		if err == nil {
 			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.ready && scorchState.loading === 0`, chromedp.WithPollingTimeout(110*time.Second)))
 		}
 		ms := time.Since(t0).Milliseconds()
-		status := ""
+		status, lists := "", ""
 		if err == nil {
 			status, err = chromedp.Run(ctx, chromedp.Evaluate[string](`scorchState.error`))
+		}
+		if err == nil {
+			// The lists are filled by their own request: wait for it.
+			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`scorchState.labelsGen > 0`, chromedp.WithPollingTimeout(60*time.Second)))
+		}
+		if err == nil {
+			lists, err = chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('[data-filter]')).map((s) => s.dataset.filter + ' ' + (s.options.length - 1)).join(', ')`))
 		}
 		switch {
 		case err != nil:
@@ -469,7 +506,7 @@ func pageLoads(st *store.Store, end time.Time) []string {
 		case status != "":
 			out = append(out, fmt.Sprintf("Chromium, %s: %d ms to the first render, with the error %q\n", v.name, ms, status))
 		default:
-			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph, top table, lists and timeline loaded).\n", v.name, ms))
+			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph, top table, lists and timeline loaded); values in the filter lists: %s.\n", v.name, ms, lists))
 		}
 		cancel2()
 		cancel()
