@@ -81,7 +81,7 @@ prereqs:
 #     time, since the tests that load BPF programs measure CPU splits of
 #     real workloads, and side by side they starve each other.
 #   test-long: test/reliability, the built agent under churn, faults,
-#     restarts and a 3-minute soak.
+#     restarts and a 10-minute soak.
 UNIT_PKGS = $$($(GO) list ./... | grep -v -e /test/reliability -e /bench/)
 ROOT_PKGS = $$($(GO) list ./... | grep -v /test/reliability)
 LONG_PKGS = ./test/reliability/

@@ -46,7 +46,7 @@ type Options struct {
 	// MaxBuckets bounds the timeline's buckets. Default 10000.
 	MaxBuckets int
 	// Loaders is how many goroutines read and prepare the windows of
-	// one request. Default the CPUs Go uses, at most 4.
+	// one request. Default the CPUs Go uses, at least 2 and at most 4.
 	Loaders int
 	// Logger receives errors that are not the client's fault. Default
 	// slog.Default().
@@ -85,7 +85,8 @@ func NewHandler(src Source, opts Options) http.Handler {
 		opts.MaxBuckets = 10000
 	}
 	if opts.Loaders <= 0 {
-		opts.Loaders = min(runtime.GOMAXPROCS(0), 4)
+		// At least two: one reads a window while another parses.
+		opts.Loaders = max(min(runtime.GOMAXPROCS(0), 4), 2)
 	}
 	h := &handler{src: src, opts: opts, cache: newCache(opts.CacheProfiles, opts.CacheBytes), trees: &trees{max: maxTrees, maxBytes: maxTreeBytes}, log: opts.Logger}
 	if h.log == nil {

@@ -684,11 +684,22 @@ SEC("raw_tracepoint/sched_process_exec")
 int scorch_exec(void *ctx)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_map_delete_elem(&seen_pids, &pid);
+	// Only processes user space holds something of hear of their exec:
+	// those announced (seen_pids: it read their mappings) and those the
+	// filter excludes by pid (it rescans). On a host running hundreds of
+	// short programs a second, waking user space for every exec cost more
+	// than what it did with them. One whose announcement the LRU dropped
+	// is announced again at its next sample, mappings reread.
+	int tell = bpf_map_lookup_elem(&seen_pids, &pid) != NULL;
+	if (tell)
+		bpf_map_delete_elem(&seen_pids, &pid);
 	__u8 *f = bpf_map_lookup_elem(&pid_filter, &pid);
-	if (f && (*f & FILTER_EXCLUDE))
+	if (f && (*f & FILTER_EXCLUDE)) {
 		bpf_map_delete_elem(&pid_filter, &pid);
-	emit_event(EVENT_EXEC, pid);
+		tell = 1;
+	}
+	if (tell)
+		emit_event(EVENT_EXEC, pid);
 #ifndef SCORCH_FP_ONLY
 	// Learn the new program's mappings and ask for its tables now, before
 	// its first sample. The entry point the kernel set is the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -15,7 +16,7 @@ import (
 )
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("agent", "[flags]\n\nProfiles every process continuously. Every --interval it closes a window and builds one\npprof per target (service_name plus labels), keeps it in --data-dir and pushes it to\n--pyroscope-url. The listener serves the flame graph viewer, /metrics, /healthz and\n/debug/pprof/. SIGINT or SIGTERM flush the last window and exit 0.\n\nEvery flag can also be set in the environment as SCORCH_<FLAG> (e.g. SCORCH_PYROSCOPE_URL)\nor in the YAML file of --config (flag names as keys). Precedence: flag, environment, file,\ndefault. Secrets are read from files or the environment only:\nSCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD, SCORCH_PYROSCOPE_BEARER_TOKEN (or the files of\n--pyroscope-basic-auth-password-file, --pyroscope-bearer-token-file). The agent refuses to\nrun when it would keep nothing (no --data-dir, --listen or --pyroscope-url) unless\n--allow-no-output is given. The Go collector runs at\nGOGC=50 unless GOGC is set; GOMEMLIMIT caps the heap.\n\nRules (--include, --exclude, --service-name) match FIELD:REGEX with FIELD one of\nexe, comm, cgroup, pid. Examples:\n  --exclude comm:^kworker          leave kernel workers out\n  --include cgroup:kubepods        only Kubernetes pods\n  --service-name db=exe:/postgres$  call postgres processes 'db'", stdout)
+	fs := newFlagSet("agent", "[flags]\n\nProfiles every process continuously. Every --interval it closes a window and builds one\npprof per target (service_name plus labels), keeps it in --data-dir and pushes it to\n--pyroscope-url. The listener serves the flame graph viewer, /metrics, /healthz and\n/debug/pprof/. SIGINT or SIGTERM flush the last window and exit 0.\n\nEvery flag can also be set in the environment as SCORCH_<FLAG> (e.g. SCORCH_PYROSCOPE_URL)\nor in the YAML file of --config (flag names as keys). Precedence: flag, environment, file,\ndefault. Secrets are read from files or the environment only:\nSCORCH_PYROSCOPE_BASIC_AUTH_PASSWORD, SCORCH_PYROSCOPE_BEARER_TOKEN (or the files of\n--pyroscope-basic-auth-password-file, --pyroscope-bearer-token-file). The agent refuses to\nrun when it would keep nothing (no --data-dir, --listen or --pyroscope-url) unless\n--allow-no-output is given. The Go collector runs at\nGOGC=50 unless GOGC is set, Go code on one thread unless GOMAXPROCS is set; GOMEMLIMIT\ncaps the heap.\n\nRules (--include, --exclude, --service-name) match FIELD:REGEX with FIELD one of\nexe, comm, cgroup, pid. Examples:\n  --exclude comm:^kworker          leave kernel workers out\n  --include cgroup:kubepods        only Kubernetes pods\n  --service-name db=exe:/postgres$  call postgres processes 'db'", stdout)
 	var cfg agent.Config
 	cfg.Flags(fs.FlagSet)
 	configFile := fs.String("config", "", "YAML file of settings (keys are flag names)")
@@ -50,6 +51,17 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(agentGCPercent)
 	}
+	// The agent's Go code runs on one thread at a time unless GOMAXPROCS
+	// is set. Its work arrives in small pieces (a process's exec, its
+	// first sample, its exit; a drain), and with more than one P the
+	// scheduler wakes idle threads to look for each piece: on a host
+	// starting 100 processes a second that doubled its wakeups (about 900
+	// a second against 450) and cost it a quarter to a half more CPU
+	// (bench/RESULTS.md, churn). Blocking reads still overlap, and no
+	// work of the agent needs more than one core.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(agentMaxProcs)
+	}
 
 	a, err := agent.New(cfg, logger)
 	if err != nil {
@@ -81,3 +93,6 @@ func secretFlag(args []string) error {
 
 // agentGCPercent is the agent's default GOGC.
 const agentGCPercent = 50
+
+// agentMaxProcs is the agent's default GOMAXPROCS.
+const agentMaxProcs = 1

@@ -2,13 +2,19 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
-// soakDuration is SCORCH_SOAK (e.g. 1h by hand), 3m by default.
+// soakDuration is SCORCH_SOAK (e.g. 24h by hand), 10m by default: the
+// form `make test`, and so CI, runs.
 func soakDuration(t *testing.T) time.Duration {
 	if s := os.Getenv("SCORCH_SOAK"); s != "" {
 		d, err := time.ParseDuration(s)
@@ -17,7 +23,7 @@ func soakDuration(t *testing.T) time.Duration {
 		}
 		return d
 	}
-	return 3 * time.Minute
+	return 10 * time.Minute
 }
 
 // soakRetention is the store's --retention in the soak: shorter than the
@@ -36,7 +42,10 @@ func soakWarmup(d time.Duration) time.Duration {
 
 // TestSoak runs the agent at 99 Hz with process churn for SCORCH_SOAK:
 // after the warm-up, the agent's own memory and its goroutine count stay
-// flat, and every window closed is exported to the receiver.
+// flat, every window closed is exported to the receiver, and the viewer
+// answers its default view, the last minute and its filter lists, with
+// samples and filled lists, both when the warm-up ends and at the end
+// (their times are logged: speed is the bench's to judge).
 //
 // Memory is the agent's anonymous resident memory (RssAnon: its heap,
 // stacks and runtime), not VmRSS: VmRSS also counts the pages of the
@@ -84,6 +93,7 @@ func TestSoak(t *testing.T) {
 		targets    float64
 	}
 	var pts []point
+	viewed := false
 	t0 := time.Now()
 	tick := time.NewTicker(max(d/90, time.Second))
 	defer tick.Stop()
@@ -96,6 +106,10 @@ loop:
 			if !a.alive() {
 				t.Fatalf("agent died after %s:\n%s", time.Since(t0), a.logs)
 			}
+			if !viewed && time.Since(t0) >= warmup {
+				viewed = true
+				checkViewer(t, a, "after the warm-up")
+			}
 			m := a.metrics()
 			pts = append(pts, point{time.Since(t0), a.rss(), procStatusKB(a.pid, "RssAnon") << 10,
 				m["go_memstats_heap_alloc_bytes"], m["go_memstats_next_gc_bytes"], m["go_goroutines"],
@@ -103,6 +117,7 @@ loop:
 		}
 	}
 	wait()
+	checkViewer(t, a, "at the end")
 	m := a.metrics()
 	if err := a.stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, a.logs)
@@ -165,4 +180,58 @@ loop:
 	if d := sum(m, "scorch_upload_dropped_windows_total"); d != 0 {
 		t.Errorf("%.0f windows dropped", d)
 	}
+}
+
+// checkViewer asks the agent's viewer what a user opening it would see:
+// the default view (all stored time), the last minute, the top table and
+// the filter lists. Each must answer 200 with samples (lists: services and
+// processes listed); how long each took is logged.
+func checkViewer(t *testing.T, a *agentProc, when string) {
+	t.Helper()
+	now := time.Now()
+	last := fmt.Sprintf("from=%d&to=%d", now.Add(-time.Minute).UnixMilli(), now.UnixMilli())
+	var times []string
+	get := func(path string, v any) {
+		t0 := time.Now()
+		resp, err := http.Get("http://" + a.addr + path)
+		if err != nil {
+			t.Errorf("viewer %s: %s: %v", when, path, err)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		times = append(times, fmt.Sprintf("%s %s (%d KB)", path, time.Since(t0).Round(time.Millisecond), len(body)>>10))
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("viewer %s: %s: %d %v %.200s", when, path, resp.StatusCode, err, body)
+			return
+		}
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Errorf("viewer %s: %s: %v", when, path, err)
+		}
+	}
+	type graph struct {
+		Total int64 `json:"total"`
+		Names []string
+	}
+	for _, q := range []string{"maxnodes=5000&minwidth=0.0002", last + "&maxnodes=5000&minwidth=0.0002"} {
+		var g graph
+		get("/api/flamegraph?"+q, &g)
+		if g.Total == 0 || len(g.Names) == 0 {
+			t.Errorf("viewer %s: flame graph of %s: %d samples, %d names", when, q, g.Total, len(g.Names))
+		}
+		var top struct{ Rows []json.RawMessage }
+		get("/api/top?limit=300&"+q, &top)
+		if len(top.Rows) == 0 {
+			t.Errorf("viewer %s: top table of %s is empty", when, q)
+		}
+	}
+	var labels map[string]json.RawMessage
+	get("/api/labels", &labels)
+	for _, k := range []string{"service", "comm", "pid"} {
+		var vs []string
+		if err := json.Unmarshal(labels[k], &vs); err != nil || len(vs) == 0 {
+			t.Errorf("viewer %s: the %s list is empty (%s)", when, k, labels[k])
+		}
+	}
+	t.Logf("viewer %s: %s", when, strings.Join(times, "; "))
 }

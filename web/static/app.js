@@ -868,9 +868,9 @@
     } catch (e) { /* keep the default title */ }
     readURL();
     updateRangeLabel();
-    await Promise.all([loadLabels(), loadTimeline()]);
     if ($('search').value.trim()) applySearch();
-    await load();
+    // The graph does not wait for the lists and the timeline.
+    await Promise.all([loadLabels(), loadTimeline(), load()]);
     if (S.live) { $('live').value = String(S.live); liveTimer = setInterval(liveTick, S.liveEvery); }
   })();
 })();
