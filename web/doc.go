@@ -102,7 +102,11 @@
 //		the samples of each where they are known exactly (a value listed
 //		from Window.Values of a window not opened has none):
 //		{"service":[],"container":[],"comm":[],"pid":[],
-//		"counts":{"service":{"api":123},...}}.
+//		"counts":{"service":{"api":123},...},"partial":{"pid":true}}.
+//		A list is partial when the range holds more values than are
+//		worth listing (at most 2000, those with the most samples) or
+//		more windows whose values the source did not store (too many
+//		in one window) than are opened for it (the 16 newest).
 //	/api/profile.pb.gz
 //		The selection merged into one gzipped pprof profile with the shown
 //		sample type only; window labels are added to every sample as

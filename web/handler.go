@@ -216,6 +216,16 @@ func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time
 	return sel, res, nil
 }
 
+const (
+	// maxLabelOpens is how many windows /api/labels opens, newest first,
+	// for labels with more values in a window than the source lists.
+	maxLabelOpens = 16
+	// maxLabelValues is how many values /api/labels lists per label, those
+	// with the most samples: a list of thousands of pids is no use to
+	// pick from, and costs the page seconds to build.
+	maxLabelValues = 2000
+)
+
 func (h *handler) checkOpen(n int) error {
 	if n > h.opts.MaxWindows {
 		return badf("selection covers %d windows, more than the limit of %d: narrow the time range or filter", n, h.opts.MaxWindows)
@@ -700,6 +710,15 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		_, inValues := w.valuesOf(filterKeys[i].label)
 		return true, len(rest) > 0 || !inLabels && !inValues, rest
 	}
+	// tooMany reports whether the only reason to open w for key i is that
+	// the source knows the label has more values there than it lists (a
+	// host starting processes all the time: hundreds of pids a window).
+	// Only the newest maxLabelOpens such windows are opened; the list is
+	// then marked partial.
+	tooMany := func(w Window, i int, rest []filter) bool {
+		vs, listed := w.Values[filterKeys[i].label]
+		return len(rest) == 0 && listed && len(vs) == 0 && w.ValuesComplete
+	}
 	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
 		n := 0
 		for _, w := range ws {
@@ -715,14 +734,34 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	// The windows that may be opened for lists with too many values to
+	// be stored: the newest.
+	var crowded []int
+	for j, w := range ws {
+		for i := range filterKeys {
+			if ok, open, rest := needsOpen(w, i); ok && open && tooMany(w, i, rest) {
+				crowded = append(crowded, j)
+				break
+			}
+		}
+	}
+	slices.SortStableFunc(crowded, func(a, b int) int { return ws[b].Start.Compare(ws[a].Start) })
+	allowed := make(map[int]bool, maxLabelOpens)
+	for _, j := range crowded[:min(len(crowded), maxLabelOpens)] {
+		allowed[j] = true
+	}
+	partial := map[string]bool{}
 	opened := 0
-	for _, w := range ws {
+	for j, w := range ws {
 		var l *loaded
 		for i, fk := range filterKeys {
 			ks := keys[i]
 			ok, open, rest := needsOpen(w, i)
 			switch {
 			case !ok:
+				continue
+			case open && tooMany(w, i, rest) && !allowed[j]:
+				partial[fk.param] = true
 				continue
 			case !open:
 				if v, ok := w.Labels[fk.label]; ok {
@@ -770,6 +809,27 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 				vals = append(vals, v)
 			}
 		}
+		if len(vals) > maxLabelValues {
+			// The values with the most samples (those without a count
+			// last).
+			slices.SortFunc(vals, func(a, b string) int {
+				ca, oka := ks.counts[a]
+				cb, okb := ks.counts[b]
+				oka, okb = oka && !ks.inexact[a], okb && !ks.inexact[b]
+				switch {
+				case oka != okb:
+					if oka {
+						return -1
+					}
+					return 1
+				case ca != cb:
+					return cmpDesc(ca, cb)
+				}
+				return strings.Compare(a, b)
+			})
+			vals = vals[:maxLabelValues]
+			partial[fk.param] = true
+		}
 		if fk.param == "pid" {
 			slices.SortFunc(vals, func(a, b string) int {
 				x, _ := strconv.ParseInt(a, 10, 64)
@@ -784,14 +844,15 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		}
 		out[fk.param] = vals
 		c := make(map[string]int64)
-		for v, n := range ks.counts {
-			if !ks.inexact[v] {
+		for _, v := range vals {
+			if n, ok := ks.counts[v]; ok && !ks.inexact[v] {
 				c[v] = n
 			}
 		}
 		allCounts[fk.param] = c
 	}
 	out["counts"] = allCounts
+	out["partial"] = partial
 	return jsonBody(out)
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1149,5 +1150,48 @@ func TestSandwich(t *testing.T) {
 	}
 	if code, _ := get(t, h, "/api/sandwich"); code != 400 {
 		t.Errorf("no fn: %d, want 400", code)
+	}
+}
+
+// TestLabelsPartial: windows whose pid values are too many to be stored
+// are opened newest first, at most maxLabelOpens of them; the pid list
+// then says it is partial, and names the newest windows' pids.
+func TestLabelsPartial(t *testing.T) {
+	m := &memSource{}
+	n := maxLabelOpens + 10
+	for i := range n {
+		m.add(fmt.Sprint("w", i), t0.Add(time.Duration(i)*10*time.Second), 10*time.Second, map[string]string{"service_name": "svc"}, []stack{
+			{frames: []string{"main"}, v: 1, labels: map[string]string{"comm": "worker"}, pid: int64(1000 + i)},
+		})
+		w := &m.windows[len(m.windows)-1]
+		w.Values = map[string][]string{"comm": {"worker"}, "pid": {}} // pid: too many to list
+		w.ValuesComplete = true
+	}
+	h := NewHandler(m, Options{})
+	var got struct {
+		Pid     []string
+		Comm    []string
+		Partial map[string]bool
+	}
+	getJSON(t, h, "/api/labels", &got)
+	if m.opens != maxLabelOpens {
+		t.Errorf("%d windows opened, want %d", m.opens, maxLabelOpens)
+	}
+	if !got.Partial["pid"] || got.Partial["comm"] || len(got.Pid) != maxLabelOpens {
+		t.Errorf("partial %v, %d pids; want pid partial with %d", got.Partial, len(got.Pid), maxLabelOpens)
+	}
+	for _, p := range got.Pid {
+		if v, _ := strconv.Atoi(p); v < 1000+n-maxLabelOpens {
+			t.Errorf("pid %s listed: not of the %d newest windows", p, maxLabelOpens)
+		}
+	}
+	if fmt.Sprint(got.Comm) != "[worker]" {
+		t.Errorf("comm list %v", got.Comm)
+	}
+	// One service's windows are as many: the same bound.
+	m.opens = 0
+	getJSON(t, h, "/api/labels?service=svc", &got)
+	if m.opens > maxLabelOpens {
+		t.Errorf("with a service: %d windows opened", m.opens)
 	}
 }

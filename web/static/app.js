@@ -649,7 +649,9 @@
         const chosen = S.filters[k];
         if (chosen && !vals.includes(chosen)) vals.unshift(chosen);
         const label = (v) => v + (v in counts ? ' — ' + fmtN(counts[v]) + ' samples' : '');
-        sel.replaceChildren(new Option('all (' + vals.length + ')', ''), ...vals.map((v) => new Option(label(v), v)));
+        const part = (l.partial || {})[k];
+        sel.replaceChildren(new Option('all (' + vals.length + (part ? '+' : '') + ')', ''), ...vals.map((v) => new Option(label(v), v)));
+        sel.title = part ? 'More values than listed: those with the most samples, or of the most recent profiles. Narrow the range or another filter to see the rest.' : '';
         sel.value = chosen || '';
         sel.disabled = vals.length === 0;
       }
