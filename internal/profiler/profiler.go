@@ -182,12 +182,13 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 		// yet; ld.so maps libraries after the first samples).
 		p.observe(ev.Pid, true)
 	case sampler.EventExec:
-		// Every exec on the host is reported; only processes with state
-		// need reading again (one not read yet is read at its first
-		// sample). On a host that runs hundreds of short programs a
-		// second, reading every one of them cost the agent more than
-		// sampling. At the exec tracepoint the new program and its
-		// loader are mapped.
+		// The kernel reports the exec of processes it announced (and of
+		// those the filter excludes by pid); of those, only processes
+		// with state need reading again (one not read yet is read at its
+		// first sample). On a host that runs hundreds of short programs
+		// a second, waking for and reading every one of them cost the
+		// agent more than sampling. At the exec tracepoint the new
+		// program and its loader are mapped.
 		if p.tracked.has(ev.Pid) {
 			p.observe(ev.Pid, true)
 		}
