@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -314,5 +317,60 @@ func TestViewerReadsRollups(t *testing.T) {
 					c.few, c.max, api, c.query, d.Windows, d.Resolution, d.Total, c.windows, c.res.Milliseconds(), c.total)
 			}
 		}
+	}
+}
+
+// TestMergeBatched: merging a few profiles at a time gives what one merge
+// of all of them gives (each function's and each pid's samples), with at
+// most mergeBatch profiles fetched ahead of the merge.
+func TestMergeBatched(t *testing.T) {
+	const n = 3*mergeBatch + 2
+	var ps []*profile.Profile
+	for i := range n {
+		p := pidProfile(fmt.Sprint("f", i%5), int64(2+i%4), h0.Add(time.Duration(i)*15*time.Second))
+		p.Sample[1].NumLabel["pid"] = []int64{int64(300 + i)}
+		ps = append(ps, p)
+	}
+	sums := func(p *profile.Profile) map[string]int64 {
+		m := map[string]int64{}
+		for _, s := range p.Sample {
+			m[s.Location[0].Line[0].Function.Name] += s.Value[1]
+			m[fmt.Sprint("pid", s.NumLabel["pid"])] += s.Value[1]
+		}
+		return m
+	}
+	copies := make([]*profile.Profile, n)
+	for i, p := range ps {
+		copies[i] = p.Copy()
+	}
+	all, err := profile.Merge(copies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched := 0
+	got, err := mergeBatched(n, func(i int) (*profile.Profile, error) {
+		if i != fetched {
+			t.Errorf("profile %d asked for, want %d", i, fetched)
+		}
+		fetched++
+		return ps[i], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fetched != n || !maps.Equal(sums(got), sums(all)) {
+		t.Errorf("%d fetched; batched %v, want %v", fetched, sums(got), sums(all))
+	}
+	if err := got.CheckValid(); err != nil {
+		t.Error(err)
+	}
+	wantErr := errors.New("unreadable")
+	if _, err := mergeBatched(n, func(i int) (*profile.Profile, error) {
+		if i == mergeBatch+1 {
+			return nil, wantErr
+		}
+		return ps[i], nil
+	}); !errors.Is(err, wantErr) {
+		t.Errorf("a failed read: %v, want %v", err, wantErr)
 	}
 }
