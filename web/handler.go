@@ -367,11 +367,7 @@ func (h *handler) flamegraph(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	maxNodes, err := parseCount(r.URL.Query(), "maxnodes", 0)
-	if err != nil {
-		return nil, "", err
-	}
-	minFrac, err := parseFraction(r.URL.Query(), "minwidth")
+	maxNodes, minFrac, err := parsePruning(r.URL.Query())
 	if err != nil {
 		return nil, "", err
 	}
@@ -399,11 +395,7 @@ func (h *handler) diff(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	maxNodes, err := parseCount(v, "maxnodes", 0)
-	if err != nil {
-		return nil, "", err
-	}
-	minFrac, err := parseFraction(v, "minwidth")
+	maxNodes, minFrac, err := parsePruning(v)
 	if err != nil {
 		return nil, "", err
 	}
@@ -479,11 +471,7 @@ func (h *handler) sandwich(r *http.Request) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	maxNodes, err := parseCount(v, "maxnodes", 0)
-	if err != nil {
-		return nil, "", err
-	}
-	minFrac, err := parseFraction(v, "minwidth")
+	maxNodes, minFrac, err := parsePruning(v)
 	if err != nil {
 		return nil, "", err
 	}

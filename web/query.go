@@ -113,6 +113,18 @@ func parseFraction(v url.Values, name string) (float64, error) {
 	return f, nil
 }
 
+// parsePruning reads how a tree is sent pruned: maxnodes (0 when absent:
+// no bound) and minwidth (see parseFraction).
+func parsePruning(v url.Values) (maxNodes int, minFrac float64, err error) {
+	if maxNodes, err = parseCount(v, "maxnodes", 0); err != nil {
+		return 0, 0, err
+	}
+	if minFrac, err = parseFraction(v, "minwidth"); err != nil {
+		return 0, 0, err
+	}
+	return maxNodes, minFrac, nil
+}
+
 // parseQuery reads the range parameters prefix+"from" and prefix+"to",
 // the label filters and q.
 func parseQuery(v url.Values, prefix string) (query, error) {

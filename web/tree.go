@@ -159,13 +159,7 @@ func (t *tree) add(stack []int32, v int64, col int) {
 	t.nodes[0].total[col] += v
 	t.nsample++
 	for _, f := range stack {
-		e := edge{cur, f}
-		n, ok := t.child[e]
-		if !ok {
-			n = int32(len(t.nodes))
-			t.nodes = append(t.nodes, node{frame: f, parent: cur})
-			t.child[e] = n
-		}
+		n := t.childOf(cur, f)
 		t.nodes[n].total[col] += v
 		if t.stamp[f] != t.nsample {
 			t.stamp[f] = t.nsample
@@ -515,9 +509,8 @@ func (t *tree) sandwich(fn string) (callers, callees *tree, found bool) {
 	return callers, callees, found
 }
 
-// addChild adds self and total to parent's child of frame f, made if new,
-// and returns it.
-func (t *tree) addChild(parent, f int32, self, total [2]int64) int32 {
+// childOf returns parent's child of frame f, made if new.
+func (t *tree) childOf(parent, f int32) int32 {
 	e := edge{parent, f}
 	n, ok := t.child[e]
 	if !ok {
@@ -525,6 +518,13 @@ func (t *tree) addChild(parent, f int32, self, total [2]int64) int32 {
 		t.nodes = append(t.nodes, node{frame: f, parent: parent})
 		t.child[e] = n
 	}
+	return n
+}
+
+// addChild adds self and total to parent's child of frame f, made if new,
+// and returns it.
+func (t *tree) addChild(parent, f int32, self, total [2]int64) int32 {
+	n := t.childOf(parent, f)
 	t.nodes[n].self = addVal(t.nodes[n].self, self)
 	t.nodes[n].total = addVal(t.nodes[n].total, total)
 	return n
