@@ -9,6 +9,13 @@
 // exactly 75% of hot_inner's CPU time and cold_path 25%, however the
 // process is scheduled (a round is never cut short).
 //
+// Which of a round's four calls is cold_path's is drawn at random, so
+// that a sample landing at any point of a round is in cold_path with
+// probability 1/4 whatever that point is: a sampling timer whose period
+// keeps a steady phase with the rounds (or with the scheduler's ticks)
+// then cannot favour one caller, and the callers of successive samples
+// are independent draws, which the tests' binomial bounds assume.
+//
 // Usage: field-c SECONDS [ROUNDS]: rounds until SECONDS have passed, or
 // exactly ROUNDS rounds when ROUNDS is given (SECONDS is then ignored).
 // A round is about a millisecond of CPU.
@@ -33,8 +40,10 @@ NOINLINE unsigned long hot_inner(unsigned long x, int n) {
 	return x;
 }
 
-NOINLINE unsigned long hot_middle(unsigned long x) {
-	for (int k = 0; k < 3; k++)
+// hot_middle makes n calls of hot_inner: 3 in a round, in two runs, one
+// before cold_path's call and one after.
+NOINLINE unsigned long hot_middle(unsigned long x, int n) {
+	for (int k = 0; k < n; k++)
 		x = hot_inner(x, CHUNK) + 1;
 	sink += x;
 	return x;
@@ -53,11 +62,17 @@ static double now(void) {
 }
 
 NOINLINE unsigned long run(double seconds, long rounds) {
-	unsigned long x = 1;
+	unsigned long x = 1, seed = 88172645463325252ul;
 	double end = now() + seconds;
 	for (long r = 0; rounds > 0 ? r < rounds : now() < end; r++) {
-		x = hot_middle(x);
+		// xorshift64: where cold_path's call falls in the round, 0 to 3
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		int before = seed >> 62;
+		x = hot_middle(x, before);
 		x = cold_path(x);
+		x = hot_middle(x, 3 - before);
 	}
 	return x;
 }

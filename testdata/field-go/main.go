@@ -5,7 +5,9 @@
 //	                      -> main.cold_path  (1 call per round)  -> main.hot_inner
 //
 // hot_inner, a frameless leaf without calls, does all the work, so
-// hot_middle holds exactly 75% of its CPU time and cold_path 25%.
+// hot_middle holds exactly 75% of its CPU time and cold_path 25%; which
+// of a round's four calls is cold_path's is drawn at random (see
+// testdata/field-c/main.c for why).
 //
 // Usage: field-go SECONDS [ROUNDS]. With SCORCH_FIELD_PPROF=FILE it also
 // writes a runtime/pprof CPU profile of its run to FILE (asking for
@@ -37,8 +39,8 @@ func hot_inner(x uint64, n int) uint64 {
 }
 
 //go:noinline
-func hot_middle(x uint64) uint64 {
-	for k := 0; k < 3; k++ {
+func hot_middle(x uint64, n int) uint64 {
+	for k := 0; k < n; k++ {
 		x = hot_inner(x, chunk) + 1
 	}
 	return x
@@ -52,10 +54,15 @@ func cold_path(x uint64) uint64 {
 //go:noinline
 func run(seconds float64, rounds int) uint64 {
 	end := time.Now().Add(time.Duration(seconds * float64(time.Second)))
-	x := uint64(1)
+	x, seed := uint64(1), uint64(88172645463325252)
 	for r := 0; rounds > 0 && r < rounds || rounds <= 0 && time.Now().Before(end); r++ {
-		x = hot_middle(x)
+		seed ^= seed << 13 // xorshift64
+		seed ^= seed >> 7
+		seed ^= seed << 17
+		before := int(seed >> 62) // hot_inner calls before cold_path's
+		x = hot_middle(x, before)
 		x = cold_path(x)
+		x = hot_middle(x, 3-before)
 	}
 	return x
 }
