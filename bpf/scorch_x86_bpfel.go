@@ -35,9 +35,12 @@ type ScorchDeferredSample struct {
 }
 
 type ScorchEvent struct {
-	_    structs.HostLayout
-	Type uint32
-	Pid  uint32
+	_             structs.HostLayout
+	Type          uint32
+	Pid           uint32
+	StartBoottime uint64
+	CgroupId      uint64
+	Comm          [16]int8
 }
 
 type ScorchEventType uint32

@@ -175,11 +175,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		// A process's target is resolved while it lives (a process
 		// that lives 50 ms is gone by the next drain), again when its
 		// image changed, and leaves the cache with the process.
-		OnObserve: func(pid uint32, changed bool) {
-			if changed {
-				a.targets.forget(pid)
+		OnObserve: func(o profiler.Observed) {
+			if o.Changed {
+				a.targets.forget(o.Pid)
 			}
-			a.targets.prewarm(pid)
+			a.targets.prewarm(o.Pid, o.Comm, o.CgroupID)
 		},
 		OnForget: a.targets.forget,
 		OnEvent:  onEvent,

@@ -31,6 +31,7 @@ type targets struct {
 	procRoot   string
 	hostname   string
 	containers *container.Resolver
+	cgroups    *container.InfoCache
 
 	mu    sync.Mutex
 	cache map[uint32]*target
@@ -47,6 +48,7 @@ func newTargets(cfg *Config, procRoot string) *targets {
 		procRoot:   procRoot,
 		hostname:   host,
 		containers: container.NewResolver(container.ResolverOptions{ProcRoot: procRoot}),
+		cgroups:    container.NewInfoCache(procRoot),
 		cache:      map[uint32]*target{},
 	}
 }
@@ -61,18 +63,22 @@ func (t *targets) forget(pid uint32) {
 // prewarm resolves the target of pid while the process is alive, if not
 // known yet: a short-lived process is often gone by the drain that carries
 // its samples, and then neither its executable nor its cgroup can be read.
-func (t *targets) prewarm(pid uint32) {
+// comm and cgroupID are what the kernel said of it ("" and 0 unknown).
+func (t *targets) prewarm(pid uint32, comm string, cgroupID uint64) {
 	t.mu.Lock()
 	_, ok := t.cache[pid]
 	t.mu.Unlock()
 	if ok || pid == 0 {
 		return
 	}
-	comm, err := os.ReadFile(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "comm"))
-	if err != nil {
-		return // gone already: lookup falls back to the sample's comm
+	if comm == "" {
+		b, err := os.ReadFile(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "comm"))
+		if err != nil {
+			return // gone already: lookup falls back to the sample's comm
+		}
+		comm = strings.TrimSuffix(string(b), "\n")
 	}
-	t.lookup(pid, strings.TrimSuffix(string(comm), "\n"))
+	t.lookupIn(pid, comm, cgroupID)
 }
 
 func (t *targets) size() int {
@@ -83,13 +89,18 @@ func (t *targets) size() int {
 
 // lookup returns the target of process pid, whose kernel name is comm.
 func (t *targets) lookup(pid uint32, comm string) *target {
+	return t.lookupIn(pid, comm, 0)
+}
+
+// lookupIn is lookup for a process in cgroup cgroupID (0 unknown).
+func (t *targets) lookupIn(pid uint32, comm string, cgroupID uint64) *target {
 	t.mu.Lock()
 	tg, ok := t.cache[pid]
 	t.mu.Unlock()
 	if ok {
 		return tg
 	}
-	tg = t.build(pid, comm)
+	tg = t.build(pid, comm, cgroupID)
 	t.mu.Lock()
 	if len(t.cache) >= maxCachedProcs {
 		clear(t.cache)
@@ -99,7 +110,7 @@ func (t *targets) lookup(pid uint32, comm string) *target {
 	return tg
 }
 
-func (t *targets) build(pid uint32, comm string) *target {
+func (t *targets) build(pid uint32, comm string, cgroupID uint64) *target {
 	exe, gone := "", false
 	if pid != 0 {
 		dir := filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10))
@@ -115,7 +126,7 @@ func (t *targets) build(pid uint32, comm string) *target {
 	}
 	var info container.Info
 	if pid != 0 {
-		info, _ = container.Lookup(t.procRoot, pid)
+		info, _ = t.cgroups.Lookup(pid, cgroupID)
 	}
 	fields := map[string]string{
 		"exe":    exe,

@@ -47,6 +47,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Runtime names the container engine that created a container's cgroup.
@@ -187,12 +188,15 @@ const maxCgroupFile = 64 << 10
 // "/proc"; an agent in a container with the host's /proc mounted elsewhere
 // passes that mount point.
 func Lookup(procRoot string, pid uint32) (Info, error) {
-	name := filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup")
-	data, err := readCapped(name, maxCgroupFile)
+	data, err := readCgroupFile(procRoot, pid)
 	if err != nil {
 		return Info{}, err
 	}
 	return Parse(string(data)), nil
+}
+
+func readCgroupFile(procRoot string, pid uint32) ([]byte, error) {
+	return readCapped(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"), maxCgroupFile)
 }
 
 // errTooLarge reports a file that exceeds its read cap.
@@ -415,3 +419,56 @@ func isLowerHex(s string) bool {
 }
 
 func isLowerHexByte(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+// InfoCache looks up the Info of processes through the cgroup v2 id the
+// kernel gives with each new process (bpf_get_current_cgroup_id): the
+// processes of one cgroup share their Info, so on a host that starts a
+// hundred programs a second in a few cgroups /proc/PID/cgroup is read
+// once per cgroup rather than once per process. It is safe for concurrent
+// use.
+type InfoCache struct {
+	procRoot string
+
+	mu   sync.Mutex
+	byID map[uint64]Info
+}
+
+// maxCachedCgroups bounds InfoCache; past it the cache is emptied.
+const maxCachedCgroups = 4096
+
+// NewInfoCache returns an empty cache reading procRoot (see Lookup).
+func NewInfoCache(procRoot string) *InfoCache {
+	return &InfoCache{procRoot: procRoot, byID: map[uint64]Info{}}
+}
+
+// Lookup returns the Info of process pid, whose cgroup v2 id is id (0 when
+// unknown): the one of an earlier process of that cgroup, else what
+// procRoot/PID/cgroup says. That file's Info is kept for id only when the
+// file is the v2 line alone: on v1 and hybrid hosts the v1 hierarchies,
+// which Parse also reads, do not follow the v2 id. (A process moved to
+// another cgroup between the kernel's id and the read is the one case
+// where the two disagree; the entry then names the cgroup it moved to.)
+func (c *InfoCache) Lookup(pid uint32, id uint64) (Info, error) {
+	if id != 0 {
+		c.mu.Lock()
+		info, ok := c.byID[id]
+		c.mu.Unlock()
+		if ok {
+			return info, nil
+		}
+	}
+	data, err := readCgroupFile(c.procRoot, pid)
+	if err != nil {
+		return Info{}, err
+	}
+	info := Parse(string(data))
+	if line, rest, _ := strings.Cut(string(data), "\n"); id != 0 && strings.HasPrefix(line, "0::/") && strings.TrimSpace(rest) == "" {
+		c.mu.Lock()
+		if len(c.byID) >= maxCachedCgroups {
+			clear(c.byID)
+		}
+		c.byID[id] = info
+		c.mu.Unlock()
+	}
+	return info, nil
+}

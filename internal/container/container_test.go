@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -238,4 +239,42 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("Path %q not in input", info.Path)
 		}
 	})
+}
+
+// TestInfoCache: processes of one cgroup v2 id share the Info read for the
+// first of them, on a host where /proc/PID/cgroup is the v2 line alone; on
+// a hybrid host (v1 lines too) each process's file is read; an id of 0
+// (unknown) is never cached.
+func TestInfoCache(t *testing.T) {
+	root := t.TempDir()
+	write := func(pid int, content string) {
+		t.Helper()
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := NewInfoCache(root)
+	write(1, "0::/system.slice/docker-"+id1+".scope\n")
+	if info, err := c.Lookup(1, 77); err != nil || info.ContainerID != id1 {
+		t.Fatalf("Lookup(1, 77) = %+v, %v; want container %s", info, err, id1)
+	}
+	// Pid 2 has no file: its cgroup's Info comes from pid 1's read.
+	if info, err := c.Lookup(2, 77); err != nil || info.ContainerID != id1 {
+		t.Errorf("Lookup(2, 77) = %+v, %v; want pid 1's container %s from the cache", info, err, id1)
+	}
+	if _, err := c.Lookup(2, 0); err == nil {
+		t.Error("Lookup(2, 0) of a pid without a file succeeded: an unknown id must not use the cache")
+	}
+	// Hybrid: not kept.
+	write(3, "12:cpu,cpuacct:/docker/"+id2+"\n0::/\n")
+	if info, err := c.Lookup(3, 78); err != nil || info.ContainerID != id2 {
+		t.Fatalf("Lookup(3, 78) = %+v, %v; want container %s", info, err, id2)
+	}
+	if _, err := c.Lookup(4, 78); err == nil {
+		t.Error("Lookup(4, 78) used the Info of a hybrid host's file: v1 hierarchies do not follow the v2 id")
+	}
 }

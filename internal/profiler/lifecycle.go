@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/process"
+	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
 // The profiler is the one owner of which processes have state: the
@@ -123,14 +124,17 @@ func (p *Profiler) Tracked() (processes int, swept uint64) {
 
 // observe reads the mappings of process pid while it lives: at its first
 // sample, or again (refresh) when its image changed. It does nothing for a
-// tracked process unless refresh is set. A process already gone gets no
-// state here and false: there is nothing left to read.
-func (p *Profiler) observe(pid uint32, refresh bool) bool {
+// tracked process unless refresh is set. ev is the event that announced
+// the process, nil when it was met in a drain. A process found gone (its
+// start time unreadable) gets no state here and false: there is nothing
+// left to read. One whose start time came with its event is tracked even
+// if it has exited since: its exit event, or the sweep, releases it.
+func (p *Profiler) observe(pid uint32, refresh bool, ev *sampler.Event) bool {
 	known := p.tracked.has(pid)
 	if known && !refresh {
 		return true
 	}
-	st := process.StartTime(p.tracked.dir(pid))
+	st := p.startTime(pid, ev)
 	if st == 0 && !known {
 		return false
 	}
@@ -145,9 +149,37 @@ func (p *Profiler) observe(pid uint32, refresh bool) bool {
 	}
 	p.tracked.add(pid, st)
 	if p.cfg.OnObserve != nil {
-		p.cfg.OnObserve(pid, known && err == nil)
+		o := Observed{Pid: pid, Changed: known && err == nil}
+		if ev != nil {
+			o.Comm, o.CgroupID = ev.Comm, ev.CgroupID
+		}
+		p.cfg.OnObserve(o)
 	}
 	return true
+}
+
+// startTime is the start time of process pid (0 if it is gone): the one
+// its event carries when there is one and the kernel's start times agree
+// with /proc's, else read from /proc/PID/stat. The first event's is
+// checked against /proc's.
+func (p *Profiler) startTime(pid uint32, ev *sampler.Event) uint64 {
+	if ev == nil || ev.StartTime == 0 || p.kernelStarts < 0 {
+		return process.StartTime(p.tracked.dir(pid))
+	}
+	if p.kernelStarts == 0 {
+		st := process.StartTime(p.tracked.dir(pid))
+		if st == 0 {
+			return 0 // gone: check at the next event
+		}
+		if st != ev.StartTime {
+			p.kernelStarts = -1
+			p.log.Info("process start times of the kernel differ from /proc's (is /proc in another time namespace?): reading /proc for each new process",
+				"pid", pid, "kernel", ev.StartTime, "proc", st)
+			return st
+		}
+		p.kernelStarts = 1
+	}
+	return ev.StartTime
 }
 
 // forget releases everything kept of process pid.

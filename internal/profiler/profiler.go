@@ -48,10 +48,8 @@ type Config struct {
 	NextDrain  func(prev time.Time) time.Time
 	Symbolizer Symbolizer
 	// OnObserve, if set, is called after a process's mappings were read
-	// while it lives (on the event reader goroutine, or Run's); changed
-	// says they were read again because its image changed (exec), so
-	// that what the caller derived from the old one is stale.
-	OnObserve func(pid uint32, changed bool)
+	// while it lives (on the event reader goroutine, or Run's).
+	OnObserve func(Observed)
 	// OnForget, if set, is called (on Run's goroutine) for each process
 	// whose state is released after it exited.
 	OnForget func(pid uint32)
@@ -61,6 +59,19 @@ type Config struct {
 	// not block: the events of the whole host wait behind it.
 	OnEvent func(sampler.Event)
 	Logger  *slog.Logger
+}
+
+// Observed is a process whose mappings were just read.
+type Observed struct {
+	Pid uint32
+	// Changed says they were read again because its image changed
+	// (exec), so that what the caller derived from the old one is stale.
+	Changed bool
+	// Comm and CgroupID are the kernel's, from the event that announced
+	// the process (see sampler.Event); "" and 0 when it was first met in
+	// a drain.
+	Comm     string
+	CgroupID uint64
 }
 
 // Batch is what one drain produced.
@@ -82,6 +93,11 @@ type Profiler struct {
 	sampler *sampler.Sampler
 
 	tracked *tracked
+	// kernelStarts says whether the start times events carry agree with
+	// /proc's (checked at the first one): 0 not checked yet, 1 they do,
+	// -1 they do not (the agent's /proc is in another time namespace)
+	// and /proc is read instead. Read and set on the event goroutine.
+	kernelStarts int
 
 	mu      sync.Mutex
 	pending []uint32 // processes to forget after their last samples are out
@@ -180,7 +196,7 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 		// was read before (a sample taken inside execve, or before it,
 		// announced the process while its new program was not mapped
 		// yet; ld.so maps libraries after the first samples).
-		p.observe(ev.Pid, true)
+		p.observe(ev.Pid, true, &ev)
 	case sampler.EventExec:
 		// The kernel reports the exec of processes it announced (and of
 		// those the filter excludes by pid); of those, only processes
@@ -190,7 +206,7 @@ func (p *Profiler) onEvent(ev sampler.Event) {
 		// agent more than sampling. At the exec tracepoint the new
 		// program and its loader are mapped.
 		if p.tracked.has(ev.Pid) {
-			p.observe(ev.Pid, true)
+			p.observe(ev.Pid, true, &ev)
 		}
 	case sampler.EventExit:
 		p.mu.Lock()
@@ -219,7 +235,7 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	for _, s := range samples {
 		if len(s.User) > 0 && !seen[s.Pid] {
 			seen[s.Pid] = true
-			if !p.observe(s.Pid, false) {
+			if !p.observe(s.Pid, false, nil) {
 				// Gone before it could be read: its samples are named
 				// through the kernel's mappings, and the state that
 				// creates goes after this batch.

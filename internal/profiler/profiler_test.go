@@ -3,8 +3,11 @@ package profiler
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +65,9 @@ func (f *fakeSymbolizer) ResolveKernel(uint64) symbolizer.Frame       { return s
 // once while it lives and released exactly once, everywhere (symbolizer,
 // caller), after its exit; a process whose exit event never comes (here a
 // pid tracked by hand, as if its event had been lost) is released by the
-// sweep after being found gone twice; and Tracked counts both.
+// sweep after being found gone twice; and Tracked counts both. What the
+// kernel's event says of the workload (start time, name, cgroup) is what
+// /proc says.
 func TestLifecycle(t *testing.T) {
 	testenv.RequireRoot(t)
 	defer func(d time.Duration) { sweepInterval = d }(sweepInterval)
@@ -71,13 +76,22 @@ func TestLifecycle(t *testing.T) {
 	sym := newFake()
 	var mu sync.Mutex
 	observedCB, forgotCB := map[uint32]int{}, map[uint32]int{}
+	var seen []Observed
+	var starts [][2]uint64 // tracked start time, /proc's, at each OnObserve
+	var p *Profiler
 	p, err := Open(Config{
 		Sampler:       sampler.Options{Frequency: 499},
 		DrainInterval: 100 * time.Millisecond,
 		Symbolizer:    sym,
-		OnObserve: func(pid uint32, changed bool) {
+		OnObserve: func(o Observed) {
+			p.tracked.mu.Lock()
+			st := p.tracked.start[o.Pid]
+			p.tracked.mu.Unlock()
+			proc := process.StartTime(fmt.Sprintf("/proc/%d", o.Pid))
 			mu.Lock()
-			observedCB[pid]++
+			observedCB[o.Pid]++
+			seen = append(seen, o)
+			starts = append(starts, [2]uint64{st, proc})
 			mu.Unlock()
 		},
 		OnForget: func(pid uint32) {
@@ -122,6 +136,35 @@ func TestLifecycle(t *testing.T) {
 	defer mu.Unlock()
 	if observedCB[pid] != reads {
 		t.Errorf("OnObserve called %d times for %d reads of the workload", observedCB[pid], reads)
+	}
+	// The test's own cgroup v2 id (the inode of its directory), which the
+	// workload inherits.
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgPath, ok := strings.CutPrefix(strings.TrimSpace(string(cg)), "0::")
+	if !ok {
+		t.Skipf("not a cgroup v2 host: /proc/self/cgroup is %q", cg)
+	}
+	fi, err := os.Stat(filepath.Join("/sys/fs/cgroup", cgPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgid := fi.Sys().(*syscall.Stat_t).Ino
+	for i, o := range seen {
+		if o.Pid != pid {
+			continue
+		}
+		if o.Comm != "nofp-c" || o.CgroupID != cgid {
+			t.Errorf("the workload's event said comm %q, cgroup %d; want nofp-c, %d (%s)", o.Comm, o.CgroupID, cgid, cgPath)
+		}
+		if st := starts[i]; st[1] != 0 && st[0] != st[1] {
+			t.Errorf("the workload's start time is tracked as %d, /proc says %d", st[0], st[1])
+		}
+	}
+	if p.kernelStarts != 1 {
+		t.Errorf("the kernel's start times were not found to agree with /proc's (%d)", p.kernelStarts)
 	}
 	for _, q := range []uint32{pid, lost} {
 		if n := sym.count(sym.forgotten, q); n != 1 || forgotCB[q] != 1 {

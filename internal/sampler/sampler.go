@@ -187,11 +187,27 @@ const (
 	EventExit   = EventType(bpf.ScorchEventTypeEVENT_EXIT)    // a sampled process exited
 )
 
-// Event is a process lifecycle notification from the BPF programs.
+// Event is a process lifecycle notification from the BPF programs. Besides
+// the pid it carries what the kernel knew of the process when it happened,
+// so that user space need not read it from /proc for each new process.
 type Event struct {
 	Type EventType
 	Pid  uint32
+	// StartTime is when the process started, in clock ticks since boot
+	// (what field 22 of /proc/PID/stat says in the host's time namespace),
+	// which tells it from a later process with the same pid; 0 unknown
+	// (kernels before 5.5).
+	StartTime uint64
+	// CgroupID is the cgroup v2 id of the task the event came from (see
+	// container.CgroupID).
+	CgroupID uint64
+	// Comm is the process's name: its thread-group leader's comm.
+	Comm string
 }
+
+// userHZ is the unit of the kernel's clock_t (USER_HZ), in which
+// /proc/PID/stat gives start times: 100 on every architecture Linux runs.
+const userHZ = 100
 
 // Sampler is a loaded and attached BPF sampling program. Drain and Close must
 // not be called concurrently; ReadEvents runs on its own goroutine;
@@ -466,11 +482,17 @@ func (s *Sampler) LifecycleHooks() bool { return s.lifecycle }
 // tables are loaded (but for Options.Pids) and stacks use frame pointers.
 func (s *Sampler) ReadEvents(ctx context.Context, fn func(Event)) error {
 	return readRing(ctx, s.events, "events", func(rec []byte) {
-		if len(rec) < 8 {
+		if len(rec) < int(unsafe.Sizeof(bpf.ScorchEvent{})) {
 			return
 		}
 		raw := (*bpf.ScorchEvent)(unsafe.Pointer(&rec[0]))
-		fn(Event{Type: EventType(raw.Type), Pid: raw.Pid})
+		fn(Event{
+			Type:      EventType(raw.Type),
+			Pid:       raw.Pid,
+			StartTime: raw.StartBoottime / (1e9 / userHZ),
+			CgroupID:  raw.CgroupId,
+			Comm:      commString(raw.Comm),
+		})
 	})
 }
 

@@ -91,6 +91,9 @@ struct task_struct {
 	struct mm_struct *mm;
 	int pid;
 	int tgid;
+	struct task_struct *group_leader;
+	__u64 start_boottime; /* Linux 5.5; read only if the kernel has it */
+	char comm[16];
 } __attribute__((preserve_access_index));
 
 /* include/linux/sched.h */
