@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: benchmarks of the whole agent (issue 8), run by `make bench`
-# as root after `make build testdata`. It writes bench/RESULTS.md.
+# as root after `make testdata` (it builds the agent itself, as make build
+# does). It writes bench/RESULTS.md.
 #
 #   overhead  a fixed amount of CPU-bound work, one process per CPU, timed
 #             with no profiler, with `scorch agent` at 19, 99 and 999 Hz and
@@ -82,13 +83,18 @@ GO=${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}
 PORT=${BENCH_PORT:-17391}
 NCPU=$(nproc)
 
+# SPIN_FOREVER iterations of bench/agent/spin.c outlast any part (about a
+# billion a second here: 10^16 is months); the parts kill their spinners.
+# 10^11, used before, ran out after two minutes, so the churn part's "CPU-bound
+# process per CPU" was gone for most of its ten.
+SPIN_FOREVER=10000000000000000
+
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "must run as root (loads BPF programs, reads other processes)"
 # The agent's BPF program is found and timed with bpftool; without it a part
 # would stop half-way with "command not found".
 command -v bpftool >/dev/null || die "bpftool missing (Debian: apt-get install bpftool; .ci/prereqs --install installs all)"
-[ -x bin/scorch ] || die "bin/scorch missing: run make build"
 [ -x testdata/bin/cpuburn-go ] && [ -x testdata/bin/cpuburn-c ] || die "testdata/bin missing: run make testdata"
 command -v gcc >/dev/null || die "gcc missing"
 command -v python3 >/dev/null || die "python3 missing"
@@ -96,8 +102,11 @@ command -v curl >/dev/null || die "curl missing"
 
 rm -rf "$OUT"
 mkdir -p "$OUT/copies"
-# Our own copy: other builds may replace bin/scorch while we run.
-cp bin/scorch "$OUT/scorch"
+# Our own build of the tree, as make build makes it: a copy of bin/scorch
+# measured whatever that file was last built from (twice, in the churn part,
+# the commit before the one RESULTS.md named), and others may rebuild it
+# while we run.
+make --no-print-directory build BIN="$OUT/scorch" GO="$GO" >&2 || die "make build failed (set GO)"
 SCORCH=$OUT/scorch
 gcc -O1 -g -fno-omit-frame-pointer -o "$OUT/spin" bench/agent/spin.c
 gcc -O1 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -o "$OUT/stacks" bench/agent/stacks.c
@@ -251,7 +260,7 @@ STEADY_ROWS=$OUT/steady.tsv
 : >"$STEADY_ROWS"
 run_steady() {
 	local pids=() i c0 c1 s0 s1 r hwm
-	for i in $(seq "$NCPU"); do "$OUT/spin" 100000000000 >/dev/null & pids+=($!); done
+	for i in $(seq "$NCPU"); do "$OUT/spin" "$SPIN_FOREVER" >/dev/null & pids+=($!); done
 	PIDS_TO_KILL+=("${pids[@]}")
 	start_agent 99
 	sleep 15
@@ -475,7 +484,7 @@ CHURN_RSS=$OUT/churn-rss.tsv
 run_churn() {
 	local pids=() i warm=60 c0 c1 s0 s1 l0 l1 t0 t1 r hwm anon file n churner maps
 	[ "$CHURN_S" -gt "$warm" ] || die "BENCH_CHURN_S must be more than $warm s"
-	for i in $(seq "$NCPU"); do "$OUT/spin" 100000000000 >/dev/null & pids+=($!); done
+	for i in $(seq "$NCPU"); do "$OUT/spin" "$SPIN_FOREVER" >/dev/null & pids+=($!); done
 	PIDS_TO_KILL+=("${pids[@]}")
 	start_agent 99
 	"$OUT/churn" 100 "$CHURN_S" "$OUT/spin" 3000000 >"$OUT/churn-started" &
