@@ -483,8 +483,15 @@ func pageLoads(base string, views []view) []string {
 	for _, v := range views {
 		ctx, cancel := chromedp.NewContext(actx)
 		ctx, cancel2 := context.WithTimeout(ctx, 120*time.Second)
+		// The browser and the view's tab are started before the clock
+		// starts: a user's browser is running when they open the viewer.
+		// (Until 2026-12-03 the first view's time held Chromium's start,
+		// and every view's its tab's.)
+		err := chromedp.Do(ctx)
 		t0 := time.Now()
-		err := chromedp.Do(ctx, chromedp.Navigate(strings.TrimSuffix(base, "/")+"/"+v.hash))
+		if err == nil {
+			err = chromedp.Do(ctx, chromedp.Navigate(strings.TrimSuffix(base, "/")+"/"+v.hash))
+		}
 		if err == nil {
 			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.ready && scorchState.loading === 0`, chromedp.WithPollingTimeout(110*time.Second)))
 		}
