@@ -250,7 +250,7 @@ func (a *Agent) nextDrain(prev time.Time) time.Time {
 func (a *Agent) onBatch(b profiler.Batch) {
 	a.m.observeBatch(b)
 	for _, s := range b.Samples {
-		tg := a.targets.lookup(s.Pid, s.Comm)
+		tg := a.targets.lookup(s.Pid, s.Comm, 0)
 		if tg.excluded {
 			a.m.excluded.Add(float64(s.Count))
 			if a.filter != nil {

@@ -30,7 +30,7 @@ func TestDataDirLock(t *testing.T) {
 // named by its comm, not called "kernel".
 func TestTargetOfExitedProcess(t *testing.T) {
 	cfg := testConfig(t)
-	tg := newTargets(&cfg, t.TempDir()).lookup(4242, "shortlived")
+	tg := newTargets(&cfg, t.TempDir()).lookup(4242, "shortlived", 0)
 	if got := tg.labels["service_name"]; got != "shortlived" {
 		t.Errorf("service_name %q, want the comm", got)
 	}
@@ -51,7 +51,7 @@ func TestTargetPerService(t *testing.T) {
 	} {
 		cfg := testConfig(t, append(tc.flags, "--service-name", "svc=comm:.")...)
 		tgs := newTargets(&cfg, "/proc")
-		a, b := tgs.lookup(self, "a"), tgs.lookup(parent, "b")
+		a, b := tgs.lookup(self, "a", 0), tgs.lookup(parent, "b", 0)
 		if a.labels["service_name"] != "svc" || b.labels["service_name"] != "svc" {
 			t.Fatalf("%v: services %q and %q", tc.flags, a.labels["service_name"], b.labels["service_name"])
 		}

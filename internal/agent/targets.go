@@ -78,7 +78,7 @@ func (t *targets) prewarm(pid uint32, comm string, cgroupID uint64) {
 		}
 		comm = strings.TrimSuffix(string(b), "\n")
 	}
-	t.lookupIn(pid, comm, cgroupID)
+	t.lookup(pid, comm, cgroupID)
 }
 
 func (t *targets) size() int {
@@ -87,13 +87,9 @@ func (t *targets) size() int {
 	return len(t.cache)
 }
 
-// lookup returns the target of process pid, whose kernel name is comm.
-func (t *targets) lookup(pid uint32, comm string) *target {
-	return t.lookupIn(pid, comm, 0)
-}
-
-// lookupIn is lookup for a process in cgroup cgroupID (0 unknown).
-func (t *targets) lookupIn(pid uint32, comm string, cgroupID uint64) *target {
+// lookup returns the target of process pid, whose kernel name is comm and
+// cgroup v2 id cgroupID (0 unknown).
+func (t *targets) lookup(pid uint32, comm string, cgroupID uint64) *target {
 	t.mu.Lock()
 	tg, ok := t.cache[pid]
 	t.mu.Unlock()

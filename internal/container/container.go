@@ -461,8 +461,9 @@ func (c *InfoCache) Lookup(pid uint32, id uint64) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info := Parse(string(data))
-	if line, rest, _ := strings.Cut(string(data), "\n"); id != 0 && strings.HasPrefix(line, "0::/") && strings.TrimSpace(rest) == "" {
+	content := string(data)
+	info := Parse(content)
+	if line, rest, _ := strings.Cut(content, "\n"); id != 0 && strings.HasPrefix(line, "0::/") && strings.TrimSpace(rest) == "" {
 		c.mu.Lock()
 		if len(c.byID) >= maxCachedCgroups {
 			clear(c.byID)
