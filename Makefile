@@ -96,9 +96,8 @@ test-root: prereqs build testdata
 test-long: prereqs testdata
 	SCORCH_TEST_STRICT=1 $(GO) test -p 1 -count=1 -timeout 30m $(LONG_PKGS)
 
-# The field test of issue 14 whole: its quiet and busy phases run in
-# test-long too; its 50 ms process streams only here until they pass on a
-# busier machine.
+# The field tests of issue 14 alone (test-long runs them too, with the
+# rest of test/reliability).
 test-field: prereqs testdata
 	SCORCH_TEST_STRICT=1 $(GO) test -p 1 -count=1 -timeout 10m -run 'TestField' $(LONG_PKGS)
 

@@ -39,47 +39,36 @@ func ELFAddr(loads []elf.ProgHeader, m Mapping, pc uint64) (uint64, bool) {
 	return 0, false
 }
 
-// LoadBias returns the run-time address minus the ELF virtual address of
-// the code of mapping m (one value for the whole mapping, as the kernel's
-// unwinder wants it), through the PT_LOAD segment m maps: among the loads
-// whose file bytes m covers, the one it covers most, an executable one
-// first when m is executable. It returns false when m covers none. For
-// every pc of m in that segment, pc - bias == ELFAddr(loads, m, pc).
-func LoadBias(loads []elf.ProgHeader, m Mapping) (uint64, bool) {
-	lo, hi := m.Offset, m.Offset+(m.End-m.Start)
-	var best *elf.ProgHeader
-	var bestN uint64
-	bestX := false
-	for i := range loads {
-		p := &loads[i]
-		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
+// TextAdj returns the one number per file with which the kernel's
+// unwinder (unwinder/bpf/unwind.h) and the sampler's walk of deferred
+// samples turn a run-time pc into the ELF virtual address of the file's
+// unwind rows: Vaddr - Off of its executable PT_LOAD segment, so that for
+// every pc of a mapping m of that segment pc - Bias(m, adj) is
+// ELFAddr(loads, m, pc). A file with no executable segment, or with
+// several whose Vaddr - Off differ, has none (false): one number cannot
+// convert all its code, and a wrong conversion would walk with another
+// function's rows.
+func TextAdj(loads []elf.ProgHeader) (int64, bool) {
+	var adj int64
+	found := false
+	for _, p := range loads {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 {
 			continue
 		}
-		n := overlap(lo, hi, p.Off, p.Off+p.Filesz)
-		if n == 0 {
-			continue
+		a := int64(p.Vaddr - p.Off)
+		if found && a != adj {
+			return 0, false
 		}
-		x := m.Exec() && p.Flags&elf.PF_X != 0
-		if best == nil || (x && !bestX) || (x == bestX && n > bestN) {
-			best, bestN, bestX = p, n, x
-		}
+		adj, found = a, true
 	}
-	if best == nil {
-		return 0, false
-	}
-	return m.Start - m.Offset + best.Off - best.Vaddr, true
+	return adj, found
 }
 
-// overlap returns the length of [a, b) ∩ [c, d), saturating on overflow.
-func overlap(a, b, c, d uint64) uint64 {
-	if d < c { // c+size wrapped in a crafted header
-		d = ^uint64(0)
-	}
-	lo, hi := max(a, c), min(b, d)
-	if hi <= lo {
-		return 0
-	}
-	return hi - lo
+// Bias returns the run-time address minus the ELF virtual address of the
+// code in mapping m of a file whose TextAdj is adj: m.Start - m.Offset -
+// adj.
+func Bias(m Mapping, adj int64) uint64 {
+	return m.Start - m.Offset - uint64(adj)
 }
 
 func alignDown(v, align uint64) uint64 {

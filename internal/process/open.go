@@ -20,7 +20,7 @@ func OpenMapped(procDir string, m Mapping) (*os.File, error) {
 	if m.Path == "" || m.Pseudo() {
 		return nil, fmt.Errorf("process: mapping %x-%x has no file (%q)", m.Start, m.End, m.Path)
 	}
-	f, err := openRegular(filepath.Join(procDir, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End)))
+	f, err := OpenMapFile(procDir, m.Start, m.End)
 	if err == nil {
 		return f, nil
 	}
@@ -29,6 +29,25 @@ func OpenMapped(procDir string, m Mapping) (*os.File, error) {
 		return nil, fmt.Errorf("process: opening %s: %w (through map_files: %v)", m.Path, rerr, err)
 	}
 	return f, nil
+}
+
+// OpenMapFile opens the file mapped at [start, end) in the process whose
+// /proc directory is procDir through procDir/map_files/START-END only (see
+// OpenMapped); it must be a regular file.
+func OpenMapFile(procDir string, start, end uint64) (*os.File, error) {
+	return openRegular(MapFilePath(procDir, start, end))
+}
+
+// MapFilePath is the path under procDir/map_files of the mapping at
+// [start, end).
+func MapFilePath(procDir string, start, end uint64) string {
+	return filepath.Join(procDir, "map_files", fmt.Sprintf("%x-%x", start, end))
+}
+
+// OpenExe opens the executable of the process whose /proc directory is
+// procDir (procDir/exe); it must be a regular file.
+func OpenExe(procDir string) (*os.File, error) {
+	return openRegular(filepath.Join(procDir, "exe"))
 }
 
 func openRegular(path string) (*os.File, error) {

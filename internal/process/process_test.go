@@ -280,10 +280,11 @@ func TestELFAddrProcess(t *testing.T) {
 		for _, p := range ef.Progs {
 			loads = append(loads, p.ProgHeader)
 		}
-		bias, ok := LoadBias(loads, m)
+		adj, ok := TextAdj(loads)
 		if !ok {
-			t.Errorf("%s: no load bias for %+v", m.Path, m)
+			t.Errorf("%s: no TextAdj for %+v", m.Path, loads)
 		}
+		bias := Bias(m, adj)
 		syms := funcSyms(ef)
 		for name, s := range syms {
 			pc := s.Value + bias
@@ -371,15 +372,30 @@ func TestELFAddrSegments(t *testing.T) {
 		if got != tt.want || ok != tt.wantOK {
 			t.Errorf("%s: ELFAddr(%#x) = %#x, %v, want %#x, %v", tt.name, tt.pc, got, ok, tt.want, tt.wantOK)
 		}
-		if !tt.wantOK {
-			continue
-		}
-		if bias, ok := LoadBias(tt.loads, tt.m); !ok || tt.pc-bias != tt.want {
-			t.Errorf("%s: LoadBias = %#x, %v: pc %#x - bias = %#x, want %#x", tt.name, bias, ok, tt.pc, tt.pc-bias, tt.want)
+	}
+	// The kernel's one number per file: right for every pc of the
+	// executable segment, refused for code in two segments at different
+	// offsets (one number would convert one of them wrong).
+	for _, tt := range []struct {
+		name     string
+		loads    []elf.ProgHeader
+		m        Mapping
+		pc, want uint64
+	}{
+		{"lld RX", lld, lldRX, base + 0x15b0, 0x15b0},
+		{"lld RX end", lld, lldRX, base + 0x359f, 0x359f},
+		{"one of two", two[:1], twoA, 0x401010, 0x401010},
+	} {
+		adj, ok := TextAdj(tt.loads)
+		if !ok || tt.pc-Bias(tt.m, adj) != tt.want {
+			t.Errorf("%s: TextAdj = %#x, %v: pc %#x - Bias = %#x, want %#x", tt.name, adj, ok, tt.pc, tt.pc-Bias(tt.m, adj), tt.want)
 		}
 	}
-	if _, ok := LoadBias(two, Mapping{Start: 0x900000, End: 0x901000, Perm: Read | Exec, Offset: 0x10000}); ok {
-		t.Errorf("LoadBias of a mapping past every segment: ok")
+	if adj, ok := TextAdj(two); ok {
+		t.Errorf("TextAdj of two executable segments at different offsets = %#x, ok", adj)
+	}
+	if _, ok := TextAdj(lld[:1]); ok {
+		t.Errorf("TextAdj of a file with no executable segment: ok")
 	}
 }
 

@@ -390,7 +390,7 @@ func (m *tableManager) finishParked(p *parked, idx map[inodeKey]*fileEntry) {
 		if t == nil {
 			return nil, 0, false
 		}
-		return t, mp.Start - mp.Offset - uint64(e.tab.adj), true
+		return t, process.Bias(*mp, e.tab.adj), true
 	}
 	m.finish(p, tableFor)
 }

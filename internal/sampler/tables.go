@@ -568,10 +568,11 @@ func (m *tableManager) openRequested(r *request) {
 	dir := m.procDir(r.pid)
 	if r.start == 0 && r.end == 0 {
 		r.path = dir + "/exe"
+		r.file, r.openErr = process.OpenExe(dir)
 	} else {
-		r.path = fmt.Sprintf("%s/map_files/%x-%x", dir, r.start, r.end)
+		r.path = process.MapFilePath(dir, r.start, r.end)
+		r.file, r.openErr = process.OpenMapFile(dir, r.start, r.end)
 	}
-	r.file, r.openErr = os.Open(r.path)
 	if r.openErr != nil && r.start != 0 {
 		r.openErr = nil // the worker tries the root
 	}
@@ -778,14 +779,8 @@ type built struct {
 // on-disk cache. It touches no worker state, so builder goroutines run it.
 func (m *tableManager) encode(pf *process.File) built {
 	b := built{ck: pf.ContentKey, path: pf.Path}
-	found := false
-	for _, p := range pf.ELF.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 {
-			b.adj = int64(p.Vaddr - p.Off)
-			found = true
-			break
-		}
-	}
+	adj, found := process.TextAdj(pf.Loads)
+	b.adj = adj
 	start := time.Now()
 	var tab *unwinder.Table
 	b.err = process.Guard(pf.Path, func() (err error) {
@@ -795,7 +790,7 @@ func (m *tableManager) encode(pf *process.File) built {
 	m.stats.builds.Add(1)
 	m.stats.buildNS.Add(uint64(time.Since(start)))
 	if b.err == nil && !found {
-		b.err = errors.New("no executable segment")
+		b.err = errors.New("no executable segment, or several at different offsets (no one conversion of its addresses)")
 	}
 	if b.err != nil {
 		return b

@@ -51,7 +51,8 @@ func symbolTable(t *testing.T, pid uint32) []symMapping {
 		for _, p := range ef.Progs {
 			loads = append(loads, p.ProgHeader)
 		}
-		bias, _ := process.LoadBias(loads, mp)
+		adj, _ := process.TextAdj(loads)
+		bias := process.Bias(mp, adj)
 		sm := symMapping{start: mp.Start, end: mp.End, bias: bias, name: filepath.Base(mp.Path)}
 		syms, _ := ef.Symbols()
 		dyn, _ := ef.DynamicSymbols()

@@ -72,9 +72,11 @@ const (
 )
 
 // TestFieldShares records the host with `scorch record` while the 75/25
-// workloads run, three ways: on a quiet host, on a busy one (a CPU-bound
-// loop on every CPU and a stream of short-lived processes throughout), and
-// as streams of 50 ms processes on the busy host. For each workload, among
+// workloads run, five ways: started after the recording on a quiet host,
+// on a busy one (a CPU-bound loop on every CPU and a stream of
+// short-lived processes throughout), and as streams of 50 ms processes on
+// the busy host; and started before the recording, on a quiet host and on
+// a busy one. For each workload, among
 // its samples in hot_inner: hot_middle's share within 3 points of 75%
 // (5 for the streams) and of the binomial bound of the count, cold_path's
 // likewise of 25%; frames marking a failed walk on under 0.5% of its
@@ -103,11 +105,14 @@ func TestFieldShares(t *testing.T) {
 	for _, phase := range []struct {
 		name         string
 		busy, stream bool
+		before       bool // the workloads start before the recording
 		points       float64
 	}{
-		{"quiet", false, false, 0.03},
-		{"busy", true, false, 0.03},
-		{"stream", true, true, 0.05},
+		{"quiet", false, false, false, 0.03},
+		{"busy", true, false, false, 0.03},
+		{"stream", true, true, false, 0.05},
+		{"quiet-before", false, false, true, 0.03},
+		{"busy-before", true, false, true, 0.03},
 	} {
 		t.Run(phase.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -116,8 +121,11 @@ func TestFieldShares(t *testing.T) {
 			if phase.busy {
 				load = startBusyLoad(ctx, t)
 			}
-			rec := startRecord(t)
-			time.Sleep(1500 * time.Millisecond) // the workloads start well after the recording
+			var rec *recordProc
+			if !phase.before {
+				rec = startRecord(t)
+				time.Sleep(1500 * time.Millisecond) // the workloads start well after the recording
+			}
 			var started atomic.Int64
 			var wg sync.WaitGroup
 			for _, w := range fieldWorkloads {
@@ -140,6 +148,13 @@ func TestFieldShares(t *testing.T) {
 						started.Add(1)
 					}
 				}()
+			}
+			if phase.before {
+				// The workloads run (their tables unknown to a recorder that
+				// was not there when they started) before the recording
+				// begins: it must find them in its scan of the host.
+				time.Sleep(1500 * time.Millisecond)
+				rec = startRecord(t)
 			}
 			wg.Wait()
 			p := rec.stop()

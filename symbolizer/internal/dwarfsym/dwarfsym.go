@@ -91,10 +91,6 @@ const (
 	maxDebugLinkFS = 4 << 30   // size of a separate debug file we CRC
 )
 
-// catchPanics turns panics while parsing (debug/dwarf on hostile input)
-// into errors. FuzzOpen turns it off to find panics of our own.
-var catchPanics = true
-
 // Table resolves addresses of one ELF file. It is safe for concurrent use.
 type Table struct {
 	path string      // for log and error messages
@@ -154,15 +150,11 @@ func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err 
 // debug sections are mapped rather than read into memory (see package
 // mapped): lookups that load a unit must then run under process.Guard when
 // the file could be truncated.
+//
+// Open and the lookups parse an untrusted file with debug/dwarf, which may
+// panic on crafted input: callers run them under process.Guard, the one
+// recover boundary, which counts the file and skips it.
 func OpenFile(f *elf.File, r io.ReaderAt, path, rootDir string, debugDirs []string) (t *Table, err error) {
-	defer func() {
-		if !catchPanics {
-			return
-		}
-		if r := recover(); r != nil { // debug/dwarf on hostile input
-			t, err = nil, fmt.Errorf("dwarfsym: %s: malformed debug information: %v", path, r)
-		}
-	}()
 	if debugDirs == nil {
 		debugDirs = []string{"/usr/lib/debug"}
 	}

@@ -201,14 +201,6 @@ func (t *Table) parseUnit(u int32) (lu *loadedUnit, err error) {
 	if t.sec != nil {
 		off += dwarf.Offset(t.units[u].start) // for messages
 	}
-	defer func() {
-		if !catchPanics {
-			return
-		}
-		if r := recover(); r != nil { // debug/dwarf on hostile input
-			lu, err = nil, fmt.Errorf("unit at 0x%x: malformed DWARF: %v", off, r)
-		}
-	}()
 	d, err := t.unitData(u)
 	if err != nil {
 		return nil, fmt.Errorf("unit at 0x%x: %w", off, err)
