@@ -496,16 +496,24 @@ func pageLoads(base string, views []view) []string {
 			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.ready && scorchState.loading === 0`, chromedp.WithPollingTimeout(110*time.Second)))
 		}
 		ms := time.Since(t0).Milliseconds()
-		status, lists := "", ""
+		status, lists, requests := "", "", ""
+		var msLists int64
 		if err == nil {
 			status, err = chromedp.Run(ctx, chromedp.Evaluate[string](`scorchState.error`))
 		}
 		if err == nil {
-			// The lists are filled by their own request: wait for it.
+			// The lists are filled by their own request, asked for once
+			// the graph is drawn: wait for it.
 			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`scorchState.labelsGen > 0`, chromedp.WithPollingTimeout(60*time.Second)))
+			msLists = time.Since(t0).Milliseconds()
 		}
 		if err == nil {
 			lists, err = chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('[data-filter]')).map((s) => s.dataset.filter + ' ' + (s.options.length - 1)).join(', ')`))
+		}
+		if err == nil {
+			// Where the time went: each request's start and end, in ms
+			// from navigation, as the page saw them.
+			requests, err = chromedp.Run(ctx, chromedp.Evaluate[string](`performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map((e) => e.name.replace(/^.*\/\/[^/]*\//, '/').replace(/\?.*$/, '') + ' ' + Math.round(e.startTime) + '-' + Math.round(e.responseEnd)).join(', ')`))
 		}
 		switch {
 		case err != nil:
@@ -513,7 +521,7 @@ func pageLoads(base string, views []view) []string {
 		case status != "":
 			out = append(out, fmt.Sprintf("Chromium, %s: %d ms to the first render, with the error %q\n", v.name, ms, status))
 		default:
-			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph, top table, lists and timeline loaded); values in the filter lists: %s.\n", v.name, ms, lists))
+			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph and top table), %d ms until the filter lists are filled; values in the filter lists: %s. Requests (ms from navigation): %s.\n", v.name, ms, msLists, lists, requests))
 		}
 		cancel2()
 		cancel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -48,14 +49,24 @@ func (s *Store) compactor(ctx context.Context) {
 		case <-s.poke:
 		case <-tick.C:
 		}
+		built := 0
 		for {
 			n, err := s.compact(ctx, maxRollupsPerPass)
+			built += n
 			if err != nil && ctx.Err() == nil {
 				s.logCause("rollup_"+errCause(err), err)
 			}
 			if n < maxRollupsPerPass || err != nil || ctx.Err() != nil {
 				break
 			}
+		}
+		if built > 0 {
+			// A rollup decodes and merges every window of its period:
+			// tens of megabytes of garbage at once, every five minutes,
+			// which Go's scavenger would hand back to the OS only over
+			// minutes (the agent's RSS stood 100 MB above its steady
+			// state after each). Handed back now.
+			debug.FreeOSMemory()
 		}
 	}
 }

@@ -863,16 +863,19 @@
   $('legend').innerHTML = Object.keys(legend).map((k) => '<span><i style="background:' + legend[k] + '"></i>' + k + '</span>').join('');
 
   (async function init() {
-    try {
-      const info = await getJSON('api/info', new URLSearchParams());
+    const info = getJSON('api/info', new URLSearchParams()).then((info) => {
       document.title = info.title;
       $('title').textContent = info.title;
-    } catch (e) { /* keep the default title */ }
+    }).catch(() => { /* keep the default title */ });
     readURL();
     updateRangeLabel();
     if ($('search').value.trim()) applySearch();
-    // The graph does not wait for the lists and the timeline.
-    await Promise.all([loadLabels(), loadTimeline(), load()]);
+    // The graph first: the filter lists are the costliest request and the
+    // agent serves on one thread, so they are asked for once the graph is
+    // in (the timeline is cheap and comes beside it).
+    const timeline = loadTimeline();
+    await load();
+    await Promise.all([loadLabels(), timeline, info]);
     if (S.live) { $('live').value = String(S.live); liveTimer = setInterval(liveTick, S.liveEvery); }
   })();
 })();
