@@ -496,10 +496,13 @@ func pageLoads(base string, views []view) []string {
 			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`window.scorchState && scorchState.ready && scorchState.loading === 0`, chromedp.WithPollingTimeout(110*time.Second)))
 		}
 		ms := time.Since(t0).Milliseconds()
-		status, lists, requests := "", "", ""
+		status, lists, requests, js := "", "", "", ""
 		var msLists int64
 		if err == nil {
 			status, err = chromedp.Run(ctx, chromedp.Evaluate[string](`scorchState.error`))
+		}
+		if err == nil {
+			js, err = chromedp.Run(ctx, chromedp.Evaluate[string](`'graph requests and tree ' + Math.round(scorchState.loadMs) + ' ms, drawing ' + Math.round(scorchState.drawMs) + ' ms, ready at ' + Math.round(scorchState.readyAt) + ' ms'`))
 		}
 		if err == nil {
 			// The lists are filled by their own request, asked for once
@@ -521,7 +524,7 @@ func pageLoads(base string, views []view) []string {
 		case status != "":
 			out = append(out, fmt.Sprintf("Chromium, %s: %d ms to the first render, with the error %q\n", v.name, ms, status))
 		default:
-			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph and top table), %d ms until the filter lists are filled; values in the filter lists: %s. Requests (ms from navigation): %s.\n", v.name, ms, msLists, lists, requests))
+			out = append(out, fmt.Sprintf("Chromium, %s: %d ms from navigation to the first render (flame graph and top table), %d ms until the filter lists are filled; values in the filter lists: %s. In the page: %s. Requests (ms from navigation): %s.\n", v.name, ms, msLists, lists, js, requests))
 		}
 		cancel2()
 		cancel()
