@@ -18,6 +18,12 @@ import (
 // them stayed mapped and resident.
 var objectLinger = time.Minute
 
+// pageTrimInterval is how often the mapped debug sections of the loaded
+// tables leave the process's resident memory (dwarfsym.Table.DropPages):
+// lookups touch units over hours, and their pages would otherwise stay
+// resident until the file is closed.
+const pageTrimInterval = 5 * time.Minute
+
 // fileCache holds the objects in use, keyed by content key (the build id,
 // or device, inode, mtime and size for files without one), and bounds the
 // bytes of their loaded tables with an LRU: when over the bound, the least
@@ -38,6 +44,7 @@ type fileCache struct {
 	evicted  atomic.Uint64
 	openObjs int
 	idle     []idleObject // objects whose refs dropped to 0, oldest first
+	trimmed  time.Time    // when pages were last dropped
 }
 
 type idleObject struct {
@@ -99,6 +106,14 @@ func (c *fileCache) release(o *object) {
 // It runs whenever a process is forgotten or a file opened, which is as
 // often as anything could have become idle.
 func (c *fileCache) expireLocked(now time.Time) {
+	if now.Sub(c.trimmed) >= pageTrimInterval {
+		c.trimmed = now
+		for _, o := range c.byKey {
+			if t := o.tabs.Load(); t != nil && t.dwarf != nil {
+				t.dwarf.DropPages()
+			}
+		}
+	}
 	n := 0
 	for _, e := range c.idle {
 		if e.o.refs > 0 || !e.o.idleSince.Equal(e.since) {

@@ -142,7 +142,7 @@ func (o *object) readTables(s *Symbolizer) (*tables, error) {
 		}
 	}
 	if t.gopcl == nil {
-		if d, err := openDWARF(o.pf.ELF, o.pf.ReaderAt(), o.path, o.root, s.opts.DebugDirs); err == nil {
+		if d, err := openDWARF(o.pf.ELF, o.pf.ReaderAt(), o.path, o.root, s.opts.DebugDirs, s.opts.SpillDir); err == nil {
 			t.dwarf = d
 		} else if !errors.Is(err, dwarfsym.ErrNoDWARF) {
 			s.log.Debug("symbolizer: unusable DWARF", "file", o.path, "err", err)

@@ -91,6 +91,11 @@ type Options struct {
 	Demangle   DemangleMode // DemangleFull by default
 	DebugDirs  []string     // default ["/usr/lib/debug"]
 	Logger     *slog.Logger // default slog.Default()
+	// SpillDir is where compressed debug sections (those of Debian's and
+	// Fedora's debug packages) are decompressed to, in files without a
+	// name that are mapped: their bytes are then page cache, not heap.
+	// "" keeps them on the heap.
+	SpillDir string
 }
 
 // Stats are cumulative counters of a Symbolizer.

@@ -73,7 +73,9 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	case "none":
 		dm = symbolizer.DemangleNone
 	}
-	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger})
+	// Decompressed debug sections go to the data directory's disk, not
+	// the heap (symbolizer.Options.SpillDir).
+	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger, SpillDir: cfg.DataDir})
 	a.targets = newTargets(&a.cfg, "/proc")
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)

@@ -3,8 +3,10 @@
 // (PROT_READ, MAP_SHARED), so that their pages belong to the page cache,
 // are shared with every process that maps the same file, and can be
 // reclaimed by the kernel under memory pressure instead of counting
-// against the Go heap and its GC headroom. Everything else (compressed
-// sections, readers that are not files, tiny ranges) is read into memory.
+// against the Go heap and its GC headroom. Compressed sections can be
+// decompressed into an unnamed file and mapped the same way (Spill).
+// Everything else (readers that are not files, tiny ranges) is read into
+// memory.
 //
 // # Truncated files
 //
@@ -169,3 +171,90 @@ func Section(f io.ReaderAt, s *elf.Section, max uint64) (*Region, error) {
 // readWhole is the size up to which Section allocates a section's bytes
 // before reading them.
 const readWhole = 1 << 20
+
+// Spill returns the bytes open yields, at most max of them, written to an
+// unnamed file in dir and mapped (MAP_SHARED, read-only): for bytes that
+// exist nowhere as a file (a compressed section, decompressed), so that
+// they live in the page cache, which the kernel may write back and
+// reclaim, rather than in the Go heap, where the collector's headroom
+// would double them. The file has no name (O_TMPFILE, or a name removed at
+// once where the file system lacks it), so nothing is left behind. When
+// dir is "" or the file cannot be written (a full disk, a read-only
+// directory), the bytes are read into memory from a second open: the
+// caller gets them either way, and only a failure of open itself is
+// returned.
+func Spill(dir string, open func() io.Reader, max uint64) (*Region, error) {
+	if dir != "" {
+		if r, err := spill(dir, open(), max); err == nil || errors.Is(err, errTooBig) {
+			return r, err
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(open(), int64(min(max, 1<<62))+1))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(data)) > max {
+		return nil, fmt.Errorf("%w (%d bytes)", errTooBig, max)
+	}
+	return &Region{data: data}, nil
+}
+
+var errTooBig = errors.New("more bytes than the limit")
+
+func spill(dir string, src io.Reader, max uint64) (*Region, error) {
+	f, err := tmpFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the mapping keeps the file
+	n, err := io.Copy(f, io.LimitReader(src, int64(min(max, 1<<62))+1))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(n) > max {
+		return nil, fmt.Errorf("%w (%d bytes)", errTooBig, max)
+	}
+	if n < minMap {
+		data := make([]byte, n)
+		if _, err := f.ReadAt(data, 0); err != nil && n > 0 {
+			return nil, err
+		}
+		return &Region{data: data}, nil
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	return &Region{mem: mem, data: mem[:n:n]}, nil
+}
+
+// tmpFile creates a file in dir that has no name.
+func tmpFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), dir+"/(spill)"), nil
+	}
+	f, err := os.CreateTemp(dir, ".scorch-spill-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
+
+// DropPages takes a mapped region's pages out of the process's memory
+// (madvise MADV_DONTNEED): they stay in the page cache and come back on
+// the next read, at the cost of a minor fault. For bytes read once in
+// full (an index built over them) and then rarely: they no longer count
+// in the process's resident set. A region read into memory is left as
+// it is.
+func (r *Region) DropPages() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mem != nil {
+		unix.Madvise(r.mem, unix.MADV_DONTNEED)
+	}
+}

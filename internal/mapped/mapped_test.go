@@ -3,6 +3,7 @@ package mapped
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -107,4 +108,53 @@ func TestAttach(t *testing.T) {
 		t.Error("region still mapped after its owner was collected")
 	}
 	_ = owner
+}
+
+// TestSpill: bytes that exist nowhere as a file come back mapped from an
+// unnamed file of the spill directory, the same bytes, leaving no name
+// behind; small ones, a directory that cannot be written and no directory
+// give them in memory; more than the limit is an error either way; and a
+// mapped region reads the same after its pages are dropped.
+func TestSpill(t *testing.T) {
+	data := bytes.Repeat([]byte("spilled bytes, "), 20000) // 300 KB
+	open := func(b []byte) func() io.Reader { return func() io.Reader { return bytes.NewReader(b) } }
+	dir := t.TempDir()
+	r, err := Spill(dir, open(data), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Mapped() || !bytes.Equal(r.Bytes(), data) {
+		t.Fatalf("spilled: mapped %v, equal %v", r.Mapped(), bytes.Equal(r.Bytes(), data))
+	}
+	r.DropPages()
+	if !bytes.Equal(r.Bytes(), data) {
+		t.Fatal("the bytes changed after DropPages")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("the spill directory holds %s, want nothing", ents[0].Name())
+	}
+	r.Close()
+
+	for name, tc := range map[string]struct {
+		dir  string
+		data []byte
+	}{
+		"small":      {dir, data[:100]},
+		"no dir":     {"", data},
+		"not a dir":  {filepath.Join(dir, "missing"), data},
+		"empty read": {dir, nil},
+	} {
+		r, err := Spill(tc.dir, open(tc.data), 1<<20)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if r.Mapped() || !bytes.Equal(r.Bytes(), tc.data) {
+			t.Errorf("%s: mapped %v, %d bytes, want %d in memory", name, r.Mapped(), len(r.Bytes()), len(tc.data))
+		}
+	}
+	for _, d := range []string{dir, ""} {
+		if _, err := Spill(d, open(data), 1000); !errors.Is(err, errTooBig) {
+			t.Errorf("spill dir %q: %d bytes under a limit of 1000: %v, want errTooBig", d, len(data), err)
+		}
+	}
 }

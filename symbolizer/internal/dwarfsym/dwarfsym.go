@@ -108,6 +108,8 @@ type Table struct {
 
 	exec []addrRange // executable PT_LOAD ranges; addresses elsewhere are stale
 
+	regions []*mapped.Region // the sections' bytes, unmapped with the Table
+
 	mu   sync.Mutex // serializes unit loads (one user of data at a time)
 	size atomic.Int64
 }
@@ -142,30 +144,34 @@ func (t *Table) unitData(u int32) (*dwarf.Data, error) {
 // seen (e.g. /proc/PID/root), "" for the host. A nil debugDirs means
 // {"/usr/lib/debug"}. f must stay usable only for the duration of Open.
 func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err error) {
-	return OpenFile(f, nil, path, rootDir, debugDirs)
+	return OpenFile(f, nil, path, rootDir, debugDirs, "")
 }
 
 // OpenFile is Open reading f's sections from r, the file f was opened
 // from. When r (or a separate debug file) is an *os.File, uncompressed
 // debug sections are mapped rather than read into memory (see package
 // mapped): lookups that load a unit must then run under process.Guard when
-// the file could be truncated.
+// the file could be truncated. Compressed sections are decompressed into
+// an unnamed file in spillDir and mapped (see mapped.Spill), or onto the
+// heap when spillDir is "". The pages of mapped sections are dropped from
+// the process once the unit index is built (mapped.Region.DropPages): a
+// lookup touches the few it reads again.
 //
 // Open and the lookups parse an untrusted file with debug/dwarf, which may
 // panic on crafted input: callers run them under process.Guard, the one
 // recover boundary, which counts the file and skips it.
-func OpenFile(f *elf.File, r io.ReaderAt, path, rootDir string, debugDirs []string) (t *Table, err error) {
+func OpenFile(f *elf.File, r io.ReaderAt, path, rootDir string, debugDirs []string, spillDir string) (t *Table, err error) {
 	if debugDirs == nil {
 		debugDirs = []string{"/usr/lib/debug"}
 	}
 	exec := execRanges(f)
 	if hasDWARF(f) {
-		return openDWARF(f, r, path, exec)
+		return openDWARF(f, r, path, exec, spillDir)
 	}
 	df, dpath, ferr := findDebugFile(f, path, rootDir, debugDirs)
 	if df != nil {
 		defer df.Close()
-		return openDWARF(df.File, df.osf, dpath, exec)
+		return openDWARF(df.File, df.osf, dpath, exec, spillDir)
 	}
 	if mt, merr := openMiniDebugInfo(f, path); mt != nil || merr != nil {
 		return mt, merr
@@ -217,15 +223,15 @@ func (t *Table) validCode(lo, hi uint64) bool {
 
 // openDWARF builds the unit table of the DWARF in df (which may be a
 // separate debug file); exec comes from the original file.
-func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Table, error) {
-	sec, regions, held, err := loadDWARF(df, r)
+func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange, spillDir string) (*Table, error) {
+	sec, regions, held, err := loadDWARF(df, r, spillDir)
 	if err != nil {
 		for _, reg := range regions {
 			reg.Close()
 		}
 		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
 	}
-	t := &Table{path: path, exec: exec}
+	t := &Table{path: path, exec: exec, regions: regions}
 	for _, reg := range regions {
 		mapped.Attach(t, reg)
 	}
@@ -322,7 +328,20 @@ func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange) (*Tab
 	}
 	t.unitRngs = disjointUnitRanges(rngs)
 	t.size.Add(int64(len(t.units))*40 + int64(len(t.unitRngs))*24)
+	// Building the index read every unit's header: most pages of
+	// .debug_info. Lookups read a few units again; the rest need not stay
+	// resident (glibc's debug file: 9 MB).
+	t.DropPages()
 	return t, nil
+}
+
+// DropPages takes the pages of the mapped debug sections out of the
+// process's resident memory (see mapped.Region.DropPages); lookups fault
+// back in those they read. Safe to call while lookups run.
+func (t *Table) DropPages() {
+	for _, reg := range t.regions {
+		reg.DropPages()
+	}
 }
 
 // minSplitAbbrevs is the number of distinct abbreviation tables from which
@@ -465,7 +484,7 @@ func newData(sec map[string][]byte, info []byte) (*dwarf.Data, error) {
 // when it is a file; the regions returned must live as long as the Data.
 // It returns the bytes held, mapped bytes counting for a sixteenth (page
 // cache, resident only where read).
-func loadDWARF(f *elf.File, r io.ReaderAt) (sec map[string][]byte, regions []*mapped.Region, held uint64, _ error) {
+func loadDWARF(f *elf.File, r io.ReaderAt, spillDir string) (sec map[string][]byte, regions []*mapped.Region, held uint64, _ error) {
 	if f.Type == elf.ET_REL {
 		// Relocatable objects need relocations applied, which
 		// elf.File.DWARF does; they are not what processes map.
@@ -504,15 +523,21 @@ func loadDWARF(f *elf.File, r io.ReaderAt) (sec map[string][]byte, regions []*ma
 			sec[name] = reg.Bytes()
 			continue
 		}
-		data, err := io.ReadAll(io.LimitReader(s.Open(), int64(budget)+1))
+		// Compressed (or not stored as they are in the file): the
+		// decompressed bytes, in a mapped file of spillDir when there is
+		// one.
+		reg, err := mapped.Spill(spillDir, func() io.Reader { return s.Open() }, budget)
 		if err != nil {
-			return nil, regions, 0, fmt.Errorf("section %s: %w", s.Name, err)
+			return nil, regions, 0, fmt.Errorf("section %s: %w (the debug sections' limit is %d bytes)", s.Name, err, maxDebugBytes)
 		}
-		if uint64(len(data)) > budget {
-			return nil, regions, 0, fmt.Errorf("debug sections hold more than %d bytes (at %s)", maxDebugBytes, s.Name)
-		}
+		regions = append(regions, reg)
+		data := reg.Bytes()
 		budget -= uint64(len(data))
-		held += uint64(len(data))
+		if reg.Mapped() {
+			held += uint64(len(data)) / 16
+		} else {
+			held += uint64(len(data))
+		}
 		sec[name] = data
 	}
 	if len(sec["info"]) == 0 {

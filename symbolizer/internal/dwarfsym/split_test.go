@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/scorch-profiler/scorch/internal/testenv"
@@ -11,7 +12,10 @@ import (
 
 // TestSplitUnits compares reading a file one unit at a time with reading
 // it whole: glibc's separate debug file (libc6-dbg) has an abbreviation
-// table per unit, so it is split by default.
+// table per unit, so it is split by default. Its sections are compressed:
+// the split table decompresses them into a mapped file of a spill
+// directory (whose pages it drops once its index is built), the whole one
+// onto the heap, and both must answer the same.
 func TestSplitUnits(t *testing.T) {
 	const libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 	osf, err := os.Open(libc)
@@ -24,16 +28,29 @@ func TestSplitUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.RequireTool(t, "/usr/lib/debug/.build-id")
-	split, err := OpenFile(f, osf, libc, "", nil)
+	spill := t.TempDir()
+	split, err := OpenFile(f, osf, libc, "", nil, spill)
 	if err != nil {
 		t.Fatalf("no DWARF for %s: its separate debug file comes with the Debian package libc6-dbg, which must match libc6's version: %v", libc, err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spilled := strings.Count(string(maps), spill+"/"); spilled == 0 {
+		t.Errorf("no mapping of a file in the spill directory %s: the compressed sections were not spilled", spill)
+	} else {
+		t.Logf("%d sections spilled to %s", spilled, spill)
+	}
+	if ents, _ := os.ReadDir(spill); len(ents) > 0 {
+		t.Errorf("the spill directory holds %d names, want none", len(ents))
 	}
 	if split.sec == nil {
 		t.Fatalf("%s: %d units read whole, want one at a time", libc, len(split.units))
 	}
 	old := minSplitAbbrevs
 	minSplitAbbrevs = 1 << 30
-	whole, err := OpenFile(f, osf, libc, "", nil)
+	whole, err := OpenFile(f, osf, libc, "", nil, "")
 	minSplitAbbrevs = old
 	if err != nil {
 		t.Fatal(err)
