@@ -104,7 +104,9 @@ func TestExecutable(t *testing.T) {
 // from the DWARF reader) is counted, logged as an error, and the file is
 // never read again; the program goes on.
 func TestParsePanicRecovered(t *testing.T) {
-	defer func(f func(*elf.File, io.ReaderAt, string, string, []string, string) (*dwarfsym.Table, error)) { openDWARF = f }(openDWARF)
+	defer func(f func(*elf.File, io.ReaderAt, string, string, []string, string) (*dwarfsym.Table, error)) {
+		openDWARF = f
+	}(openDWARF)
 	calls := 0
 	openDWARF = func(*elf.File, io.ReaderAt, string, string, []string, string) (*dwarfsym.Table, error) {
 		calls++
