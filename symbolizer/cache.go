@@ -6,6 +6,7 @@ import (
 	"time"
 
 	proc "github.com/scorch-profiler/scorch/internal/process"
+	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 )
 
 // objectLinger is how long an object no process maps any more stays open
@@ -18,8 +19,8 @@ import (
 // them stayed mapped and resident.
 var objectLinger = time.Minute
 
-// pageTrimInterval is how often the mapped debug sections of the loaded
-// tables leave the process's resident memory (dwarfsym.Table.DropPages):
+// pageTrimInterval is how often, at most, the mapped debug sections of
+// the loaded tables leave the process's resident memory (see trimPages):
 // lookups touch units over hours, and their pages would otherwise stay
 // resident until the file is closed.
 const pageTrimInterval = 5 * time.Minute
@@ -44,7 +45,7 @@ type fileCache struct {
 	evicted  atomic.Uint64
 	openObjs int
 	idle     []idleObject // objects whose refs dropped to 0, oldest first
-	trimmed  time.Time    // when pages were last dropped
+	trimmed  atomic.Int64 // when pages were last dropped (Unix ns)
 }
 
 type idleObject struct {
@@ -62,6 +63,7 @@ func newFileCache(limit int64, pfiles *proc.Files) *fileCache {
 // when there is one; else pf gets a new object, whose first process's root
 // is root.
 func (c *fileCache) objectOf(pf *proc.File, root string) *object {
+	c.trimPages(time.Now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked(time.Now())
@@ -87,6 +89,7 @@ func (c *fileCache) ref(o *object) {
 
 // release drops a process's reference.
 func (c *fileCache) release(o *object) {
+	c.trimPages(time.Now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.refs--
@@ -102,18 +105,32 @@ func (c *fileCache) release(o *object) {
 	c.expireLocked(now)
 }
 
+// trimPages drops the resident pages of the loaded DWARF tables' mapped
+// sections (dwarfsym.Table.DropPages) when pageTrimInterval has passed
+// since it last did: at most that often, whenever a file is opened or a
+// process forgotten. The madvise calls are made outside c.mu.
+func (c *fileCache) trimPages(now time.Time) {
+	last := c.trimmed.Load()
+	if now.UnixNano()-last < int64(pageTrimInterval) || !c.trimmed.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	var ts []*dwarfsym.Table
+	c.mu.Lock()
+	for _, o := range c.byKey {
+		if t := o.tabs.Load(); t != nil && t.dwarf != nil {
+			ts = append(ts, t.dwarf)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range ts {
+		t.DropPages()
+	}
+}
+
 // expireLocked closes the objects no process has mapped for objectLinger.
 // It runs whenever a process is forgotten or a file opened, which is as
 // often as anything could have become idle.
 func (c *fileCache) expireLocked(now time.Time) {
-	if now.Sub(c.trimmed) >= pageTrimInterval {
-		c.trimmed = now
-		for _, o := range c.byKey {
-			if t := o.tabs.Load(); t != nil && t.dwarf != nil {
-				t.dwarf.DropPages()
-			}
-		}
-	}
 	n := 0
 	for _, e := range c.idle {
 		if e.o.refs > 0 || !e.o.idleSince.Equal(e.since) {

@@ -142,9 +142,22 @@ func (o *object) readTables(s *Symbolizer) (*tables, error) {
 		}
 	}
 	if t.gopcl == nil {
-		if d, err := openDWARF(o.pf.ELF, o.pf.ReaderAt(), o.path, o.root, s.opts.DebugDirs, s.opts.SpillDir); err == nil {
+		// Under its own Guard: a panic in debug/dwarf (crafted input, or
+		// an odd unit of a new compiler) costs the file its DWARF, not
+		// its symbol table.
+		var d *dwarfsym.Table
+		err := proc.Guard(o.path, func() (err error) {
+			d, err = openDWARF(o.pf.ELF, o.pf.ReaderAt(), o.path, o.root, s.opts.DebugDirs, s.opts.SpillDir)
+			return err
+		})
+		var pe *proc.ParseError
+		switch {
+		case err == nil:
 			t.dwarf = d
-		} else if !errors.Is(err, dwarfsym.ErrNoDWARF) {
+		case errors.As(err, &pe):
+			s.stats.recoveredPanics.Add(1)
+			s.log.Error("symbolizer: panic while reading DWARF, the file is named from its symbol table", "file", o.path, "err", err, "stack", pe.Stack)
+		case !errors.Is(err, dwarfsym.ErrNoDWARF):
 			s.log.Debug("symbolizer: unusable DWARF", "file", o.path, "err", err)
 		}
 	}

@@ -100,9 +100,9 @@ func TestExecutable(t *testing.T) {
 	}
 }
 
-// TestParsePanicRecovered: a panic while reading a file's tables (here
-// from the DWARF reader) is counted, logged as an error, and the file is
-// never read again; the program goes on.
+// TestParsePanicRecovered: a panic while reading a file's DWARF is
+// counted and logged as an error, and the file is named from its symbol
+// table instead (its DWARF is not read again); the program goes on.
 func TestParsePanicRecovered(t *testing.T) {
 	defer func(f func(*elf.File, io.ReaderAt, string, string, []string, string) (*dwarfsym.Table, error)) {
 		openDWARF = f
@@ -127,9 +127,26 @@ func TestParsePanicRecovered(t *testing.T) {
 	o := s.files.objectOf(pf, "/")
 	defer s.files.release(o)
 	for range 2 {
-		if o.load(s) != nil {
-			t.Fatal("tables loaded despite the panic")
+		tb := o.load(s)
+		if tb == nil || tb.dwarf != nil || tb.syms.Load() == nil {
+			t.Fatalf("tables after a panic in the DWARF reader: %+v, want the symbol table alone", tb)
 		}
+	}
+	syms, err := pf.ELF.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, sym := range syms {
+		if sym.Name == "main" {
+			found = true
+			if name, _, ok := o.load(s).syms.Load().Lookup(sym.Value + 1); !ok || name != "main" {
+				t.Errorf("main+1 named %q, %v from the symbol table, want main", name, ok)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no symbol main", path)
 	}
 	if n := s.Stats().RecoveredPanics; n != 1 || calls != 1 {
 		t.Errorf("RecoveredPanics = %d after %d reads, want 1 and 1", n, calls)

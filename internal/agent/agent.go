@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -73,9 +74,14 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	case "none":
 		dm = symbolizer.DemangleNone
 	}
-	// Decompressed debug sections go to the data directory's disk, not
-	// the heap (symbolizer.Options.SpillDir).
-	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger, SpillDir: cfg.DataDir})
+	// Decompressed debug sections go to DATA-DIR/spill on disk, not to
+	// the heap (symbolizer.Options.SpillDir); emptied below, once the
+	// data directory is ours, of what an agent that crashed left.
+	var spill string
+	if cfg.DataDir != "" {
+		spill = filepath.Join(cfg.DataDir, "spill")
+	}
+	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger, SpillDir: spill})
 	a.targets = newTargets(&a.cfg, "/proc")
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
@@ -84,6 +90,11 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 			return nil, err
 		}
 		a.lock = lock
+		if err := os.RemoveAll(spill); err != nil {
+			logger.Warn("decompressed debug sections will be kept in memory", "err", err)
+		} else if err := os.Mkdir(spill, 0o700); err != nil {
+			logger.Warn("decompressed debug sections will be kept in memory", "err", err)
+		}
 		st, err := store.Open(cfg.DataDir, store.Options{MaxAge: cfg.Retention, MaxBytes: cfg.RetentionSize, Logger: logger})
 		if err != nil {
 			a.sym.Close()
@@ -338,7 +349,8 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	if a.store != nil {
-		mux.Handle("/", web.NewHandler(a.store, web.Options{Logger: a.log}))
+		procs := newWiderProcs()
+		mux.Handle("/", procs.wrap(web.NewHandler(a.store, web.Options{Logger: a.log, Loaders: max(procs.wide, 2)})))
 	} else {
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "the viewer needs the local store: start the agent with --data-dir", http.StatusNotFound)

@@ -3,10 +3,11 @@
 // (PROT_READ, MAP_SHARED), so that their pages belong to the page cache,
 // are shared with every process that maps the same file, and can be
 // reclaimed by the kernel under memory pressure instead of counting
-// against the Go heap and its GC headroom. Compressed sections can be
-// decompressed into an unnamed file and mapped the same way (Spill).
-// Everything else (readers that are not files, tiny ranges) is read into
-// memory.
+// against the Go heap and its GC headroom. Bytes that are no file (a
+// compressed section, decompressed) can be written to a file and mapped
+// the same way (Spill, which the symbolizer uses for debug sections);
+// Section, which the unwinder uses, reads compressed sections into
+// memory, as it does readers that are not files and tiny ranges.
 //
 // # Truncated files
 //
@@ -44,6 +45,7 @@ type Region struct {
 	mu   sync.Mutex
 	mem  []byte // the whole mapping (page aligned), nil when read
 	data []byte
+	path string // a file of Spill's, removed by Close
 }
 
 // Bytes returns the contents. They must not be modified, nor used after
@@ -75,12 +77,16 @@ func (r *Region) Close() error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	mem := r.mem
-	r.mem, r.data = nil, nil
+	mem, path := r.mem, r.path
+	r.mem, r.data, r.path = nil, nil, ""
 	if mem == nil {
 		return nil
 	}
-	return unix.Munmap(mem)
+	err := unix.Munmap(mem)
+	if path != "" {
+		os.Remove(path)
+	}
+	return err
 }
 
 // Attach unmaps r once owner is unreachable. owner must not be reachable
@@ -172,17 +178,18 @@ func Section(f io.ReaderAt, s *elf.Section, max uint64) (*Region, error) {
 // before reading them.
 const readWhole = 1 << 20
 
-// Spill returns the bytes open yields, at most max of them, written to an
-// unnamed file in dir and mapped (MAP_SHARED, read-only): for bytes that
-// exist nowhere as a file (a compressed section, decompressed), so that
-// they live in the page cache, which the kernel may write back and
-// reclaim, rather than in the Go heap, where the collector's headroom
-// would double them. The file has no name (O_TMPFILE, or a name removed at
-// once where the file system lacks it), so nothing is left behind. When
-// dir is "" or the file cannot be written (a full disk, a read-only
-// directory), the bytes are read into memory from a second open: the
-// caller gets them either way, and only a failure of open itself is
-// returned.
+// Spill returns the bytes open yields, at most max of them, written to a
+// file in dir and mapped (MAP_SHARED, read-only): for bytes that exist
+// nowhere as a file (a compressed section, decompressed), so that they
+// live in the page cache, which the kernel may write back and reclaim,
+// rather than in the Go heap, where the collector's headroom would add
+// half again. The file ("spill-*") is removed when the region is closed;
+// the owner of dir empties it at start of what a process that crashed
+// left. It is mapped through a read-only descriptor: a file open for
+// writing, or one unlinked while open, would keep its file system from
+// being remounted read-only. When dir is "" or the file cannot be
+// written (a full disk, a read-only directory), the bytes are read into
+// memory from a second open: the caller gets them either way.
 func Spill(dir string, open func() io.Reader, max uint64) (*Region, error) {
 	if dir != "" {
 		if r, err := spill(dir, open(), max); err == nil || errors.Is(err, errTooBig) {
@@ -201,12 +208,19 @@ func Spill(dir string, open func() io.Reader, max uint64) (*Region, error) {
 
 var errTooBig = errors.New("more bytes than the limit")
 
-func spill(dir string, src io.Reader, max uint64) (*Region, error) {
-	f, err := tmpFile(dir)
+func spill(dir string, src io.Reader, max uint64) (_ *Region, err error) {
+	f, err := os.CreateTemp(dir, "spill-*")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close() // the mapping keeps the file
+	path := f.Name()
+	mapped := false
+	defer func() {
+		f.Close()
+		if !mapped {
+			os.Remove(path)
+		}
+	}()
 	n, err := io.Copy(f, io.LimitReader(src, int64(min(max, 1<<62))+1))
 	if err != nil {
 		return nil, err
@@ -221,25 +235,17 @@ func spill(dir string, src io.Reader, max uint64) (*Region, error) {
 		}
 		return &Region{data: data}, nil
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	ro, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return &Region{mem: mem, data: mem[:n:n]}, nil
-}
-
-// tmpFile creates a file in dir that has no name.
-func tmpFile(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err == nil {
-		return os.NewFile(uintptr(fd), dir+"/(spill)"), nil
-	}
-	f, err := os.CreateTemp(dir, ".scorch-spill-*")
+	defer ro.Close() // the mapping keeps the file
+	mem, err := unix.Mmap(int(ro.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return nil, err
 	}
-	os.Remove(f.Name())
-	return f, nil
+	mapped = true
+	return &Region{mem: mem, data: mem[:n:n], path: path}, nil
 }
 
 // DropPages takes a mapped region's pages out of the process's memory

@@ -110,11 +110,12 @@ func TestAttach(t *testing.T) {
 	_ = owner
 }
 
-// TestSpill: bytes that exist nowhere as a file come back mapped from an
-// unnamed file of the spill directory, the same bytes, leaving no name
-// behind; small ones, a directory that cannot be written and no directory
-// give them in memory; more than the limit is an error either way; and a
-// mapped region reads the same after its pages are dropped.
+// TestSpill: bytes that exist nowhere as a file come back mapped from a
+// file of the spill directory, the same bytes, and the file is removed
+// when the region is closed; small ones, a directory that cannot be
+// written and no directory give them in memory and leave nothing; more
+// than the limit is an error either way; and a mapped region reads the
+// same after its pages are dropped.
 func TestSpill(t *testing.T) {
 	data := bytes.Repeat([]byte("spilled bytes, "), 20000) // 300 KB
 	open := func(b []byte) func() io.Reader { return func() io.Reader { return bytes.NewReader(b) } }
@@ -130,10 +131,13 @@ func TestSpill(t *testing.T) {
 	if !bytes.Equal(r.Bytes(), data) {
 		t.Fatal("the bytes changed after DropPages")
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		t.Errorf("the spill directory holds %s, want nothing", ents[0].Name())
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("the spill directory holds %d files while the region is mapped, want 1", len(ents))
 	}
 	r.Close()
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("the spill directory holds %s after Close, want nothing", ents[0].Name())
+	}
 
 	for name, tc := range map[string]struct {
 		dir  string
@@ -156,5 +160,8 @@ func TestSpill(t *testing.T) {
 		if _, err := Spill(d, open(data), 1000); !errors.Is(err, errTooBig) {
 			t.Errorf("spill dir %q: %d bytes under a limit of 1000: %v, want errTooBig", d, len(data), err)
 		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("the spill directory holds %s after spills in memory and refused ones, want nothing", ents[0].Name())
 	}
 }

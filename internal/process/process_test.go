@@ -240,7 +240,7 @@ func TestELFAddrProcess(t *testing.T) {
 	// A PIE C program and its shared libraries, mapped by the kernel and
 	// the dynamic loader: for each executable mapping, functions of the
 	// file (at ELF virtual address V, file offset V - p.Vaddr + p.Off)
-	// are at V + LoadBias in the process, and the bytes there are the
+	// are at V + Bias(m, TextAdj) in the process, and the bytes there are the
 	// file's; ELFAddr of that address is V.
 	cmd := testenv.Start(t, testenv.Workload(t, "symtest-c"))
 	pid := strconv.Itoa(cmd.Process.Pid)

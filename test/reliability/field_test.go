@@ -133,7 +133,11 @@ func TestFieldShares(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					if !phase.stream {
-						cmd := exec.Command(bins[w.name], fmt.Sprint(fieldSeconds))
+						secs := fieldSeconds
+						if phase.before {
+							secs += 2 // as many seconds recorded as the others
+						}
+						cmd := exec.Command(bins[w.name], fmt.Sprint(secs))
 						if out, err := cmd.CombinedOutput(); err != nil {
 							t.Errorf("%s: %v\n%s", w.name, err, out)
 						}
@@ -152,7 +156,10 @@ func TestFieldShares(t *testing.T) {
 			if phase.before {
 				// The workloads run (their tables unknown to a recorder that
 				// was not there when they started) before the recording
-				// begins: it must find them in its scan of the host.
+				// begins: it must find them in its scan of the host. (If it
+				// fails to start, the workloads are waited for before the
+				// test ends: they report to t.)
+				defer wg.Wait()
 				time.Sleep(1500 * time.Millisecond)
 				rec = startRecord(t)
 			}

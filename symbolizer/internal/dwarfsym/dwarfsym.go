@@ -45,7 +45,9 @@
 // Input is hostile (files come from containers): section sizes, units,
 // nodes, rows, nesting depth and reference chains are capped, and
 // malformed data yields errors naming the file, the unit and the offset,
-// never a panic.
+// never a panic of this package's. debug/dwarf may still panic on crafted
+// input: loading a unit runs under process.Guard (the unit then names
+// nothing), and callers run Open under it too.
 package dwarfsym
 
 import (
@@ -63,6 +65,7 @@ import (
 	"sync/atomic"
 
 	"github.com/scorch-profiler/scorch/internal/mapped"
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 // ErrNoDWARF is wrapped by Open's error when neither the file nor any
@@ -89,6 +92,10 @@ const (
 	maxMiniDebug   = 64 << 20  // decompressed .gnu_debugdata
 	maxSymbols     = 1 << 22   // symbols in a names-only table
 	maxDebugLinkFS = 4 << 30   // size of a separate debug file we CRC
+	// maxRatio bounds what a compressed section may decompress to, in
+	// times its stored size: DWARF compresses 3 to 10 times with zlib or
+	// zstd; a crafted stream, a thousand times and more.
+	maxRatio = 100
 )
 
 // Table resolves addresses of one ELF file. It is safe for concurrent use.
@@ -109,6 +116,8 @@ type Table struct {
 	exec []addrRange // executable PT_LOAD ranges; addresses elsewhere are stale
 
 	regions []*mapped.Region // the sections' bytes, unmapped with the Table
+
+	panicked atomic.Pointer[process.ParseError] // the first unit whose parsing panicked (FuzzOpen)
 
 	mu   sync.Mutex // serializes unit loads (one user of data at a time)
 	size atomic.Int64
@@ -225,10 +234,7 @@ func (t *Table) validCode(lo, hi uint64) bool {
 // separate debug file); exec comes from the original file.
 func openDWARF(df *elf.File, r io.ReaderAt, path string, exec []addrRange, spillDir string) (*Table, error) {
 	sec, regions, held, err := loadDWARF(df, r, spillDir)
-	if err != nil {
-		for _, reg := range regions {
-			reg.Close()
-		}
+	if err != nil { // loadDWARF closed its regions
 		return nil, fmt.Errorf("dwarfsym: %s: %w", path, err)
 	}
 	t := &Table{path: path, exec: exec, regions: regions}
@@ -481,10 +487,21 @@ func newData(sec map[string][]byte, info []byte) (*dwarf.Data, error) {
 // are read incrementally, and all of them together may hold at most
 // maxDebugBytes, so a crafted header cannot make us allocate more than
 // the data really decompresses to. Uncompressed sections are mapped from r
-// when it is a file; the regions returned must live as long as the Data.
-// It returns the bytes held, mapped bytes counting for a sixteenth (page
-// cache, resident only where read).
-func loadDWARF(f *elf.File, r io.ReaderAt, spillDir string) (sec map[string][]byte, regions []*mapped.Region, held uint64, _ error) {
+// when it is a file, compressed ones decompressed into a mapped file of
+// spillDir (mapped.Spill); the regions returned must live as long as the
+// Data. It returns the bytes held: the file's own mapped sections count
+// for a sixteenth (page cache, resident only where read), decompressed
+// ones whole (heap, or disk in spillDir).
+func loadDWARF(f *elf.File, r io.ReaderAt, spillDir string) (sec map[string][]byte, regions []*mapped.Region, held uint64, err error) {
+	ok := false
+	defer func() {
+		if !ok { // an error, or a panic on the way out (Guard recovers it)
+			for _, reg := range regions {
+				reg.Close()
+			}
+			regions = nil
+		}
+	}()
 	if f.Type == elf.ET_REL {
 		// Relocatable objects need relocations applied, which
 		// elf.File.DWARF does; they are not what processes map.
@@ -525,24 +542,25 @@ func loadDWARF(f *elf.File, r io.ReaderAt, spillDir string) (sec map[string][]by
 		}
 		// Compressed (or not stored as they are in the file): the
 		// decompressed bytes, in a mapped file of spillDir when there is
-		// one.
-		reg, err := mapped.Spill(spillDir, func() io.Reader { return s.Open() }, budget)
+		// one. They count whole against the symbol cache's bound, which so
+		// bounds the disk they take too; and at most maxRatio times the
+		// stored bytes, so that a few KiB of crafted zlib cannot make us
+		// write or allocate the whole budget.
+		limit := min(budget, maxRatio*max(s.FileSize, 1))
+		reg, err := mapped.Spill(spillDir, func() io.Reader { return s.Open() }, limit)
 		if err != nil {
-			return nil, regions, 0, fmt.Errorf("section %s: %w (the debug sections' limit is %d bytes)", s.Name, err, maxDebugBytes)
+			return nil, regions, 0, fmt.Errorf("section %s (%d bytes stored): %w (limits: %d times the stored bytes, %d bytes of debug sections)", s.Name, s.FileSize, err, maxRatio, maxDebugBytes)
 		}
 		regions = append(regions, reg)
 		data := reg.Bytes()
 		budget -= uint64(len(data))
-		if reg.Mapped() {
-			held += uint64(len(data)) / 16
-		} else {
-			held += uint64(len(data))
-		}
+		held += uint64(len(data))
 		sec[name] = data
 	}
 	if len(sec["info"]) == 0 {
 		return nil, regions, 0, ErrNoDWARF
 	}
+	ok = true
 	return sec, regions, held, nil
 }
 
@@ -615,12 +633,26 @@ func (t *Table) loadUnit(u int32) *loadedUnit {
 	if lu := un.loaded.Load(); lu != nil {
 		return lu
 	}
-	lu, err := t.parseUnit(u)
+	// A panic in debug/dwarf on one unit (crafted input, or a form it
+	// does not know) costs that unit, not the file: the one recover
+	// boundary, process.Guard, at the unit.
+	var lu *loadedUnit
+	err := process.Guard(t.path, func() (err error) {
+		lu, err = t.parseUnit(u)
+		return err
+	})
+	if pe, ok := err.(*process.ParseError); ok {
+		t.panicked.CompareAndSwap(nil, pe)
+	}
 	if err != nil {
 		slog.Warn("dwarfsym: skipping malformed compilation unit", "file", t.path, "unit_offset", uint64(un.off), "err", err)
 		lu = &loadedUnit{}
 	}
 	t.size.Add(lu.bytes())
 	un.loaded.Store(lu)
+	// The unit is parsed: its bytes are not read again. Glibc's or
+	// CPython's biggest units (ceval.c) hold megabytes of DWARF, which
+	// would otherwise stay resident until the next trim.
+	t.DropPages()
 	return lu
 }

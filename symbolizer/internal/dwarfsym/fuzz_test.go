@@ -14,8 +14,9 @@ import (
 // their code. The seeds (testdata/fuzz/FuzzOpen) are tiny static binaries
 // with DWARF 4, DWARF 5, zlib-compressed sections, a separate debug file
 // and MiniDebugInfo. Open must return an error or a Table, and neither
-// may panic (the symbolizer runs them under process.Guard, which would
-// hide a panic of our own).
+// may panic: not Open (the symbolizer runs it under process.Guard, which
+// would hide a panic of our own), nor the parsing of a unit (under Guard
+// in loadUnit, which keeps the first panic for this test).
 func FuzzOpen(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ef, err := elf.NewFile(bytes.NewReader(data))
@@ -39,6 +40,9 @@ func FuzzOpen(f *testing.F) {
 		}
 		if tab.Size() < 0 {
 			t.Fatalf("Size() = %d", tab.Size())
+		}
+		if pe := tab.panicked.Load(); pe != nil {
+			t.Fatalf("a unit's parsing panicked (process.Guard hides it in production): %v\n%s", pe.Panic, pe.Stack)
 		}
 	})
 }
