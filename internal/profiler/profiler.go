@@ -246,8 +246,20 @@ func (p *Profiler) drain(scheduled time.Time, final bool, fn func(Batch)) error 
 	fn(Batch{Samples: samples, Stats: st, Time: time.Now(), Scheduled: scheduled, Final: final})
 
 	dead = append(dead, p.tracked.gone(time.Now())...)
+	var later []uint32
 	for _, pid := range dead {
+		if !final && p.sampler.HoldsDeferred(pid) {
+			// Samples of it wait in user space for a table and come out
+			// in a later batch: they are named with what is forgotten here.
+			later = append(later, pid)
+			continue
+		}
 		p.forget(pid)
+	}
+	if len(later) > 0 {
+		p.mu.Lock()
+		p.pending = append(p.pending, later...)
+		p.mu.Unlock()
 	}
 	return nil
 }

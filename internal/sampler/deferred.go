@@ -80,6 +80,35 @@ type parked struct {
 	deadline                            time.Time
 }
 
+// heldPids counts, per process, the deferred samples user space holds:
+// received from the kernel and not yet taken by a drain. Their process may
+// have exited, and a sample finished after a drain comes out in the next
+// one: the profiler keeps what names a process's samples (its mappings,
+// the kernel's list of them) until none of its samples is held
+// (Sampler.HoldsDeferred). Once, a 50 ms process's samples were all named
+// [unknown] after its state had been dropped a drain too early.
+type heldPids struct {
+	mu sync.Mutex
+	n  map[uint32]int
+}
+
+func (h *heldPids) add(pid uint32, d int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n == nil {
+		h.n = map[uint32]int{}
+	}
+	if h.n[pid] += d; h.n[pid] <= 0 {
+		delete(h.n, pid)
+	}
+}
+
+func (h *heldPids) holds(pid uint32) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[pid] > 0
+}
+
 // finishedSamples is the queue of finished deferred samples Drain takes.
 type finishedSamples struct {
 	mu      sync.Mutex
@@ -158,6 +187,7 @@ func (m *tableManager) readDeferred(ctx context.Context, rd *ringbuf.Reader, don
 			maps[k] = pm
 		}
 		p.maps = pm.maps
+		m.held.add(p.pid, 1) // until a drain takes it (takeFinished)
 		if !m.send(request{parked: p}) {
 			m.finish(p, nil) // the worker's queue is full: as walked so far
 		}
@@ -354,7 +384,11 @@ func (m *tableManager) takeFinished(all bool) []Sample {
 		case <-m.ctx.Done():
 		}
 	}
-	return m.finished.take()
+	out := m.finished.take()
+	for _, s := range out {
+		m.held.add(s.Pid, -1)
+	}
+	return out
 }
 
 // nextDeadline is when the first parked sample's time, or a waiting

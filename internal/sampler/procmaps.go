@@ -59,6 +59,13 @@ func kernelMappings(procs *ebpf.Map, pid uint32) []process.Mapping {
 	return out
 }
 
+// HoldsDeferred reports whether deferred samples of process pid are in user
+// space and not yet returned by a drain (see Stats.Deferred): until they
+// are, what names them must be kept (Forget, and the symbolizer's state).
+func (s *Sampler) HoldsDeferred(pid uint32) bool {
+	return s.tables != nil && s.tables.held.holds(pid)
+}
+
 // Forget deletes what the kernel keeps of process pid for naming its samples
 // (see KernelMapping); call it once they are named.
 func (s *Sampler) Forget(pid uint32) {

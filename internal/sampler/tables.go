@@ -192,6 +192,7 @@ type tableManager struct {
 	flushWaits   []flushWait                // drains waiting for deferred samples (worker state)
 	decoded      map[*table]*unwinder.Table // loaded tables read back for them (worker state)
 	finished     finishedSamples
+	held         heldPids // per process, the deferred samples not yet taken by a drain
 }
 
 func newTableManager(log *slog.Logger, procRoot string, pfiles *process.Files, objs *bpf.ScorchObjects, barrier func() error, cache *tableCache) (*tableManager, error) {

@@ -391,6 +391,7 @@ func TestDeferredFirstSamples(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	var all []Sample
+	held := 0 // drains before which samples of the program were held
 	for done := false; !done; {
 		drain := s.Drain
 		select {
@@ -398,12 +399,19 @@ func TestDeferredFirstSamples(t *testing.T) {
 			done, drain = true, s.DrainFinal
 		case <-time.After(200 * time.Millisecond):
 		}
+		if s.HoldsDeferred(pid) {
+			held++
+		}
 		smp, _, err := drain()
 		if err != nil {
 			t.Fatal(err)
 		}
 		all = append(all, smp...)
 	}
+	if s.HoldsDeferred(pid) {
+		t.Errorf("deferred samples of the program held after the final drain")
+	}
+	t.Logf("deferred samples held in user space before %d drains", held)
 	st, err := s.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -460,5 +468,26 @@ func TestMappingGoneAsksAgain(t *testing.T) {
 	sweepNow(s) // a request after ours: the worker is done with ours
 	if e := s.tables.entries[key]; e != nil {
 		t.Errorf("a negative answer was kept: %+v", e)
+	}
+}
+
+// TestHeldPids: the count of a process's deferred samples in user space
+// goes up with each received and down with each a drain takes.
+func TestHeldPids(t *testing.T) {
+	var h heldPids
+	if h.holds(7) {
+		t.Fatal("holds before anything was received")
+	}
+	h.add(7, 1)
+	h.add(7, 1)
+	h.add(8, 1)
+	h.add(7, -1)
+	if !h.holds(7) || !h.holds(8) {
+		t.Fatalf("after 2 of 7 and 1 of 8 received, 1 of 7 taken: holds(7) %v, holds(8) %v", h.holds(7), h.holds(8))
+	}
+	h.add(7, -1)
+	h.add(8, -1)
+	if h.holds(7) || h.holds(8) || len(h.n) != 0 {
+		t.Fatalf("all taken: holds(7) %v, holds(8) %v, %d entries", h.holds(7), h.holds(8), len(h.n))
 	}
 }
