@@ -6,7 +6,6 @@ import (
 	"time"
 
 	proc "github.com/scorch-profiler/scorch/internal/process"
-	"github.com/scorch-profiler/scorch/symbolizer/internal/dwarfsym"
 )
 
 // objectLinger is how long an object no process maps any more stays open
@@ -18,12 +17,6 @@ import (
 // distinct short-lived binaries (builds, tests, CI jobs) hundreds of MB of
 // them stayed mapped and resident.
 var objectLinger = time.Minute
-
-// pageTrimInterval is how often, at most, the mapped debug sections of
-// the loaded tables leave the process's resident memory (see trimPages):
-// lookups touch units over hours, and their pages would otherwise stay
-// resident until the file is closed.
-const pageTrimInterval = 5 * time.Minute
 
 // fileCache holds the objects in use, keyed by content key (the build id,
 // or device, inode, mtime and size for files without one), and bounds the
@@ -45,7 +38,6 @@ type fileCache struct {
 	evicted  atomic.Uint64
 	openObjs int
 	idle     []idleObject // objects whose refs dropped to 0, oldest first
-	trimmed  atomic.Int64 // when pages were last dropped (Unix ns)
 }
 
 type idleObject struct {
@@ -63,7 +55,6 @@ func newFileCache(limit int64, pfiles *proc.Files) *fileCache {
 // when there is one; else pf gets a new object, whose first process's root
 // is root.
 func (c *fileCache) objectOf(pf *proc.File, root string) *object {
-	c.trimPages(time.Now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked(time.Now())
@@ -89,7 +80,6 @@ func (c *fileCache) ref(o *object) {
 
 // release drops a process's reference.
 func (c *fileCache) release(o *object) {
-	c.trimPages(time.Now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.refs--
@@ -103,28 +93,6 @@ func (c *fileCache) release(o *object) {
 		}
 	}
 	c.expireLocked(now)
-}
-
-// trimPages drops the resident pages of the loaded DWARF tables' mapped
-// sections (dwarfsym.Table.DropPages) when pageTrimInterval has passed
-// since it last did: at most that often, whenever a file is opened or a
-// process forgotten. The madvise calls are made outside c.mu.
-func (c *fileCache) trimPages(now time.Time) {
-	last := c.trimmed.Load()
-	if now.UnixNano()-last < int64(pageTrimInterval) || !c.trimmed.CompareAndSwap(last, now.UnixNano()) {
-		return
-	}
-	var ts []*dwarfsym.Table
-	c.mu.Lock()
-	for _, o := range c.byKey {
-		if t := o.tabs.Load(); t != nil && t.dwarf != nil {
-			ts = append(ts, t.dwarf)
-		}
-	}
-	c.mu.Unlock()
-	for _, t := range ts {
-		t.DropPages()
-	}
 }
 
 // expireLocked closes the objects no process has mapped for objectLinger.

@@ -92,9 +92,9 @@ type Options struct {
 	DebugDirs  []string     // default ["/usr/lib/debug"]
 	Logger     *slog.Logger // default slog.Default()
 	// SpillDir is where compressed debug sections (those of Debian's and
-	// Fedora's debug packages) are decompressed to, in files without a
-	// name that are mapped: their bytes are then page cache, not heap.
-	// "" keeps them on the heap.
+	// Fedora's debug packages) are decompressed to, in files that are
+	// mapped and removed when the file's tables are dropped: their bytes
+	// are then page cache, not heap. "" keeps them on the heap.
 	SpillDir string
 }
 

@@ -90,9 +90,11 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 			return nil, err
 		}
 		a.lock = lock
-		if err := os.RemoveAll(spill); err != nil {
-			logger.Warn("decompressed debug sections will be kept in memory", "err", err)
-		} else if err := os.Mkdir(spill, 0o700); err != nil {
+		err = os.RemoveAll(spill)
+		if err == nil {
+			err = os.Mkdir(spill, 0o700)
+		}
+		if err != nil {
 			logger.Warn("decompressed debug sections will be kept in memory", "err", err)
 		}
 		st, err := store.Open(cfg.DataDir, store.Options{MaxAge: cfg.Retention, MaxBytes: cfg.RetentionSize, Logger: logger})

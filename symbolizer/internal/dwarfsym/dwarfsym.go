@@ -161,10 +161,10 @@ func Open(f *elf.File, path, rootDir string, debugDirs []string) (t *Table, err 
 // debug sections are mapped rather than read into memory (see package
 // mapped): lookups that load a unit must then run under process.Guard when
 // the file could be truncated. Compressed sections are decompressed into
-// an unnamed file in spillDir and mapped (see mapped.Spill), or onto the
-// heap when spillDir is "". The pages of mapped sections are dropped from
-// the process once the unit index is built (mapped.Region.DropPages): a
-// lookup touches the few it reads again.
+// a file in spillDir and mapped (see mapped.Spill), or onto the heap when
+// spillDir is "". The pages of mapped sections are dropped from the
+// process once the unit index is built and after each unit is parsed
+// (mapped.Region.DropPages): only loading a unit reads them afterwards.
 //
 // Open and the lookups parse an untrusted file with debug/dwarf, which may
 // panic on crafted input: callers run them under process.Guard, the one
@@ -650,9 +650,10 @@ func (t *Table) loadUnit(u int32) *loadedUnit {
 	}
 	t.size.Add(lu.bytes())
 	un.loaded.Store(lu)
-	// The unit is parsed: its bytes are not read again. Glibc's or
-	// CPython's biggest units (ceval.c) hold megabytes of DWARF, which
-	// would otherwise stay resident until the next trim.
+	// The unit is parsed: its bytes are not read again (only loading a
+	// unit reads the sections after Open). Glibc's or CPython's biggest
+	// units (ceval.c) hold megabytes of DWARF, which would otherwise stay
+	// resident until the file is closed.
 	t.DropPages()
 	return lu
 }
