@@ -134,7 +134,13 @@ func (b *Builder) Samples() int64 {
 }
 
 // Add resolves the addresses of s and adds it to the profile.
-func (b *Builder) Add(s sampler.Sample) {
+func (b *Builder) Add(s sampler.Sample) { b.AddLabeled(s, "", nil) }
+
+// AddLabeled is Add with labels added to the sample's labels (besides
+// comm, pid and tid), for a profile of several targets: each sample keeps
+// its target's labels. setKey identifies the label set (samples that
+// differ only in it stay apart); labels is read, not kept.
+func (b *Builder) AddLabeled(s sampler.Sample, setKey string, labels map[string]string) {
 	if s.Count == 0 {
 		return
 	}
@@ -187,6 +193,8 @@ func (b *Builder) Add(s sampler.Sample) {
 	key = strconv.AppendUint(key, uint64(s.Tid), 10)
 	key = append(key, 0)
 	key = append(key, s.Comm...)
+	key = append(key, 0)
+	key = append(key, setKey...)
 	for _, l := range locs {
 		key = append(key, 0)
 		key = strconv.AppendUint(key, l.ID, 36)
@@ -200,9 +208,15 @@ func (b *Builder) Add(s sampler.Sample) {
 	ps := &profile.Sample{
 		Location: append([]*profile.Location(nil), locs...),
 		Value:    []int64{int64(s.Count), int64(s.Count) * b.period},
-		Label:    map[string][]string{"comm": {s.Comm}},
+		Label:    make(map[string][]string, 1+len(labels)),
 		NumLabel: map[string][]int64{"pid": {int64(s.Pid)}, "tid": {int64(s.Tid)}},
 	}
+	for k, v := range labels {
+		if k != "pid" && k != "tid" { // numeric labels of every sample
+			ps.Label[k] = []string{v}
+		}
+	}
+	ps.Label["comm"] = []string{s.Comm}
 	b.samples[string(key)] = ps
 	b.p.Sample = append(b.p.Sample, ps)
 }

@@ -154,13 +154,19 @@ type selected struct {
 // the windows a request must open, need(ws) of them, are few (FewWindows),
 // else at the finest where they fit MaxWindows, else at the coarsest (see
 // LeveledSource; a Source without rollups has level 0 only). It returns
-// the period of the level used, 0 for the windows as recorded.
-func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int) ([]Window, time.Duration, error) {
-	ws, err := h.src.Windows(ctx, q.from, q.to)
+// the period of the level used, 0 for the windows as recorded. Without
+// filters, merged lists the merges of all targets where the source has
+// them (MergedAt), at level 0 too: fewer profiles, the same samples.
+func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool) ([]Window, time.Duration, error) {
+	ls, ok := h.src.(LeveledSource)
+	list := h.src.Windows
+	if ok && merged && len(q.filters) == 0 {
+		list = func(ctx context.Context, from, to time.Time) ([]Window, error) { return ls.MergedAt(ctx, from, to, 0) }
+	}
+	ws, err := list(ctx, q.from, q.to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing windows: %w", err)
 	}
-	ls, ok := h.src.(LeveledSource)
 	n := need(ws)
 	if !ok || n <= h.opts.FewWindows {
 		return ws, 0, nil
@@ -208,7 +214,7 @@ func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time
 		}
 		return len(sel)
 	}
-	ws, res, err := h.listWindows(ctx, q, pick)
+	ws, res, err := h.listWindows(ctx, q, pick, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -546,7 +552,7 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 			}
 		}
 		return n
-	})
+	}, false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -718,7 +724,7 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 			}
 		}
 		return n
-	})
+	}, false)
 	if err != nil {
 		return nil, "", err
 	}

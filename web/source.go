@@ -60,8 +60,10 @@ type LeveledSource interface {
 	// to), oldest first: its rollups, and for the targets and periods
 	// that have none, the finer windows. Level 0 is Windows.
 	WindowsAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
-	// MergedAt is WindowsAt where one rollup of all targets stands for
-	// every target of a period: the targets' own labels are sample
-	// labels in it. The viewer uses it for selections without filters.
+	// MergedAt is WindowsAt where one profile of all targets stands for
+	// every target of a period (a rollup) or of a window, where the
+	// source has one: the targets' own labels are sample labels in it.
+	// The viewer uses it for flame graphs and tables without filters,
+	// from level 0 (windows only) up.
 	MergedAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
 }

@@ -113,7 +113,8 @@ func main() {
 	t0 := time.Now()
 	nw := 0
 	for w := start; w.Before(end); w = w.Add(*interval) {
-		if err := st.PutWindow(w, *interval, g.window(w)); err != nil {
+		items := g.window(w)
+		if err := st.PutWindowMerged(w, *interval, items, mergeTargets(items)); err != nil {
 			log.Fatal(err)
 		}
 		nw++
@@ -393,6 +394,27 @@ func (g *gen) distinctPids() int {
 }
 
 // window returns the services' profiles of the window starting at w.
+// mergeTargets is the profile of all targets the agent writes beside
+// them (store.PutWindowMerged): their samples, labelled with their
+// targets' labels.
+func mergeTargets(items []store.Item) *profile.Profile {
+	ps := make([]*profile.Profile, len(items))
+	for i, it := range items {
+		c := it.Profile.Copy()
+		for _, smp := range c.Sample {
+			for k, v := range it.Labels {
+				smp.Label[k] = []string{v}
+			}
+		}
+		ps[i] = c
+	}
+	m, err := profile.Merge(ps)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return m
+}
+
 func (g *gen) window(w time.Time) []store.Item {
 	items := make([]store.Item, 0, len(g.names))
 	for s, name := range g.names {

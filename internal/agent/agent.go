@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/pprof/profile"
+
 	"github.com/scorch-profiler/scorch/exporter"
 	"github.com/scorch-profiler/scorch/exporter/pyroscope"
 	"github.com/scorch-profiler/scorch/internal/profiler"
@@ -48,9 +50,12 @@ type Agent struct {
 	m       *metrics
 	filter  *filterLoop // nil without --include/--exclude rules; set by Run
 
-	// The window being filled.
+	// The window being filled: a profile per target, and with a store
+	// one of all targets (merged) that the viewer reads when it needs
+	// no target apart (store.PutWindowMerged).
 	winStart time.Time
 	windows  map[string]*targetWindow
+	merged   *exporter.Builder
 
 	ready atomic.Bool
 }
@@ -279,6 +284,12 @@ func (a *Agent) onBatch(b profiler.Batch) {
 			a.windows[tg.key] = w
 		}
 		w.builder.Add(s)
+		if a.store != nil {
+			if a.merged == nil {
+				a.merged = exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart)
+			}
+			a.merged.AddLabeled(s, tg.key, tg.labels)
+		}
 	}
 	// A drain scheduled at a boundary closes the window; the final drain
 	// closes the partial window at the time it happened.
@@ -299,6 +310,7 @@ func (a *Agent) closeWindow(end time.Time) {
 		if err != nil {
 			a.log.Error("window profile invalid; dropped", "err", err, "service_name", w.labels["service_name"])
 			a.m.windowErrors.Inc()
+			a.merged = nil // it holds the dropped target's samples
 			continue
 		}
 		a.m.windows.Inc()
@@ -308,8 +320,16 @@ func (a *Agent) closeWindow(end time.Time) {
 	// two per target (whose creation cost the agent more CPU in the file
 	// system than sampling on hosts with process churn).
 	if a.store != nil && len(items) > 0 {
-		// PutWindow logs the first failure of each cause itself.
-		if err := a.store.PutWindow(start, end.Sub(start), items); err != nil {
+		var merged *profile.Profile
+		if a.merged != nil && len(items) > 1 {
+			var err error
+			if merged, err = a.merged.Build(end); err != nil {
+				a.log.Error("window profile of all targets invalid; stored without it", "err", err)
+				merged = nil
+			}
+		}
+		// PutWindowMerged logs the first failure of each cause itself.
+		if err := a.store.PutWindowMerged(start, end.Sub(start), items, merged); err != nil {
 			a.m.storeErrors.Inc()
 		}
 	}
@@ -323,6 +343,7 @@ func (a *Agent) closeWindow(end time.Time) {
 		}
 	}
 	a.windows = map[string]*targetWindow{}
+	a.merged = nil
 	a.winStart = end
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -386,4 +387,84 @@ func serveReceiver(t *testing.T, rcv *receiver) string {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestAgentStoresMergedWindows runs the agent over two services: each
+// window is stored per service and merged (store.PutWindowMerged), and
+// the merge holds exactly the services' samples, each labelled with its
+// service, and the labels they share as its own.
+func TestAgentStoresMergedWindows(t *testing.T) {
+	requireRoot(t)
+	w1 := testenv.StartWorkload(t, "cpuburn-c")
+	w2 := testenv.StartWorkload(t, "cpuburn-c")
+	dir := t.TempDir()
+	cfg := testConfig(t,
+		"--interval", "2s", "--frequency", "99", "--data-dir", dir, "--listen", "",
+		"--include", fmt.Sprintf("pid:%d", w1.Process.Pid), "--include", fmt.Sprintf("pid:%d", w2.Process.Pid),
+		"--service-name", fmt.Sprintf("one=pid:%d", w1.Process.Pid), "--service-name", fmt.Sprintf("two=pid:%d", w2.Process.Pid),
+		"--label", "env=test")
+	stop := runAgent(t, cfg)
+	time.Sleep(7 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := store.Open(dir, store.Options{NoRollups: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	from, to := time.Unix(0, 0), time.Now().Add(time.Hour)
+	targets, err := st.Windows(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := st.MergedAt(ctx, from, to, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type perStart struct {
+		services map[string]int64
+		n        int
+	}
+	byStart := map[time.Time]*perStart{}
+	for _, w := range targets {
+		ps := byStart[w.Start]
+		if ps == nil {
+			ps = &perStart{services: map[string]int64{}}
+			byStart[w.Start] = ps
+		}
+		ps.services[w.Labels["service_name"]] += w.Samples
+		ps.n++
+	}
+	checked := 0
+	for _, m := range merged {
+		ps := byStart[m.Start]
+		if ps == nil || ps.n < 2 {
+			continue // a window with one service is its own merge
+		}
+		if m.Labels["env"] != "test" || m.Labels["service_name"] != "" {
+			t.Errorf("merged window at %v: labels %v, want env=test and no service", m.Start, m.Labels)
+		}
+		p, err := st.Open(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, s := range p.Sample {
+			got[strings.Join(s.Label["service_name"], ",")] += s.Value[0]
+			if s.Label["env"] != nil || len(s.NumLabel["pid"]) != 1 {
+				t.Errorf("merged window at %v: sample labels %v %v", m.Start, s.Label, s.NumLabel)
+				break
+			}
+		}
+		if !maps.Equal(got, ps.services) {
+			t.Errorf("merged window at %v: samples by service %v, the services' windows %v", m.Start, got, ps.services)
+		}
+		checked++
+	}
+	if stats := st.Stats(); checked < 2 || stats.Merged != checked {
+		t.Errorf("%d merged windows checked, %d stored (%d windows): want at least 2, all of them", checked, stats.Merged, stats.Windows)
+	}
 }

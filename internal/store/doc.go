@@ -80,7 +80,12 @@
 // 12,000 an hour, and a viewer that opens each of them cannot answer a
 // day in a second. So the store also keeps rollups (rollup.go): for each
 // target, the merge of its windows of a period of 5 minutes, and those
-// merged again per hour and per day (levels), with their sample labels.
+// merged again per hour and per day (levels), with their sample labels
+// but thread ids, and with the pids of the busiest processes only
+// (maxRollupPids): the others' samples merge by stack and comm, so that
+// a rollup stays small on a host that starts processes all the time. A
+// pid filter on a range read from rollups finds the processes they keep
+// (their index lists them); the windows keep every pid.
 // A goroutine builds them after Open and after each PutWindow, once a
 // period has ended (plus twice the longest window and rollupGrace, for
 // windows still being written). They are packs like windows, in the
@@ -95,6 +100,16 @@
 // period, so that a view without filters reads one profile per period
 // instead of one per target (but not where a target shows a coarser
 // rollup of its own over the period: it would count twice).
+//
+// A window may also hold the merge of its targets (PutWindowMerged: the
+// agent builds it from the same samples, at little cost), stored as the
+// last target of its pack under the shared labels and allTargetsLabel,
+// with an index of version 3 (which an older agent skips). Until its
+// period is rolled up it stands for the window's targets in MergedAt:
+// the viewer reads one profile per window instead of one per target
+// for the last minutes, which no rollup holds yet. It stands for them
+// only while every target of its pack is indexed (a later pack of the
+// same start may replace one); rollups merge the targets, not it.
 //
 // Windows lists the windows only; WindowsAt(k) lists what level k shows:
 // its rollups, and where a target has none for a period (it is not built

@@ -16,6 +16,10 @@ import (
 const (
 	indexVersion       = 1
 	rollupIndexVersion = 2
+	// mergedIndexVersion is that of a window (level 0) whose last target
+	// merges the others (Store.PutWindowMerged): an older agent would
+	// count its samples twice, so it skips (and keeps) such windows.
+	mergedIndexVersion = 3
 )
 
 // Limits on index content: the data directory is outside input. PutWindow
@@ -107,8 +111,8 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, 0, fmt.Errorf("index %s: %w", name, err)
 	}
-	if probe.Version != indexVersion && probe.Version != rollupIndexVersion {
-		if probe.Version > rollupIndexVersion {
+	if probe.Version < indexVersion || probe.Version > mergedIndexVersion {
+		if probe.Version > mergedIndexVersion {
 			return nil, 0, fmt.Errorf("index %s: %w %d", name, errFutureVersion, probe.Version)
 		}
 		return nil, 0, fmt.Errorf("index %s: version %d is invalid", name, probe.Version)
@@ -128,6 +132,8 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 		return nil, 0, fmt.Errorf("index %s: level %d in an index of version %d", name, x.Level, probe.Version)
 	case x.Level > 0 && (x.DurationNS != int64(levels[x.Level]) || start.UnixNano()%int64(levels[x.Level]) != 0):
 		return nil, 0, fmt.Errorf("index %s: rollup of level %d is not one aligned %v", name, x.Level, levels[x.Level])
+	case probe.Version == mergedIndexVersion && len(x.Targets) < 2:
+		return nil, 0, fmt.Errorf("index %s: a merged window of %d targets", name, len(x.Targets))
 	case x.DurationNS < 0:
 		return nil, 0, fmt.Errorf("index %s: negative duration %d", name, x.DurationNS)
 	case len(x.Targets) == 0:
@@ -159,6 +165,10 @@ func parseIndex(data []byte, name string) (*packIndex, int64, error) {
 			return nil, 0, fmt.Errorf("index %s: target %d: offset %d, want %d (targets lie back to back)", name, i, t.Offset, off)
 		case t.Size > math.MaxInt64-off:
 			return nil, 0, fmt.Errorf("index %s: target %d: size %d at offset %d overflows", name, i, t.Size, off)
+		}
+		if _, marked := t.Labels[allTargetsLabel]; marked && probe.Version == indexVersion ||
+			probe.Version == mergedIndexVersion && marked != (i == len(x.Targets)-1) {
+			return nil, 0, fmt.Errorf("index %s: target %d: label %s misplaced in an index of version %d", name, i, allTargetsLabel, probe.Version)
 		}
 		seen[t.ID] = true
 		off += t.Size

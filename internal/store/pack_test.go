@@ -345,7 +345,7 @@ func TestCorruptPacksSkipped(t *testing.T) {
 	os.WriteFile(path(2, ".index"), []byte("\x00garbage"), 0o600)           // index that does not parse
 	os.Remove(path(3, ".pack"))                                             // index without pack
 	truncate(path(4, ".index"), 10)                                         // truncated index
-	os.WriteFile(path(5, ".index"), []byte(`{"version":3,"new":1}`), 0o600) // newer format: kept, with its pack
+	os.WriteFile(path(5, ".index"), []byte(`{"version":4,"new":1}`), 0o600) // newer format: kept, with its pack
 	f, _ := os.OpenFile(path(6, ".pack"), os.O_APPEND|os.O_WRONLY, 0)       // pack longer than its targets
 	f.Write([]byte("x"))
 	f.Close()

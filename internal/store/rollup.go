@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,7 +198,7 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 			items = append(items, all)
 		}
 	}
-	err := s.putWindow(k, time.Unix(0, p), levels[k], items)
+	err := s.putWindow(k, time.Unix(0, p), levels[k], items, len(items) > 0 && items[len(items)-1].Labels[allTargetsLabel] != "")
 	if err != nil {
 		s.mu.Lock()
 		s.st.RollupErrors += uint64(len(items))
@@ -206,19 +207,33 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 	return err
 }
 
+// maxRollupPids is how many processes a target's rollup of a period
+// keeps apart by their pid label: those with the most samples. The
+// samples of the others keep their stacks and comm but lose the pid, so
+// that they merge: on a host starting 100 processes a second, a rollup
+// that kept every pid would hold as many samples as the windows it
+// merges, and an hour or a day of them could not be read in a second
+// (bench/RESULTS.md, churn).
+const maxRollupPids = 128
+
 // merge reads the profiles of es and merges them into one that starts at
 // p and lasts d. Thread ids are dropped: a rollup keeps the samples of
 // each process, not of each thread (the viewer does not filter by
-// thread), so that it does not grow with every thread a host ran.
+// thread), so that it does not grow with every thread a host ran; and
+// the pids of all but maxRollupPids processes (see there).
 func (s *Store) merge(es []*entry, p, d int64) (*profile.Profile, error) {
-	m, err := mergeBatched(len(es), func(i int) (*profile.Profile, error) {
-		pr, err := s.read(es[i])
+	ps := make([]*profile.Profile, len(es))
+	for i, e := range es {
+		pr, err := s.read(e)
 		if err != nil {
 			return nil, err
 		}
-		for _, smp := range pr.Sample {
-			delete(smp.NumLabel, "tid")
-		}
+		ps[i] = pr
+	}
+	capPids(ps, maxRollupPids)
+	m, err := mergeBatched(len(ps), func(i int) (*profile.Profile, error) {
+		pr := ps[i]
+		ps[i] = nil // merged: garbage once its batch is
 		return pr, nil
 	})
 	if err != nil {
@@ -226,6 +241,45 @@ func (s *Store) merge(es []*entry, p, d int64) (*profile.Profile, error) {
 	}
 	m.TimeNanos, m.DurationNanos = p, d
 	return m, nil
+}
+
+// capPids drops the thread ids of the samples of ps, and the pids of all
+// but the max processes with the most samples in them (ties: the lower
+// pid).
+func capPids(ps []*profile.Profile, max int) {
+	perPid := map[int64]int64{}
+	for _, pr := range ps {
+		vi := valueIndex(pr)
+		for _, smp := range pr.Sample {
+			delete(smp.NumLabel, "tid")
+			delete(smp.NumUnit, "tid")
+			if pid := smp.NumLabel["pid"]; len(pid) == 1 && vi < len(smp.Value) {
+				perPid[pid[0]] += smp.Value[vi]
+			}
+		}
+	}
+	if len(perPid) <= max {
+		return
+	}
+	pids := slices.Collect(maps.Keys(perPid))
+	slices.SortFunc(pids, func(a, b int64) int {
+		if c := cmp.Compare(perPid[b], perPid[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	keep := make(map[int64]bool, max)
+	for _, pid := range pids[:max] {
+		keep[pid] = true
+	}
+	for _, pr := range ps {
+		for _, smp := range pr.Sample {
+			if pid := smp.NumLabel["pid"]; len(pid) != 1 || !keep[pid[0]] {
+				delete(smp.NumLabel, "pid")
+				delete(smp.NumUnit, "pid")
+			}
+		}
+	}
 }
 
 // mergeBatch is how many profiles mergeBatched holds besides what it has
@@ -315,10 +369,12 @@ func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web
 	return s.windowsAt(ctx, from, to, k, visible)
 }
 
-// MergedAt is WindowsAt where a rollup of all targets holds a period: that
-// rollup alone stands for every target there (see visibleMerged).
+// MergedAt is WindowsAt where a rollup of all targets holds a period, or
+// a window's merge of all targets holds that window (PutWindowMerged):
+// it alone stands for every target there (see visibleMerged). Level 0
+// lists windows only.
 func (s *Store) MergedAt(ctx context.Context, from, to time.Time, k int) ([]web.Window, error) {
-	if k <= 0 || k >= len(levels) {
+	if k < 0 || k >= len(levels) {
 		return nil, fmt.Errorf("store: no level %d of rollups (there are %d)", k, len(levels)-1)
 	}
 	return s.windowsAt(ctx, from, to, k, visibleMerged)
@@ -347,7 +403,7 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 		if e.dur == 0 {
 			overlaps = e.start >= f
 		}
-		if overlaps && e.level <= k {
+		if overlaps && e.level <= k && (view != nil || !e.all) {
 			in = append(in, e)
 		}
 	}
@@ -365,7 +421,9 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 // targets (up to level k) of a period stands for every target's entries
 // there, which it merged: unless one target shows a coarser rollup that
 // covers the period (its own merge succeeded where that of all targets,
-// at the coarser level, did not).
+// at the coarser level, did not). Where none does, a window's merge of
+// all targets stands for the windows of its pack, if they are all still
+// there (none was replaced by a later pack of the same start).
 func visibleMerged(es []*entry, k int) []*entry {
 	type key struct {
 		level  int
@@ -380,13 +438,17 @@ func visibleMerged(es []*entry, k int) []*entry {
 	}
 	var alls []*entry
 	for _, e := range es {
-		if e.all {
+		if e.all && (e.level > 0 || e.files.refs == e.covers+1) {
 			alls = append(alls, e)
 		}
 	}
 	slices.SortFunc(alls, func(a, b *entry) int { return b.level - a.level })
 	used := map[key]bool{}
+	usedPacks := map[*files]bool{} // of the windows' merges used
 	coveredBy := func(e *entry, from int) bool {
+		if e.level == 0 && !e.all && usedPacks[e.files] {
+			return true
+		}
 		for j := max(from, 1); j <= k; j++ {
 			d := int64(levels[j])
 			if used[key{j, e.start - e.start%d}] && (e.dur < d || e.level == j) {
@@ -407,7 +469,11 @@ func visibleMerged(es []*entry, k int) []*entry {
 	var out []*entry
 	for _, a := range alls {
 		if !coveredBy(a, a.level+1) && !blocked(a) {
-			used[key{a.level, a.start}] = true
+			if a.level == 0 {
+				usedPacks[a.files] = true
+			} else {
+				used[key{a.level, a.start}] = true
+			}
 			out = append(out, a)
 		}
 	}
@@ -428,10 +494,7 @@ const allTargetsLabel = "scorch_rollup"
 // mergeTargets merges the rollups of the targets of a period into one,
 // each target's own labels (those not shared by all) added to its samples.
 func mergeTargets(items []Item, p, d int64) (Item, error) {
-	common := maps.Clone(items[0].Labels)
-	for _, it := range items[1:] {
-		maps.DeleteFunc(common, func(k, v string) bool { return it.Labels[k] != v })
-	}
+	common := commonLabels(items)
 	m, err := mergeBatched(len(items), func(i int) (*profile.Profile, error) {
 		it := items[i]
 		c := it.Profile.Copy()

@@ -374,3 +374,208 @@ func TestMergeBatched(t *testing.T) {
 		t.Errorf("a failed read: %v, want %v", err, wantErr)
 	}
 }
+
+// mergedOf merges the items' profiles as the agent does for
+// PutWindowMerged: each sample labelled with its target's labels.
+func mergedOf(t *testing.T, items []Item) *profile.Profile {
+	t.Helper()
+	var ps []*profile.Profile
+	for _, it := range items {
+		c := it.Profile.Copy()
+		for _, smp := range c.Sample {
+			smp.Label = map[string][]string{}
+			for k, v := range it.Labels {
+				smp.Label[k] = []string{v}
+			}
+		}
+		ps = append(ps, c)
+	}
+	m, err := profile.Merge(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestMergedWindows writes windows of two services with their merge
+// (PutWindowMerged) and checks what each view lists: the targets alone
+// at level 0, one merge per window where no rollup holds the period,
+// the same samples at every level, before and after a reopen, and the
+// targets again where a later pack replaced one of them.
+func TestMergedWindows(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	end := h0.Add(500 * 15 * time.Second) // 06:05
+	s.now = func() time.Time { return end.Add(20 * time.Second) }
+	ctx := context.Background()
+	var total int64
+	for i := range 500 {
+		start := h0.Add(time.Duration(i) * 15 * time.Second)
+		na := 2 + int64(i%7)
+		items := []Item{
+			{Labels: map[string]string{"service_name": "a", "host": "h"}, Profile: pidProfile("fa", na, start)},
+			{Labels: map[string]string{"service_name": "b", "host": "h"}, Profile: pidProfile("fb", 3, start)},
+		}
+		if err := s.PutWindowMerged(start, 15*time.Second, items, mergedOf(t, items)); err != nil {
+			t.Fatal(err)
+		}
+		total += na + 3
+	}
+	check := func(what string, k int, mergedView bool, wantN int, wantTotal int64) []web.Window {
+		t.Helper()
+		var ws []web.Window
+		var err error
+		if mergedView {
+			ws, err = s.MergedAt(ctx, h0.Add(-time.Hour), h0.Add(5*time.Hour), k)
+		} else {
+			ws, err = s.WindowsAt(ctx, h0.Add(-time.Hour), h0.Add(5*time.Hour), k)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != wantN || sumSamples(ws) != wantTotal {
+			t.Errorf("%s: level %d (merged %v): %d windows, %d samples; want %d, %d", what, k, mergedView, len(ws), sumSamples(ws), wantN, wantTotal)
+		}
+		return ws
+	}
+	checkAll := func(what string) {
+		t.Helper()
+		if st := s.Stats(); st.Windows != 1000 || st.Merged != 500 {
+			t.Errorf("%s: stats %+v, want 1000 windows and 500 merged", what, st)
+		}
+		check(what, 0, false, 1000, total)
+		ws := check(what, 0, true, 500, total)
+		w := ws[7]
+		if !maps.Equal(w.Labels, map[string]string{"host": "h"}) || !slices.Equal(w.Values["service_name"], []string{"a", "b"}) {
+			t.Errorf("%s: merged window labels %v, values %v", what, w.Labels, w.Values)
+		}
+		p, err := s.Open(ctx, w.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byService := map[string]int64{}
+		for _, smp := range p.Sample {
+			if smp.Label["host"] != nil {
+				t.Errorf("%s: a merged sample keeps the shared label: %v", what, smp.Label)
+			}
+			byService[smp.Label["service_name"][0]] += smp.Value[1]
+		}
+		if byService["a"] != 2+7%7 || byService["b"] != 3 {
+			t.Errorf("%s: merged window 7 by service %v, want a 2, b 3", what, byService)
+		}
+	}
+	checkAll("written")
+	s.Close()
+	s = open(t, dir, Options{})
+	s.now = func() time.Time { return end.Add(20 * time.Second) }
+	checkAll("reopened")
+
+	// Rollups up to 06:00 (the last period is still open): the merged
+	// views read the rollups of all targets, then the windows' merges.
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for k, n := range []int{1000, 2*24 + 40, 2*2 + 40, 2*2 + 40} {
+		check("compacted", k, false, n, total)
+	}
+	for k, n := range []int{500, 24 + 20, 2 + 20, 2 + 20} {
+		check("compacted", k, true, n, total)
+	}
+
+	// A later pack of one window's start replaces target a: that
+	// window's merge no longer stands for it.
+	start := h0.Add(499 * 15 * time.Second)
+	if err := s.PutWindow(start, 15*time.Second, []Item{{Labels: map[string]string{"service_name": "a", "host": "h"}, Profile: pidProfile("fa", 50, start)}}); err != nil {
+		t.Fatal(err)
+	}
+	total += 50 - (2 + 499%7)
+	check("replaced", 0, true, 499+2, total)
+	check("replaced", 1, true, 24+19+2, total)
+
+	// A merge that does not hold the targets' samples is not stored;
+	// the window is.
+	start = end
+	items := []Item{
+		{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", 4, start)},
+		{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
+	}
+	wrong := mergedOf(t, items[:1])
+	if err := s.PutWindowMerged(start, 15*time.Second, items, wrong); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Windows != 1002 || st.Merged != 500 {
+		t.Errorf("after a wrong merge: stats %+v, want 1002 windows and 500 merged", st)
+	}
+	// The merge's label is the store's.
+	items[0].Labels = map[string]string{"service_name": "a", allTargetsLabel: "x"}
+	if err := s.PutWindow(start.Add(time.Minute), 15*time.Second, items); err == nil {
+		t.Error("a target with the label of merges was stored")
+	}
+	s.Close()
+}
+
+// TestRollupCapsPids writes windows of a service whose samples come from
+// 300 processes, pid i with i+1 samples in each window: its rollups keep
+// the pids of the maxRollupPids processes with the most samples, and the
+// others' samples without a pid, merged, so that a rollup stays small on
+// a host that starts processes all the time; no sample is lost.
+func TestRollupCapsPids(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	s.now = func() time.Time { return h0.Add(2 * time.Hour) }
+	const procs = 300
+	var total int64
+	for i := range 20 { // 5 minutes
+		start := h0.Add(time.Duration(i) * 15 * time.Second)
+		p := cpuProfile("f", 1, start)
+		p.Sample = nil
+		for pid := range procs {
+			n := int64(pid + 1)
+			p.Sample = append(p.Sample, &profile.Sample{
+				Location: p.Location, Value: []int64{n * 10_000_000, n},
+				NumLabel: map[string][]int64{"pid": {int64(pid)}, "tid": {int64(pid)}},
+			})
+			total += n
+		}
+		if err := s.Put(start, 15*time.Second, map[string]string{"service_name": "a"}, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := s.WindowsAt(context.Background(), h0, h0.Add(time.Hour), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 1 || ws[0].Samples != total || len(ws[0].Values["pid"]) != maxRollupPids || !ws[0].ValuesComplete {
+		t.Fatalf("rollups %+v, want one of %d samples listing %d pids", ws, total, maxRollupPids)
+	}
+	p, err := s.Open(context.Background(), ws[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPid := map[int64]int64{}
+	var unlabelled, sum int64
+	for _, smp := range p.Sample {
+		sum += smp.Value[1]
+		if pid := smp.NumLabel["pid"]; len(pid) == 1 {
+			byPid[pid[0]] += smp.Value[1]
+		} else {
+			unlabelled++
+		}
+		if smp.NumLabel["tid"] != nil {
+			t.Fatalf("rollup sample keeps its thread: %v", smp.NumLabel)
+		}
+	}
+	if sum != total || len(p.Sample) != maxRollupPids+1 || unlabelled != 1 || len(byPid) != maxRollupPids {
+		t.Errorf("rollup: %d samples (%d without pid), %d pids, %d counted; want %d samples, %d pids, %d counted",
+			len(p.Sample), unlabelled, len(byPid), sum, maxRollupPids+1, maxRollupPids, total)
+	}
+	for pid := range byPid {
+		if pid < procs-maxRollupPids || byPid[pid] != 20*(pid+1) {
+			t.Errorf("pid %d kept with %d samples, want only the %d busiest, whole", pid, byPid[pid], maxRollupPids)
+			break
+		}
+	}
+}

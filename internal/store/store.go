@@ -53,6 +53,7 @@ type Options struct {
 type Stats struct {
 	Windows int   // windows held, one per target, rollups excluded
 	Rollups int   // rollups held, one per target and period
+	Merged  int   // windows of all targets held (PutWindowMerged), one per window
 	Bytes   int64 // bytes of their files
 
 	Puts      uint64            // windows written, one per target
@@ -94,6 +95,7 @@ type Store struct {
 	st      Stats
 	lastLog map[string]time.Time
 	rollups int // entries of level > 0 in windows
+	merged  int // entries of level 0 that merge the others of their pack
 
 	// cmu serializes compactions (see rollup.go); poke wakes the
 	// compactor goroutine.
@@ -108,7 +110,8 @@ type Store struct {
 type entry struct {
 	id      string
 	level   int   // 0, or the level of a rollup
-	all     bool  // a rollup of all targets (allTargetsLabel)
+	all     bool  // a merge of all targets (allTargetsLabel): a rollup, or a window's (PutWindowMerged)
+	covers  int   // of a window's merge: the other targets of its pack, which it holds
 	start   int64 // Unix ns
 	dur     int64 // ns
 	samples int64
@@ -328,15 +331,30 @@ func (s *Store) scanHour(hour string) {
 			indexSize = info.Size()
 		}
 		fl := &files{hour: hour, data: n.name + packExt, index: n.name + indexExt, seq: n.seq, size: packSize + indexSize}
-		for _, t := range x.Targets {
-			s.addScanned(&entry{
-				id: t.ID, level: x.Level, all: x.Level > 0 && t.Labels[allTargetsLabel] != "", start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
+		for i := range x.Targets {
+			t := &x.Targets[i]
+			e := &entry{
+				id: t.ID, level: x.Level, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
 				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
-			}, t.Labels)
+			}
+			markMerged(e, x, t)
+			s.addScanned(e, t.Labels)
 		}
 	}
 	for name := range packs { // packs without an index: a PutWindow that did not finish
 		s.removeCorrupt(filepath.Join(hdir, name+packExt))
+	}
+}
+
+// markMerged sets e.all and e.covers for target t of index x: the
+// rollup of all targets of a period (version 2), or a window's merge of
+// the other targets of its pack (version 3, the last target).
+func markMerged(e *entry, x *packIndex, t *indexTarget) {
+	switch {
+	case x.Version == rollupIndexVersion:
+		e.all = t.Labels[allTargetsLabel] != ""
+	case x.Version == mergedIndexVersion && t == &x.Targets[len(x.Targets)-1]:
+		e.all, e.covers = true, len(x.Targets)-1
 	}
 }
 
@@ -420,10 +438,13 @@ func (s *Store) addLocked(e *entry, labels map[string]string) (freed *files) {
 	i, _ := slices.BinarySearchFunc(s.windows, e, compareEntries) // usually the end
 	s.windows = slices.Insert(s.windows, i, e)
 	s.byID[e.id] = e
-	if e.level == 0 {
-		s.maxDur = max(s.maxDur, e.dur)
-	} else {
+	switch {
+	case e.level > 0:
 		s.rollups++
+	case e.all:
+		s.merged++
+	default:
+		s.maxDur = max(s.maxDur, e.dur)
 	}
 	return freed
 }
@@ -441,8 +462,11 @@ func (s *Store) removeLocked(e *entry) bool {
 // dropLocked is removeLocked but leaves s.windows to the caller.
 func (s *Store) dropLocked(e *entry) bool {
 	delete(s.byID, e.id)
-	if e.level > 0 {
+	switch {
+	case e.level > 0:
 		s.rollups--
+	case e.all:
+		s.merged--
 	}
 	if e.labels.refs--; e.labels.refs == 0 {
 		delete(s.labels, e.labels.key)
@@ -467,10 +491,33 @@ func (s *Store) Put(start time.Time, dur time.Duration, labels map[string]string
 // replaces it. If any item is invalid, nothing is stored. An empty window
 // stores nothing.
 func (s *Store) PutWindow(start time.Time, dur time.Duration, items []Item) error {
+	return s.PutWindowMerged(start, dur, items, nil)
+}
+
+// PutWindowMerged is PutWindow, with merged, if not nil, stored beside
+// the targets as the window's profile of all of them: their samples, each
+// labelled with its target's labels (sample labels; those all targets
+// share are removed from merged's samples and become its window labels).
+// The viewer reads it instead of every target's profile where it needs
+// none apart (MergedAt). Like rollups it keeps the pids of the busiest
+// processes only (maxRollupPids), and no thread ids. Its sample count
+// must be the sum of the items'; if not, or with fewer than two items,
+// the window is stored without it. PutWindowMerged modifies merged's
+// sample labels.
+func (s *Store) PutWindowMerged(start time.Time, dur time.Duration, items []Item, merged *profile.Profile) error {
 	if len(items) == 0 {
 		return nil
 	}
-	err := s.putWindow(0, start, dur, items)
+	withMerged := false
+	if merged != nil && len(items) > 1 {
+		all, err := mergedItem(items, merged)
+		if err != nil {
+			s.logCause("merged_window", fmt.Errorf("store: window at %v stored without its merged profile: %w", start.UTC(), err))
+		} else {
+			items, withMerged = append(slices.Clip(items), all), true
+		}
+	}
+	err := s.putWindow(0, start, dur, items, withMerged)
 	if err == nil && s.poke != nil {
 		select {
 		case s.poke <- struct{}{}:
@@ -487,13 +534,73 @@ func (s *Store) PutWindow(start time.Time, dur time.Duration, items []Item) erro
 	return err
 }
 
+// mergedItem checks the merged profile of a window's items and returns
+// it as the item of all targets: its samples lose the labels all targets
+// share, which become its labels with allTargetsLabel.
+func mergedItem(items []Item, merged *profile.Profile) (Item, error) {
+	common := commonLabels(items)
+	var want, got int64
+	for _, it := range items {
+		if it.Profile == nil {
+			return Item{}, errors.New("an item has no profile") // checkWindow reports it
+		}
+		want += totalSamples(it.Profile)
+	}
+	if got = totalSamples(merged); got != want {
+		return Item{}, fmt.Errorf("it holds %d samples, its %d targets %d", got, len(items), want)
+	}
+	for _, smp := range merged.Sample {
+		for k := range common {
+			delete(smp.Label, k)
+		}
+	}
+	// Like a rollup, it keeps the pids of the busiest processes only:
+	// it is read where no filter needs them (MergedAt), and on a host
+	// starting processes all the time it would otherwise hold a sample
+	// per process and stack.
+	capPids([]*profile.Profile{merged}, maxRollupPids)
+	m, err := profile.Merge([]*profile.Profile{merged})
+	if err != nil {
+		return Item{}, err
+	}
+	m.TimeNanos, m.DurationNanos = merged.TimeNanos, merged.DurationNanos
+	common[allTargetsLabel] = "all targets"
+	return Item{Labels: common, Profile: m}, nil
+}
+
+// commonLabels returns the labels all items have, with the same value.
+func commonLabels(items []Item) map[string]string {
+	common := maps.Clone(items[0].Labels)
+	if common == nil {
+		common = map[string]string{}
+	}
+	for _, it := range items[1:] {
+		maps.DeleteFunc(common, func(k, v string) bool { return it.Labels[k] != v })
+	}
+	return common
+}
+
+// totalSamples is the sum of p's values of its viewer's sample type.
+func totalSamples(p *profile.Profile) int64 {
+	vi := valueIndex(p)
+	var n int64
+	for _, smp := range p.Sample {
+		if vi < len(smp.Value) {
+			n += smp.Value[vi]
+		}
+	}
+	return n
+}
+
 type invalidError struct{ error }
 
 func (e invalidError) Unwrap() error { return e.error }
 
 // checkWindow checks a window before anything is written, and returns the
 // index to write, without offsets, sizes and CRCs, in the order of items.
-func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*packIndex, error) {
+// merged says the last item is the merge of the others (allTargetsLabel);
+// no other item may carry that label.
+func checkWindow(level int, start time.Time, dur time.Duration, items []Item, merged bool) (*packIndex, error) {
 	switch {
 	case start.IsZero() || start.UnixNano() <= 0:
 		return nil, invalidError{fmt.Errorf("store: window start %v is not a valid time", start)}
@@ -504,8 +611,11 @@ func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*
 	}
 	start = start.UTC()
 	x := &packIndex{Version: indexVersion, Start: start, DurationNS: int64(dur), Level: level, Targets: make([]indexTarget, len(items))}
-	if level > 0 {
+	switch {
+	case level > 0:
 		x.Version = rollupIndexVersion
+	case merged:
+		x.Version = mergedIndexVersion
 	}
 	seen := make(map[string]int, len(items))
 	for i, it := range items {
@@ -514,6 +624,9 @@ func checkWindow(level int, start time.Time, dur time.Duration, items []Item) (*
 		}
 		if err := checkLabels(it.Labels); err != nil {
 			return nil, invalidError{fmt.Errorf("store: target %d: %w", i, err)}
+		}
+		if _, marked := it.Labels[allTargetsLabel]; marked != (merged && i == len(items)-1) {
+			return nil, invalidError{fmt.Errorf("store: target %d %v: the label %s is reserved for the merge of a window's targets", i, it.Labels, allTargetsLabel)}
 		}
 		if err := it.Profile.CheckValid(); err != nil {
 			return nil, invalidError{fmt.Errorf("store: target %d %v: invalid profile: %w", i, it.Labels, err)}
@@ -580,8 +693,8 @@ func sampleValues(p *profile.Profile) map[string][]string {
 }
 
 // putWindow writes the window, or the rollup of the given level.
-func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items []Item) error {
-	x, err := checkWindow(level, start, dur, items)
+func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items []Item, merged bool) error {
+	x, err := checkWindow(level, start, dur, items, merged)
 	if err != nil {
 		return err
 	}
@@ -634,17 +747,22 @@ func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items [
 	fl := &files{hour: hour, data: name + packExt, index: name + indexExt, seq: seq, size: packSize + int64(len(xj))}
 	var freed []*files
 	s.mu.Lock()
-	for _, t := range x.Targets {
+	for i := range x.Targets {
+		t := &x.Targets[i]
 		e := &entry{
-			id: t.ID, level: level, all: level > 0 && t.Labels[allTargetsLabel] != "", start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
+			id: t.ID, level: level, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
 			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
 		}
+		markMerged(e, x, t)
 		if f := s.addLocked(e, t.Labels); f != nil {
 			freed = append(freed, f)
 		}
 	}
 	if level == 0 {
 		s.st.Puts += uint64(len(x.Targets))
+		if merged {
+			s.st.Puts--
+		}
 	} else {
 		s.st.RollupsWritten += uint64(len(x.Targets))
 	}
@@ -909,8 +1027,9 @@ func (s *Store) Stats() Stats {
 	defer s.mu.RUnlock()
 	st := s.st
 	st.PutErrors = maps.Clone(s.st.PutErrors)
-	st.Windows = len(s.windows) - s.rollups
+	st.Windows = len(s.windows) - s.rollups - s.merged
 	st.Rollups = s.rollups
+	st.Merged = s.merged
 	st.Bytes = s.bytes
 	return st
 }
