@@ -63,6 +63,18 @@ type Builder struct {
 	// none), to choose the main mapping.
 	pidSamples map[uint32]int64
 	mainPid    uint32
+
+	noProcs bool // see WithoutProcesses
+	// With noProcs, the location of each file offset of a mapped file,
+	// whatever the process: the same code of two processes is one
+	// location (their addresses differ, by ASLR).
+	fileLocs map[fileLoc]*profile.Location
+}
+
+type fileLoc struct {
+	file, buildID string
+	off           uint64
+	call          bool
 }
 
 // ExecutableResolver is a Resolver that knows each process's executable
@@ -121,6 +133,17 @@ func NewBuilder(res Resolver, frequencyHz int, start time.Time) *Builder {
 
 		pidSamples: map[uint32]int64{},
 	}
+	return b
+}
+
+// WithoutProcesses makes the samples carry no pid and tid labels, so that
+// the same stack of many processes is one sample: for a profile of all
+// targets of a window (store.PutWindowMerged), read where no filter needs
+// them, on a host whose processes come and go by the hundred. It returns
+// b, and must be called before Add.
+func (b *Builder) WithoutProcesses() *Builder {
+	b.noProcs = true
+	b.fileLocs = map[fileLoc]*profile.Location{}
 	return b
 }
 
@@ -188,9 +211,11 @@ func (b *Builder) AddLabeled(s sampler.Sample, setKey string, labels map[string]
 
 	// Identical stacks of one thread (and name) are one pprof sample.
 	key := b.keyBuf[:0]
-	key = strconv.AppendUint(key, uint64(s.Pid), 10)
-	key = append(key, 0)
-	key = strconv.AppendUint(key, uint64(s.Tid), 10)
+	if !b.noProcs {
+		key = strconv.AppendUint(key, uint64(s.Pid), 10)
+		key = append(key, 0)
+		key = strconv.AppendUint(key, uint64(s.Tid), 10)
+	}
 	key = append(key, 0)
 	key = append(key, s.Comm...)
 	key = append(key, 0)
@@ -209,7 +234,9 @@ func (b *Builder) AddLabeled(s sampler.Sample, setKey string, labels map[string]
 		Location: append([]*profile.Location(nil), locs...),
 		Value:    []int64{int64(s.Count), int64(s.Count) * b.period},
 		Label:    make(map[string][]string, 1+len(labels)),
-		NumLabel: map[string][]int64{"pid": {int64(s.Pid)}, "tid": {int64(s.Tid)}},
+	}
+	if !b.noProcs {
+		ps.NumLabel = map[string][]int64{"pid": {int64(s.Pid)}, "tid": {int64(s.Tid)}}
 	}
 	for k, v := range labels {
 		if k != "pid" && k != "tid" { // numeric labels of every sample
@@ -227,10 +254,22 @@ func (b *Builder) location(k locKey, resolve func() symbolizer.Frame) *profile.L
 		return l
 	}
 	fr := resolve()
+	m := b.filedUnder(fr)
+	var fk fileLoc
+	if b.noProcs && !k.kernel && m != nil && m.File != "" && m.File != MappingJIT && k.addr >= m.Start {
+		fk = fileLoc{m.File, m.BuildID, k.addr - m.Start + m.Offset, k.call}
+		if l, ok := b.fileLocs[fk]; ok {
+			b.locations[k] = l
+			return l
+		}
+	}
 	l := &profile.Location{
 		ID:      uint64(len(b.p.Location) + 1),
 		Address: k.addr,
-		Mapping: b.mapping(b.filedUnder(fr), fr.Lines),
+		Mapping: b.mapping(m, fr.Lines),
+	}
+	if fk.file != "" {
+		b.fileLocs[fk] = l
 	}
 	for _, ln := range fr.Lines {
 		l.Line = append(l.Line, profile.Line{

@@ -276,3 +276,43 @@ func TestBuilderUnknownCaller(t *testing.T) {
 		t.Errorf("missing samples %v", want)
 	}
 }
+
+// TestBuilderAcrossTargets: AddLabeled keeps each target's labels on its
+// samples, and WithoutProcesses merges the same stack of every process
+// and thread of one target into one sample, without pid or tid.
+func TestBuilderAcrossTargets(t *testing.T) {
+	res := &fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}
+	start := time.Unix(1700000000, 0)
+	b := NewBuilder(res, 100, start).WithoutProcesses()
+	a := map[string]string{"service_name": "a", "pid": "7"} // a pid series label: numeric in every sample, or none
+	c := map[string]string{"service_name": "c"}
+	// One program, mapped at another address in each process (ASLR).
+	stack := func(pid uint32) []uint64 {
+		base := uint64(pid) << 20
+		res.maps[pid] = &symbolizer.Mapping{Start: base, Limit: base + 0x9000, Offset: 0x1000, File: "/bin/app", BuildID: "abcd"}
+		return []uint64{base + 0x2000, base + 0x3000}
+	}
+	for pid := uint32(1); pid <= 50; pid++ {
+		b.AddLabeled(sampler.Sample{Pid: pid, Tid: pid + 1000, Comm: "app", User: stack(pid), Count: 2}, "a", a)
+	}
+	b.AddLabeled(sampler.Sample{Pid: 77, Tid: 77, Comm: "app", User: stack(77), Count: 3}, "c", c)
+	p, err := b.Build(start.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Sample) != 2 {
+		t.Fatalf("%d samples, want one per target", len(p.Sample))
+	}
+	for i, want := range []struct {
+		service string
+		n       int64
+	}{{"a", 100}, {"c", 3}} {
+		s := p.Sample[i]
+		if s.Value[0] != want.n || s.Label["service_name"][0] != want.service || s.Label["comm"][0] != "app" || s.Label["pid"] != nil || s.NumLabel != nil {
+			t.Errorf("sample %d: %v %v %v, want %d samples of service %s, comm app and no process", i, s.Value, s.Label, s.NumLabel, want.n, want.service)
+		}
+	}
+	if len(p.Location) != 2 || len(p.Mapping) != 1 {
+		t.Errorf("%d locations in %d mappings, want the program's 2 in 1", len(p.Location), len(p.Mapping))
+	}
+}

@@ -447,6 +447,9 @@ func TestBrowserFilterLists(t *testing.T) {
 func TestBrowserURLState(t *testing.T) {
 	exe := chromiumPath(t)
 	p := openPage(t, exe, testSource(), "Scorch URL test")
+	// The lists are filled after the first render: a value not listed yet
+	// cannot be chosen.
+	p.idle("the filter lists", `scorchState.labelsGen > 0`)
 	gen := p.gen()
 	p.bool(`(() => { const s = document.getElementById('f-service'); s.value = 'api'; s.dispatchEvent(new Event('change')); return true; })()`)
 	p.idle("the render after choosing api", fmt.Sprintf(`scorchState.gen > %d`, gen))

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,14 +35,15 @@ type Options struct {
 	CacheProfiles int
 	// CacheBytes bounds the memory of those profiles, as estimated from
 	// their samples, locations and functions (the newest is kept
-	// whatever its size). Default 32 MiB.
+	// whatever its size). Default 16 MiB.
 	CacheBytes int64
 	// MaxWindows bounds how many windows one request may open; a wider
 	// selection is refused with 400. Default 5000.
 	MaxWindows int
 	// FewWindows is how many windows a request opens before the viewer
 	// reads a coarser level of a LeveledSource (about a second's work at
-	// a few milliseconds a window). Default 256.
+	// a few milliseconds a window; a merge of all targets counts as
+	// mergedCost windows). Default 256.
 	FewWindows int
 	// MaxBuckets bounds the timeline's buckets. Default 10000.
 	MaxBuckets int
@@ -51,7 +53,22 @@ type Options struct {
 	// Logger receives errors that are not the client's fault. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// ReturnMemory, if positive, is how long after the last request
+	// ends (none other in flight) the handler returns the memory that
+	// requests freed to the operating system (debug.FreeOSMemory). A
+	// request over a long range reads and drops tens of megabytes of
+	// profiles, which the Go runtime would otherwise hand back only over
+	// minutes: in a host agent that stays resident. It costs one garbage
+	// collection per burst of requests. Default 0: left to the runtime.
+	ReturnMemory time.Duration
 }
+
+// mergedCost is what one profile of all targets (LeveledSource.MergedAt)
+// counts against Options.FewWindows: it holds the samples of every
+// target, several times those of one target's window. With 256, the
+// flame graph of the last 15 minutes reads 60 merged windows, that of
+// the last half hour the 5-minute rollups and the newest windows.
+const mergedCost = 4
 
 type handler struct {
 	src   Source
@@ -73,7 +90,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 		opts.CacheProfiles = 64
 	}
 	if opts.CacheBytes <= 0 {
-		opts.CacheBytes = 32 << 20
+		opts.CacheBytes = 16 << 20
 	}
 	if opts.MaxWindows <= 0 {
 		opts.MaxWindows = 5000
@@ -107,7 +124,49 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /api/sandwich", h.serve(h.sandwich))
 	mux.HandleFunc("GET /api/labels", h.serve(h.labels))
 	mux.HandleFunc("GET /api/profile.pb.gz", h.serve(h.profile))
+	if opts.ReturnMemory > 0 {
+		return &returner{next: mux, after: opts.ReturnMemory}
+	}
 	return mux
+}
+
+// returner serves next and returns freed memory to the operating system
+// once no request has been in flight for a while (Options.ReturnMemory).
+type returner struct {
+	next  http.Handler
+	after time.Duration
+
+	mu       sync.Mutex
+	inFlight int
+	timer    *time.Timer
+}
+
+func (r *returner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	r.inFlight++
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.inFlight--; r.inFlight > 0 {
+			return
+		}
+		if r.timer == nil {
+			r.timer = time.AfterFunc(r.after, r.release)
+		} else {
+			r.timer.Reset(r.after)
+		}
+	}()
+	r.next.ServeHTTP(w, req)
+}
+
+func (r *returner) release() {
+	r.mu.Lock()
+	idle := r.inFlight == 0
+	r.mu.Unlock()
+	if idle {
+		debug.FreeOSMemory()
+	}
 }
 
 // serve adapts an endpoint: it writes the body or maps the error to a
@@ -156,19 +215,25 @@ type selected struct {
 // LeveledSource; a Source without rollups has level 0 only). It returns
 // the period of the level used, 0 for the windows as recorded. Without
 // filters, merged lists the merges of all targets where the source has
-// them (MergedAt), at level 0 too: fewer profiles, the same samples.
+// them (MergedAt), at level 0 too: fewer profiles, the same samples. A
+// merge holds every target's samples, so such lists count each window
+// as mergedCost against FewWindows, and where no level has few, the
+// level with the fewest is read.
 func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool) ([]Window, time.Duration, error) {
 	ls, ok := h.src.(LeveledSource)
+	merged = ok && merged && len(q.filters) == 0
 	list := h.src.Windows
-	if ok && merged && len(q.filters) == 0 {
+	few := h.opts.FewWindows
+	if merged {
 		list = func(ctx context.Context, from, to time.Time) ([]Window, error) { return ls.MergedAt(ctx, from, to, 0) }
+		few /= mergedCost
 	}
 	ws, err := list(ctx, q.from, q.to)
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing windows: %w", err)
 	}
 	n := need(ws)
-	if !ok || n <= h.opts.FewWindows {
+	if !ok || n <= few {
 		return ws, 0, nil
 	}
 	type level struct {
@@ -180,6 +245,23 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	at := ls.WindowsAt
 	if len(q.filters) == 0 {
 		at = ls.MergedAt // fewer windows, the same periods
+	}
+	if merged {
+		best := 0
+		for k, d := range ls.Levels() {
+			ws, err := at(ctx, q.from, q.to, k+1)
+			if err != nil {
+				return nil, 0, fmt.Errorf("listing windows: %w", err)
+			}
+			l := level{ws, d, need(ws)}
+			if l.n <= few {
+				return l.ws, l.res, nil
+			}
+			if levels = append(levels, l); l.n < levels[best].n {
+				best = len(levels) - 1
+			}
+		}
+		return levels[best].ws, levels[best].res, nil
 	}
 	for k, d := range ls.Levels() {
 		ws, err := at(ctx, q.from, q.to, k+1)
@@ -214,7 +296,9 @@ func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time
 		}
 		return len(sel)
 	}
-	ws, res, err := h.listWindows(ctx, q, pick, true)
+	// Merges of all targets need not keep pids (the agent's do not): a
+	// tree grouped by pid reads the targets'.
+	ws, res, err := h.listWindows(ctx, q, pick, q.group != "pid")
 	if err != nil {
 		return nil, 0, err
 	}

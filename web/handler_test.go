@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -1193,5 +1194,53 @@ func TestLabelsPartial(t *testing.T) {
 	getJSON(t, h, "/api/labels?service=svc", &got)
 	if m.opens > maxLabelOpens {
 		t.Errorf("with a service: %d windows opened", m.opens)
+	}
+}
+
+// TestReturnMemory: with Options.ReturnMemory, the handler returns freed
+// memory to the OS (a forced collection, as debug.FreeOSMemory makes)
+// once the last request in flight has ended, and not while one is.
+func TestReturnMemory(t *testing.T) {
+	forced := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	slow := &returner{after: 20 * time.Millisecond, next: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+	})}
+	n0 := forced()
+	done := make(chan struct{})
+	go func() {
+		slow.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil))
+		close(done)
+	}()
+	<-entered
+	slow.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	time.Sleep(200 * time.Millisecond)
+	if n := forced(); n != n0 {
+		t.Errorf("%d forced collections while a request was in flight", n-n0)
+	}
+	close(release)
+	<-done
+	deadline := time.Now().Add(10 * time.Second)
+	for forced() == n0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if forced() == n0 {
+		t.Error("no memory returned after the last request")
+	}
+
+	// NewHandler sets it up only when asked.
+	if _, ok := NewHandler(testSource(), Options{ReturnMemory: time.Second}).(*returner); !ok {
+		t.Error("ReturnMemory set: NewHandler did not wrap its handler")
+	}
+	if _, ok := NewHandler(testSource(), Options{}).(*returner); ok {
+		t.Error("ReturnMemory unset: NewHandler wrapped its handler")
 	}
 }

@@ -36,7 +36,7 @@ const (
 	maxTrees = 4
 	// maxTreeBytes bounds their estimated size; the newest is kept
 	// whatever its size.
-	maxTreeBytes = 16 << 20
+	maxTreeBytes = 8 << 20
 )
 
 // treeKey names what a tree of sel is built from.

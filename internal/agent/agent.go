@@ -286,7 +286,7 @@ func (a *Agent) onBatch(b profiler.Batch) {
 		w.builder.Add(s)
 		if a.store != nil {
 			if a.merged == nil {
-				a.merged = exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart)
+				a.merged = exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart).WithoutProcesses()
 			}
 			a.merged.AddLabeled(s, tg.key, tg.labels)
 		}
@@ -347,6 +347,12 @@ func (a *Agent) closeWindow(end time.Time) {
 	a.winStart = end
 }
 
+// viewerReturnMemory is how long after the viewer's last request the
+// agent hands the memory it freed back to the OS (web.Options.ReturnMemory):
+// the agent stays resident for weeks, and should not keep a viewer
+// session's peak for minutes after it.
+const viewerReturnMemory = 2 * time.Second
+
 func withName(labels map[string]string) map[string]string {
 	out := make(map[string]string, len(labels)+1)
 	for k, v := range labels {
@@ -373,7 +379,7 @@ func (a *Agent) handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	if a.store != nil {
 		procs := newWiderProcs()
-		mux.Handle("/", procs.wrap(web.NewHandler(a.store, web.Options{Logger: a.log, Loaders: max(procs.wide, 2)})))
+		mux.Handle("/", procs.wrap(web.NewHandler(a.store, web.Options{Logger: a.log, Loaders: max(procs.wide, 2), ReturnMemory: viewerReturnMemory})))
 	} else {
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "the viewer needs the local store: start the agent with --data-dir", http.StatusNotFound)

@@ -392,7 +392,7 @@ func serveReceiver(t *testing.T, rcv *receiver) string {
 // TestAgentStoresMergedWindows runs the agent over two services: each
 // window is stored per service and merged (store.PutWindowMerged), and
 // the merge holds exactly the services' samples, each labelled with its
-// service, and the labels they share as its own.
+// service and not with its process, and the labels they share as its own.
 func TestAgentStoresMergedWindows(t *testing.T) {
 	requireRoot(t)
 	w1 := testenv.StartWorkload(t, "cpuburn-c")
@@ -454,7 +454,7 @@ func TestAgentStoresMergedWindows(t *testing.T) {
 		got := map[string]int64{}
 		for _, s := range p.Sample {
 			got[strings.Join(s.Label["service_name"], ",")] += s.Value[0]
-			if s.Label["env"] != nil || len(s.NumLabel["pid"]) != 1 {
+			if s.Label["env"] != nil || s.NumLabel["pid"] != nil || s.NumLabel["tid"] != nil {
 				t.Errorf("merged window at %v: sample labels %v %v", m.Start, s.Label, s.NumLabel)
 				break
 			}

@@ -262,9 +262,10 @@ func TestRollupsBackground(t *testing.T) {
 
 // TestViewerReadsRollups serves the store to the viewer with small
 // window budgets: a selection of more than FewWindows windows is answered
-// from the finest level with few, else the finest that fits MaxWindows,
-// with every sample, and says which level it used; MaxWindows only
-// refuses what no level fits.
+// from the finest level with few, else (with a filter) the finest that
+// fits MaxWindows or (without) the one with the fewest, with every
+// sample, and says which level it used; MaxWindows only refuses what no
+// level fits.
 func TestViewerReadsRollups(t *testing.T) {
 	s, total := fillRollupStore(t, t.TempDir())
 	defer s.Close()
@@ -282,16 +283,19 @@ func TestViewerReadsRollups(t *testing.T) {
 		windows  int
 		total    int64
 	}{
-		{2000, 5000, "", 0, 1000, total},
-		// Without a filter, the rollups of both services.
+		// Without a filter, a merge counts as 4 windows (web's mergedCost)
+		// against FewWindows: the windows (none of them merged here)...
+		{4000, 5000, "", 0, 1000, total},
+		// ... or the rollups of both services.
 		{100, 5000, "", 5 * time.Minute, 25, total},
 		{20, 5000, "", time.Hour, 3, total},
-		{2, 5000, "", 0, 1000, total},           // none few: the finest that fits
-		{2, 30, "", 5 * time.Minute, 25, total}, // the finest that fits
-		{2, 2, "", time.Hour, 0, 0},             // refused
-		// With one, each service's own.
+		{2, 5000, "", time.Hour, 3, total}, // none few: the fewest
+		{2, 2, "", time.Hour, 0, 0},        // refused
+		// With one, each service's own; none few: the finest that fits.
 		{1000, 5000, "?service=a", 0, 500, totalA},
 		{20, 5000, "?service=a", time.Hour, 3, totalA},
+		{2, 5000, "?service=a", 0, 500, totalA},
+		{2, 30, "?service=a", 5 * time.Minute, 25, totalA},
 	} {
 		h := web.NewHandler(s, web.Options{FewWindows: c.few, MaxWindows: c.max})
 		for _, api := range []string{"flamegraph", "top"} {

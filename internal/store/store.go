@@ -499,11 +499,11 @@ func (s *Store) PutWindow(start time.Time, dur time.Duration, items []Item) erro
 // labelled with its target's labels (sample labels; those all targets
 // share are removed from merged's samples and become its window labels).
 // The viewer reads it instead of every target's profile where it needs
-// none apart (MergedAt). Like rollups it keeps the pids of the busiest
-// processes only (maxRollupPids), and no thread ids. Its sample count
-// must be the sum of the items'; if not, or with fewer than two items,
-// the window is stored without it. PutWindowMerged modifies merged's
-// sample labels.
+// none apart (MergedAt); its samples need not carry pids (the agent's do
+// not: on a host starting processes all the time they would make it as
+// large as all the targets' profiles). Its sample count must be the sum
+// of the items'; if not, or with fewer than two items, the window is
+// stored without it. PutWindowMerged modifies merged's sample labels.
 func (s *Store) PutWindowMerged(start time.Time, dur time.Duration, items []Item, merged *profile.Profile) error {
 	if len(items) == 0 {
 		return nil
@@ -554,18 +554,8 @@ func mergedItem(items []Item, merged *profile.Profile) (Item, error) {
 			delete(smp.Label, k)
 		}
 	}
-	// Like a rollup, it keeps the pids of the busiest processes only:
-	// it is read where no filter needs them (MergedAt), and on a host
-	// starting processes all the time it would otherwise hold a sample
-	// per process and stack.
-	capPids([]*profile.Profile{merged}, maxRollupPids)
-	m, err := profile.Merge([]*profile.Profile{merged})
-	if err != nil {
-		return Item{}, err
-	}
-	m.TimeNanos, m.DurationNanos = merged.TimeNanos, merged.DurationNanos
 	common[allTargetsLabel] = "all targets"
-	return Item{Labels: common, Profile: m}, nil
+	return Item{Labels: common, Profile: merged}, nil
 }
 
 // commonLabels returns the labels all items have, with the same value.
