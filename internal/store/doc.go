@@ -102,12 +102,15 @@
 // rollup of its own over the period: it would count twice).
 //
 // A window may also hold the merge of its targets (PutWindowMerged: the
-// agent builds it from the same samples, at little cost), stored as the
+// agent builds it from the same samples, without pids, so that the same
+// stack of a service's many processes is one sample), stored as the
 // last target of its pack under the shared labels and allTargetsLabel,
 // with an index of version 3 (which an older agent skips). Until its
 // period is rolled up it stands for the window's targets in MergedAt:
-// the viewer reads one profile per window instead of one per target
-// for the last minutes, which no rollup holds yet. It stands for them
+// the viewer reads one small profile per window instead of one per
+// target for the last minutes, which no rollup holds yet (on a host
+// starting 100 processes a second, some 1,100 profiles of 46 targets
+// and 5-6 minutes, a second of reading). It stands for them
 // only while every target of its pack is indexed (a later pack of the
 // same start may replace one); rollups merge the targets, not it.
 //
