@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -246,33 +247,20 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	if len(q.filters) == 0 {
 		at = ls.MergedAt // fewer windows, the same periods
 	}
-	if merged {
-		best := 0
-		for k, d := range ls.Levels() {
-			ws, err := at(ctx, q.from, q.to, k+1)
-			if err != nil {
-				return nil, 0, fmt.Errorf("listing windows: %w", err)
-			}
-			l := level{ws, d, need(ws)}
-			if l.n <= few {
-				return l.ws, l.res, nil
-			}
-			if levels = append(levels, l); l.n < levels[best].n {
-				best = len(levels) - 1
-			}
-		}
-		return levels[best].ws, levels[best].res, nil
-	}
 	for k, d := range ls.Levels() {
 		ws, err := at(ctx, q.from, q.to, k+1)
 		if err != nil {
 			return nil, 0, fmt.Errorf("listing windows: %w", err)
 		}
 		l := level{ws, d, need(ws)}
-		if l.n <= h.opts.FewWindows {
+		if l.n <= few {
 			return l.ws, l.res, nil
 		}
 		levels = append(levels, l)
+	}
+	if merged { // the fewest; of equals, the finest
+		l := slices.MinFunc(levels, func(a, b level) int { return cmp.Compare(a.n, b.n) })
+		return l.ws, l.res, nil
 	}
 	for _, l := range levels {
 		if l.n <= h.opts.MaxWindows {

@@ -186,6 +186,7 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 	if len(items) == 0 {
 		return nil
 	}
+	withAll := false
 	if failed == 0 && len(items) > 1 {
 		// Only when every target is in it: it hides them all.
 		all, err := mergeTargets(items, p, d)
@@ -195,10 +196,10 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 			s.mu.Unlock()
 			s.logCause("rollup_merge", fmt.Errorf("store: rollup of all targets at %v: %w", time.Unix(0, p).UTC(), err))
 		} else {
-			items = append(items, all)
+			items, withAll = append(items, all), true
 		}
 	}
-	err := s.putWindow(k, time.Unix(0, p), levels[k], items, len(items) > 0 && items[len(items)-1].Labels[allTargetsLabel] != "")
+	err := s.putWindow(k, time.Unix(0, p), levels[k], items, withAll)
 	if err != nil {
 		s.mu.Lock()
 		s.st.RollupErrors += uint64(len(items))

@@ -630,12 +630,7 @@ func checkWindow(level int, start time.Time, dur time.Duration, items []Item, me
 			return nil, invalidError{fmt.Errorf("store: targets %d and %d have the same labels %v", j, i, labels)}
 		}
 		seen[id] = i
-		vi := valueIndex(it.Profile)
-		var samples int64
-		for _, smp := range it.Profile.Sample {
-			samples += smp.Value[vi]
-		}
-		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: samples, Values: sampleValues(it.Profile), AllValues: true}
+		x.Targets[i] = indexTarget{ID: id, Labels: labels, Samples: totalSamples(it.Profile), Values: sampleValues(it.Profile), AllValues: true}
 	}
 	return x, nil
 }
