@@ -244,7 +244,7 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	}
 	levels := []level{{ws, 0, n}}
 	at := ls.WindowsAt
-	if len(q.filters) == 0 {
+	if merged {
 		at = ls.MergedAt // fewer windows, the same periods
 	}
 	for k, d := range ls.Levels() {

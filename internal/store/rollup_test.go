@@ -583,3 +583,77 @@ func TestRollupCapsPids(t *testing.T) {
 		}
 	}
 }
+
+// TestViewerByPidSkipsMerges: merges of all targets keep no pids (the
+// agent's do not), so what needs a pid — a tree grouped by pid, the
+// label lists — reads the targets' windows and rollups at every level,
+// never a merge: no sample falls under "pid: (none)" in the last
+// minutes that no rollup holds yet.
+func TestViewerByPidSkipsMerges(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	end := h0.Add(500 * 15 * time.Second) // 06:05
+	s.now = func() time.Time { return end.Add(20 * time.Second) }
+	var total int64
+	for i := range 500 {
+		start := h0.Add(time.Duration(i) * 15 * time.Second)
+		na := 2 + int64(i%7)
+		items := []Item{
+			{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", na, start)},
+			{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
+		}
+		m := mergedOf(t, items)
+		for _, smp := range m.Sample {
+			smp.NumLabel = nil
+		}
+		if err := s.PutWindowMerged(start, 15*time.Second, items, m); err != nil {
+			t.Fatal(err)
+		}
+		total += na + 3
+	}
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Level 0 lists 1000 windows, level 1 88 (rollups of 5 minutes, and
+	// the windows of the last 5): FewWindows 100 reads level 1.
+	h := web.NewHandler(s, web.Options{FewWindows: 100})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/flamegraph?group=pid", nil))
+	var fg struct {
+		Resolution int64 `json:"resolution"`
+		Total      int64 `json:"total"`
+		Names      []string
+		Root       struct {
+			C []struct {
+				F int   `json:"f"`
+				T int64 `json:"t"`
+			} `json:"c"`
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &fg); rec.Code != 200 || err != nil {
+		t.Fatalf("group=pid: status %d, %v: %s", rec.Code, err, rec.Body)
+	}
+	if fg.Resolution != (5 * time.Minute).Milliseconds() || fg.Total != total {
+		t.Errorf("group=pid: resolution %d ms, %d samples; want 300000, %d", fg.Resolution, fg.Total, total)
+	}
+	groups := map[string]int64{}
+	for _, c := range fg.Root.C {
+		groups[fg.Names[c.F]] += c.T
+	}
+	// pidProfile: pid 200 has one sample per window and target.
+	if len(groups) != 2 || groups["pid: 200"] != 1000 || groups["pid: 100"] != total-1000 {
+		t.Errorf("group=pid: groups %v, want pid: 100 %d and pid: 200 1000", groups, total-1000)
+	}
+
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/labels", nil))
+	var labels map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body.Bytes(), &labels); rec.Code != 200 || err != nil {
+		t.Fatalf("labels: status %d, %v: %s", rec.Code, err, rec.Body)
+	}
+	var pids, services []string
+	if json.Unmarshal(labels["pid"], &pids) != nil || json.Unmarshal(labels["service"], &services) != nil ||
+		!slices.Equal(pids, []string{"100", "200"}) || !slices.Equal(services, []string{"a", "b"}) {
+		t.Errorf("labels %s, want pids 100, 200 and services a, b", rec.Body)
+	}
+}
