@@ -633,7 +633,7 @@ func TestViewerByPidSkipsMerges(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &fg); rec.Code != 200 || err != nil {
 		t.Fatalf("group=pid: status %d, %v: %s", rec.Code, err, rec.Body)
 	}
-	if fg.Resolution != (5 * time.Minute).Milliseconds() || fg.Total != total {
+	if fg.Resolution != (5*time.Minute).Milliseconds() || fg.Total != total {
 		t.Errorf("group=pid: resolution %d ms, %d samples; want 300000, %d", fg.Resolution, fg.Total, total)
 	}
 	groups := map[string]int64{}
