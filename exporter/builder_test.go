@@ -316,3 +316,44 @@ func TestBuilderAcrossTargets(t *testing.T) {
 		t.Errorf("%d locations in %d mappings, want the program's 2 in 1", len(p.Location), len(p.Mapping))
 	}
 }
+
+// TestFramesShared: two builders of the same samples (a target's and the
+// merge of all targets) through one Frames name each address once, and
+// build what each builds alone.
+func TestFramesShared(t *testing.T) {
+	start := time.Unix(1700000000, 0)
+	samples := []sampler.Sample{
+		{Pid: 7, Tid: 7, Comm: "app", Kernel: []uint64{0xa0, 0xb0}, User: []uint64{0x2000, 0x3000}, Count: 2},
+		{Pid: 8, Tid: 8, Comm: "app", Kernel: []uint64{0xa0}, User: []uint64{0x2000, 0x2fff}, Count: 1},
+	}
+	alone := &fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}
+	shared := &fakeResolver{maps: map[uint32]*symbolizer.Mapping{}}
+	fr := NewFrames(shared)
+	var want, got []*profile.Profile
+	for _, res := range []Resolver{alone, fr} {
+		target, merged := NewBuilder(res, 100, start), NewBuilder(res, 100, start).WithoutProcesses()
+		for _, s := range samples {
+			target.Add(s)
+			merged.AddLabeled(s, "svc", map[string]string{"service_name": "svc"})
+		}
+		for _, b := range []*Builder{target, merged} {
+			p, err := b.Build(start.Add(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res == Resolver(alone) {
+				want = append(want, p)
+			} else {
+				got = append(got, p)
+			}
+		}
+	}
+	if len(shared.asked) != 6 || len(alone.asked) != 12 {
+		t.Errorf("asked %d times through Frames (%v), %d without; want 6 and 12", len(shared.asked), shared.asked, len(alone.asked))
+	}
+	for i := range want {
+		if w, g := want[i].String(), got[i].String(); w != g {
+			t.Errorf("builder %d: through Frames\n%s\nwant\n%s", i, g, w)
+		}
+	}
+}

@@ -26,6 +26,7 @@ type process struct {
 	mu       sync.Mutex
 	maps     []*pmapping // executable mappings, sorted by start
 	lastRead time.Time
+	kmapsAt  time.Time // when the kernel's mappings were last asked for (kernelMapping)
 	perf     *perfMapState
 }
 
@@ -100,7 +101,7 @@ func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 				s.files.ref(o)
 				pm.obj = o
 			} else {
-				pm.obj = s.openMapping(p, m)
+				pm.obj = s.objectFor(p, m)
 				opened[key] = pm.obj
 			}
 			if pm.obj != nil {
@@ -133,6 +134,20 @@ func (s *Symbolizer) setVDSO(pm *pmapping) {
 	if v := s.vdsoObject(); v != nil {
 		pm.m.BuildID = v.pf.BuildID
 	}
+}
+
+// objectFor returns the object of the file m maps, with a new reference:
+// the file open already with m's device and inode (the files cache holds
+// it open, so no other file can have them), else the file opened
+// (openMapping). A program that runs again and again, and the libraries
+// every process maps, are found without opening anything.
+func (s *Symbolizer) objectFor(p *process, m *proc.Mapping) *object {
+	if m.Inode != 0 {
+		if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
+			return s.files.objectOf(pf, p.root)
+		}
+	}
+	return s.openMapping(p, m)
 }
 
 // openMapping opens the file of a mapping (through the shared

@@ -20,7 +20,7 @@ type Symbolizer struct {
 	dem   *demangler
 	files *fileCache
 	kern  *kernel
-	kmaps func(pid uint32, addr uint64) (proc.Mapping, bool)
+	kmaps func(pid uint32) []proc.Mapping
 
 	mu    sync.Mutex
 	procs map[uint32]*process
@@ -73,60 +73,94 @@ func New(opts Options) *Symbolizer {
 	return s
 }
 
-// UseKernelMappings makes the symbolizer ask f for the mapping of an
-// address in none of a process's mappings read from /proc/PID/maps. f
-// returns the executable mapping of process pid that holds addr as the
-// kernel's unwinder learned it (Path "[vdso]" for the vDSO, Inode 0 for
-// anonymous memory, else Dev and Inode name the file), or false; it must
-// not block, as it is called with the process's lock held. The
-// mappings of a process are read while it lives, when it is first sampled
-// and again when the kernel meets a mapping new to it, but a process that
-// lives 50 ms on a busy host can exit before either read, and the kernel
-// still knows what its samples ran in. The file is found among the files
-// already open, by device and inode (a program that runs again and again,
-// a shared library), else by reading the maps again while the process
-// lives. Call it before the first lookup.
-func (s *Symbolizer) UseKernelMappings(f func(pid uint32, addr uint64) (proc.Mapping, bool)) {
+// UseKernelMappings makes the symbolizer ask f for the mappings of a
+// process when an address is in none of those read from /proc/PID/maps.
+// f returns the executable mappings of process pid as the kernel's
+// unwinder learned them (Path "[vdso]" for the vDSO, Inode 0 for anonymous
+// memory, else Dev and Inode name the file), or none; it must not block,
+// as it is called with the process's lock held. The mappings of a process
+// are read while it lives, when it is first sampled and again when the
+// kernel meets a mapping new to it, but a process that lives 50 ms on a
+// busy host can exit before either read, and the kernel still knows what
+// its samples ran in. The files are found among the files already open, by
+// device and inode (a program that runs again and again, a shared
+// library), else by reading the maps again while the process lives. f is
+// asked for all of a process's mappings at once, at most once per
+// kernelMapsInterval. Call it before the first lookup.
+func (s *Symbolizer) UseKernelMappings(f func(pid uint32) []proc.Mapping) {
 	s.kmaps = f
 }
 
-// kernelMapping adds to p the mapping holding addr that the kernel knows
-// of (see UseKernelMappings), or returns nil. p.mu must be held.
+// kernelMapsInterval throttles asking the kernel for a process's mappings
+// (kernelMapping): a batch of samples is named in milliseconds, and every
+// mapping its samples ran in was in the kernel's map before it was
+// drained, so one question per batch finds them all; the addresses the
+// kernel knows no mapping of do not ask again, one by one. Batches are a
+// second apart.
+const kernelMapsInterval = 100 * time.Millisecond
+
+// kernelMapping adds to p the mappings the kernel knows of (see
+// UseKernelMappings) and returns the one holding addr, or nil. Those that
+// overlap a mapping p has keep p's, but for the one holding addr, which p
+// lacks; of the others, those of files not open yet wait for an address
+// of theirs. p.mu must be held.
 func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
-	if s.kmaps == nil {
+	if s.kmaps == nil || (!p.kmapsAt.IsZero() && time.Since(p.kmapsAt) < kernelMapsInterval) {
 		return nil
 	}
-	m, ok := s.kmaps(p.pid, addr)
-	if !ok {
-		return nil
-	}
-	pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
-	switch {
-	case m.Path == "[vdso]":
-		s.setVDSO(pm)
-	case m.Inode == 0:
-		pm.anon = true
-	default:
-		if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
-			pm.obj = s.files.objectOf(pf, p.root)
+	p.kmapsAt = time.Now()
+	kms := s.kmaps(p.pid)
+	var found *pmapping
+	for _, m := range kms {
+		holds := m.Start <= addr && addr < m.End
+		if !holds && p.overlaps(m.Start, m.End) {
+			continue
 		}
-		if pm.obj == nil {
-			// Not open yet: the maps name the file, while the process
-			// lives.
-			if s.readMaps(p, time.Now().Add(-mapsRereadInterval), addr) == nil {
-				if pm := p.find(addr); pm != nil {
-					return pm
-				}
+		pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
+		switch {
+		case m.Path == "[vdso]":
+			s.setVDSO(pm)
+		case m.Inode == 0:
+			pm.anon = true
+		default:
+			if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
+				pm.obj = s.files.objectOf(pf, p.root)
 			}
-			pm.m.File = "[unknown]"
-		} else {
-			pm.m.File, pm.path = pm.obj.path, pm.obj.path
-			pm.m.BuildID = pm.obj.pf.BuildID
+			if pm.obj == nil && !holds {
+				continue // named when an address asks for it
+			}
+			if pm.obj == nil {
+				// Not open yet: the maps name the file, while the process
+				// lives.
+				if s.readMaps(p, time.Now().Add(-mapsRereadInterval), addr) == nil {
+					if pm := p.find(addr); pm != nil {
+						return pm
+					}
+				}
+				pm.m.File = "[unknown]"
+			} else {
+				pm.m.File, pm.path = pm.obj.path, pm.obj.path
+				pm.m.BuildID = pm.obj.pf.BuildID
+			}
+		}
+		s.stats.kernelMappings.Add(1)
+		p.insert(pm, s.files)
+		if holds {
+			found = pm
 		}
 	}
-	s.stats.kernelMappings.Add(1)
-	p.insert(pm, s.files)
-	return pm
+	return found
+}
+
+// overlaps says whether one of p's mappings overlaps [start, end). p.mu
+// must be held.
+func (p *process) overlaps(start, end uint64) bool {
+	for _, o := range p.maps {
+		if o.m.Start < end && start < o.m.Limit {
+			return true
+		}
+	}
+	return false
 }
 
 // insert adds pm to p's mappings, in place of any it overlaps (an old
@@ -280,6 +314,21 @@ func (s *Symbolizer) Executable(pid uint32) *Mapping {
 		}
 	}
 	return nil
+}
+
+// ExePath returns the path of pid's executable (the target of
+// /proc/PID/exe) as read with its maps, the last time they were read; ok
+// is false when the process is not observed or the link was unreadable.
+func (s *Symbolizer) ExePath(pid uint32) (path string, ok bool) {
+	s.mu.Lock()
+	p := s.procs[pid]
+	s.mu.Unlock()
+	if p == nil {
+		return "", false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exe, p.exe != ""
 }
 
 // Forget drops what is known of pid. Files no other process maps stay

@@ -230,17 +230,18 @@ func TestKernelMappings(t *testing.T) {
 	}
 	pid := uint32(gone.Process.Pid)
 	var asked int
-	s.UseKernelMappings(func(p uint32, addr uint64) (proc.Mapping, bool) {
+	s.UseKernelMappings(func(p uint32) []proc.Mapping {
 		asked++
 		if p != pid {
 			t.Errorf("asked about pid %d, want %d", p, pid)
 		}
+		var out []proc.Mapping
 		for _, m := range maps {
-			if m.Exec() && m.Start <= addr && addr < m.End {
-				return proc.Mapping{Start: m.Start, End: m.End, Offset: m.Offset, Dev: m.Dev, Inode: m.Inode}, true
+			if m.Exec() {
+				out = append(out, proc.Mapping{Start: m.Start, End: m.End, Offset: m.Offset, Dev: m.Dev, Inode: m.Inode})
 			}
 		}
-		return proc.Mapping{}, false
+		return out
 	})
 	want, _ := addr2line(t, vaddrs, testenv.RequireTool(t, "addr2line"), "-f", "-e", bin)
 	same := 0
@@ -257,13 +258,25 @@ func TestKernelMappings(t *testing.T) {
 		t.Errorf("only %d of %d addresses of the exited process agree with addr2line", same, len(addrs))
 	}
 	if asked != 1 {
-		t.Errorf("the kernel was asked %d times, want once (the mapping is kept)", asked)
+		t.Errorf("the kernel was asked %d times, want once (its mappings are kept)", asked)
 	}
-	if st := s.Stats(); st.KernelMappings != 1 {
-		t.Errorf("Stats().KernelMappings = %d, want 1", st.KernelMappings)
+	exec := 0
+	for _, m := range maps {
+		if m.Exec() {
+			exec++
+		}
 	}
-	// An address in no mapping the kernel knows stays unknown.
-	if fr := s.ResolveUser(pid, 0x10); fr.Lines[0].Function != "[unknown]" {
-		t.Errorf("ResolveUser(0x10) = %+v, want [unknown]", fr)
+	if st := s.Stats(); st.KernelMappings != uint64(exec) {
+		t.Errorf("Stats().KernelMappings = %d, want %d (every executable mapping, at the first question)", st.KernelMappings, exec)
+	}
+	// Addresses in no mapping the kernel knows stay unknown, and do not
+	// ask it again so soon (kernelMapsInterval).
+	for _, a := range []uint64{0x10, 0x20} {
+		if fr := s.ResolveUser(pid, a); fr.Lines[0].Function != "[unknown]" {
+			t.Errorf("ResolveUser(%#x) = %+v, want [unknown]", a, fr)
+		}
+	}
+	if asked != 1 {
+		t.Errorf("the kernel was asked %d times after two addresses it knows no mapping of, want once", asked)
 	}
 }

@@ -56,6 +56,7 @@ type Agent struct {
 	winStart time.Time
 	windows  map[string]*targetWindow
 	merged   *exporter.Builder
+	frames   *exporter.Frames // the window's named addresses, shared by its builders
 
 	ready atomic.Bool
 }
@@ -88,6 +89,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger, SpillDir: spill})
 	a.targets = newTargets(&a.cfg, "/proc")
+	a.targets.exe = a.sym.ExePath
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
@@ -280,13 +282,13 @@ func (a *Agent) onBatch(b profiler.Batch) {
 		}
 		w, ok := a.windows[tg.key]
 		if !ok {
-			w = &targetWindow{labels: tg.labels, builder: exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart)}
+			w = &targetWindow{labels: tg.labels, builder: exporter.NewBuilder(a.windowFrames(), a.cfg.Frequency, a.winStart)}
 			a.windows[tg.key] = w
 		}
 		w.builder.Add(s)
 		if a.store != nil {
 			if a.merged == nil {
-				a.merged = exporter.NewBuilder(a.sym, a.cfg.Frequency, a.winStart).WithoutProcesses()
+				a.merged = exporter.NewBuilder(a.windowFrames(), a.cfg.Frequency, a.winStart).WithoutProcesses()
 			}
 			a.merged.AddLabeled(s, tg.key, tg.labels)
 		}
@@ -344,7 +346,18 @@ func (a *Agent) closeWindow(end time.Time) {
 	}
 	a.windows = map[string]*targetWindow{}
 	a.merged = nil
+	a.frames = nil
 	a.winStart = end
+}
+
+// windowFrames returns the names of the window's addresses, which its
+// builders share: the target's and the merge of all targets name each
+// address once.
+func (a *Agent) windowFrames() *exporter.Frames {
+	if a.frames == nil {
+		a.frames = exporter.NewFrames(a.sym)
+	}
+	return a.frames
 }
 
 // viewerReturnMemory is how long after the viewer's last request the

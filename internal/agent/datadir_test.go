@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDataDirLock: a second agent on the same data dir is refused with a
@@ -34,6 +38,38 @@ func TestTargetOfExitedProcess(t *testing.T) {
 	if got := tg.labels["service_name"]; got != "shortlived" {
 		t.Errorf("service_name %q, want the comm", got)
 	}
+}
+
+// TestTargetOfZombie: a process that exited and is not reaped yet (a
+// zombie: its /proc directory stays, its exe link is unreadable, as a
+// kernel thread's) is named by its comm; a kernel thread is "kernel".
+func TestTargetOfZombie(t *testing.T) {
+	cfg := testConfig(t)
+	cmd := exec.Command("sh", "-c", "exit 0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	pid := uint32(cmd.Process.Pid)
+	for !zombie(pid) {
+		time.Sleep(time.Millisecond)
+	}
+	tgs := newTargets(&cfg, "/proc")
+	if got := tgs.lookup(pid, "shortlived", 0).labels["service_name"]; got != "shortlived" {
+		t.Errorf("zombie: service_name %q, want the comm", got)
+	}
+	if comm, _ := os.ReadFile("/proc/2/comm"); string(comm) != "kthreadd\n" {
+		t.Skip("pid 2 is not kthreadd: not in the host's pid namespace")
+	}
+	if got := tgs.lookup(2, "kthreadd", 0).labels["service_name"]; got != "kernel" {
+		t.Errorf("kthreadd: service_name %q, want kernel", got)
+	}
+}
+
+func zombie(pid uint32) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // TestTargetPerService: the processes of one service share a target (the

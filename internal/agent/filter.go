@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/scorch-profiler/scorch/internal/container"
+	"github.com/scorch-profiler/scorch/internal/process"
 	"github.com/scorch-profiler/scorch/internal/sampler"
 )
 
@@ -209,7 +210,7 @@ func procFields(procRoot string, pid uint32, need map[string]bool) (map[string]s
 	dir := filepath.Join(procRoot, ps)
 	fields := map[string]string{"pid": ps}
 	if need["comm"] {
-		b, err := os.ReadFile(filepath.Join(dir, "comm"))
+		b, err := process.ReadProcFile(filepath.Join(dir, "comm"), 0)
 		if err != nil {
 			return nil, false
 		}

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/scorch-profiler/scorch/internal/container"
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 // target is where a process's samples go: one profile per window per
@@ -32,6 +33,10 @@ type targets struct {
 	hostname   string
 	containers *container.Resolver
 	cgroups    *container.InfoCache
+
+	// exe, when set, gives the executable's path the symbolizer read with
+	// the process's maps just before (one readlink fewer per process).
+	exe func(pid uint32) (string, bool)
 
 	mu    sync.Mutex
 	cache map[uint32]*target
@@ -72,7 +77,7 @@ func (t *targets) prewarm(pid uint32, comm string, cgroupID uint64) {
 		return
 	}
 	if comm == "" {
-		b, err := os.ReadFile(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "comm"))
+		b, err := process.ReadProcFile(filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10), "comm"), 0)
 		if err != nil {
 			return // gone already: lookup falls back to the sample's comm
 		}
@@ -111,13 +116,19 @@ func (t *targets) build(pid uint32, comm string, cgroupID uint64) *target {
 	if pid != 0 {
 		dir := filepath.Join(t.procRoot, strconv.FormatUint(uint64(pid), 10))
 		var err error
-		exe, err = os.Readlink(filepath.Join(dir, "exe"))
+		var ok bool
+		if t.exe != nil {
+			exe, ok = t.exe(pid)
+		}
+		if !ok {
+			exe, err = os.Readlink(filepath.Join(dir, "exe"))
+		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
 		if err != nil {
-			// Kernel threads have no executable; a process that exited
-			// has no /proc directory any more.
-			_, serr := os.Stat(dir)
-			gone = serr != nil
+			// Kernel threads have no executable; nor has a process
+			// that exited: a zombie (its parent has not reaped it
+			// yet), or one whose /proc directory is gone.
+			gone = !process.KernelThread(dir)
 		}
 	}
 	var info container.Info

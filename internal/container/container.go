@@ -48,6 +48,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/scorch-profiler/scorch/internal/process"
 )
 
 // Runtime names the container engine that created a container's cgroup.
@@ -196,7 +198,7 @@ func Lookup(procRoot string, pid uint32) (Info, error) {
 }
 
 func readCgroupFile(procRoot string, pid uint32) ([]byte, error) {
-	return readCapped(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"), maxCgroupFile)
+	return process.ReadProcFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"), maxCgroupFile)
 }
 
 // errTooLarge reports a file that exceeds its read cap.

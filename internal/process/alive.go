@@ -2,7 +2,6 @@ package process
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strconv"
 )
@@ -19,7 +18,7 @@ func Alive(procDir string) bool {
 // hold anything: the fields resume after the last ')'), so from " STATE";
 // nil when the process is gone or the file malformed.
 func statAfterComm(procDir string) []byte {
-	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	b, err := ReadProcFile(filepath.Join(procDir, "stat"), 0)
 	if err != nil {
 		return nil
 	}
@@ -45,4 +44,21 @@ func StartTime(procDir string) uint64 {
 		return 0
 	}
 	return v
+}
+
+// pfKthread is PF_KTHREAD of the kernel's task flags (field 9 of stat).
+const pfKthread = 0x00200000
+
+// KernelThread says whether the process whose /proc directory is procDir
+// is a kernel thread (PF_KTHREAD among the flags of its stat file); false
+// when it is gone or the file malformed. Its exe link cannot be read, like
+// a zombie's: this tells them apart.
+func KernelThread(procDir string) bool {
+	fields := bytes.Fields(statAfterComm(procDir))
+	// fields[0] is field 3 (state); field 9 (flags) is fields[6].
+	if len(fields) < 7 {
+		return false
+	}
+	v, err := strconv.ParseUint(string(fields[6]), 10, 64)
+	return err == nil && v&pfKthread != 0
 }

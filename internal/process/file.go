@@ -103,7 +103,7 @@ type FilesStats struct {
 	Open        int    // files open now (held or lingering)
 	Opens       uint64 // files opened for a user
 	Parses      uint64 // files whose ELF headers were parsed
-	Hits        uint64 // opens that found the file parsed already
+	Hits        uint64 // opens, and lookups by inode (ByInode), that found the file parsed already
 	ParseErrors uint64 // files that are not ELF or are malformed
 	Panics      uint64 // of those, files whose parsing panicked (recovered)
 }
@@ -225,6 +225,7 @@ func (c *Files) ByInode(in Inode) *File {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if pf := c.byInode[in]; pf != nil {
+		c.stats.hits.Add(1)
 		pf.refs++
 		return pf
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,11 +69,16 @@ func (e *MapsError) Error() string {
 // file are returned as they are (os.ErrNotExist once the process is gone);
 // a malformed line is a *MapsError, after the mappings before it.
 func ReadMaps(procDir string) ([]Mapping, error) {
-	data, err := os.ReadFile(filepath.Join(procDir, "maps"))
+	var ms []Mapping
+	var perr error
+	err := withProcFile(filepath.Join(procDir, "maps"), 0, func(b []byte) error {
+		ms, perr = ParseMaps(bytes.NewReader(b))
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return ParseMaps(bytes.NewReader(data))
+	return ms, perr
 }
 
 // ParseMaps reads a whole maps file. It stops at the first malformed line

@@ -31,7 +31,7 @@ type Symbolizer interface {
 	// UseKernelMappings gives the symbolizer the kernel's knowledge of
 	// a process's mappings, for the samples of processes that exited
 	// before their mappings could be read (sampler.KernelMapping).
-	UseKernelMappings(func(pid uint32, addr uint64) (process.Mapping, bool))
+	UseKernelMappings(func(pid uint32) []process.Mapping)
 	// Files is its cache of opened, parsed files, which the sampler's
 	// unwind-table worker shares.
 	Files() *process.Files
@@ -124,7 +124,7 @@ func Open(cfg Config) (*Profiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Symbolizer.UseKernelMappings(s.KernelMapping)
+	cfg.Symbolizer.UseKernelMappings(s.KernelMappings)
 	procRoot := cfg.Sampler.ProcRoot
 	if procRoot == "" {
 		procRoot = "/proc"

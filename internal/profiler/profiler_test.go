@@ -54,8 +54,8 @@ func (f *fakeSymbolizer) Forget(pid uint32) {
 	f.mu.Unlock()
 }
 
-func (f *fakeSymbolizer) UseKernelMappings(func(uint32, uint64) (process.Mapping, bool)) {}
-func (f *fakeSymbolizer) Files() *process.Files                                          { return nil }
+func (f *fakeSymbolizer) UseKernelMappings(func(uint32) []process.Mapping) {}
+func (f *fakeSymbolizer) Files() *process.Files                            { return nil }
 
 func (f *fakeSymbolizer) ResolveUser(uint32, uint64) symbolizer.Frame { return symbolizer.Frame{} }
 func (f *fakeSymbolizer) ResolveKernel(uint64) symbolizer.Frame       { return symbolizer.Frame{} }

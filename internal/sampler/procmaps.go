@@ -19,25 +19,20 @@ import (
 // busy host the symbolizer may never have read it, or read it before the
 // dynamic loader had mapped the libraries its later samples ran in.
 
-// KernelMapping returns the executable mapping of process pid that holds
-// addr, as the kernel's walker learned it: Start, End, Offset, Dev (major<<32
-// | minor, as process.ReadMaps gives it) and Inode; Path is "[vdso]" for the
-// vDSO and "" otherwise (anonymous memory has Inode 0). ok is false when the
-// walker knows no such mapping (the frame-pointer program learns none).
-func (s *Sampler) KernelMapping(pid uint32, addr uint64) (m process.Mapping, ok bool) {
+// KernelMappings returns the executable mappings of process pid as the
+// kernel's walker learned them: Start, End, Offset, Dev (major<<32 | minor,
+// as process.ReadMaps gives it) and Inode; Path is "[vdso]" for the vDSO
+// and "" otherwise (anonymous memory has Inode 0). It returns none when the
+// walker knows none (the frame-pointer program learns none).
+func (s *Sampler) KernelMappings(pid uint32) []process.Mapping {
 	if s.tables == nil {
-		return m, false
+		return nil
 	}
-	for _, km := range kernelMappings(s.objs.UnwindProcs, pid) {
-		if km.Start <= addr && addr < km.End {
-			return km, true
-		}
-	}
-	return m, false
+	return kernelMappings(s.objs.UnwindProcs, pid)
 }
 
 // kernelMappings are the executable mappings of pid the kernel's walker
-// learned, from procs (unwind_procs), as KernelMapping describes them.
+// learned, from procs (unwind_procs), as KernelMappings describes them.
 func kernelMappings(procs *ebpf.Map, pid uint32) []process.Mapping {
 	var p bpf.ScorchUnwindProc
 	if err := procs.Lookup(pid, &p); err != nil {
