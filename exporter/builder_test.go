@@ -318,8 +318,8 @@ func TestBuilderAcrossTargets(t *testing.T) {
 }
 
 // TestFramesShared: two builders of the same samples (a target's and the
-// merge of all targets) through one Frames name each address once, and
-// build what each builds alone.
+// merge of all targets) through one Frames, reset after each sample, name
+// each address once, and build what each builds alone.
 func TestFramesShared(t *testing.T) {
 	start := time.Unix(1700000000, 0)
 	samples := []sampler.Sample{
@@ -335,6 +335,7 @@ func TestFramesShared(t *testing.T) {
 		for _, s := range samples {
 			target.Add(s)
 			merged.AddLabeled(s, "svc", map[string]string{"service_name": "svc"})
+			fr.Reset()
 		}
 		for _, b := range []*Builder{target, merged} {
 			p, err := b.Build(start.Add(time.Second))

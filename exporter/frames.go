@@ -3,12 +3,12 @@ package exporter
 import "github.com/scorch-profiler/scorch/symbolizer"
 
 // Frames is a Resolver that remembers what it named, for builders of the
-// same samples: the agent builds each window's samples twice, once into
-// their target's profile and once into the merge of all targets, and with
-// one Frames between them each address is named once. It keeps every
-// address it was asked about, as a Builder keeps a location for each, so
-// it lives as long as the builders it serves (one window). It is not safe
-// for concurrent use.
+// same samples: the agent adds each sample twice, to its target's profile
+// and to the merge of all targets, and with one Frames between them each
+// address is named once. A builder keeps a location for each address it
+// has seen, so both ask for an address at the same sample, its first:
+// Reset after each sample, once every builder has added it, keeps no more
+// than one sample's frames. It is not safe for concurrent use.
 type Frames struct {
 	res    Resolver
 	user   map[userAddr]symbolizer.Frame
@@ -45,4 +45,10 @@ func (f *Frames) ResolveKernel(addr uint64) symbolizer.Frame {
 	fr := f.res.ResolveKernel(addr)
 	f.kernel[addr] = fr
 	return fr
+}
+
+// Reset forgets what f named.
+func (f *Frames) Reset() {
+	clear(f.user)
+	clear(f.kernel)
 }

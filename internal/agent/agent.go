@@ -56,7 +56,7 @@ type Agent struct {
 	winStart time.Time
 	windows  map[string]*targetWindow
 	merged   *exporter.Builder
-	frames   *exporter.Frames // the window's named addresses, shared by its builders
+	frames   *exporter.Frames // the sample's named addresses, shared by the window's builders
 
 	ready atomic.Bool
 }
@@ -292,6 +292,7 @@ func (a *Agent) onBatch(b profiler.Batch) {
 			}
 			a.merged.AddLabeled(s, tg.key, tg.labels)
 		}
+		a.windowFrames().Reset() // both builders have named the sample's addresses
 	}
 	// A drain scheduled at a boundary closes the window; the final drain
 	// closes the partial window at the time it happened.
@@ -346,13 +347,12 @@ func (a *Agent) closeWindow(end time.Time) {
 	}
 	a.windows = map[string]*targetWindow{}
 	a.merged = nil
-	a.frames = nil
 	a.winStart = end
 }
 
-// windowFrames returns the names of the window's addresses, which its
-// builders share: the target's and the merge of all targets name each
-// address once.
+// windowFrames returns the names of a sample's addresses, which the
+// window's builders share: the target's and the merge of all targets name
+// each address once.
 func (a *Agent) windowFrames() *exporter.Frames {
 	if a.frames == nil {
 		a.frames = exporter.NewFrames(a.sym)
