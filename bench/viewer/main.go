@@ -410,21 +410,79 @@ func (g *gen) distinctPids() int {
 
 // window returns the services' profiles of the window starting at w.
 // mergeTargets is the profile of all targets the agent writes beside
-// them (store.PutWindowMerged): their samples, labelled with their
-// targets' labels.
+// them (store.PutWindowMerged), built as the agent builds it
+// (exporter.Builder.WithoutProcesses): their samples labelled with their
+// targets' labels, without pid and tid, so that the same stack of a
+// service's processes is one sample. Each service has its own binary
+// here: the targets share no location.
 func mergeTargets(items []store.Item) *profile.Profile {
-	ps := make([]*profile.Profile, len(items))
-	for i, it := range items {
-		c := it.Profile.Copy()
-		for _, smp := range c.Sample {
-			for k, v := range it.Labels {
-				smp.Label[k] = []string{v}
-			}
-		}
-		ps[i] = c
+	m := &profile.Profile{}
+	type sampleKey struct {
+		item int
+		comm string
+		locs string
 	}
-	m, err := profile.Merge(ps)
-	if err != nil {
+	merged := map[sampleKey]*profile.Sample{}
+	for i, it := range items {
+		p := it.Profile
+		if i == 0 {
+			m.SampleType, m.PeriodType, m.Period = p.SampleType, p.PeriodType, p.Period
+			m.TimeNanos, m.DurationNanos = p.TimeNanos, p.DurationNanos
+		}
+		maps := map[*profile.Mapping]*profile.Mapping{}
+		for _, pm := range p.Mapping {
+			c := *pm
+			c.ID = uint64(len(m.Mapping) + 1)
+			maps[pm] = &c
+			m.Mapping = append(m.Mapping, &c)
+		}
+		funcs := map[*profile.Function]*profile.Function{}
+		for _, f := range p.Function {
+			c := *f
+			c.ID = uint64(len(m.Function) + 1)
+			funcs[f] = &c
+			m.Function = append(m.Function, &c)
+		}
+		locs := map[*profile.Location]*profile.Location{}
+		for _, l := range p.Location {
+			c := *l
+			c.ID = uint64(len(m.Location) + 1)
+			c.Mapping = maps[l.Mapping]
+			c.Line = make([]profile.Line, len(l.Line))
+			for k, ln := range l.Line {
+				c.Line[k] = ln
+				c.Line[k].Function = funcs[ln.Function]
+			}
+			locs[l] = &c
+			m.Location = append(m.Location, &c)
+		}
+		for _, smp := range p.Sample {
+			var key strings.Builder
+			ls := make([]*profile.Location, len(smp.Location))
+			for k, l := range smp.Location {
+				ls[k] = locs[l]
+				fmt.Fprintf(&key, "%d,", ls[k].ID)
+			}
+			comm := ""
+			if c := smp.Label["comm"]; len(c) > 0 {
+				comm = c[0]
+			}
+			sk := sampleKey{i, comm, key.String()}
+			if ms := merged[sk]; ms != nil {
+				for k := range ms.Value {
+					ms.Value[k] += smp.Value[k]
+				}
+				continue
+			}
+			ms := &profile.Sample{Location: ls, Value: slices.Clone(smp.Value), Label: map[string][]string{"comm": {comm}}}
+			for k, v := range it.Labels {
+				ms.Label[k] = []string{v}
+			}
+			merged[sk] = ms
+			m.Sample = append(m.Sample, ms)
+		}
+	}
+	if err := m.CheckValid(); err != nil {
 		log.Fatal(err)
 	}
 	return m
