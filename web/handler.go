@@ -43,8 +43,8 @@ type Options struct {
 	MaxWindows int
 	// FewWindows is how many windows a request opens before the viewer
 	// reads a coarser level of a LeveledSource (about a second's work at
-	// a few milliseconds a window; a merge of all targets counts as
-	// mergedCost windows). Default 256.
+	// a few milliseconds a window; in a list of merges of all targets,
+	// each window counts by its size, windowCost). Default 256.
 	FewWindows int
 	// MaxBuckets bounds the timeline's buckets. Default 10000.
 	MaxBuckets int
@@ -64,12 +64,28 @@ type Options struct {
 	ReturnMemory time.Duration
 }
 
-// mergedCost is what one profile of all targets (LeveledSource.MergedAt)
-// counts against Options.FewWindows: it holds the samples of every
-// target, several times those of one target's window. With 256, the
-// flame graph of the last 15 minutes reads 60 merged windows, that of
-// the last half hour the 5-minute rollups and the newest windows.
+// costBytes is the stored size of a typical target's window (about 15 KB
+// in a 2-hour store of 50 services), the unit windowCost counts in.
+const costBytes = 16 << 10
+
+// mergedCost is what a window of unknown size (Window.Bytes 0) counts in
+// a list of merges of all targets.
 const mergedCost = 4
+
+// windowCost is what reading w counts against Options.FewWindows in a list
+// of merges of all targets (LeveledSource.MergedAt): as many windows as
+// its stored size holds typical ones. A merge holds the samples of every
+// target of its window: a host of 50 equal services makes merges of
+// 30-odd times a target's window, where the merges of a churning host's
+// few busy services are a few times one. Counted as one each (or 4), 60
+// merges of the first kind made the last 15 minutes a second and a half
+// to read cold, against 150 ms from the 5-minute rollups.
+func windowCost(w Window) int {
+	if w.Bytes <= 0 {
+		return mergedCost
+	}
+	return int(max(1, (w.Bytes+costBytes-1)/costBytes))
+}
 
 type handler struct {
 	src   Source
@@ -218,8 +234,8 @@ type selected struct {
 // filters, merged lists the merges of all targets where the source has
 // them (MergedAt), at level 0 too: fewer profiles, the same samples. A
 // merge holds every target's samples, so such lists count each window
-// as mergedCost against FewWindows, and where no level has few, the
-// level with the fewest is read.
+// by its size (windowCost) against FewWindows, and where no level has
+// few, the level that counts least is read.
 func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool) ([]Window, time.Duration, error) {
 	ls, ok := h.src.(LeveledSource)
 	merged = ok && merged && len(q.filters) == 0
@@ -227,7 +243,15 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	few := h.opts.FewWindows
 	if merged {
 		list = func(ctx context.Context, from, to time.Time) ([]Window, error) { return ls.MergedAt(ctx, from, to, 0) }
-		few /= mergedCost
+		opens := need
+		need = func(ws []Window) int {
+			opens(ws) // every window, without filters
+			n := 0
+			for _, w := range ws {
+				n += windowCost(w)
+			}
+			return n
+		}
 	}
 	ws, err := list(ctx, q.from, q.to)
 	if err != nil {

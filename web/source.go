@@ -18,6 +18,7 @@ type Window struct {
 	Duration time.Duration     // window length (profile DurationNanos)
 	Labels   map[string]string // service_name, container_id, ...
 	Samples  int64             // total sample count in the window
+	Bytes    int64             // size of the stored profile (compressed), 0 unknown
 	// Values, when the source knows them, are the distinct values of the
 	// profile's sample labels (pid, comm), so that the viewer lists and
 	// filters them without opening the profile; a label left out, or

@@ -534,6 +534,7 @@ func webWindow(e *entry) web.Window {
 		Duration: time.Duration(e.dur),
 		Labels:   labels,
 		Samples:  e.samples,
+		Bytes:    e.pbSize,
 		Values:   e.values,
 		// Written with AllValues: a label it leaves out has none.
 		ValuesComplete: e.allVals,

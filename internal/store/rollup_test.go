@@ -283,7 +283,7 @@ func TestViewerReadsRollups(t *testing.T) {
 		windows  int
 		total    int64
 	}{
-		// Without a filter, a merge counts as 4 windows (web's mergedCost)
+		// Without a filter, a window counts by its size (web's windowCost)
 		// against FewWindows: the windows (none of them merged here)...
 		{4000, 5000, "", 0, 1000, total},
 		// ... or the rollups of both services.
@@ -655,5 +655,70 @@ func TestViewerByPidSkipsMerges(t *testing.T) {
 	if json.Unmarshal(labels["pid"], &pids) != nil || json.Unmarshal(labels["service"], &services) != nil ||
 		!slices.Equal(pids, []string{"100", "200"}) || !slices.Equal(services, []string{"a", "b"}) {
 		t.Errorf("labels %s, want pids 100, 200 and services a, b", rec.Body)
+	}
+}
+
+// wideProfile is a window of one service whose samples run in n
+// functions of its own, one sample each: a profile of some size.
+func wideProfile(service string, n int, start time.Time) *profile.Profile {
+	p := cpuProfile(service+"-0", 1, start)
+	p.DurationNanos = int64(15 * time.Second)
+	p.Sample, p.Location, p.Function = nil, nil, nil
+	for i := range n {
+		name := fmt.Sprintf("%s.function%04d(%x)", service, i, i*7919)
+		f := &profile.Function{ID: uint64(i + 1), Name: name, SystemName: name}
+		loc := &profile.Location{ID: uint64(i + 1), Address: 0x1000 + uint64(i)*16, Line: []profile.Line{{Function: f, Line: 3}}}
+		p.Function = append(p.Function, f)
+		p.Location = append(p.Location, loc)
+		p.Sample = append(p.Sample, &profile.Sample{Location: []*profile.Location{loc}, Value: []int64{10_000_000, 1}})
+	}
+	return p
+}
+
+// TestViewerCountsMergesBySize: in a list of merges of all targets, a
+// merge counts by its stored size against FewWindows. Merges of a window
+// of two services of 2000 functions each weigh a dozen target windows:
+// the last 15 minutes (60 merges) are read from the 5-minute rollups,
+// where counting a merge as 4 windows read the 60 merges.
+func TestViewerCountsMergesBySize(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	end := h0.Add(30 * time.Minute)
+	s.now = func() time.Time { return end.Add(90 * time.Second) }
+	var total int64
+	for w := h0; w.Before(end); w = w.Add(15 * time.Second) {
+		items := []Item{
+			{Labels: map[string]string{"service_name": "a"}, Profile: wideProfile("a", 2000, w)},
+			{Labels: map[string]string{"service_name": "b"}, Profile: wideProfile("b", 2000, w)},
+		}
+		if err := s.PutWindowMerged(w, 15*time.Second, items, mergedOf(t, items)); err != nil {
+			t.Fatal(err)
+		}
+		total += 4000
+	}
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := s.MergedAt(context.Background(), end.Add(-15*time.Minute), end, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 60 || ws[0].Bytes < 4*16<<10 {
+		t.Fatalf("%d merges of the last 15 minutes, the first of %d bytes; want 60 of more than four target windows' 16 KiB", len(ws), ws[0].Bytes)
+	}
+	h := web.NewHandler(s, web.Options{})
+	q := fmt.Sprintf("/api/flamegraph?from=%d&to=%d", end.Add(-15*time.Minute).UnixMilli(), end.UnixMilli())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", q, nil))
+	var d struct {
+		Windows    int   `json:"windows"`
+		Resolution int64 `json:"resolution"`
+		Total      int64 `json:"total"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); rec.Code != 200 || err != nil {
+		t.Fatalf("status %d, %v: %s", rec.Code, err, rec.Body)
+	}
+	if d.Resolution != (5*time.Minute).Milliseconds() || d.Windows != 3 || d.Total != total/2 {
+		t.Errorf("last 15 minutes: %d windows at resolution %d ms, %d samples; want the 3 merged 5-minute rollups, %d samples", d.Windows, d.Resolution, d.Total, total/2)
 	}
 }
