@@ -142,12 +142,22 @@ func (s *Symbolizer) setVDSO(pm *pmapping) {
 // (openMapping). A program that runs again and again, and the libraries
 // every process maps, are found without opening anything.
 func (s *Symbolizer) objectFor(p *process, m *proc.Mapping) *object {
-	if m.Inode != 0 {
-		if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
-			return s.files.objectOf(pf, p.root)
-		}
+	if o := s.openObject(p, m.Dev, m.Inode); o != nil {
+		return o
 	}
 	return s.openMapping(p, m)
+}
+
+// openObject returns the object of the file with device dev and inode ino
+// if the files cache holds it open, with a new reference; else nil.
+func (s *Symbolizer) openObject(p *process, dev, ino uint64) *object {
+	if ino == 0 {
+		return nil
+	}
+	if pf := s.pfiles.ByInode(proc.Inode{Dev: dev, Ino: ino}); pf != nil {
+		return s.files.objectOf(pf, p.root)
+	}
+	return nil
 }
 
 // openMapping opens the file of a mapping (through the shared

@@ -123,9 +123,7 @@ func (s *Symbolizer) kernelMapping(p *process, addr uint64) *pmapping {
 		case m.Inode == 0:
 			pm.anon = true
 		default:
-			if pf := s.pfiles.ByInode(proc.Inode{Dev: m.Dev, Ino: m.Inode}); pf != nil {
-				pm.obj = s.files.objectOf(pf, p.root)
-			}
+			pm.obj = s.openObject(p, m.Dev, m.Inode)
 			if pm.obj == nil && !holds {
 				continue // named when an address asks for it
 			}

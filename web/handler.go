@@ -240,7 +240,6 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	ls, ok := h.src.(LeveledSource)
 	merged = ok && merged && len(q.filters) == 0
 	list := h.src.Windows
-	few := h.opts.FewWindows
 	if merged {
 		list = func(ctx context.Context, from, to time.Time) ([]Window, error) { return ls.MergedAt(ctx, from, to, 0) }
 		opens := need
@@ -258,7 +257,7 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		return nil, 0, fmt.Errorf("listing windows: %w", err)
 	}
 	n := need(ws)
-	if !ok || n <= few {
+	if !ok || n <= h.opts.FewWindows {
 		return ws, 0, nil
 	}
 	type level struct {
@@ -277,7 +276,7 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 			return nil, 0, fmt.Errorf("listing windows: %w", err)
 		}
 		l := level{ws, d, need(ws)}
-		if l.n <= few {
+		if l.n <= h.opts.FewWindows {
 			return l.ws, l.res, nil
 		}
 		levels = append(levels, l)

@@ -90,6 +90,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	a.sym = symbolizer.New(symbolizer.Options{CacheBytes: cfg.SymbolCache, Demangle: dm, Logger: logger, SpillDir: spill})
 	a.targets = newTargets(&a.cfg, "/proc")
 	a.targets.exe = a.sym.ExePath
+	a.frames = exporter.NewFrames(a.sym)
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
@@ -282,17 +283,17 @@ func (a *Agent) onBatch(b profiler.Batch) {
 		}
 		w, ok := a.windows[tg.key]
 		if !ok {
-			w = &targetWindow{labels: tg.labels, builder: exporter.NewBuilder(a.windowFrames(), a.cfg.Frequency, a.winStart)}
+			w = &targetWindow{labels: tg.labels, builder: exporter.NewBuilder(a.frames, a.cfg.Frequency, a.winStart)}
 			a.windows[tg.key] = w
 		}
 		w.builder.Add(s)
 		if a.store != nil {
 			if a.merged == nil {
-				a.merged = exporter.NewBuilder(a.windowFrames(), a.cfg.Frequency, a.winStart).WithoutProcesses()
+				a.merged = exporter.NewBuilder(a.frames, a.cfg.Frequency, a.winStart).WithoutProcesses()
 			}
 			a.merged.AddLabeled(s, tg.key, tg.labels)
 		}
-		a.windowFrames().Reset() // both builders have named the sample's addresses
+		a.frames.Reset() // both builders have named the sample's addresses
 	}
 	// A drain scheduled at a boundary closes the window; the final drain
 	// closes the partial window at the time it happened.
@@ -348,16 +349,6 @@ func (a *Agent) closeWindow(end time.Time) {
 	a.windows = map[string]*targetWindow{}
 	a.merged = nil
 	a.winStart = end
-}
-
-// windowFrames returns the names of a sample's addresses, which the
-// window's builders share: the target's and the merge of all targets name
-// each address once.
-func (a *Agent) windowFrames() *exporter.Frames {
-	if a.frames == nil {
-		a.frames = exporter.NewFrames(a.sym)
-	}
-	return a.frames
 }
 
 // viewerReturnMemory is how long after the viewer's last request the

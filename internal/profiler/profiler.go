@@ -30,7 +30,7 @@ type Symbolizer interface {
 	Forget(pid uint32)
 	// UseKernelMappings gives the symbolizer the kernel's knowledge of
 	// a process's mappings, for the samples of processes that exited
-	// before their mappings could be read (sampler.KernelMapping).
+	// before their mappings could be read (sampler.KernelMappings).
 	UseKernelMappings(func(pid uint32) []process.Mapping)
 	// Files is its cache of opened, parsed files, which the sampler's
 	// unwind-table worker shares.

@@ -41,18 +41,25 @@ func fillRollupStore(t *testing.T, dir string) (*Store, int64) {
 	s.now = func() time.Time { return h0.Add(3 * time.Hour) }
 	var total int64
 	for i := range 500 {
-		start := h0.Add(time.Duration(i) * 15 * time.Second)
-		na := 2 + int64(i%7)
-		items := []Item{
-			{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", na, start)},
-			{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
-		}
+		start, items, n := twoServices(i)
 		if err := s.PutWindow(start, 15*time.Second, items); err != nil {
 			t.Fatal(err)
 		}
-		total += na + 3
+		total += n
 	}
 	return s, total
+}
+
+// twoServices is window i of fillRollupStore, from h0 on: its start, its
+// targets (service "a" with 2+i%7 samples, "b" with 3) and their samples.
+func twoServices(i int) (time.Time, []Item, int64) {
+	start := h0.Add(time.Duration(i) * 15 * time.Second)
+	na := 2 + int64(i%7)
+	items := []Item{
+		{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", na, start)},
+		{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
+	}
+	return start, items, na + 3
 }
 
 func sumSamples(ws []web.Window) int64 {
@@ -596,12 +603,7 @@ func TestViewerByPidSkipsMerges(t *testing.T) {
 	s.now = func() time.Time { return end.Add(20 * time.Second) }
 	var total int64
 	for i := range 500 {
-		start := h0.Add(time.Duration(i) * 15 * time.Second)
-		na := 2 + int64(i%7)
-		items := []Item{
-			{Labels: map[string]string{"service_name": "a"}, Profile: pidProfile("fa", na, start)},
-			{Labels: map[string]string{"service_name": "b"}, Profile: pidProfile("fb", 3, start)},
-		}
+		start, items, n := twoServices(i)
 		m := mergedOf(t, items)
 		for _, smp := range m.Sample {
 			smp.NumLabel = nil
@@ -609,7 +611,7 @@ func TestViewerByPidSkipsMerges(t *testing.T) {
 		if err := s.PutWindowMerged(start, 15*time.Second, items, m); err != nil {
 			t.Fatal(err)
 		}
-		total += na + 3
+		total += n
 	}
 	if err := s.Compact(context.Background()); err != nil {
 		t.Fatal(err)
