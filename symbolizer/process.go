@@ -27,6 +27,7 @@ type process struct {
 	maps     []*pmapping // executable mappings, sorted by start
 	lastRead time.Time
 	kmapsAt  time.Time // when the kernel's mappings were last asked for (kernelMapping)
+	lastAt   time.Time // when the read lastMaps took from began
 	perf     *perfMapState
 }
 
@@ -57,6 +58,7 @@ func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 	all, perr := s.pfiles.Maps().Read(s.procDir(p.pid), since, need)
 	if perr != nil {
 		if me := (*proc.MapsError)(nil); !errors.As(perr, &me) {
+			s.lastMaps(p)
 			return fmt.Errorf("symbolizer: pid %d: %w", p.pid, perr)
 		}
 	}
@@ -64,6 +66,7 @@ func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 	if len(ms) == 0 && perr == nil {
 		// An exited process (a zombie) has no mappings left: keep the
 		// ones read while it lived, for its last samples.
+		s.lastMaps(p)
 		return fmt.Errorf("symbolizer: pid %d: no mappings (exited)", p.pid)
 	}
 	// The executable with the maps, so that it follows an exec; a process
@@ -88,27 +91,7 @@ func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 			next = append(next, pm)
 			continue
 		}
-		pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
-		switch {
-		case m.Path == "[vdso]":
-			s.setVDSO(pm)
-		case m.Path == "[vsyscall]":
-		case m.Anonymous() && !m.Memfd():
-			pm.anon = true
-		default:
-			key := [2]uint64{m.Dev, m.Inode}
-			if o, ok := opened[key]; ok && o != nil {
-				s.files.ref(o)
-				pm.obj = o
-			} else {
-				pm.obj = s.objectFor(p, m)
-				opened[key] = pm.obj
-			}
-			if pm.obj != nil {
-				pm.m.BuildID = pm.obj.pf.BuildID
-			}
-		}
-		next = append(next, pm)
+		next = append(next, s.newMapping(p, m, opened))
 	}
 	for _, pm := range old {
 		if pm.obj != nil {
@@ -126,6 +109,56 @@ func (s *Symbolizer) readMaps(p *process, since time.Time, need uint64) error {
 	})
 	p.maps = next
 	return perr
+}
+
+// newMapping makes the pmapping of m, with the object of its file (see
+// objectFor) when it has one; opened holds the objects already opened for
+// other mappings of the same read, by device and inode. p.mu must be held.
+func (s *Symbolizer) newMapping(p *process, m *proc.Mapping, opened map[[2]uint64]*object) *pmapping {
+	pm := &pmapping{m: Mapping{Start: m.Start, Limit: m.End, Offset: m.Offset, File: m.Path}, path: m.Path}
+	switch {
+	case m.Path == "[vdso]":
+		s.setVDSO(pm)
+	case m.Path == "[vsyscall]":
+	case m.Anonymous() && !m.Memfd():
+		pm.anon = true
+	default:
+		key := [2]uint64{m.Dev, m.Inode}
+		if o, ok := opened[key]; ok && o != nil {
+			s.files.ref(o)
+			pm.obj = o
+		} else {
+			pm.obj = s.objectFor(p, m)
+			opened[key] = pm.obj
+		}
+		if pm.obj != nil {
+			pm.m.BuildID = pm.obj.pf.BuildID
+		}
+	}
+	return pm
+}
+
+// lastMaps adds to the mappings of p, a process that has exited, those
+// of the last read of its maps (proc.Snapshots.Last) that p lacks: a read
+// made for another user while it lived (the unwind-table worker's, for a
+// sample deferred to user space, say) may hold libraries mapped after p's
+// own read, which its later samples ran in; the kernel's list has only
+// those its walker met. Mappings overlapping one of p's keep p's. p.mu
+// must be held.
+func (s *Symbolizer) lastMaps(p *process) {
+	last, at, ok := s.pfiles.Maps().Last(s.procDir(p.pid))
+	if !ok || !at.After(p.lastAt) {
+		return
+	}
+	p.lastAt = at
+	opened := make(map[[2]uint64]*object)
+	for i := range last {
+		m := &last[i]
+		if !m.Exec() || p.overlaps(m.Start, m.End) {
+			continue
+		}
+		p.insert(s.newMapping(p, m, opened), s.files)
+	}
 }
 
 // setVDSO marks pm as the vDSO, named by the image of our own.

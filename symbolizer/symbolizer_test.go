@@ -280,3 +280,38 @@ func TestKernelMappings(t *testing.T) {
 		t.Errorf("the kernel was asked %d times after two addresses it knows no mapping of, want once", asked)
 	}
 }
+
+// TestLastMapsOfExitedProcess checks the samples of a process that exited
+// before the symbolizer read its maps, and whose mappings the kernel's
+// list lacks (its stack was walked in user space): the read another user
+// of the shared maps reads made while it lived (the unwind-table worker's,
+// for a deferred sample) names them, with the file open for another
+// process running the same program.
+func TestLastMapsOfExitedProcess(t *testing.T) {
+	bin := workload(t, "symtest-c")
+	first := start(t, bin)
+	gone := start(t, bin)
+	pid := uint32(gone.Process.Pid)
+	addr := hotAddr(t, gone.Process.Pid, bin, "round_all")
+
+	s := New(Options{})
+	defer s.Close()
+	if err := s.Observe(uint32(first.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	s.UseKernelMappings(func(uint32) []proc.Mapping { return nil })
+	dir := fmt.Sprintf("/proc/%d", pid)
+	if _, err := s.Files().Maps().Read(dir, time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	gone.Process.Kill()
+	gone.Wait()
+	fr := s.ResolveUser(pid, addr)
+	if fr.Mapping == nil || fr.Mapping.File != bin || fr.Lines[0].Function != "round_all" {
+		t.Fatalf("ResolveUser(%#x) of an exited process = %+v, want round_all in %s", addr, fr, bin)
+	}
+	s.Forget(pid)
+	if _, _, ok := s.Files().Maps().Last(dir); ok {
+		t.Errorf("the last read of a forgotten process is kept")
+	}
+}

@@ -57,7 +57,8 @@ func NewSnapshots() *Snapshots {
 // read when it qualifies, else a new one. A caller that must see the maps
 // as they are now passes time.Now(). The slice is the caller's to modify.
 // Errors opening or reading the file (the process is gone) are returned
-// and not kept.
+// and not kept; nor is a read with no executable mapping (an exited
+// process not yet reaped): the kept read stays, for Last.
 func (c *Snapshots) Read(procDir string, since time.Time, need uint64) ([]Mapping, error) {
 	key := filepath.Clean(procDir)
 	c.mu.Lock()
@@ -75,11 +76,13 @@ func (c *Snapshots) Read(procDir string, since time.Time, need uint64) ([]Mappin
 	ms, err := ReadMaps(key)
 	if err != nil && len(ms) == 0 {
 		if _, malformed := err.(*MapsError); !malformed {
-			c.Forget(key)
 			return nil, err
 		}
 	}
 	ms = slices.DeleteFunc(ms, func(m Mapping) bool { return !m.Exec() })
+	if len(ms) == 0 && err == nil {
+		return nil, nil
+	}
 	c.mu.Lock()
 	if at.Sub(c.swept) > SnapshotAge {
 		c.dropOlderLocked(at.Add(-SnapshotAge))
@@ -122,6 +125,23 @@ func (c *Snapshots) evictLocked() {
 	}
 	slices.SortFunc(ats, time.Time.Compare)
 	c.dropOlderLocked(ats[len(ats)/4].Add(1))
+}
+
+// Last returns the kept read of the process whose /proc directory is
+// procDir whatever its age (reads are dropped SnapshotAge after they began,
+// or by Forget), and when it began; ok is false when there is none. It is
+// for naming the samples of a process that has exited: its maps can no
+// longer be read, nor change, and the last read of them, perhaps one
+// another user made, holds what it last ran in. The slice is the caller's
+// to modify.
+func (c *Snapshots) Last(procDir string) (maps []Mapping, at time.Time, ok bool) {
+	c.mu.Lock()
+	s := c.by[filepath.Clean(procDir)]
+	c.mu.Unlock()
+	if s == nil {
+		return nil, time.Time{}, false
+	}
+	return slices.Clone(s.maps), s.at, true
 }
 
 // Forget drops the kept read of the process whose /proc directory is

@@ -85,12 +85,30 @@ func TestSnapshotsGoneAndMalformed(t *testing.T) {
 	c := NewSnapshots()
 	dir := fakeProc(t, twoMappings)
 	c.Read(dir, time.Now(), 0)
-	os.Remove(filepath.Join(dir, "maps")) // the process exited
+	// The process exits: a zombie's maps are empty, and that read does
+	// not replace the one made while it lived.
+	if err := os.WriteFile(filepath.Join(dir, "maps"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := c.Read(dir, time.Now(), 0); len(ms) != 0 || err != nil {
+		t.Fatalf("zombie: %+v, %v", ms, err)
+	}
+	if ms, _, ok := c.Last(dir); !ok || len(ms) != 2 {
+		t.Fatalf("Last after a zombie's read: %+v, %v", ms, ok)
+	}
+	os.Remove(filepath.Join(dir, "maps")) // reaped
 	if _, err := c.Read(dir, time.Now(), 0); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("gone process: err %v", err)
 	}
-	if s := c.Stats(); s.Processes != 0 {
-		t.Fatalf("a gone process's read is kept: %+v", s)
+	// The last read made while it lived stays for naming its samples,
+	// until Forget.
+	ms, at, ok := c.Last(dir)
+	if !ok || len(ms) != 2 || ms[1].Path != "/lib/libc.so" || time.Since(at) > time.Minute {
+		t.Fatalf("Last of a gone process: %+v, %v, %v", ms, at, ok)
+	}
+	c.Forget(dir)
+	if _, _, ok := c.Last(dir); ok || c.Stats().Processes != 0 {
+		t.Fatalf("a forgotten process's read is kept: %+v", c.Stats())
 	}
 
 	bad := fakeProc(t, "1000-2000 r-xp 00000000 fe:00 11 /bin/prog\nnot a mapping\n")

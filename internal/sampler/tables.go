@@ -573,6 +573,14 @@ func (m *tableManager) openRequested(r *request) {
 	} else {
 		r.path = process.MapFilePath(dir, r.start, r.end)
 		r.file, r.openErr = process.OpenMapFile(dir, r.start, r.end)
+		if r.openErr == nil {
+			// The file's name, for the symbolizer that finds it open
+			// (its frames' mapping) and for its debug link: the link's
+			// target is the path the process mapped.
+			if target, err := os.Readlink(r.path); err == nil && strings.HasPrefix(target, "/") {
+				r.path = strings.TrimSuffix(target, " (deleted)")
+			}
+		}
 	}
 	if r.openErr != nil && r.start != 0 {
 		r.openErr = nil // the worker tries the root

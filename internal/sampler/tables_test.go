@@ -491,3 +491,36 @@ func TestHeldPids(t *testing.T) {
 		t.Fatalf("all taken: holds(7) %v, holds(8) %v, %d entries", h.holds(7), h.holds(8), len(h.n))
 	}
 }
+
+// TestOpenRequestedPath checks the name a requested file is opened under:
+// opened through map_files (the very file mapped), it is named by the path
+// the process mapped, which the symbolizer gives the frames of a process
+// that exited before its maps were read (it finds the file open by its
+// inode), not /proc/PID/map_files/START-END.
+func TestOpenRequestedPath(t *testing.T) {
+	testenv.RequireRoot(t)
+	maps, err := process.ReadMaps("/proc/self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &tableManager{procRoot: "/proc"}
+	n := 0
+	for _, mp := range maps {
+		if !mp.Exec() || mp.Anonymous() || mp.Pseudo() {
+			continue
+		}
+		n++
+		r := request{pid: uint32(os.Getpid()), start: mp.Start, end: mp.End}
+		m.openRequested(&r)
+		if r.file == nil {
+			t.Fatalf("%s: not opened through map_files: %v", mp.Path, r.openErr)
+		}
+		r.file.Close()
+		if r.path != mp.Path {
+			t.Errorf("mapping %x-%x of %s opened as %q", mp.Start, mp.End, mp.Path, r.path)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no file-backed executable mapping in /proc/self/maps")
+	}
+}

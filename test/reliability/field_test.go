@@ -90,12 +90,16 @@ const (
 // life in the dynamic loader and in its libraries' constructors and
 // destructors (gcc's crtstuff code, which has no CFI: see
 // unwinder.gapCode), its events are often read after it has exited (its
-// frames are then named through the kernel's list of its mappings), its
+// frames are then named through the kernel's list of its mappings and the
+// last read of its maps, perhaps the unwind-table worker's), its
 // tables must come from files other processes mapped before, and its first
 // samples are deferred to user space while the table of a program new to
 // the host is built. With two more compile loops beside the test's own
 // load, it passed 4 runs of 4 (worst workload 0.32% of bad frames, bound
-// 0.5%).
+// 0.5%). When frames of libraries mapped after the symbolizer's read
+// (field-cpp's libstdc++) were named only through the kernel's list, which
+// lacks those walked in user space, field-cpp had 0.73-0.81% (CI and 3
+// runs here); with the last read, 0.08-0.24% (3 runs).
 func TestFieldShares(t *testing.T) {
 	requireRoot(t)
 	bins := map[string]string{}
