@@ -88,7 +88,7 @@ func BenchmarkWindows(b *testing.B) {
 		fl := &files{hour: start.Format(hourLayout), data: packName(start, 0) + packExt, index: packName(start, 0) + indexExt, size: 1}
 		for tg := range targets {
 			labels := map[string]string{"service_name": "svc" + strconv.Itoa(tg%10), "pid": strconv.Itoa(tg)}
-			s.addLocked(&entry{id: windowID(start, labels), start: start.UnixNano(), dur: int64(10 * time.Second), files: fl}, labels)
+			s.addLocked(&entry{id: windowID(start, labels), start: start.UnixNano(), dur: int64(10 * time.Second), files: fl}, labels, nil)
 		}
 	}
 	runtime.GC()
@@ -102,4 +102,63 @@ func BenchmarkWindows(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(targets*windows), "index-bytes/window")
+}
+
+// BenchmarkOpenIndex reopens a store of 200 windows of 50 services (and
+// each window's merge of them), written as the agent writes them: each
+// service's profile has two processes (pid and comm sample labels) that
+// last 48 windows, so that consecutive windows list the same values, as
+// long-lived processes do. It reports the heap the opened index takes per
+// window (the viewer bench's day of windows is 288,000 of them).
+func BenchmarkOpenIndex(b *testing.B) {
+	dir := b.TempDir()
+	opts := Options{MaxAge: 100 * 365 * 24 * time.Hour, MaxBytes: 1 << 40, NoRollups: true}
+	s, err := Open(dir, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const services, windows, life = 50, 200, 48
+	for w := range windows {
+		start := t0.Add(time.Duration(w) * 15 * time.Second)
+		items := make([]Item, services)
+		merged := cpuProfile("f", 0, start)
+		merged.Sample = nil
+		for sv := range services {
+			p := cpuProfile("f", 1, start)
+			name := "svc" + strconv.Itoa(sv)
+			for k := range 2 {
+				pid := int64(1000 + sv*100 + (w/life)*2 + k)
+				smp := &profile.Sample{Location: p.Sample[0].Location, Value: []int64{10_000_000, 1},
+					Label: map[string][]string{"comm": {name + "-worker"}}, NumLabel: map[string][]int64{"pid": {pid}}}
+				p.Sample = append(p.Sample, smp)
+				merged.Sample = append(merged.Sample, &profile.Sample{Location: smp.Location, Value: smp.Value,
+					Label: map[string][]string{"comm": {name + "-worker"}, "service_name": {name}}})
+			}
+			p.Sample = p.Sample[1:]
+			items[sv] = Item{Labels: map[string]string{"service_name": name}, Profile: p}
+		}
+		if err := s.PutWindowMerged(start, 15*time.Second, items, merged); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+	var before, after runtime.MemStats
+	var n int
+	b.ReportAllocs()
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s, err := Open(dir, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		n = len(s.windows)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "index-bytes/window")
+		s.Close()
+	}
+	if n != windows*(services+1) {
+		b.Fatalf("%d windows in the index, want %d", n, windows*(services+1))
+	}
 }

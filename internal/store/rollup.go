@@ -125,9 +125,9 @@ func (s *Store) periods(k int) ([]int64, int64) {
 		p := e.start - e.start%d
 		switch {
 		case p+d > ended:
-		case e.level == k:
+		case int(e.level) == k:
 			done[p] = true
-		case e.level < k && e.dur < d && (len(out) == 0 || out[len(out)-1] != p):
+		case int(e.level) < k && e.dur < d && (len(out) == 0 || out[len(out)-1] != p):
 			out = append(out, p)
 		}
 	}
@@ -151,7 +151,7 @@ func (s *Store) rollup(ctx context.Context, k int, p int64) error {
 		if e.start >= p+d {
 			break
 		}
-		if e.level < k && e.dur < d {
+		if int(e.level) < k && e.dur < d {
 			in = append(in, e)
 		}
 	}
@@ -335,17 +335,17 @@ func visible(es []*entry, k int) []*entry {
 	}
 	covered := map[key]bool{}
 	for _, e := range es {
-		if e.level > 0 && e.level <= k {
-			covered[key{e.level, e.start, e.labels}] = true
+		if e.level > 0 && int(e.level) <= k {
+			covered[key{int(e.level), e.start, e.labels}] = true
 		}
 	}
 	var out []*entry
 	for _, e := range es {
-		if e.level > k {
+		if int(e.level) > k {
 			continue
 		}
 		hidden := false
-		for j := e.level + 1; j <= k && !hidden; j++ {
+		for j := int(e.level) + 1; j <= k && !hidden; j++ {
 			d := int64(levels[j])
 			hidden = e.dur < d && covered[key{j, e.start - e.start%d, e.labels}]
 		}
@@ -404,7 +404,7 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 		if e.dur == 0 {
 			overlaps = e.start >= f
 		}
-		if overlaps && e.level <= k && (view != nil || !e.all) {
+		if overlaps && int(e.level) <= k && (view != nil || !e.all) {
 			in = append(in, e)
 		}
 	}
@@ -434,16 +434,16 @@ func visibleMerged(es []*entry, k int) []*entry {
 	shown := map[key]bool{} // levels and starts of the targets' rollups shown
 	for _, e := range vis {
 		if e.level > 0 {
-			shown[key{e.level, e.start}] = true
+			shown[key{int(e.level), e.start}] = true
 		}
 	}
 	var alls []*entry
 	for _, e := range es {
-		if e.all && (e.level > 0 || e.files.refs == e.covers+1) {
+		if e.all && (e.level > 0 || e.files.refs == int(e.covers)+1) {
 			alls = append(alls, e)
 		}
 	}
-	slices.SortFunc(alls, func(a, b *entry) int { return b.level - a.level })
+	slices.SortFunc(alls, func(a, b *entry) int { return int(b.level) - int(a.level) })
 	used := map[key]bool{}
 	usedPacks := map[*files]bool{} // of the windows' merges used
 	coveredBy := func(e *entry, from int) bool {
@@ -452,14 +452,14 @@ func visibleMerged(es []*entry, k int) []*entry {
 		}
 		for j := max(from, 1); j <= k; j++ {
 			d := int64(levels[j])
-			if used[key{j, e.start - e.start%d}] && (e.dur < d || e.level == j) {
+			if used[key{j, e.start - e.start%d}] && (e.dur < d || int(e.level) == j) {
 				return true
 			}
 		}
 		return false
 	}
 	blocked := func(a *entry) bool {
-		for j := a.level + 1; j <= k; j++ {
+		for j := int(a.level) + 1; j <= k; j++ {
 			d := int64(levels[j])
 			if shown[key{j, a.start - a.start%d}] {
 				return true
@@ -469,17 +469,17 @@ func visibleMerged(es []*entry, k int) []*entry {
 	}
 	var out []*entry
 	for _, a := range alls {
-		if !coveredBy(a, a.level+1) && !blocked(a) {
+		if !coveredBy(a, int(a.level)+1) && !blocked(a) {
 			if a.level == 0 {
 				usedPacks[a.files] = true
 			} else {
-				used[key{a.level, a.start}] = true
+				used[key{int(a.level), a.start}] = true
 			}
 			out = append(out, a)
 		}
 	}
 	for _, e := range vis {
-		if !coveredBy(e, e.level) {
+		if !coveredBy(e, int(e.level)) {
 			out = append(out, e)
 		}
 	}
@@ -535,7 +535,7 @@ func webWindow(e *entry) web.Window {
 		Labels:   labels,
 		Samples:  e.samples,
 		Bytes:    e.pbSize,
-		Values:   e.values,
+		Values:   e.values.get(),
 		// Written with AllValues: a label it leaves out has none.
 		ValuesComplete: e.allVals,
 	}

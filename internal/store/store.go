@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -89,6 +90,7 @@ type Store struct {
 	windows []*entry // sorted by start, then ID
 	byID    map[string]*entry
 	labels  map[string]*labelSet // interned label sets by labelKey
+	values  map[uint64]*valueSet // interned value sets by hashValues
 	bytes   int64                // of the files referenced by windows
 	maxDur  int64                // longest duration of a window of level 0, bounds the search in Windows
 	closed  bool
@@ -106,22 +108,25 @@ type Store struct {
 	stopped   chan struct{}      // closed when it has
 }
 
-// entry is one target's window in the index.
+// entry is one target's window in the index: a day of a busy host's
+// windows is hundreds of thousands of them, so it is kept small (96 bytes
+// and its ID), its labels and listed values shared with the other windows
+// that have the same.
 type entry struct {
 	id      string
-	level   int   // 0, or the level of a rollup
-	all     bool  // a merge of all targets (allTargetsLabel): a rollup, or a window's (PutWindowMerged)
-	covers  int   // of a window's merge: the other targets of its pack, which it holds
 	start   int64 // Unix ns
 	dur     int64 // ns
 	samples int64
 	off     int64 // offset of the gzipped profile in files.data
 	pbSize  int64 // bytes of the gzipped profile
-	crc     uint32
 	labels  *labelSet
-	values  map[string][]string // see indexTarget.Values; read-only
-	allVals bool                // see indexTarget.AllValues
+	values  *valueSet // see indexTarget.Values; nil when none are listed
 	files   *files
+	crc     uint32
+	covers  int32 // of a window's merge: the other targets of its pack, which it holds
+	level   int8  // 0, or the level of a rollup
+	all     bool  // a merge of all targets (allTargetsLabel): a rollup, or a window's (PutWindowMerged)
+	allVals bool  // see indexTarget.AllValues
 }
 
 // files are the files that hold stored windows and are deleted together:
@@ -140,6 +145,25 @@ type labelSet struct {
 	key  string
 	m    map[string]string // never modified
 	refs int
+}
+
+// valueSet is one distinct indexTarget.Values of the index, shared by the
+// windows that list the same values (the windows of a service whose
+// processes live for minutes, one after another). The sets are kept by a
+// hash of their contents (hashValues), those with the same hash chained.
+type valueSet struct {
+	m    map[string][]string // never modified
+	hash uint64
+	refs int
+	next *valueSet // another set with the same hash
+}
+
+// get returns the values of vs, nil for none.
+func (vs *valueSet) get() map[string][]string {
+	if vs == nil {
+		return nil
+	}
+	return vs.m
 }
 
 // Item is one target's profile of a window.
@@ -279,7 +303,7 @@ func (s *Store) scanHour(hour string) {
 		s.addScanned(&entry{
 			id: m.ID, start: m.Start.UnixNano(), dur: m.DurationNS, samples: m.Samples,
 			pbSize: m.Size, crc: m.CRC32, files: fl,
-		}, m.Labels)
+		}, m.Labels, nil)
 	}
 	for id := range profiles { // profiles without a sidecar: a Put that did not finish
 		s.removeCorrupt(filepath.Join(hdir, id+profileExt))
@@ -334,11 +358,11 @@ func (s *Store) scanHour(hour string) {
 		for i := range x.Targets {
 			t := &x.Targets[i]
 			e := &entry{
-				id: t.ID, level: x.Level, start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
-				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
+				id: t.ID, level: int8(x.Level), start: x.Start.UnixNano(), dur: x.DurationNS, samples: t.Samples,
+				off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, allVals: t.AllValues,
 			}
 			markMerged(e, x, t)
-			s.addScanned(e, t.Labels)
+			s.addScanned(e, t.Labels, t.Values)
 		}
 	}
 	for name := range packs { // packs without an index: a PutWindow that did not finish
@@ -354,15 +378,15 @@ func markMerged(e *entry, x *packIndex, t *indexTarget) {
 	case x.Version == rollupIndexVersion:
 		e.all = t.Labels[allTargetsLabel] != ""
 	case x.Version == mergedIndexVersion && t == &x.Targets[len(x.Targets)-1]:
-		e.all, e.covers = true, len(x.Targets)-1
+		e.all, e.covers = true, int32(len(x.Targets)-1)
 	}
 }
 
 // addScanned indexes e during scan, and removes the files of a window it
 // replaces if no other window is left in them: the agent stopped between
 // writing a window and deleting what it replaced.
-func (s *Store) addScanned(e *entry, labels map[string]string) {
-	if freed := s.addLocked(e, labels); freed != nil {
+func (s *Store) addScanned(e *entry, labels map[string]string, values map[string][]string) {
+	if freed := s.addLocked(e, labels, values); freed != nil {
 		os.Remove(filepath.Join(s.dir, freed.hour, freed.index))
 		os.Remove(filepath.Join(s.dir, freed.hour, freed.data))
 	}
@@ -415,10 +439,10 @@ func compareEntries(a, b *entry) int {
 	return strings.Compare(a.id, b.id)
 }
 
-// addLocked indexes e with the given labels, which it interns. A window
-// with the same ID is replaced; if that leaves its files holding no window,
-// addLocked returns them for the caller to delete.
-func (s *Store) addLocked(e *entry, labels map[string]string) (freed *files) {
+// addLocked indexes e with the given labels and listed values, which it
+// interns. A window with the same ID is replaced; if that leaves its files
+// holding no window, addLocked returns them for the caller to delete.
+func (s *Store) addLocked(e *entry, labels map[string]string, values map[string][]string) (freed *files) {
 	if old := s.byID[e.id]; old != nil {
 		if s.removeLocked(old) {
 			freed = old.files
@@ -432,6 +456,7 @@ func (s *Store) addLocked(e *entry, labels map[string]string) (freed *files) {
 	}
 	ls.refs++
 	e.labels = ls
+	e.values = s.internValuesLocked(values)
 	if e.files.refs++; e.files.refs == 1 {
 		s.bytes += e.files.size
 	}
@@ -471,11 +496,75 @@ func (s *Store) dropLocked(e *entry) bool {
 	if e.labels.refs--; e.labels.refs == 0 {
 		delete(s.labels, e.labels.key)
 	}
+	s.releaseValuesLocked(e.values)
 	if e.files.refs--; e.files.refs == 0 {
 		s.bytes -= e.files.size
 		return true
 	}
 	return false
+}
+
+// internValuesLocked returns the shared set of the values vals, with a
+// new reference; nil for none.
+func (s *Store) internValuesLocked(vals map[string][]string) *valueSet {
+	if len(vals) == 0 {
+		return nil
+	}
+	h := hashValues(vals)
+	for vs := s.values[h]; vs != nil; vs = vs.next {
+		if maps.EqualFunc(vs.m, vals, slices.Equal) {
+			vs.refs++
+			return vs
+		}
+	}
+	if s.values == nil {
+		s.values = make(map[uint64]*valueSet)
+	}
+	vs := &valueSet{m: vals, hash: h, refs: 1, next: s.values[h]}
+	s.values[h] = vs
+	return vs
+}
+
+// releaseValuesLocked drops a reference to vs (nil: none).
+func (s *Store) releaseValuesLocked(vs *valueSet) {
+	if vs == nil {
+		return
+	}
+	if vs.refs--; vs.refs > 0 {
+		return
+	}
+	head := s.values[vs.hash]
+	if head == vs {
+		if vs.next == nil {
+			delete(s.values, vs.hash)
+		} else {
+			s.values[vs.hash] = vs.next
+		}
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == vs {
+			p.next = vs.next
+			return
+		}
+	}
+}
+
+// hashValues is the FNV-1a hash of vals, its labels in order, each with
+// its values in the order listed.
+func hashValues(vals map[string][]string) uint64 {
+	keys := slices.Sorted(maps.Keys(vals))
+	h := fnv.New64a()
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		for _, v := range vals[k] {
+			h.Write([]byte(v))
+			h.Write([]byte{1})
+		}
+		h.Write([]byte{2})
+	}
+	return h.Sum64()
 }
 
 // Put stores the profile of the window of labels that starts at start and
@@ -735,11 +824,11 @@ func (s *Store) putWindow(level int, start time.Time, dur time.Duration, items [
 	for i := range x.Targets {
 		t := &x.Targets[i]
 		e := &entry{
-			id: t.ID, level: level, start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
-			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, values: t.Values, allVals: t.AllValues,
+			id: t.ID, level: int8(level), start: start.UnixNano(), dur: int64(dur), samples: t.Samples,
+			off: t.Offset, pbSize: t.Size, crc: t.CRC32, files: fl, allVals: t.AllValues,
 		}
 		markMerged(e, x, t)
-		if f := s.addLocked(e, t.Labels); f != nil {
+		if f := s.addLocked(e, t.Labels, t.Values); f != nil {
 			freed = append(freed, f)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -552,4 +553,77 @@ func TestWindowValues(t *testing.T) {
 	s = open(t, dir, Options{})
 	defer s.Close()
 	check("reopened")
+}
+
+// TestWindowValuesShared checks that windows listing the same values share
+// one set (a day of a service's windows would otherwise hold a map each),
+// that the sets go with the last window listing them, and that sets whose
+// hashes collide are told apart and unchained correctly.
+func TestWindowValuesShared(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxAge: time.Minute})
+	defer s.Close()
+	now := t0
+	s.now = func() time.Time { return now }
+	withPids := func(start time.Time, pids ...int64) *profile.Profile {
+		p := cpuProfile("f", 1, start)
+		p.Sample[0].NumLabel = map[string][]int64{"pid": pids}
+		return p
+	}
+	for i := range 6 {
+		start := t0.Add(time.Duration(i) * 10 * time.Second)
+		if err := s.PutWindow(start, 10*time.Second, []Item{
+			{Labels: map[string]string{"service_name": "a"}, Profile: withPids(start, 7, 8)},
+			{Labels: map[string]string{"service_name": "b"}, Profile: withPids(start, int64(100+i/3))},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws, err := s.Windows(context.Background(), t0, t0.Add(time.Minute))
+	if err != nil || len(ws) != 12 {
+		t.Fatalf("%d windows, %v", len(ws), err)
+	}
+	for _, w := range ws {
+		want := "[7 8]"
+		if w.Labels["service_name"] == "b" {
+			want = fmt.Sprintf("[%d]", 100+(w.Start.Sub(t0)/(30*time.Second)))
+		}
+		if got := fmt.Sprint(w.Values["pid"]); got != want {
+			t.Errorf("window %v at %v: pids %s, want %s", w.Labels, w.Start.Sub(t0), got, want)
+		}
+	}
+	s.mu.Lock()
+	var refs []int
+	for _, vs := range s.values {
+		refs = append(refs, vs.refs)
+	}
+	s.mu.Unlock()
+	slices.Sort(refs)
+	if fmt.Sprint(refs) != "[3 3 6]" {
+		t.Errorf("references of the value sets: %v, want [3 3 6] (a's six windows share one)", refs)
+	}
+	now = t0.Add(10 * time.Minute) // every window goes
+	if err := s.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.values) != 0 {
+		t.Errorf("%d value sets left with no window", len(s.values))
+	}
+
+	// Three sets with the same hash, released in the middle, first, last.
+	x, y, z := map[string][]string{"pid": {"1"}}, map[string][]string{"pid": {"2"}}, map[string][]string{"pid": {"3"}}
+	vx, vy, vz := &valueSet{m: x, hash: 9, refs: 1}, &valueSet{m: y, hash: 9, refs: 1}, &valueSet{m: z, hash: 9, refs: 1}
+	vz.next, vy.next = vy, vx
+	s.values = map[uint64]*valueSet{9: vz}
+	s.releaseValuesLocked(vy)
+	if s.values[9] != vz || vz.next != vx || vx.next != nil {
+		t.Fatal("releasing the middle of a chain")
+	}
+	s.releaseValuesLocked(vz)
+	if s.values[9] != vx {
+		t.Fatal("releasing the head of a chain")
+	}
+	s.releaseValuesLocked(vx)
+	if len(s.values) != 0 {
+		t.Fatal("releasing the last of a chain")
+	}
 }
