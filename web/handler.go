@@ -2,7 +2,6 @@ package web
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -265,7 +264,21 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		res time.Duration
 		n   int
 	}
-	levels := []level{{ws, 0, n}}
+	// Of the levels tried, only those that may be answered are kept (a
+	// day's list at level 0 is some 300,000 windows): merged, the fewest
+	// (of equals, the finest); else the finest within MaxWindows, and the
+	// last.
+	var fallback *level
+	consider := func(l level) {
+		switch {
+		case merged && (fallback == nil || l.n < fallback.n):
+			fallback = &l
+		case !merged && fallback == nil && l.n <= h.opts.MaxWindows:
+			fallback = &l
+		}
+	}
+	last := level{ws, 0, n}
+	consider(last)
 	at := ls.WindowsAt
 	if merged {
 		at = ls.MergedAt // fewer windows, the same periods
@@ -279,19 +292,13 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		if l.n <= h.opts.FewWindows {
 			return l.ws, l.res, nil
 		}
-		levels = append(levels, l)
+		consider(l)
+		last = l
 	}
-	if merged { // the fewest; of equals, the finest
-		l := slices.MinFunc(levels, func(a, b level) int { return cmp.Compare(a.n, b.n) })
-		return l.ws, l.res, nil
+	if fallback != nil {
+		return fallback.ws, fallback.res, nil
 	}
-	for _, l := range levels {
-		if l.n <= h.opts.MaxWindows {
-			return l.ws, l.res, nil
-		}
-	}
-	l := levels[len(levels)-1]
-	return l.ws, l.res, nil
+	return last.ws, last.res, nil
 }
 
 // selectWindows lists the windows of q's range that its filters do not

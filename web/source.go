@@ -16,7 +16,7 @@ type Window struct {
 	ID       string            // opaque, stable key for Open
 	Start    time.Time         // window start (profile TimeNanos)
 	Duration time.Duration     // window length (profile DurationNanos)
-	Labels   map[string]string // service_name, container_id, ...
+	Labels   map[string]string // service_name, container_id, ...; read-only (shared between windows)
 	Samples  int64             // total sample count in the window
 	Bytes    int64             // size of the stored profile (compressed), 0 unknown
 	// Values, when the source knows them, are the distinct values of the

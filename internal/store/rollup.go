@@ -522,17 +522,15 @@ func mergeTargets(items []Item, p, d int64) (Item, error) {
 
 // webWindow is what the viewer sees of an entry. The mark of an all-targets
 // rollup stays in the store (entry.all says it): the viewer would show it
-// as a label, and copy it into the samples of a downloaded profile.
+// as a label, and copy it into the samples of a downloaded profile. The
+// labels are the shared, read-only map of the entry's label set: a listing
+// of a day's windows allocates no map per window.
 func webWindow(e *entry) web.Window {
-	labels := maps.Clone(e.labels.m)
-	if e.all {
-		delete(labels, allTargetsLabel)
-	}
 	return web.Window{
 		ID:       e.id,
 		Start:    time.Unix(0, e.start),
 		Duration: time.Duration(e.dur),
-		Labels:   labels,
+		Labels:   e.labels.view,
 		Samples:  e.samples,
 		Bytes:    e.pbSize,
 		Values:   e.values.get(),

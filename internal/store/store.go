@@ -144,6 +144,7 @@ type files struct {
 type labelSet struct {
 	key  string
 	m    map[string]string // never modified
+	view map[string]string // m as the viewer sees it (see webWindow); never modified
 	refs int
 }
 
@@ -452,6 +453,11 @@ func (s *Store) addLocked(e *entry, labels map[string]string, values map[string]
 	ls := s.labels[key]
 	if ls == nil {
 		ls = &labelSet{key: key, m: maps.Clone(labels)}
+		ls.view = ls.m
+		if _, ok := ls.m[allTargetsLabel]; ok {
+			ls.view = maps.Clone(ls.m)
+			delete(ls.view, allTargetsLabel)
+		}
 		s.labels[key] = ls
 	}
 	ls.refs++
