@@ -73,6 +73,7 @@ var (
 	targets  = flag.String("targets", "", "targets to write, as what|goal|measured|ok lines")
 	chromium = flag.String("chromium", "", "headless Chromium to time the page with (none: skip)")
 	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the serving part (the requests and page loads) to this file")
+	heapProf = flag.String("heapprofile", "", "write a heap profile of the serving part to this file at its largest heap (checked every 20 ms)")
 	pageURL  = flag.String("page", "", "only time the page of the viewer at this URL in -chromium (no store is built)")
 )
 
@@ -162,6 +163,11 @@ func main() {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if *heapProf != "" {
+		stop := watchHeap(*heapProf)
+		defer stop()
 	}
 
 	si := min(7, *services-1)
@@ -625,4 +631,43 @@ func pageLoads(base string, views []view) []string {
 		cancel()
 	}
 	return out
+}
+
+// watchHeap writes a heap profile to path whenever the heap in use grows a
+// tenth past the largest seen, checking every 20 ms, until stop: the
+// profile is that of the serving part's largest heap, what its peak RSS
+// comes from.
+func watchHeap(path string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var most uint64
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse < most+most/10 {
+				continue
+			}
+			most = ms.HeapInuse
+			f, err := os.Create(path)
+			if err != nil {
+				log.Printf("heap profile: %v", err)
+				return
+			}
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				log.Printf("heap profile: %v", err)
+			}
+			f.Close()
+			log.Printf("heap profile: %.0f MB in use", float64(most)/1e6)
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -278,11 +278,13 @@ func (m *tableManager) resolveParked() {
 	keep := m.parked[:0]
 	for _, p := range m.parked {
 		mp := findMapping(p.maps, p.regs.PC)
-		if mp == nil || idx[mappingInode(mp)] != nil || now.After(p.deadline) {
-			m.finishParked(p, idx)
+		if mp != nil && idx[mappingInode(mp)] == nil && !now.After(p.deadline) {
+			keep = append(keep, p)
 			continue
 		}
-		keep = append(keep, p)
+		if !m.tryFinishParked(p, idx, now.After(p.deadline)) {
+			keep = append(keep, p) // its walk goes on into a file whose table is not in yet
+		}
 	}
 	clear(m.parked[len(keep):])
 	m.parked = keep
@@ -411,12 +413,28 @@ func (m *tableManager) nextDeadline() time.Time {
 // finishParked walks the rest of p's stack with the tables the kernel has
 // and queues the sample.
 func (m *tableManager) finishParked(p *parked, idx map[inodeKey]*fileEntry) {
+	m.tryFinishParked(p, idx, true)
+}
+
+// tryFinishParked is finishParked, except that unless force is set a walk
+// that stops in a file with no table yet (no entry: not answered, perhaps
+// not asked for) leaves the sample parked and returns false. The kernel
+// defers a sample at the first frame whose table is missing, often its
+// leaf: the frames above may be in another file new to the profiler (the
+// C library, for a program running before it started), whose table the
+// kernel asks for at a later sample of the process, or the warm-up is
+// building.
+func (m *tableManager) tryFinishParked(p *parked, idx map[inodeKey]*fileEntry, force bool) bool {
+	missing := false
 	tableFor := func(pc uint64) (*unwinder.Table, uint64, bool) {
 		mp := findMapping(p.maps, pc)
 		if mp == nil {
 			return nil, 0, false
 		}
 		e := idx[mappingInode(mp)]
+		if e == nil {
+			missing = true
+		}
 		if e == nil || e.tab == nil {
 			return nil, 0, false
 		}
@@ -426,19 +444,38 @@ func (m *tableManager) finishParked(p *parked, idx map[inodeKey]*fileEntry) {
 		}
 		return t, process.Bias(*mp, e.tab.adj), true
 	}
-	m.finish(p, tableFor)
+	s, walked := m.finished1(p, tableFor)
+	if missing && !force && s.UserTruncated {
+		return false
+	}
+	m.queueFinished(s, walked)
+	return true
 }
 
 // finish completes p's user stack with tableFor (nil: none) and queues
 // the sample for Drain. Without a table for the frame the kernel stopped
 // trusting, the sample is the kernel's walk.
 func (m *tableManager) finish(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool)) {
-	s := Sample{Pid: p.pid, Tid: p.tid, Comm: p.comm, Kernel: p.kern, Count: 1,
+	m.queueFinished(m.finished1(p, tableFor))
+}
+
+// finished1 is p's sample with its user stack completed with tableFor
+// (see finish); walked says the tables took it further than the kernel.
+func (m *tableManager) finished1(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool)) (s Sample, walked bool) {
+	s = Sample{Pid: p.pid, Tid: p.tid, Comm: p.comm, Kernel: p.kern, Count: 1,
 		User: p.pcs, UserTruncated: !p.kernelComplete, UserCallerUnknown: p.kernelCallerUnknown}
 	if tableFor != nil {
 		if _, _, ok := tableFor(p.regs.PC); ok {
-			m.walkOn(p, tableFor, &s)
+			walked = m.walkOn(p, tableFor, &s)
 		}
+	}
+	return s, walked
+}
+
+// queueFinished counts s (walked: see finished1) and queues it for Drain.
+func (m *tableManager) queueFinished(s Sample, walked bool) {
+	if walked {
+		m.stats.deferredFinished.Add(1)
 	}
 	if s.UserTruncated {
 		m.stats.deferredIncomplete.Add(1)
@@ -447,9 +484,9 @@ func (m *tableManager) finish(p *parked, tableFor func(pc uint64) (*unwinder.Tab
 }
 
 // walkOn walks p's stack on from the frame the kernel stopped trusting,
-// with tables, and sets s's user stack when it gets further than the
-// kernel's walk or as far.
-func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool), s *Sample) {
+// with tables, and sets s's user stack (returning true) when it gets
+// further than the kernel's walk or as far.
+func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Table, uint64, bool), s *Sample) bool {
 	readMem := func(addr uint64, buf []byte) error {
 		if addr < p.regs.SP || addr-p.regs.SP+uint64(len(buf)) > uint64(len(p.stack)) {
 			return errOutsideCopy
@@ -459,7 +496,7 @@ func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Tab
 	}
 	rest, complete := unwinder.UnwindFrom(p.regs, p.exact, readMem, tableFor, unwindMaxFrames-p.at)
 	if len(rest) == 0 {
-		return
+		return false
 	}
 	user := append(p.pcs[:p.at:p.at], rest...)
 	if !complete {
@@ -468,18 +505,22 @@ func (m *tableManager) walkOn(p *parked, tableFor func(pc uint64) (*unwinder.Tab
 		// with the kernel's frames after the last frame both walks have.
 		last := rest[len(rest)-1]
 		j := slices.Index(p.pcs[p.at:], last)
-		if j < 0 {
-			return // the kernel's walk stands
+		switch {
+		case j >= 0:
+			user = append(user, p.pcs[p.at+j+1:]...)
+			complete = p.kernelComplete
+		case len(user) <= len(p.pcs):
+			return false // the kernel's walk stands
 		}
-		user = append(user, p.pcs[p.at+j+1:]...)
-		complete = p.kernelComplete
+		// Else the walk went further than the kernel's (which stopped
+		// at a frameless frame): its frames are right, if incomplete.
 	}
-	m.stats.deferredFinished.Add(1)
 	s.User = user[:min(len(user), unwindMaxFrames)]
 	s.UserTruncated = !complete
 	// The leaf's caller is known when the leaf is the frame walked on
 	// from (it has a table); else the kernel's walk of the leaf stands.
 	s.UserCallerUnknown = p.at > 0 && p.kernelCallerUnknown
+	return true
 }
 
 var errOutsideCopy = errors.New("outside the copied stack")

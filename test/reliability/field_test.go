@@ -99,7 +99,12 @@ const (
 // 0.5%). When frames of libraries mapped after the symbolizer's read
 // (field-cpp's libstdc++) were named only through the kernel's list, which
 // lacks those walked in user space, field-cpp had 0.73-0.81% (CI and 3
-// runs here); with the last read, 0.08-0.24% (3 runs).
+// runs here); with the last read, 0.08-0.24% (3 runs). In the busy-before
+// phase, a deferred sample of a program running before the recording was
+// finished as soon as its leaf's table was in, while the C library's above
+// it was still being built: its walk stopped there, and the kernel's
+// (the leaf alone) stood. 0.77-0.97% (CI) and 0.35-0.65% (here) then; now
+// such a sample waits for the file its walk stops in, 0.16-0.27% (4 runs).
 func TestFieldShares(t *testing.T) {
 	requireRoot(t)
 	bins := map[string]string{}
