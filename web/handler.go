@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -381,9 +380,26 @@ func (h *handler) singleTree(ctx context.Context, q *query) (*tree, span, int, e
 	})
 }
 
+// loadBudget bounds what the loaders of one request hold at once: the
+// windows claimed and not yet taken by the caller, at most 2 per loader,
+// and their stored bytes (Window.Bytes, compressed), at most
+// loadBudgetBytes. A profile takes some tens of times its stored size once
+// decoded: a rollup of an hour of a busy host is megabytes stored, and
+// several decoded side by side made the viewer's peak. A window larger
+// than the budget is loaded alone.
+const loadBudgetBytes = 2 << 20
+
+// loadWeight is what window w counts against loadBudgetBytes.
+func loadWeight(w *Window) int64 {
+	return min(max(w.Bytes, costBytes), loadBudgetBytes)
+}
+
 // load reads, parses and prepares the windows of sel (through the cache)
-// on up to Options.Loaders goroutines, a few windows ahead of the caller, who
-// takes them in order with next. stop ends the loading and waits for it.
+// on up to Options.Loaders goroutines, ahead of the caller within
+// loadBudgetBytes, who takes them in order with next. Windows are claimed
+// in order, each once the budget has room for it: the one the caller
+// waits for never waits behind later ones. stop ends the loading and
+// waits for it.
 func (h *handler) load(ctx context.Context, sel []selected) (next func() (*loaded, error), stop func()) {
 	type result struct {
 		l   *loaded
@@ -394,20 +410,37 @@ func (h *handler) load(ctx context.Context, sel []selected) (next func() (*loade
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	ahead := make(chan struct{}, 2*workers) // windows loaded and not yet taken, at most
 	ctx, cancel := context.WithCancel(ctx)
+	var (
+		mu      sync.Mutex
+		room    = sync.NewCond(&mu)
+		claimed int   // windows claimed
+		ahead   int   // claimed and not taken
+		held    int64 // their weight
+	)
+	claim := func() (int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			if ctx.Err() != nil || claimed >= len(sel) {
+				return 0, false
+			}
+			w := loadWeight(&sel[claimed].w)
+			if ahead == 0 || ahead < 2*workers && held+w <= loadBudgetBytes {
+				ahead++
+				held += w
+				claimed++
+				return claimed - 1, true
+			}
+			room.Wait()
+		}
+	}
 	var wg sync.WaitGroup
-	var claimed atomic.Int64
 	for range workers {
 		wg.Go(func() {
 			for {
-				select {
-				case ahead <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-				i := int(claimed.Add(1)) - 1
-				if i >= len(sel) {
+				i, ok := claim()
+				if !ok {
 					return
 				}
 				l, err := h.cache.get(ctx, h.src, sel[i].w.ID)
@@ -423,11 +456,21 @@ func (h *handler) load(ctx context.Context, sel []selected) (next func() (*loade
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		mu.Lock()
+		ahead--
+		held -= loadWeight(&sel[taken].w)
+		room.Broadcast()
+		mu.Unlock()
 		taken++
-		<-ahead
 		return r.l, r.err
 	}
-	return next, func() { cancel(); wg.Wait() }
+	return next, func() {
+		cancel()
+		mu.Lock()
+		room.Broadcast()
+		mu.Unlock()
+		wg.Wait()
+	}
 }
 
 // addWindows merges the selected windows into column col of t.

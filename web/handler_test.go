@@ -1244,3 +1244,59 @@ func TestReturnMemory(t *testing.T) {
 		t.Error("ReturnMemory unset: NewHandler wrapped its handler")
 	}
 }
+
+// TestLoadBudget: the loaders of one request hold no more windows than
+// loadBudgetBytes of stored bytes allows, besides the one the caller takes
+// next (a large window is loaded alone), and small windows are loaded
+// ahead of the caller, two per loader; every window comes out in order.
+func TestLoadBudget(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		bytes     int64
+		wantAhead int // windows opened before the caller takes any
+	}{
+		{"large", loadBudgetBytes/2 + 1, 1},
+		{"half", loadBudgetBytes / 2, 2},
+		{"small", 0, 2 * 3}, // 3 loaders
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := &memSource{}
+			var sel []selected
+			for i := range 12 {
+				id := fmt.Sprintf("w%d", i)
+				src.add(id, t0.Add(time.Duration(i)*10*time.Second), 10*time.Second, map[string]string{"service_name": "a"}, []stack{{frames: []string{"main"}, v: int64(i + 1)}})
+				w := src.windows[i]
+				w.Bytes = c.bytes
+				sel = append(sel, selected{w: w})
+			}
+			h := &handler{src: src, opts: Options{Loaders: 3}, cache: newCache(64, 16<<20)}
+			next, stop := h.load(context.Background(), sel)
+			defer stop()
+			opened := func() int {
+				time.Sleep(50 * time.Millisecond) // the loaders go as far as they may
+				src.mu.Lock()
+				defer src.mu.Unlock()
+				return src.opens
+			}
+			// As many as the budget allows are loaded ahead (however busy
+			// the machine, in time), and no more.
+			for end := time.Now().Add(10 * time.Second); opened() < c.wantAhead && time.Now().Before(end); {
+			}
+			if n := opened(); n != c.wantAhead {
+				t.Errorf("%d windows opened before the first was taken, want %d", n, c.wantAhead)
+			}
+			for i := range sel {
+				l, err := next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v := l.p.Sample[0].Value[0]; v != int64(i+1) {
+					t.Fatalf("window %d came out as window %d", i, v-1)
+				}
+				if n := opened(); n > min(i+1+c.wantAhead, len(sel)) {
+					t.Fatalf("%d windows opened after %d were taken, want at most %d", n, i+1, i+1+c.wantAhead)
+				}
+			}
+		})
+	}
+}
