@@ -109,10 +109,22 @@ func prepare(p *profile.Profile) (*loaded, error) {
 			st = append(st, locFrames[s.Location[i].ID]...)
 		}
 		l.stacks[si] = st
-		l.bytes += int64(4*len(st) + 8*len(s.Location) + 120 + 48*(len(s.Label)+len(s.NumLabel)))
+		l.bytes += int64(4*len(st) + 8*len(s.Location) + 120 + labelMapBytes(len(s.Label)) + labelMapBytes(len(s.NumLabel)) + labelMapBytes(len(s.NumUnit)))
 	}
 	l.bytes += int64(160*len(p.Location) + 120*len(p.Function) + 120*len(p.Mapping) + 40*len(l.frames))
 	return l, nil
+}
+
+// labelMapBytes estimates the memory of a sample's label map of n labels
+// (Sample.Label, NumLabel, NumUnit), as decoded: a group of 8 slots of
+// key and slice per 8 labels, the map's header, and each label's slice.
+// A merge of all targets carries two labels on every sample, and most of
+// its memory is there.
+func labelMapBytes(n int) int {
+	if n == 0 {
+		return 0
+	}
+	return 48 + 336*((n+7)/8) + 24*n
 }
 
 // cache keeps the most recently used prepared profiles, at most max of
