@@ -185,12 +185,13 @@ func TestLifecycle(t *testing.T) {
 // maps is opened and parsed once, whichever asks first. The workload is
 // profiled with a pid filter: the worker loads its tables before sampling,
 // the symbolizer reads its maps at its first sample, and its frames are
-// named.
+// named. The workload runs until the test ends (on a busy machine, loading
+// the program and the tables takes seconds), and the profiler until it has
+// named some of its samples (at least 1.5 s, at most 20 s).
 func TestFilesParsedOnce(t *testing.T) {
 	testenv.RequireRoot(t)
-	w := testenv.StartWorkload(t, "nofp-c", "2")
+	w := testenv.StartWorkload(t, "nofp-c", "0") // until killed
 	pid := uint32(w.Process.Pid)
-	defer w.Wait()
 	time.Sleep(100 * time.Millisecond) // past the loader
 	maps, err := process.ReadMaps(fmt.Sprintf("/proc/%d", pid))
 	if err != nil {
@@ -214,10 +215,14 @@ func TestFilesParsedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	named := 0
+	started := time.Now()
 	err = p.Run(ctx, func(b Batch) {
+		if named > 0 && time.Since(started) > 1500*time.Millisecond {
+			cancel()
+		}
 		for _, s := range b.Samples {
 			if s.Pid != pid || len(s.User) == 0 {
 				continue
