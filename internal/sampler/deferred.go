@@ -39,9 +39,9 @@ import (
 // worse than the kernel's walk.
 
 const (
-	// deferWait is how long a deferred sample waits for the table of the
-	// code it stopped in; then it is finished with what there is. The
-	// kernel defers samples for a table asked for up to a second ago
+	// deferWait is how long a deferred sample waits for the tables of the
+	// code its walk goes through; then it is finished with what there is.
+	// The kernel defers samples for a table asked for up to a second ago
 	// (UNWIND_DEFER_NS).
 	deferWait = 2 * time.Second
 	// maxParked bounds the deferred samples waiting (each holds up to
@@ -77,6 +77,7 @@ type parked struct {
 	kern                                []uint64
 	stack                               []byte // the stack from regs.SP
 	maps                                []process.Mapping
+	reread                              bool // maps was read again for a PC it lacked
 	deadline                            time.Time
 }
 
@@ -428,6 +429,17 @@ func (m *tableManager) tryFinishParked(p *parked, idx map[inodeKey]*fileEntry, f
 	missing := false
 	tableFor := func(pc uint64) (*unwinder.Table, uint64, bool) {
 		mp := findMapping(p.maps, pc)
+		if mp == nil && !p.reread {
+			// The mappings came from the kernel's list, which has those
+			// its walker met: the walk goes on into a library it has not
+			// (the C library above a program's main, when the program
+			// ran before the profiler started). The maps, while it lives.
+			p.reread = true
+			if ms := m.codeMappings(m.procDir(p.pid), pc); findMapping(ms, pc) != nil {
+				p.maps = ms
+				mp = findMapping(p.maps, pc)
+			}
+		}
 		if mp == nil {
 			return nil, 0, false
 		}

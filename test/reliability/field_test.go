@@ -104,7 +104,12 @@ const (
 // finished as soon as its leaf's table was in, while the C library's above
 // it was still being built: its walk stopped there, and the kernel's
 // (the leaf alone) stood. 0.77-0.97% (CI) and 0.35-0.65% (here) then; now
-// such a sample waits for the file its walk stops in, 0.16-0.27% (4 runs).
+// such a sample waits for the file its walk stops in, 0.16-0.27% (4 runs);
+// CI still failed once at 0.64% (field-rust): the sample's mappings came
+// from the kernel's list, which lacked the C library above main, so the
+// walk stopped there without waiting. The worker reads the maps again for
+// a PC the list lacks: worst workload 0.00-0.21% (4 runs of the phase), and
+// at most 0.07% in any phase of a run of all five.
 func TestFieldShares(t *testing.T) {
 	requireRoot(t)
 	bins := map[string]string{}
