@@ -492,7 +492,7 @@ func (h *handler) addWindows(ctx context.Context, sel []selected, res time.Durat
 		var keep func(int) bool
 		if len(s.rest) > 0 {
 			rest := s.rest
-			keep = func(i int) bool { return matchSample(l.p.Sample[i], rest) }
+			keep = func(i int) bool { return matchSample(l.sampleLabels(i), rest) }
 		}
 		t.addProfile(l, col, keep, s.w.Labels)
 		sp.add(s.w)
@@ -752,9 +752,9 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 				return nil, "", err
 			}
 			var sum int64
-			for _, smp := range l.p.Sample {
-				if matchSample(smp, s.rest) {
-					sum += smp.Value[l.value]
+			for i, v := range l.values {
+				if matchSample(l.sampleLabels(i), s.rest) {
+					sum += v
 				}
 			}
 			c = float64(sum)
@@ -920,19 +920,19 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 					return nil, "", err
 				}
 			}
-			for _, smp := range l.p.Sample {
-				if len(rest) > 0 && !matchSample(smp, rest) {
+			for i, v := range l.values {
+				ls := l.sampleLabels(i)
+				if len(rest) > 0 && !matchSample(ls, rest) {
 					continue
 				}
-				v := smp.Value[l.value]
 				if wv, ok := w.Labels[fk.label]; ok {
 					ks.counts[wv] += v
 					continue
 				}
-				for _, lv := range smp.Label[fk.label] {
+				for _, lv := range ls.str[fk.label] {
 					ks.counts[lv] += v
 				}
-				for _, n := range smp.NumLabel[fk.label] {
+				for _, n := range ls.num[fk.label] {
 					ks.counts[strconv.FormatInt(n, 10)] += v
 				}
 			}
@@ -1025,10 +1025,20 @@ func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error
 	var parts []*profile.Profile
 	var sp span
 	for _, s := range sel {
-		l, err := h.cache.get(ctx, h.src, s.w.ID)
+		// The download needs the profile's locations, which the cache
+		// does not keep: open it again.
+		p, err := h.src.Open(ctx, s.w.ID)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("opening window %q: %w", s.w.ID, err)
 		}
+		if p == nil {
+			return nil, fmt.Errorf("opening window %q: source returned no profile", s.w.ID)
+		}
+		l, err := prepare(p)
+		if err != nil {
+			return nil, fmt.Errorf("window %q: invalid profile: %w", s.w.ID, err)
+		}
+		vi := valueIndex(p)
 		var hit []bool
 		if q.focus != "" {
 			hit = make([]bool, len(l.frames))
@@ -1036,9 +1046,8 @@ func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error
 				hit[i] = strings.Contains(strings.ToLower(f.name), q.focus)
 			}
 		}
-		p := l.p
 		part := &profile.Profile{
-			SampleType:    []*profile.ValueType{p.SampleType[l.value]},
+			SampleType:    []*profile.ValueType{p.SampleType[vi]},
 			PeriodType:    p.PeriodType,
 			Period:        p.Period,
 			TimeNanos:     s.w.Start.UnixNano(),
@@ -1048,8 +1057,8 @@ func (h *handler) merged(ctx context.Context, q *query) (*profile.Profile, error
 			Function:      p.Function,
 		}
 		for i, smp := range p.Sample {
-			v := smp.Value[l.value]
-			if v == 0 || (len(s.rest) > 0 && !matchSample(smp, s.rest)) {
+			v := smp.Value[vi]
+			if v == 0 || (len(s.rest) > 0 && !matchSample(labelsOf(smp), s.rest)) {
 				continue
 			}
 			if hit != nil && !slices.ContainsFunc(l.stacks[i], func(f int32) bool { return hit[f] }) {

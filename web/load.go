@@ -4,7 +4,9 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -47,15 +49,37 @@ type frame struct {
 }
 
 // loaded is a profile prepared for repeated aggregation: every sample's
-// stack resolved root-first into indexes of frames. It is immutable once
-// built and shared between requests.
+// stack resolved root-first into indexes of frames, the one value the
+// viewer shows, and its labels as one of a few shared sets. It keeps no
+// *profile.Profile: a decoded profile holds maps of labels per sample,
+// and a rollup of all targets of an hour has hundreds of thousands of
+// samples. It is immutable once built and shared between requests.
 type loaded struct {
-	p      *profile.Profile
-	value  int       // index into Sample.Value
-	unit   string    // "type/unit" of value
-	frames []frame   // distinct frames of this profile
-	stacks [][]int32 // per sample, root first, into frames
-	bytes  int64     // estimated memory of all of it, for the cache
+	unit   string         // "type/unit" of the value shown
+	frames []frame        // distinct frames of this profile
+	stacks [][]int32      // per sample, root first, into frames
+	values []int64        // per sample, the value shown
+	labels []int32        // per sample, into sets
+	sets   []sampleLabels // distinct label sets of the samples
+	bytes  int64          // estimated memory of all of it, for the cache
+}
+
+// sampleLabels are the labels of samples as pprof decodes them: string
+// labels and numeric ones (pid, tid), each key with its values in order.
+// A set is shared by every sample that has it and never modified.
+type sampleLabels struct {
+	str map[string][]string
+	num map[string][]int64
+}
+
+// labelsOf returns the labels of a sample of a profile.Profile.
+func labelsOf(s *profile.Sample) sampleLabels {
+	return sampleLabels{s.Label, s.NumLabel}
+}
+
+// sampleLabels returns the label set of sample i.
+func (l *loaded) sampleLabels(i int) sampleLabels {
+	return l.sets[l.labels[i]]
 }
 
 // prepare resolves the stacks of p. It validates p first: a profile from a
@@ -64,22 +88,52 @@ func prepare(p *profile.Profile) (*loaded, error) {
 	if err := p.CheckValid(); err != nil {
 		return nil, err
 	}
-	l := &loaded{p: p, value: valueIndex(p)}
+	b := newBuilder(p)
+	b.l.stacks = make([][]int32, len(p.Sample))
+	b.l.values = make([]int64, len(p.Sample))
+	b.l.labels = make([]int32, len(p.Sample))
+	for si, s := range p.Sample {
+		n := 0
+		for _, loc := range s.Location {
+			n += len(b.locFrames[loc.ID])
+		}
+		st := make([]int32, 0, n)
+		// Sample.Location[0] is the leaf.
+		for i := len(s.Location) - 1; i >= 0; i-- {
+			st = append(st, b.locFrames[s.Location[i].ID]...)
+		}
+		b.l.stacks[si] = st
+		b.l.values[si] = s.Value[b.value]
+		b.l.labels[si] = b.internLabels(labelKeyOf(s), func() sampleLabels { return labelsOf(s) })
+	}
+	return b.finish(), nil
+}
+
+// builder builds a loaded from a profile's locations, then its samples.
+type builder struct {
+	l         *loaded
+	value     int                // index into the samples' values
+	locFrames map[uint64][]int32 // per location ID, its frames root first
+	setIdx    map[string]int32   // label key (labelKeyOf, or the decoder's) to index in l.sets
+}
+
+func newBuilder(p *profile.Profile) *builder {
+	b := &builder{l: &loaded{}, value: valueIndex(p), setIdx: make(map[string]int32)}
 	if len(p.SampleType) > 0 {
-		st := p.SampleType[l.value]
-		l.unit = st.Type + "/" + st.Unit
+		st := p.SampleType[b.value]
+		b.l.unit = st.Type + "/" + st.Unit
 	}
 	frameIdx := make(map[frame]int32)
-	locFrames := make(map[uint64][]int32, len(p.Location))
 	intern := func(f frame) int32 {
 		i, ok := frameIdx[f]
 		if !ok {
-			i = int32(len(l.frames))
-			l.frames = append(l.frames, f)
+			i = int32(len(b.l.frames))
+			b.l.frames = append(b.l.frames, f)
 			frameIdx[f] = i
 		}
 		return i
 	}
+	b.locFrames = make(map[uint64][]int32, len(p.Location))
 	for _, loc := range p.Location {
 		k := exporter.FrameKind(loc)
 		var fs []int32
@@ -95,36 +149,99 @@ func prepare(p *profile.Profile) (*loaded, error) {
 		if len(fs) == 0 {
 			fs = append(fs, intern(frame{unsymbolizedName(loc), k}))
 		}
-		locFrames[loc.ID] = fs
+		b.locFrames[loc.ID] = fs
 	}
-	l.stacks = make([][]int32, len(p.Sample))
-	for si, s := range p.Sample {
-		n := 0
-		for _, loc := range s.Location {
-			n += len(locFrames[loc.ID])
-		}
-		st := make([]int32, 0, n)
-		// Sample.Location[0] is the leaf.
-		for i := len(s.Location) - 1; i >= 0; i-- {
-			st = append(st, locFrames[s.Location[i].ID]...)
-		}
-		l.stacks[si] = st
-		l.bytes += int64(4*len(st) + 8*len(s.Location) + 120 + labelMapBytes(len(s.Label)) + labelMapBytes(len(s.NumLabel)) + labelMapBytes(len(s.NumUnit)))
-	}
-	l.bytes += int64(160*len(p.Location) + 120*len(p.Function) + 120*len(p.Mapping) + 40*len(l.frames))
-	return l, nil
+	return b
 }
 
-// labelMapBytes estimates the memory of a sample's label map of n labels
-// (Sample.Label, NumLabel, NumUnit), as decoded: a group of 8 slots of
-// key and slice per 8 labels, the map's header, and each label's slice.
-// A merge of all targets carries two labels on every sample, and most of
-// its memory is there.
+// internLabels returns the index of the label set identified by key, made
+// by mk the first time the key is met.
+func (b *builder) internLabels(key []byte, mk func() sampleLabels) int32 {
+	if i, ok := b.setIdx[string(key)]; ok {
+		return i
+	}
+	i := int32(len(b.l.sets))
+	ls := mk()
+	b.l.sets = append(b.l.sets, ls)
+	b.setIdx[string(key)] = i
+	b.l.bytes += int64(len(key) + 64 + labelMapBytes(len(ls.str)) + labelMapBytes(len(ls.num)))
+	for k, vs := range ls.str {
+		b.l.bytes += int64(len(k))
+		for _, v := range vs {
+			b.l.bytes += int64(len(v) + 16)
+		}
+	}
+	return i
+}
+
+// finish adds the estimate of what the samples and frames hold.
+func (b *builder) finish() *loaded {
+	l := b.l
+	for _, st := range l.stacks {
+		l.bytes += int64(4 * len(st))
+	}
+	l.bytes += int64((24+8+4)*len(l.stacks) + 40*len(l.frames))
+	for _, f := range l.frames {
+		l.bytes += int64(len(f.name))
+	}
+	return l
+}
+
+// labelKeyOf identifies the labels of s: keys sorted, each with its
+// values in order.
+func labelKeyOf(s *profile.Sample) []byte {
+	var key []byte
+	for _, k := range slices.Sorted(maps.Keys(s.Label)) {
+		key = strconv.AppendQuote(append(key, 's'), k)
+		for _, v := range s.Label[k] {
+			key = strconv.AppendQuote(key, v)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.NumLabel)) {
+		key = strconv.AppendQuote(append(key, 'n'), k)
+		for _, v := range s.NumLabel[k] {
+			key = strconv.AppendInt(append(key, ' '), v, 10)
+		}
+	}
+	return key
+}
+
+// labelMapBytes estimates the memory of a label map of n keys: a group of
+// 8 slots of key and slice per 8 keys, the map's header, and each key's
+// slice.
 func labelMapBytes(n int) int {
 	if n == 0 {
 		return 0
 	}
 	return 48 + 336*((n+7)/8) + 24*n
+}
+
+// open opens window id of src and prepares it: from its encoded form when
+// src has one (EncodedSource), without building a profile.Profile.
+func open(ctx context.Context, src Source, id string) (*loaded, error) {
+	if es, ok := src.(EncodedSource); ok {
+		data, err := es.OpenEncoded(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("opening window %q: %w", id, err)
+		}
+		l, err := decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("window %q: invalid profile: %w", id, err)
+		}
+		return l, nil
+	}
+	p, err := src.Open(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("opening window %q: %w", id, err)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("opening window %q: source returned no profile", id)
+	}
+	l, err := prepare(p)
+	if err != nil {
+		return nil, fmt.Errorf("window %q: invalid profile: %w", id, err)
+	}
+	return l, nil
 }
 
 // cache keeps the most recently used prepared profiles, at most max of
@@ -161,16 +278,9 @@ func (c *cache) get(ctx context.Context, src Source, id string) (*loaded, error)
 	}
 	c.mu.Unlock()
 
-	p, err := src.Open(ctx, id)
+	l, err := open(ctx, src, id)
 	if err != nil {
-		return nil, fmt.Errorf("opening window %q: %w", id, err)
-	}
-	if p == nil {
-		return nil, fmt.Errorf("opening window %q: source returned no profile", id)
-	}
-	l, err := prepare(p)
-	if err != nil {
-		return nil, fmt.Errorf("window %q: invalid profile: %w", id, err)
+		return nil, err
 	}
 
 	c.mu.Lock()

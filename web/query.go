@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/pprof/profile"
 )
 
 // The label filters the API accepts, by query parameter, and the label key
@@ -213,7 +211,7 @@ func contains(list []string, s string) bool {
 
 // matchSample reports whether s passes every filter, looking at its string
 // labels and then its numeric labels.
-func matchSample(s *profile.Sample, fs []filter) bool {
+func matchSample(s sampleLabels, fs []filter) bool {
 	for _, f := range fs {
 		if !matchOne(s, f) {
 			return false
@@ -222,13 +220,13 @@ func matchSample(s *profile.Sample, fs []filter) bool {
 	return true
 }
 
-func matchOne(s *profile.Sample, f filter) bool {
-	for _, v := range s.Label[f.key] {
+func matchOne(s sampleLabels, f filter) bool {
+	for _, v := range s.str[f.key] {
 		if contains(f.values, v) {
 			return true
 		}
 	}
-	for _, n := range s.NumLabel[f.key] {
+	for _, n := range s.num[f.key] {
 		if f.nums != nil {
 			for _, m := range f.nums {
 				if n == m {

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/pprof/profile"
-
 	"github.com/scorch-profiler/scorch/symbolizer"
 )
 
@@ -105,7 +103,7 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 	}
 	var buf []int32
 	for i, st := range l.stacks {
-		v := l.p.Sample[i].Value[l.value]
+		v := l.values[i]
 		if v == 0 || (keep != nil && !keep(i)) {
 			continue
 		}
@@ -113,7 +111,7 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 		if t.group != "" {
 			g := groupFrame
 			if g < 0 {
-				val := sampleLabel(l.p.Sample[i], t.group)
+				val := sampleLabel(l.sampleLabels(i), t.group)
 				var ok bool
 				if g, ok = groups[val]; !ok {
 					g = t.groupFrame(val)
@@ -143,11 +141,11 @@ func (t *tree) groupFrame(v string) int32 {
 }
 
 // sampleLabel is s's first value of label key, string or numeric, or "".
-func sampleLabel(s *profile.Sample, key string) string {
-	if vs := s.Label[key]; len(vs) > 0 {
+func sampleLabel(s sampleLabels, key string) string {
+	if vs := s.str[key]; len(vs) > 0 {
 		return vs[0]
 	}
-	if ns := s.NumLabel[key]; len(ns) > 0 {
+	if ns := s.num[key]; len(ns) > 0 {
 		return strconv.FormatInt(ns[0], 10)
 	}
 	return ""

@@ -30,7 +30,10 @@ import (
 	"github.com/scorch-profiler/scorch/web"
 )
 
-var _ web.Source = (*Store)(nil)
+var (
+	_ web.LeveledSource = (*Store)(nil)
+	_ web.EncodedSource = (*Store)(nil)
+)
 
 // Options configures a Store. Zero values select defaults.
 type Options struct {
@@ -1035,6 +1038,22 @@ func (s *Store) Windows(ctx context.Context, from, to time.Time) ([]web.Window, 
 // Open loads the profile of the window with the given ID. The error wraps
 // fs.ErrNotExist if there is no such window (it may have been pruned).
 func (s *Store) Open(ctx context.Context, id string) (*profile.Profile, error) {
+	e, err := s.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.read(e)
+	if err != nil {
+		s.mu.Lock()
+		s.st.ReadErrs++
+		s.mu.Unlock()
+		return nil, err
+	}
+	return p, nil
+}
+
+// lookup returns window id's entry.
+func (s *Store) lookup(ctx context.Context, id string) (*entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -1050,17 +1069,49 @@ func (s *Store) Open(ctx context.Context, id string) (*profile.Profile, error) {
 		}
 		return nil, fmt.Errorf("store: no window %q: %w", id, fs.ErrNotExist)
 	}
-	p, err := s.read(e)
+	return e, nil
+}
+
+// OpenEncoded returns window id's profile as Open does, but encoded:
+// pprof's protobuf, not compressed, as PutWindow wrote it (its time and
+// duration may be unset). The viewer decodes it into its own compact form
+// (web.EncodedSource).
+func (s *Store) OpenEncoded(ctx context.Context, id string) ([]byte, error) {
+	e, err := s.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := s.readEncoded(e)
 	if err != nil {
 		s.mu.Lock()
 		s.st.ReadErrs++
 		s.mu.Unlock()
 		return nil, err
 	}
-	return p, nil
+	return raw, nil
 }
 
 func (s *Store) read(e *entry) (*profile.Profile, error) {
+	raw, err := s.readEncoded(e)
+	if err != nil {
+		return nil, err
+	}
+	p, err := profile.ParseUncompressed(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", filepath.Join(s.dir, e.files.hour, e.files.data), err)
+	}
+	if p.TimeNanos == 0 {
+		p.TimeNanos = e.start
+	}
+	if p.DurationNanos == 0 {
+		p.DurationNanos = e.dur
+	}
+	return p, nil
+}
+
+// readEncoded reads e's profile, checks it against its CRC and
+// decompresses it.
+func (s *Store) readEncoded(e *entry) ([]byte, error) {
 	path := filepath.Join(s.dir, e.files.hour, e.files.data)
 	if e.pbSize > s.opts.MaxProfileBytes {
 		return nil, fmt.Errorf("store: %s: profile %s of %d bytes exceeds the limit of %d", path, e.id, e.pbSize, s.opts.MaxProfileBytes)
@@ -1088,17 +1139,7 @@ func (s *Store) read(e *entry) (*profile.Profile, error) {
 	if int64(len(raw)) > s.opts.MaxProfileBytes {
 		return nil, fmt.Errorf("store: %s: decompresses to more than %d bytes", path, s.opts.MaxProfileBytes)
 	}
-	p, err := profile.ParseUncompressed(raw)
-	if err != nil {
-		return nil, fmt.Errorf("store: %s: %w", path, err)
-	}
-	if p.TimeNanos == 0 {
-		p.TimeNanos = e.start
-	}
-	if p.DurationNanos == 0 {
-		p.DurationNanos = e.dur
-	}
-	return p, nil
+	return raw, nil
 }
 
 // Stats returns a snapshot of the counters.
