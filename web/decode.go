@@ -101,8 +101,12 @@ func decode(data []byte) (*loaded, error) {
 	l := b.l
 	l.values = make([]int64, 0, nsamples)
 	l.labels = make([]int32, 0, nsamples)
-	ends := make([]int, 0, nsamples) // end of each sample's stack in all
-	var all []int32                  // the stacks, one after another
+	// Samples that differ only in their labels (a rollup merges the
+	// windows of an hour: many pids, few stacks) share their stack.
+	var all []int32                       // the distinct stacks, one after another
+	var ends []int                        // end of each distinct stack in all
+	stackOf := make([]int32, 0, nsamples) // per sample, into ends
+	stackIdx := make(map[string]int32)    // location IDs as encoded to index into ends
 	d := sampleDecoder{b: b, strs: strs, ntypes: len(p.SampleType)}
 	err = eachField(data, 0, func(f wireField) error {
 		if f.num != fieldProfileSample {
@@ -111,11 +115,17 @@ func decode(data []byte) (*loaded, error) {
 		if err := d.decode(f); err != nil {
 			return err
 		}
-		// The locations, leaf first, become frames root first.
-		for i := len(d.locs) - 1; i >= 0; i-- {
-			all = append(all, d.locs[i]...)
+		si, ok := stackIdx[string(d.locKey)]
+		if !ok {
+			// The locations, leaf first, become frames root first.
+			for i := len(d.locs) - 1; i >= 0; i-- {
+				all = append(all, d.locs[i]...)
+			}
+			si = int32(len(ends))
+			ends = append(ends, len(all))
+			stackIdx[string(d.locKey)] = si
 		}
-		ends = append(ends, len(all))
+		stackOf = append(stackOf, si)
 		l.values = append(l.values, d.value)
 		l.labels = append(l.labels, d.set)
 		return nil
@@ -124,13 +134,17 @@ func decode(data []byte) (*loaded, error) {
 		return nil, err
 	}
 	all = slices.Clip(all)
-	l.stacks = make([][]int32, len(ends))
+	stacks := make([][]int32, len(ends))
 	start := 0
 	for i, end := range ends {
-		l.stacks[i] = all[start:end:end]
+		stacks[i] = all[start:end:end]
 		start = end
 	}
-	return b.finish(), nil
+	l.stacks = make([][]int32, len(stackOf))
+	for i, si := range stackOf {
+		l.stacks[i] = stacks[si]
+	}
+	return b.finish(len(all)), nil
 }
 
 // sampleDecoder decodes one sample at a time, reusing its buffers.
@@ -140,9 +154,10 @@ type sampleDecoder struct {
 	ntypes int
 
 	// Of the last sample decoded:
-	locs  [][]int32 // frames of each location, leaf first
-	value int64     // the value shown
-	set   int32     // its label set
+	locs   [][]int32 // frames of each location, leaf first
+	locKey []byte    // its location IDs as encoded (varints)
+	value  int64     // the value shown
+	set    int32     // its label set
 
 	key    []byte  // label key: the labels' (kind, key, value) indexes
 	labels []label // labels, in order
@@ -155,10 +170,17 @@ type label struct{ key, str, num, unit uint64 }
 
 // decode decodes the sample in field f.
 func (d *sampleDecoder) decode(f wireField) error {
-	d.locs, d.labels, d.nvals, d.value = d.locs[:0], d.labels[:0], 0, 0
+	d.locs, d.locKey, d.labels, d.nvals, d.value = d.locs[:0], d.locKey[:0], d.labels[:0], 0, 0
 	err := eachField(f.val, f.valOff, func(sf wireField) error {
 		switch sf.num {
 		case fieldSampleLocation:
+			// Varints concatenated are read back one way: equal keys,
+			// equal IDs. (IDs encoded two ways only share less.)
+			if sf.typ == wireBytes {
+				d.locKey = append(d.locKey, sf.val...)
+			} else {
+				d.locKey = appendUvarint(d.locKey, sf.u64)
+			}
 			return eachNumber(sf, func(id uint64) error {
 				fs, ok := d.b.locFrames[id]
 				if !ok || id == 0 {
@@ -235,25 +257,19 @@ func (d *sampleDecoder) inTable(i uint64) bool {
 	return i < uint64(len(d.strs))
 }
 
-// labelSet builds the label maps of the last sample decoded.
+// labelSet builds the label set of the last sample decoded.
 func (d *sampleDecoder) labelSet() sampleLabels {
 	var ls sampleLabels
 	for _, lb := range d.labels {
 		k := d.strs[lb.key]
 		switch {
 		case lb.str != 0:
-			if ls.str == nil {
-				ls.str = make(map[string][]string)
-			}
-			ls.str[k] = append(ls.str[k], d.strs[lb.str])
+			ls = append(ls, sampleLabel{key: k, str: d.strs[lb.str]})
 		case lb.num != 0 || lb.unit != 0:
-			if ls.num == nil {
-				ls.num = make(map[string][]int64)
-			}
-			ls.num[k] = append(ls.num[k], int64(lb.num))
+			ls = append(ls, sampleLabel{key: k, num: int64(lb.num), isNum: true})
 		}
 	}
-	return ls
+	return slices.Clip(ls)
 }
 
 func appendUvarint(b []byte, v uint64) []byte {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -29,11 +30,25 @@ func sameLoaded(got, want *loaded) string {
 			return "stacks differ"
 		}
 		g, w := got.sampleLabels(i), want.sampleLabels(i)
-		if !reflect.DeepEqual(g.str, w.str) || !reflect.DeepEqual(g.num, w.num) {
+		if !reflect.DeepEqual(labelMaps(g), labelMaps(w)) {
 			return "labels differ"
 		}
 	}
 	return ""
+}
+
+// labelMaps returns the labels of ls as pprof's maps, with numbers as
+// "#n".
+func labelMaps(ls sampleLabels) map[string][]string {
+	m := map[string][]string{}
+	for _, l := range ls {
+		v := l.str
+		if l.isNum {
+			v = "#" + strconv.FormatInt(l.num, 10)
+		}
+		m[l.key] = append(m[l.key], v)
+	}
+	return m
 }
 
 // decodeOracle decodes data with pprof's parser and prepares it, as the
@@ -105,8 +120,19 @@ func TestDecodeAsPrepare(t *testing.T) {
 	if len(l.sets) != 4 || l.labels[0] == l.labels[1] || l.labels[2] == l.labels[0] {
 		t.Errorf("label sets %v of samples %v, want 4 distinct", l.sets, l.labels)
 	}
+	// Samples with one stack share it.
+	shared, err := decode(encode(t, synth(start, time.Minute, []stack{
+		{frames: []string{"main", "a"}, v: 1, pid: 1},
+		{frames: []string{"main", "a"}, v: 1, pid: 2},
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shared.stacks) != 2 || &shared.stacks[0][0] != &shared.stacks[1][0] {
+		t.Errorf("two samples of one stack do not share it")
+	}
 	// Numeric labels stay numbers, string labels strings.
-	if got := l.sampleLabels(0); got.num["pid"][0] != 10 || got.str["service_name"][0] != "api" {
+	if got := l.sampleLabels(0); got.first("pid") != "10" || got.first("service_name") != "api" || got[len(got)-1] != (sampleLabel{key: "pid", num: 10, isNum: true}) {
 		t.Errorf("labels of sample 0: %+v", got)
 	}
 }

@@ -929,11 +929,14 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 					ks.counts[wv] += v
 					continue
 				}
-				for _, lv := range ls.str[fk.label] {
-					ks.counts[lv] += v
-				}
-				for _, n := range ls.num[fk.label] {
-					ks.counts[strconv.FormatInt(n, 10)] += v
+				for _, lb := range ls {
+					switch {
+					case lb.key != fk.label:
+					case lb.isNum:
+						ks.counts[strconv.FormatInt(lb.num, 10)] += v
+					default:
+						ks.counts[lb.str] += v
+					}
 				}
 			}
 		}

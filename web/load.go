@@ -64,17 +64,55 @@ type loaded struct {
 	bytes  int64          // estimated memory of all of it, for the cache
 }
 
-// sampleLabels are the labels of samples as pprof decodes them: string
-// labels and numeric ones (pid, tid), each key with its values in order.
-// A set is shared by every sample that has it and never modified.
-type sampleLabels struct {
-	str map[string][]string
-	num map[string][]int64
+// sampleLabels are the labels of samples: string labels and numeric ones
+// (pid, tid), the values of each key in order. A set is shared by every
+// sample that has it and never modified. (A slice, not pprof's maps: a
+// sample has a few labels, and a rollup thousands of sets.)
+type sampleLabels []sampleLabel
+
+type sampleLabel struct {
+	key   string
+	str   string // a string label's value
+	num   int64  // a numeric label's value
+	isNum bool
 }
 
-// labelsOf returns the labels of a sample of a profile.Profile.
+// labelsOf returns the labels of a sample of a profile.Profile, keys
+// sorted.
 func labelsOf(s *profile.Sample) sampleLabels {
-	return sampleLabels{s.Label, s.NumLabel}
+	var ls sampleLabels
+	for _, k := range slices.Sorted(maps.Keys(s.Label)) {
+		for _, v := range s.Label[k] {
+			ls = append(ls, sampleLabel{key: k, str: v})
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.NumLabel)) {
+		for _, n := range s.NumLabel[k] {
+			ls = append(ls, sampleLabel{key: k, num: n, isNum: true})
+		}
+	}
+	return ls
+}
+
+// first returns the first value of key, a string label's before a
+// numeric one's, as text ("" if the set has no such label).
+func (ls sampleLabels) first(key string) string {
+	n := -1
+	for i, l := range ls {
+		if l.key != key {
+			continue
+		}
+		if !l.isNum {
+			return l.str
+		}
+		if n < 0 {
+			n = i
+		}
+	}
+	if n >= 0 {
+		return strconv.FormatInt(ls[n].num, 10)
+	}
+	return ""
 }
 
 // sampleLabels returns the label set of sample i.
@@ -106,7 +144,7 @@ func prepare(p *profile.Profile) (*loaded, error) {
 		b.l.values[si] = s.Value[b.value]
 		b.l.labels[si] = b.internLabels(labelKeyOf(s), func() sampleLabels { return labelsOf(s) })
 	}
-	return b.finish(), nil
+	return b.finish(-1), nil
 }
 
 // builder builds a loaded from a profile's locations, then its samples.
@@ -164,22 +202,23 @@ func (b *builder) internLabels(key []byte, mk func() sampleLabels) int32 {
 	ls := mk()
 	b.l.sets = append(b.l.sets, ls)
 	b.setIdx[string(key)] = i
-	b.l.bytes += int64(len(key) + 64 + labelMapBytes(len(ls.str)) + labelMapBytes(len(ls.num)))
-	for k, vs := range ls.str {
-		b.l.bytes += int64(len(k))
-		for _, v := range vs {
-			b.l.bytes += int64(len(v) + 16)
-		}
-	}
+	// The key in the map, and the set (its strings are the profile's, or
+	// the string table's, counted with the frames).
+	b.l.bytes += int64(2*len(key) + 64 + 48*len(ls))
 	return i
 }
 
-// finish adds the estimate of what the samples and frames hold.
-func (b *builder) finish() *loaded {
+// finish adds the estimate of what the samples and frames hold: nframes
+// frames in all stacks, or -1 if the samples' stacks are not shared.
+func (b *builder) finish(nframes int) *loaded {
 	l := b.l
-	for _, st := range l.stacks {
-		l.bytes += int64(4 * len(st))
+	if nframes < 0 {
+		nframes = 0
+		for _, st := range l.stacks {
+			nframes += len(st)
+		}
 	}
+	l.bytes += int64(4 * nframes)
 	l.bytes += int64((24+8+4)*len(l.stacks) + 40*len(l.frames))
 	for _, f := range l.frames {
 		l.bytes += int64(len(f.name))
@@ -204,16 +243,6 @@ func labelKeyOf(s *profile.Sample) []byte {
 		}
 	}
 	return key
-}
-
-// labelMapBytes estimates the memory of a label map of n keys: a group of
-// 8 slots of key and slice per 8 keys, the map's header, and each key's
-// slice.
-func labelMapBytes(n int) int {
-	if n == 0 {
-		return 0
-	}
-	return 48 + 336*((n+7)/8) + 24*n
 }
 
 // open opens window id of src and prepares it: from its encoded form when

@@ -221,19 +221,18 @@ func matchSample(s sampleLabels, fs []filter) bool {
 }
 
 func matchOne(s sampleLabels, f filter) bool {
-	for _, v := range s.str[f.key] {
-		if contains(f.values, v) {
-			return true
-		}
-	}
-	for _, n := range s.num[f.key] {
-		if f.nums != nil {
-			for _, m := range f.nums {
-				if n == m {
-					return true
-				}
+	for _, l := range s {
+		switch {
+		case l.key != f.key:
+		case !l.isNum:
+			if contains(f.values, l.str) {
+				return true
 			}
-		} else if contains(f.values, strconv.FormatInt(n, 10)) {
+		case f.nums != nil:
+			if slices.Contains(f.nums, l.num) {
+				return true
+			}
+		case contains(f.values, strconv.FormatInt(l.num, 10)):
 			return true
 		}
 	}

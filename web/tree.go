@@ -111,7 +111,7 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 		if t.group != "" {
 			g := groupFrame
 			if g < 0 {
-				val := sampleLabel(l.sampleLabels(i), t.group)
+				val := l.sampleLabels(i).first(t.group)
 				var ok bool
 				if g, ok = groups[val]; !ok {
 					g = t.groupFrame(val)
@@ -138,17 +138,6 @@ func (t *tree) groupFrame(v string) int32 {
 		v = noValue
 	}
 	return t.intern(frame{groupNames[t.group] + ": " + v, kindGroup})
-}
-
-// sampleLabel is s's first value of label key, string or numeric, or "".
-func sampleLabel(s sampleLabels, key string) string {
-	if vs := s.str[key]; len(vs) > 0 {
-		return vs[0]
-	}
-	if ns := s.num[key]; len(ns) > 0 {
-		return strconv.FormatInt(ns[0], 10)
-	}
-	return ""
 }
 
 // add merges one root-first stack of tree frames with value v.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"compress/gzip"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1132,7 +1133,14 @@ func (s *Store) readEncoded(e *entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	raw, err := io.ReadAll(io.LimitReader(zr, s.opts.MaxProfileBytes+1))
+	// gzip's trailer gives the size (modulo 2^32): read into a buffer of
+	// that size rather than one doubled as it fills, which would take up
+	// to twice the memory.
+	size := int64(0)
+	if len(gz) >= 18 {
+		size = min(int64(binary.LittleEndian.Uint32(gz[len(gz)-4:])), s.opts.MaxProfileBytes)
+	}
+	raw, err := readAll(make([]byte, 0, size+1), io.LimitReader(zr, s.opts.MaxProfileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
@@ -1140,6 +1148,24 @@ func (s *Store) readEncoded(e *entry) ([]byte, error) {
 		return nil, fmt.Errorf("store: %s: decompresses to more than %d bytes", path, s.opts.MaxProfileBytes)
 	}
 	return raw, nil
+}
+
+// readAll appends what r reads to b until EOF, as io.ReadAll does, and
+// grows b only when it is full.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // Stats returns a snapshot of the counters.
