@@ -227,19 +227,20 @@ type selected struct {
 // listWindows lists the windows of q's range at the finest level where
 // the windows a request must open, need(ws) of them, are few (FewWindows),
 // else at the finest where they fit MaxWindows, else at the coarsest (see
-// LeveledSource; a Source without rollups has level 0 only). It returns
-// the period of the level used, 0 for the windows as recorded. Without
-// filters, merged lists the merges of all targets where the source has
-// them (MergedAt), at level 0 too: fewer profiles, the same samples. A
-// merge holds every target's samples, so such lists count each window
-// by its size (windowCost) against FewWindows, and where no level has
-// few, the level that counts least is read.
-func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool) ([]Window, time.Duration, error) {
+// LeveledSource; a Source without rollups has level 0 only). Levels whose
+// period is at most res are taken as fine enough: the search starts at the
+// coarsest of them (a timeline of 15-minute buckets reads 5-minute
+// rollups, not the day's 300,000 windows). It returns the period of the
+// level used, 0 for the windows as recorded. Without filters, merged lists
+// the merges of all targets where the source has them (MergedAt), at
+// level 0 too: fewer profiles, the same samples. A merge holds every
+// target's samples, so such lists count each window by its size
+// (windowCost) against FewWindows, and where no level has few, the level
+// that counts least is read.
+func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool, res time.Duration) ([]Window, time.Duration, error) {
 	ls, ok := h.src.(LeveledSource)
 	merged = ok && merged && len(q.filters) == 0
-	list := h.src.Windows
 	if merged {
-		list = func(ctx context.Context, from, to time.Time) ([]Window, error) { return ls.MergedAt(ctx, from, to, 0) }
 		opens := need
 		need = func(ws []Window) int {
 			opens(ws) // every window, without filters
@@ -250,13 +251,24 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 			return n
 		}
 	}
-	ws, err := list(ctx, q.from, q.to)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing windows: %w", err)
+	periods := []time.Duration{0}
+	if ok {
+		periods = append(periods, ls.Levels()...)
 	}
-	n := need(ws)
-	if !ok || n <= h.opts.FewWindows {
-		return ws, 0, nil
+	at := func(ctx context.Context, from, to time.Time, k int) ([]Window, error) {
+		switch {
+		case merged:
+			return ls.MergedAt(ctx, from, to, k) // fewer windows, the same periods
+		case k == 0:
+			return h.src.Windows(ctx, from, to)
+		}
+		return ls.WindowsAt(ctx, from, to, k)
+	}
+	start := 0
+	for k, d := range periods {
+		if k > 0 && d <= res {
+			start = k
+		}
 	}
 	type level struct {
 		ws  []Window
@@ -267,37 +279,49 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	// day's list at level 0 is some 300,000 windows): merged, the fewest
 	// (of equals, the finest); else the finest within MaxWindows, and the
 	// last.
-	var fallback *level
-	consider := func(l level) {
-		switch {
-		case merged && (fallback == nil || l.n < fallback.n):
-			fallback = &l
-		case !merged && fallback == nil && l.n <= h.opts.MaxWindows:
-			fallback = &l
-		}
-	}
-	last := level{ws, 0, n}
-	consider(last)
-	at := ls.WindowsAt
-	if merged {
-		at = ls.MergedAt // fewer windows, the same periods
-	}
-	for k, d := range ls.Levels() {
-		ws, err := at(ctx, q.from, q.to, k+1)
+	var fallback, last *level
+	for k := start; k < len(periods); k++ {
+		ws, err := at(ctx, q.from, q.to, k)
 		if err != nil {
 			return nil, 0, fmt.Errorf("listing windows: %w", err)
 		}
-		l := level{ws, d, need(ws)}
+		l := &level{ws, periods[k], need(ws)}
 		if l.n <= h.opts.FewWindows {
 			return l.ws, l.res, nil
 		}
-		consider(l)
+		switch {
+		case merged && (fallback == nil || l.n < fallback.n):
+			fallback = l
+		case !merged && fallback == nil && l.n <= h.opts.MaxWindows:
+			fallback = l
+		}
 		last = l
 	}
 	if fallback != nil {
 		return fallback.ws, fallback.res, nil
 	}
 	return last.ws, last.res, nil
+}
+
+// span returns the span of every stored window, as the finest level of
+// rollups shows it where the source has levels (a day at level 0 is some
+// 300,000 windows; the rollups widen the span to their periods).
+func (h *handler) span(ctx context.Context) (span, error) {
+	var sp span
+	var ws []Window
+	var err error
+	if ls, ok := h.src.(LeveledSource); ok && len(ls.Levels()) > 0 {
+		ws, err = ls.MergedAt(ctx, allFrom, allTo, 1)
+	} else {
+		ws, err = h.src.Windows(ctx, allFrom, allTo)
+	}
+	if err != nil {
+		return sp, fmt.Errorf("listing windows: %w", err)
+	}
+	for _, w := range ws {
+		sp.add(w)
+	}
+	return sp, nil
 }
 
 // selectWindows lists the windows of q's range that its filters do not
@@ -315,7 +339,7 @@ func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time
 	}
 	// Merges of all targets need not keep pids (the agent's do not): a
 	// tree grouped by pid reads the targets'.
-	ws, res, err := h.listWindows(ctx, q, pick, q.group != "pid")
+	ws, res, err := h.listWindows(ctx, q, pick, q.group != "pid", 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -688,19 +712,6 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 		return nil, "", err
 	}
 	ctx := r.Context()
-	// Windows whose samples must be counted one by one are opened.
-	all, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
-		n := 0
-		for _, w := range ws {
-			if ok, rest := q.windowFilters(w); ok && len(rest) > 0 {
-				n++
-			}
-		}
-		return n
-	}, false)
-	if err != nil {
-		return nil, "", err
-	}
 	type response struct {
 		From    int64     `json:"from"`
 		To      int64     `json:"to"`
@@ -712,9 +723,9 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 	if !q.explicit {
 		// Without a range, the timeline spans every stored window,
 		// filtered or not, so the axis stays put as filters change.
-		var sp span
-		for _, w := range all {
-			sp.add(w)
+		sp, err := h.span(ctx)
+		if err != nil {
+			return nil, "", err
 		}
 		if sp.from.IsZero() {
 			return jsonBody(response{Counts: []float64{}})
@@ -731,6 +742,20 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 	nb := int64((width + step - 1) / step)
 	if nb > int64(h.opts.MaxBuckets) {
 		return nil, "", badf("range/step gives %d buckets, more than the limit of %d", nb, h.opts.MaxBuckets)
+	}
+	// Windows whose samples must be counted one by one are opened; a
+	// level whose period fits in a bucket is as good as the windows.
+	all, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
+		n := 0
+		for _, w := range ws {
+			if ok, rest := q.windowFilters(w); ok && len(rest) > 0 {
+				n++
+			}
+		}
+		return n
+	}, false, step)
+	if err != nil {
+		return nil, "", err
 	}
 	counts := make([]float64, nb)
 	var sel []selected
@@ -858,6 +883,16 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 		vs, listed := w.Values[filterKeys[i].label]
 		return len(rest) == 0 && listed && len(vs) == 0 && w.ValuesComplete
 	}
+	// The lists hold the values of the range at the timeline's
+	// resolution (a level whose period fits one of its 120 buckets).
+	from, to := q.from, q.to
+	if !q.explicit {
+		sp, err := h.span(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		from, to = sp.from, sp.to
+	}
 	ws, _, err := h.listWindows(ctx, &q, func(ws []Window) int {
 		n := 0
 		for _, w := range ws {
@@ -869,7 +904,7 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 			}
 		}
 		return n
-	}, false)
+	}, false, niceStep(to.Sub(from)/120))
 	if err != nil {
 		return nil, "", err
 	}

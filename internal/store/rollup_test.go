@@ -331,6 +331,44 @@ func TestViewerReadsRollups(t *testing.T) {
 	}
 }
 
+// TestTimelineReadsRollups: a timeline whose buckets are as long as a
+// level's period reads that level (fewer windows, the same counts); finer
+// buckets read the windows.
+func TestTimelineReadsRollups(t *testing.T) {
+	s, total := fillRollupStore(t, t.TempDir())
+	defer s.Close()
+	if err := s.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := web.NewHandler(s, web.Options{})
+	for _, c := range []struct {
+		step    string
+		windows int
+	}{
+		{"1m", 1000}, // each service's windows
+		{"5m", 50},   // its 5-minute rollups
+		{"15m", 50},
+		{"2h", 6}, // its hourly ones
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/timeline?step="+c.step, nil))
+		var d struct {
+			Windows int       `json:"windows"`
+			Counts  []float64 `json:"counts"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &d); rec.Code != 200 || err != nil {
+			t.Fatalf("step %s: status %d, %v: %s", c.step, rec.Code, err, rec.Body)
+		}
+		var sum float64
+		for _, n := range d.Counts {
+			sum += n
+		}
+		if d.Windows != c.windows || int64(sum+0.5) != total {
+			t.Errorf("step %s: %d windows counting %.1f samples, want %d counting %d", c.step, d.Windows, sum, c.windows, total)
+		}
+	}
+}
+
 // TestMergeBatched: merging a few profiles at a time gives what one merge
 // of all of them gives (each function's and each pid's samples), with at
 // most mergeBatch profiles fetched ahead of the merge.
