@@ -60,7 +60,10 @@
 # run, 10), BENCH_LOSS_S (60), BENCH_PROCS (200), BENCH_FRESH_PAIRS (9),
 # BENCH_FRESH_S (1.5), BENCH_FS_N (50), BENCH_FS_RUN (0.3), BENCH_CHURN_S
 # (600), BENCH_ONLY (space-separated subset of "overhead steady memory
-# scale loss fresh firststack churn viewer"), BENCH_VIEWER_HOURS (24), GO (the go command, for firststack). Targets are reported,
+# scale loss fresh firststack churn viewer"), BENCH_VIEWER_HOURS (24),
+# BENCH_VIEWER_DIR (keep the viewer's store there, and serve the one it
+# holds if any: writing a day's store takes some 13 minutes), GO (the go
+# command, for firststack). Targets are reported,
 # never asserted.
 set -euo pipefail
 
@@ -533,8 +536,13 @@ run_viewer() {
 	"$GO" build -o "$OUT/viewer" ./bench/viewer || die "go build ./bench/viewer failed (set GO)"
 	local chromium=""
 	command -v chromium >/dev/null && chromium=$(command -v chromium)
-	log "viewer: $VIEWER_HOURS h of windows for 50 services"
-	"$OUT/viewer" -hours "$VIEWER_HOURS" -chromium "$chromium" \
+	local keep=()
+	if [ -n "${BENCH_VIEWER_DIR:-}" ]; then
+		keep=(-dir "$BENCH_VIEWER_DIR")
+		[ -d "$BENCH_VIEWER_DIR" ] && [ -n "$(ls -A "$BENCH_VIEWER_DIR")" ] && keep+=(-reuse)
+	fi
+	log "viewer: $VIEWER_HOURS h of windows for 50 services ${keep[*]}"
+	"$OUT/viewer" -hours "$VIEWER_HOURS" -chromium "$chromium" "${keep[@]}" \
 		-o "$OUT/viewer.md" -tsv "$OUT/viewer.tsv" -targets "$OUT/viewer-targets.txt"
 }
 

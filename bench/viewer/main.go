@@ -68,6 +68,7 @@ var (
 	funcs    = flag.Int("funcs", 3000, "distinct function names")
 	warm     = flag.Int("warm", 3, "warm repetitions of each request")
 	dir      = flag.String("dir", "", "store directory (default: a temporary one, removed at the end)")
+	reuse    = flag.Bool("reuse", false, "serve the store -dir holds, written by an earlier run with the same -hours, -services and -procs, instead of writing one")
 	out      = flag.String("o", "", "Markdown section to write (default stdout)")
 	tsvPath  = flag.String("tsv", "", "per-request rows to write")
 	targets  = flag.String("targets", "", "targets to write, as what|goal|measured|ok lines")
@@ -109,30 +110,53 @@ func main() {
 	end := time.Now().UTC().Truncate(time.Hour)
 	start := end.Add(-time.Duration(*hours) * time.Hour)
 
-	// Write the day, as the agent does, without rollups in the way.
-	st, err := store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40, NoRollups: true})
-	if err != nil {
-		log.Fatal(err)
-	}
-	g := newGen(start, end)
-	t0 := time.Now()
-	nw := 0
-	for w := start; w.Before(end); w = w.Add(*interval) {
-		items := g.window(w)
-		if err := st.PutWindowMerged(w, *interval, items, mergeTargets(items)); err != nil {
+	if *reuse {
+		if *dir == "" {
+			log.Fatal("-reuse needs -dir")
+		}
+		// The span the earlier run wrote: the hours up to its last
+		// window's end.
+		st, err := store.Open(d, store.Options{MaxAge: 365 * 24 * time.Hour, MaxBytes: 1 << 40, NoRollups: true})
+		if err != nil {
 			log.Fatal(err)
 		}
-		nw++
+		ws, err := st.Windows(context.Background(), time.Unix(0, 0), time.Now().Add(time.Hour))
+		st.Close()
+		if err != nil || len(ws) == 0 {
+			log.Fatalf("-reuse: no windows in %s (%v)", d, err)
+		}
+		last := ws[len(ws)-1]
+		end = last.Start.Add(last.Duration).UTC()
+		start = end.Add(-time.Duration(*hours) * time.Hour)
 	}
-	writeTime := time.Since(t0)
-	t0 = time.Now()
-	if err := st.Compact(context.Background()); err != nil {
-		log.Fatal(err)
+	g := newGen(start, end)
+	var writeTime, compactTime time.Duration
+	var sst store.Stats
+	nw := 0
+	if !*reuse {
+		// Write the day, as the agent does, without rollups in the way.
+		st, err := store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40, NoRollups: true})
+		if err != nil {
+			log.Fatal(err)
+		}
+		t0 := time.Now()
+		for w := start; w.Before(end); w = w.Add(*interval) {
+			items := g.window(w)
+			if err := st.PutWindowMerged(w, *interval, items, mergeTargets(items)); err != nil {
+				log.Fatal(err)
+			}
+			nw++
+		}
+		writeTime = time.Since(t0)
+		t0 = time.Now()
+		if err := st.Compact(context.Background()); err != nil {
+			log.Fatal(err)
+		}
+		compactTime = time.Since(t0)
+		sst = st.Stats()
+		st.Close()
+		log.Printf("wrote %d windows of %d services in %v, rollups in %v: %+v", nw, *services, writeTime.Round(time.Millisecond), compactTime.Round(time.Millisecond), sst)
 	}
-	compactTime := time.Since(t0)
-	sst := st.Stats()
-	st.Close()
-	log.Printf("wrote %d windows of %d services in %v, rollups in %v: %+v", nw, *services, writeTime.Round(time.Millisecond), compactTime.Round(time.Millisecond), sst)
 
 	// Serve it as a restarted agent would, with its collector's setting
 	// (cmd/scorch: GOGC=50 unless GOGC is set).
@@ -141,13 +165,17 @@ func main() {
 	}
 	debug.FreeOSMemory()
 	rss0 := rssMB()
-	t0 = time.Now()
-	st, err = store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40})
+	t0 := time.Now()
+	st, err := store.Open(d, store.Options{MaxAge: 8 * 24 * time.Hour, MaxBytes: 1 << 40})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer st.Close()
 	openTime := time.Since(t0)
+	if *reuse {
+		sst = st.Stats()
+		nw = int(end.Sub(start) / *interval)
+	}
 	debug.FreeOSMemory()
 	rss1 := rssMB()
 	// The peak from here on (VmHWM), not that of writing the store.
@@ -265,6 +293,9 @@ func main() {
 	fmt.Fprintf(&md, "## Viewer latency\n\n")
 	fmt.Fprintf(&md, "`go run ./bench/viewer` (bench/run.sh part `viewer`): %d h of %v windows for %d services, %d samples per service and window, %d distinct processes (2 per service at a time), stacks over %d function names, written through `store.PutWindowMerged` as the agent writes them, with the merge of each window's targets (%d windows in %v; the rollups built by `store.Compact` in %v: %d windows, %d merges and %d rollups, %.0f MiB on disk). The store is then reopened (%v, as a restarted agent) and served by `web.NewHandler` with the agent's options on a local HTTP server; each request is made once on a fresh handler (cold: nothing cached) and %d times more (warm, median). Ranges end at the last window's end; filters: a service, one pid of it, one comm. Process RSS: %.0f MB before opening the store, %.0f MB after, %.0f MB at the end (%v after the last request), peak while serving %.0f MB (VmHWM).\n\n",
 		*hours, *interval, *services, *samples, g.distinctPids(), *funcs, nw, writeTime.Round(time.Second), compactTime.Round(time.Second), sst.Windows, sst.Merged, sst.Rollups, float64(sst.Bytes)/(1<<20), openTime.Round(time.Millisecond), *warm, rss0, rss1, rss2, viewerOptions.ReturnMemory+time.Second, peak)
+	if *reuse {
+		fmt.Fprintf(&md, "The store was written by an earlier run (`-reuse`): the times of writing and compacting it above are not this run's.\n\n")
+	}
 	fmt.Fprintf(&md, "| range | filter | flamegraph cold / warm ms | top cold / warm ms | labels cold / warm ms | timeline cold / warm ms | flamegraph bytes |\n|---|---|---:|---:|---:|---:|---:|\n")
 	for i := 0; i+len(apis) <= len(rows); i += len(apis) {
 		r := rows[i : i+len(apis)]
