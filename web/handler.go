@@ -227,7 +227,9 @@ type selected struct {
 // listWindows lists the windows of q's range at the finest level where
 // the windows a request must open, need(ws) of them, are few (FewWindows),
 // else at the finest where they fit MaxWindows, else at the coarsest (see
-// LeveledSource; a Source without rollups has level 0 only). Levels whose
+// LeveledSource; a Source without rollups has level 0 only), searching
+// from the coarsest, since a finer level has as many windows or more to
+// open. Levels whose
 // period is at most res are taken as fine enough: the search starts at the
 // coarsest of them (a timeline of 15-minute buckets reads 5-minute
 // rollups, not the day's 300,000 windows). It returns the period of the
@@ -275,32 +277,65 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 		res time.Duration
 		n   int
 	}
-	// Of the levels tried, only those that may be answered are kept (a
-	// day's list at level 0 is some 300,000 windows): merged, the fewest
-	// (of equals, the finest); else the finest within MaxWindows, and the
-	// last.
-	var fallback, last *level
-	for k := start; k < len(periods); k++ {
+	list := func(k int) (*level, error) {
 		ws, err := at(ctx, q.from, q.to, k)
 		if err != nil {
-			return nil, 0, fmt.Errorf("listing windows: %w", err)
+			return nil, fmt.Errorf("listing windows: %w", err)
 		}
-		l := &level{ws, periods[k], need(ws)}
+		return &level{ws, periods[k], need(ws)}, nil
+	}
+	if !merged {
+		// A finer level has as many windows to open or more: search from
+		// the coarsest, so that a level finer than the answer is never
+		// listed (a day's list at level 0 is some 300,000 windows, of
+		// which a filter may keep a few hundred).
+		var few *level // the finest level listed yet with few
+		for k := len(periods) - 1; k >= start; k-- {
+			l, err := list(k)
+			if err != nil {
+				return nil, 0, err
+			}
+			if l.n <= h.opts.FewWindows {
+				few = l
+				continue
+			}
+			if few != nil {
+				return few.ws, few.res, nil
+			}
+			// None has few: the finest within MaxWindows, else this,
+			// the coarsest.
+			best := l
+			for k--; k >= start && best.n <= h.opts.MaxWindows; k-- {
+				fl, err := list(k)
+				if err != nil {
+					return nil, 0, err
+				}
+				if fl.n > h.opts.MaxWindows {
+					break
+				}
+				best = fl
+			}
+			return best.ws, best.res, nil
+		}
+		return few.ws, few.res, nil
+	}
+	// Merges are few (one a window or period) but weigh by size: the
+	// finest level with few, else the one that weighs least (of equals,
+	// the finest).
+	var least *level
+	for k := start; k < len(periods); k++ {
+		l, err := list(k)
+		if err != nil {
+			return nil, 0, err
+		}
 		if l.n <= h.opts.FewWindows {
 			return l.ws, l.res, nil
 		}
-		switch {
-		case merged && (fallback == nil || l.n < fallback.n):
-			fallback = l
-		case !merged && fallback == nil && l.n <= h.opts.MaxWindows:
-			fallback = l
+		if least == nil || l.n < least.n {
+			least = l
 		}
-		last = l
 	}
-	if fallback != nil {
-		return fallback.ws, fallback.res, nil
-	}
-	return last.ws, last.res, nil
+	return least.ws, least.res, nil
 }
 
 // span returns the span of every stored window, as the finest level of
