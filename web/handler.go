@@ -229,11 +229,10 @@ type selected struct {
 // else at the finest where they fit MaxWindows, else at the coarsest (see
 // LeveledSource; a Source without rollups has level 0 only), searching
 // from the coarsest, since a finer level has as many windows or more to
-// open. Levels whose
-// period is at most res are taken as fine enough: the search starts at the
-// coarsest of them (a timeline of 15-minute buckets reads 5-minute
-// rollups, not the day's 300,000 windows). It returns the period of the
-// level used, 0 for the windows as recorded. Without filters, merged lists
+// open. Levels whose period is at most res are taken as fine enough: the
+// search goes no finer than the coarsest of them (a timeline of 15-minute
+// buckets reads 5-minute rollups, not the day's 300,000 windows). It
+// returns the period of the level used, 0 for the windows as recorded. Without filters, merged lists
 // the merges of all targets where the source has them (MergedAt), at
 // level 0 too: fewer profiles, the same samples. A merge holds every
 // target's samples, so such lists count each window by its size
