@@ -237,8 +237,10 @@ type selected struct {
 // level 0 too: fewer profiles, the same samples. A merge holds every
 // target's samples, so such lists count each window by its size
 // (windowCost) against FewWindows, and where no level has few, the level
-// that counts least is read.
-func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged bool, res time.Duration) ([]Window, time.Duration, error) {
+// that counts least is read. With filtered, only the windows q's filters
+// do not rule out by window label are listed (by the source, if it is a
+// FilteringSource), and need counts among them.
+func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window) int, merged, filtered bool, res time.Duration) ([]Window, time.Duration, error) {
 	ls, ok := h.src.(LeveledSource)
 	merged = ok && merged && len(q.filters) == 0
 	if merged {
@@ -256,14 +258,28 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	if ok {
 		periods = append(periods, ls.Levels()...)
 	}
+	var keep func(*Window) bool
+	if filtered && len(q.filters) > 0 {
+		keep = q.windowPasses
+	}
 	at := func(ctx context.Context, from, to time.Time, k int) ([]Window, error) {
+		if fs, ok := h.src.(FilteringSource); ok && keep != nil {
+			return fs.WindowsWhere(ctx, from, to, k, merged, keep)
+		}
+		var ws []Window
+		var err error
 		switch {
 		case merged:
-			return ls.MergedAt(ctx, from, to, k) // fewer windows, the same periods
+			ws, err = ls.MergedAt(ctx, from, to, k) // fewer windows, the same periods
 		case k == 0:
-			return h.src.Windows(ctx, from, to)
+			ws, err = h.src.Windows(ctx, from, to)
+		default:
+			ws, err = ls.WindowsAt(ctx, from, to, k)
 		}
-		return ls.WindowsAt(ctx, from, to, k)
+		if keep != nil {
+			ws = slices.DeleteFunc(ws, func(w Window) bool { return !keep(&w) })
+		}
+		return ws, err
 	}
 	start := 0
 	for k, d := range periods {
@@ -320,19 +336,28 @@ func (h *handler) listWindows(ctx context.Context, q *query, need func([]Window)
 	}
 	// Merges are few (one a window or period) but weigh by size: the
 	// finest level with few, else the one that weighs least (of equals,
-	// the finest).
-	var least *level
-	for k := start; k < len(periods); k++ {
+	// the finest). A finer level weighs as much or more, short of a
+	// rollup of all targets that failed: the search goes from the
+	// coarsest and stops at the first level that weighs more than one
+	// coarser, so that a day's range does not list its windows (a
+	// day's level 0 is some 300,000 of them, behind 5,760 merges).
+	var few, least *level
+	for k := len(periods) - 1; k >= start; k-- {
 		l, err := list(k)
 		if err != nil {
 			return nil, 0, err
 		}
 		if l.n <= h.opts.FewWindows {
-			return l.ws, l.res, nil
+			few = l
+			continue
 		}
-		if least == nil || l.n < least.n {
-			least = l
+		if few != nil || least != nil && l.n > least.n {
+			break
 		}
+		least = l
+	}
+	if few != nil {
+		return few.ws, few.res, nil
 	}
 	return least.ws, least.res, nil
 }
@@ -373,7 +398,7 @@ func (h *handler) selectWindows(ctx context.Context, q *query) ([]selected, time
 	}
 	// Merges of all targets need not keep pids (the agent's do not): a
 	// tree grouped by pid reads the targets'.
-	ws, res, err := h.listWindows(ctx, q, pick, q.group != "pid", 0)
+	ws, res, err := h.listWindows(ctx, q, pick, q.group != "pid", true, 0)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -787,7 +812,7 @@ func (h *handler) timeline(r *http.Request) ([]byte, string, error) {
 			}
 		}
 		return n
-	}, false, step)
+	}, false, true, step)
 	if err != nil {
 		return nil, "", err
 	}
@@ -938,7 +963,7 @@ func (h *handler) labels(r *http.Request) ([]byte, string, error) {
 			}
 		}
 		return n
-	}, false, niceStep(to.Sub(from)/120))
+	}, false, false, niceStep(to.Sub(from)/120))
 	if err != nil {
 		return nil, "", err
 	}

@@ -200,6 +200,22 @@ func (q *query) windowFilters(w Window) (bool, []filter) {
 	return true, rest
 }
 
+// windowPasses is the first result of windowFilters, without allocating.
+func (q *query) windowPasses(w *Window) bool {
+	for _, f := range q.filters {
+		if v, ok := w.Labels[f.key]; ok {
+			if !contains(f.values, v) {
+				return false
+			}
+			continue
+		}
+		if vs, known := w.valuesOf(f.key); known && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+			return false
+		}
+	}
+	return true
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {

@@ -81,3 +81,15 @@ type LeveledSource interface {
 	// from level 0 (windows only) up.
 	MergedAt(ctx context.Context, from, to time.Time, k int) ([]Window, error)
 }
+
+// A FilteringSource lists only the windows a filter keeps, without
+// making a Window of the others: a day of a busy host is some 300,000
+// windows at level 0, of which a filter by process may keep a few
+// hundred, and the list of them all was the viewer's largest allocation.
+type FilteringSource interface {
+	LeveledSource
+	// WindowsWhere is WindowsAt, or MergedAt if merged (Windows at level
+	// 0 unless merged), less the windows keep returns false for. keep
+	// must not keep w or its maps.
+	WindowsWhere(ctx context.Context, from, to time.Time, k int, merged bool, keep func(w *Window) bool) ([]Window, error)
+}

@@ -120,7 +120,11 @@
 // merge, counted in Stats.RollupErrors), the finer rollups or windows of
 // that period, so every sample is shown once. Retention treats rollups as
 // windows of their start. A window written after its period was rolled
-// up is listed by Windows only.
+// up is listed by Windows only. The index keeps, for each entry, the
+// finest level whose rollup hides it, and apart the entries a view above
+// level 0 may show (tiers.go), so that a day's view of rollups never
+// walks the day's windows; WindowsWhere lists only the windows a filter
+// keeps.
 //
 // # Failures
 //

@@ -367,7 +367,7 @@ func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web
 	if k >= len(levels) {
 		return nil, fmt.Errorf("store: no level %d (there are %d)", k, len(levels)-1)
 	}
-	return s.windowsAt(ctx, from, to, k, visible)
+	return s.windowsAt(ctx, from, to, k, visible, nil)
 }
 
 // MergedAt is WindowsAt where a rollup of all targets holds a period, or
@@ -378,12 +378,32 @@ func (s *Store) MergedAt(ctx context.Context, from, to time.Time, k int) ([]web.
 	if k < 0 || k >= len(levels) {
 		return nil, fmt.Errorf("store: no level %d of rollups (there are %d)", k, len(levels)-1)
 	}
-	return s.windowsAt(ctx, from, to, k, visibleMerged)
+	return s.windowsAt(ctx, from, to, k, visibleMerged, nil)
+}
+
+// The store is what the agent's viewer reads.
+var _ web.FilteringSource = (*Store)(nil)
+
+// WindowsWhere is WindowsAt, or MergedAt if merged (Windows at level 0
+// unless merged), less the windows keep returns false for; the others are
+// never made into a web.Window beyond the one keep is shown.
+func (s *Store) WindowsWhere(ctx context.Context, from, to time.Time, k int, merged bool, keep func(*web.Window) bool) ([]web.Window, error) {
+	if k < 0 || k >= len(levels) {
+		return nil, fmt.Errorf("store: no level %d of rollups (there are %d)", k, len(levels)-1)
+	}
+	switch {
+	case merged:
+		return s.windowsAt(ctx, from, to, k, visibleMerged, keep)
+	case k == 0:
+		return s.windowsAt(ctx, from, to, 0, nil, keep)
+	}
+	return s.windowsAt(ctx, from, to, k, visible, keep)
 }
 
 // windowsAt lists the entries of levels up to k that overlap [from, to),
-// as view shows them (none: level 0 only, as written).
-func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view func([]*entry, int) []*entry) ([]web.Window, error) {
+// as view shows them (none: level 0 only, as written), those keep
+// returns true for (nil: all).
+func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view func([]*entry, int) []*entry, keep func(*web.Window) bool) ([]web.Window, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -393,27 +413,39 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 		return nil, ErrClosed
 	}
 	f, t := from.UnixNano(), to.UnixNano()
-	lo := f - max(s.maxDur, int64(levels[k]))
-	i, _ := slices.BinarySearchFunc(s.windows, lo, byStart)
 	var in []*entry
-	for _, e := range s.windows[i:] {
-		if e.start >= t {
-			break
-		}
-		overlaps := e.start+e.dur > f
-		if e.dur == 0 {
-			overlaps = e.start >= f
-		}
-		if overlaps && int(e.level) <= k && (view != nil || !e.all) {
-			in = append(in, e)
+	if k > 0 {
+		in = s.levelEntriesLocked(f, t, k)
+	} else {
+		i, _ := slices.BinarySearchFunc(s.windows, f-s.maxDur, byStart)
+		for _, e := range s.windows[i:] {
+			if e.start >= t {
+				break
+			}
+			overlaps := e.start+e.dur > f
+			if e.dur == 0 {
+				overlaps = e.start >= f
+			}
+			if overlaps && e.level == 0 && (view != nil || !e.all) {
+				in = append(in, e)
+			}
 		}
 	}
 	if view != nil {
 		in = view(in, k)
 	}
-	out := make([]web.Window, len(in))
-	for i, e := range in {
-		out[i] = webWindow(e)
+	if keep == nil {
+		out := make([]web.Window, len(in))
+		for i, e := range in {
+			out[i] = webWindow(e)
+		}
+		return out, nil
+	}
+	var out []web.Window
+	for _, e := range in {
+		if w := webWindow(e); keep(&w) {
+			out = append(out, w)
+		}
 	}
 	return out, nil
 }
