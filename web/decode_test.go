@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strconv"
@@ -51,6 +52,30 @@ func labelMaps(ls sampleLabels) map[string][]string {
 	return m
 }
 
+// sameTrees reports how the trees built from got (decode's: the samples
+// of one stack share it) differ from those built from want (prepare's:
+// each sample has its own), grouped and focused as the viewer asks, or "".
+func sameTrees(got, want *loaded) string {
+	focus := ""
+	if len(want.frames) > 1 {
+		focus = want.frames[1].name
+	}
+	for _, fg := range [][2]string{{"", ""}, {"", "pid"}, {"", "comm"}, {focus, ""}, {focus, "pid"}} {
+		var js [2][]byte
+		for i, l := range []*loaded{got, want} {
+			t := newTree(fg[0], fg[1])
+			t.addProfile(l, 0, nil, nil)
+			t.addProfile(l, 1, func(i int) bool { return i%3 != 0 }, map[string]string{"service_name": "s"})
+			js[i] = t.appendJSON(nil, nil, true, 0, 0)
+			js[i] = fmt.Appendf(js[i], "%v %v", t.top("total", 1<<20), t.ftotal)
+		}
+		if !bytes.Equal(js[0], js[1]) {
+			return "trees differ, focus " + strconv.Quote(fg[0]) + ", grouped by " + strconv.Quote(fg[1])
+		}
+	}
+	return ""
+}
+
 // decodeOracle decodes data with pprof's parser and prepares it, as the
 // viewer does for a source that is not an EncodedSource.
 func decodeOracle(data []byte) (*loaded, error) {
@@ -90,6 +115,13 @@ func TestDecodeAsPrepare(t *testing.T) {
 		"inline": inl,
 		"big":    bigProfile(500, 5000),
 	}
+	// Stacks repeated with labels the trees group by, or not.
+	labelled := bigProfile(300, 3000)
+	for i, smp := range labelled.Sample {
+		smp.NumLabel = map[string][]int64{"pid": {int64(i % 7)}}
+		smp.Label = map[string][]string{"comm": {strconv.Itoa(i % 3)}}
+	}
+	cases["big-labels"] = labelled
 	for _, id := range []string{"w1", "w2", "w3"} {
 		cases["source-"+id] = testSource().profs[id]
 	}
@@ -105,6 +137,9 @@ func TestDecodeAsPrepare(t *testing.T) {
 				t.Fatal(err)
 			}
 			if d := sameLoaded(got, want); d != "" {
+				t.Fatal(d)
+			}
+			if d := sameTrees(got, want); d != "" {
 				t.Fatal(d)
 			}
 			if len(got.stacks) != len(p.Sample) {
@@ -199,6 +234,9 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("pprof's parser and prepare accept the profile, decode does not: %v", err)
 		}
 		if d := sameLoaded(got, want); d != "" {
+			t.Fatal(d)
+		}
+		if d := sameTrees(got, want); d != "" {
 			t.Fatal(d)
 		}
 	})

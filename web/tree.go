@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/scorch-profiler/scorch/symbolizer"
 )
@@ -101,15 +102,25 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 			groupFrame = t.groupFrame(v)
 		}
 	}
+	// The samples of one stack share it (decode makes them so), most
+	// often told apart by labels the tree does not show: the node where
+	// a stack and group end is looked up once, and the samples after the
+	// first walk up from it rather than down through the children's map.
+	type path struct {
+		st    *int32
+		n     int
+		group int32
+	}
+	leaves := map[path]int32{} // -1: the focus misses the stack
 	var buf []int32
 	for i, st := range l.stacks {
 		v := l.values[i]
 		if v == 0 || (keep != nil && !keep(i)) {
 			continue
 		}
-		buf = buf[:0]
+		g := int32(-1)
 		if t.group != "" {
-			g := groupFrame
+			g = groupFrame
 			if g < 0 {
 				val := l.sampleLabels(i).first(t.group)
 				var ok bool
@@ -118,6 +129,19 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 					groups[val] = g
 				}
 			}
+		}
+		var pk path
+		if len(st) > 0 {
+			pk = path{unsafe.SliceData(st), len(st), g}
+			if leaf, ok := leaves[pk]; ok {
+				if leaf >= 0 {
+					t.addAt(leaf, v, col)
+				}
+				continue
+			}
+		}
+		buf = buf[:0]
+		if g >= 0 {
 			buf = append(buf, g)
 		}
 		hit := t.focus == ""
@@ -126,8 +150,12 @@ func (t *tree) addProfile(l *loaded, col int, keep func(i int) bool, labels map[
 			hit = hit || t.focusHit[g]
 			buf = append(buf, g)
 		}
+		leaf := int32(-1)
 		if hit {
-			t.add(buf, v, col)
+			leaf = t.add(buf, v, col)
+		}
+		if len(st) > 0 {
+			leaves[pk] = leaf
 		}
 	}
 }
@@ -141,7 +169,7 @@ func (t *tree) groupFrame(v string) int32 {
 }
 
 // add merges one root-first stack of tree frames with value v.
-func (t *tree) add(stack []int32, v int64, col int) {
+func (t *tree) add(stack []int32, v int64, col int) (leaf int32) {
 	cur := int32(0)
 	t.nodes[0].total[col] += v
 	t.nsample++
@@ -157,6 +185,26 @@ func (t *tree) add(stack []int32, v int64, col int) {
 	t.nodes[cur].self[col] += v
 	if cur != 0 {
 		t.fself[t.nodes[cur].frame][col] += v
+	}
+	return cur
+}
+
+// addAt adds a sample of value v in column col whose stack ends at node
+// leaf (which add returned for the same stack): what add would add,
+// walking up from leaf.
+func (t *tree) addAt(leaf int32, v int64, col int) {
+	t.nodes[0].total[col] += v
+	t.nsample++
+	t.nodes[leaf].self[col] += v
+	if leaf != 0 {
+		t.fself[t.nodes[leaf].frame][col] += v
+	}
+	for n := leaf; n != 0; n = t.nodes[n].parent {
+		t.nodes[n].total[col] += v
+		if f := t.nodes[n].frame; t.stamp[f] != t.nsample {
+			t.stamp[f] = t.nsample
+			t.ftotal[f][col] += v
+		}
 	}
 }
 
