@@ -186,16 +186,13 @@ func parseQuery(v url.Values, prefix string) (query, error) {
 func (q *query) windowFilters(w Window) (bool, []filter) {
 	var rest []filter
 	for _, f := range q.filters {
-		if v, ok := w.Labels[f.key]; ok {
-			if !contains(f.values, v) {
-				return false, nil
-			}
-			continue
-		}
-		if vs, known := w.valuesOf(f.key); known && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+		ok, perSample := f.onWindow(&w)
+		if !ok {
 			return false, nil
 		}
-		rest = append(rest, f)
+		if perSample {
+			rest = append(rest, f)
+		}
 	}
 	return true, rest
 }
@@ -203,17 +200,24 @@ func (q *query) windowFilters(w Window) (bool, []filter) {
 // windowPasses is the first result of windowFilters, without allocating.
 func (q *query) windowPasses(w *Window) bool {
 	for _, f := range q.filters {
-		if v, ok := w.Labels[f.key]; ok {
-			if !contains(f.values, v) {
-				return false
-			}
-			continue
-		}
-		if vs, known := w.valuesOf(f.key); known && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+		if ok, _ := f.onWindow(w); !ok {
 			return false
 		}
 	}
 	return true
+}
+
+// onWindow applies f to window w: ok is false if w's label, or the values
+// it lists of a sample label, rule the window out; perSample says f must
+// still be checked per sample (w does not carry its label).
+func (f *filter) onWindow(w *Window) (ok, perSample bool) {
+	if v, has := w.Labels[f.key]; has {
+		return contains(f.values, v), false
+	}
+	if vs, known := w.valuesOf(f.key); known && !slices.ContainsFunc(vs, func(v string) bool { return contains(f.values, v) }) {
+		return false, false
+	}
+	return true, true
 }
 
 func contains(list []string, s string) bool {

@@ -375,10 +375,7 @@ func (s *Store) WindowsAt(ctx context.Context, from, to time.Time, k int) ([]web
 // it alone stands for every target there (see visibleMerged). Level 0
 // lists windows only.
 func (s *Store) MergedAt(ctx context.Context, from, to time.Time, k int) ([]web.Window, error) {
-	if k < 0 || k >= len(levels) {
-		return nil, fmt.Errorf("store: no level %d of rollups (there are %d)", k, len(levels)-1)
-	}
-	return s.windowsAt(ctx, from, to, k, visibleMerged, nil)
+	return s.WindowsWhere(ctx, from, to, k, true, nil)
 }
 
 // The store is what the agent's viewer reads.
@@ -422,11 +419,7 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 			if e.start >= t {
 				break
 			}
-			overlaps := e.start+e.dur > f
-			if e.dur == 0 {
-				overlaps = e.start >= f
-			}
-			if overlaps && e.level == 0 && (view != nil || !e.all) {
+			if overlaps(e, f) && e.level == 0 && (view != nil || !e.all) {
 				in = append(in, e)
 			}
 		}
@@ -434,20 +427,26 @@ func (s *Store) windowsAt(ctx context.Context, from, to time.Time, k int, view f
 	if view != nil {
 		in = view(in, k)
 	}
-	if keep == nil {
-		out := make([]web.Window, len(in))
-		for i, e := range in {
-			out[i] = webWindow(e)
-		}
-		return out, nil
-	}
 	var out []web.Window
+	if keep == nil {
+		out = make([]web.Window, 0, len(in))
+	}
 	for _, e := range in {
-		if w := webWindow(e); keep(&w) {
+		if w := webWindow(e); keep == nil || keep(&w) {
 			out = append(out, w)
 		}
 	}
 	return out, nil
+}
+
+// overlaps reports whether e, which starts before the end of a range,
+// reaches past its start f (a window of no duration: starts at f or
+// after).
+func overlaps(e *entry, f int64) bool {
+	if e.dur == 0 {
+		return e.start >= f
+	}
+	return e.start+e.dur > f
 }
 
 // visibleMerged is visible, except that the coarsest rollup of all

@@ -170,7 +170,7 @@ func (s *Store) indexHiddenLocked() {
 
 // pruneListsLocked takes out of the lists the entries Prune dropped, those
 // ordered before first (all of them if first is nil), and shows what the
-// dropped rollups hid.
+// dropped rollups (dropped: of levels above 0 only) hid.
 func (s *Store) pruneListsLocked(first *entry, dropped []*entry) {
 	trim := func(list []*entry) []*entry {
 		n := len(list)
@@ -184,9 +184,7 @@ func (s *Store) pruneListsLocked(first *entry, dropped []*entry) {
 		s.rollupList[j] = trim(s.rollupList[j])
 	}
 	for _, r := range dropped {
-		if r.level > 0 {
-			s.unhideLocked(r)
-		}
+		s.unhideLocked(r)
 	}
 }
 
@@ -199,11 +197,7 @@ func (s *Store) pruneListsLocked(first *entry, dropped []*entry) {
 func (s *Store) levelEntriesLocked(f, t int64, k int) []*entry {
 	var in []*entry
 	add := func(e *entry) {
-		overlaps := e.start+e.dur > f
-		if e.dur == 0 {
-			overlaps = e.start >= f
-		}
-		if overlaps {
+		if overlaps(e, f) {
 			in = append(in, e)
 		}
 	}

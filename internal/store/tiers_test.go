@@ -22,11 +22,7 @@ func slowLevelEntries(s *Store, f, t int64, k int) []*entry {
 		if e.start >= t {
 			break
 		}
-		overlaps := e.start+e.dur > f
-		if e.dur == 0 {
-			overlaps = e.start >= f
-		}
-		if overlaps && int(e.level) <= k {
+		if overlaps(e, f) && int(e.level) <= k {
 			in = append(in, e)
 		}
 	}
